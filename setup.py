@@ -1,0 +1,115 @@
+"""Build script: the Python packages plus the compiled extension ``ddsa_kernels._C``.
+
+The C++ CPU kernels in csrc/cpu are always built when torch is importable at build time
+(install torch first and use ``pip install --no-build-isolation``). The CUDA kernels in
+csrc/cuda are added when a CUDA toolkit and a CUDA build of torch are present, or when
+DDSA_FORCE_CUDA=1. DDSA_NO_EXTENSION=1 skips the extension entirely (the package then runs on
+its reference and Triton backends). MAX_JOBS and TORCH_CUDA_ARCH_LIST are honoured by torch's
+build tooling.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import sys
+
+from setuptools import find_packages, setup
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _log(msg: str) -> None:
+    print(f"[ddsa setup] {msg}", file=sys.stderr)
+
+
+def extension_modules():
+    if os.environ.get("DDSA_NO_EXTENSION") == "1":
+        _log("DDSA_NO_EXTENSION=1: not building the compiled extension")
+        return [], {}
+    try:
+        import torch
+        from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+    except ImportError:
+        _log("torch is not importable at build time: building without the compiled extension "
+             "(install torch first, then `pip install --no-build-isolation .`)")
+        return [], {}
+
+    cpu_sources = sorted(glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
+    cuda_sources = sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")))
+    if not cpu_sources:
+        _log("no C++ sources in csrc/cpu: building without the compiled extension")
+        return [], {}
+    binding = [s for s in glob.glob(os.path.join("csrc", "*.cpp"))]
+    with_cuda = os.environ.get("DDSA_FORCE_CUDA") == "1" or (
+        torch.version.cuda is not None and CUDA_HOME is not None and torch.cuda.is_available()
+    )
+    cxx_flags = ["-O3", "-std=c++17", "-fopenmp"]
+    define_macros = []
+    if sys.platform == "darwin":
+        cxx_flags.remove("-fopenmp")
+    if with_cuda and cuda_sources:
+        define_macros.append(("DDSA_WITH_CUDA", None))
+        ext = CUDAExtension(
+            "ddsa_kernels._C",
+            sources=binding + cpu_sources + cuda_sources,
+            define_macros=define_macros,
+            extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "--use_fast_math", "-std=c++17", "-lineinfo"]},
+            extra_link_args=["-fopenmp"] if "-fopenmp" in cxx_flags else [],
+        )
+        _log(f"building ddsa_kernels._C with CPU and CUDA kernels (CUDA_HOME={CUDA_HOME})")
+    else:
+        reason = "no CUDA sources" if not cuda_sources else (
+            "torch is a CPU build" if torch.version.cuda is None else
+            "no CUDA toolkit found" if CUDA_HOME is None else "no GPU visible (set DDSA_FORCE_CUDA=1 to build anyway)")
+        ext = CppExtension(
+            "ddsa_kernels._C",
+            sources=binding + cpu_sources,
+            define_macros=define_macros,
+            extra_compile_args={"cxx": cxx_flags},
+            extra_link_args=["-fopenmp"] if "-fopenmp" in cxx_flags else [],
+        )
+        _log(f"building ddsa_kernels._C with CPU kernels only ({reason})")
+    return [ext], {"build_ext": BuildExtension.with_options(use_ninja=True)}
+
+
+ext_modules, cmdclass = extension_modules()
+
+setup(
+    name="ddsa",
+    version="0.1.0",
+    description="Fused dual self-attention kernels and the DDSA image deraining transformer",
+    long_description=open(os.path.join(HERE, "README.md"), encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.9",
+    packages=find_packages(include=["ddsa_kernels*", "ddsa_model*", "benchmarks*"]),
+    package_data={"ddsa_model": ["weights/*.safetensors", "weights/*.json", "weights/*.md", "configs/*.yaml"]},
+    include_package_data=True,
+    install_requires=[
+        "torch>=2.4",
+        "numpy",
+        "einops",
+        "pyyaml",
+        "pillow",
+        "tqdm",
+        "safetensors",
+        "triton; platform_system == 'Linux' and platform_machine == 'x86_64'",
+    ],
+    extras_require={
+        "test": ["pytest", "pytest-benchmark", "scikit-image", "scipy"],
+        "build": ["ninja", "pybind11"],
+        "plot": ["matplotlib"],
+    },
+    entry_points={
+        "console_scripts": [
+            "ddsa-train=ddsa_model.cli.train:main",
+            "ddsa-eval=ddsa_model.cli.evaluate:main",
+            "ddsa-derain=ddsa_model.cli.derain:main",
+            "ddsa-synth=ddsa_model.cli.synth:main",
+            "ddsa-demo=ddsa_model.cli.demo:main",
+            "ddsa-bench=benchmarks.__main__:main",
+        ]
+    },
+    ext_modules=ext_modules,
+    cmdclass=cmdclass,
+)
