@@ -5,6 +5,7 @@
 """
 from .backends import available_backends, build_info, register_backend
 from .module import DualSelfAttentionCore, ddsa_topk, drsformer_topk, restormer_topk
+from .eager import eager_dual_attention
 from .op import dual_attention
 from .reference import reference_dual_attention
 
@@ -14,6 +15,7 @@ __all__ = [
     "build_info",
     "register_backend",
     "reference_dual_attention",
+    "eager_dual_attention",
     "DualSelfAttentionCore",
     "ddsa_topk",
     "drsformer_topk",

@@ -18,6 +18,7 @@ import torch
 
 from ._checks import check_inputs
 from .backends import get_backend, resolve_backend
+from .eager import eager_dual_attention
 from .reference import accumulation_dtype
 
 Tensor = torch.Tensor
@@ -120,7 +121,8 @@ def dual_attention(
             (float64 on the reference backend).
         temperature: (H,) or (H, 1, 1); weights: (n_branches,), one per ``topk`` entry.
         topk: one entry per branch, ``None`` or a keep-count 1 ≤ k ≤ C.
-        backend: "auto" (fastest for the device), or one of :func:`available_backends`.
+        backend: "auto" (fastest for the device), one of :func:`available_backends`, or
+            "eager" — the unfused authors'-style computation with plain autograd (a baseline).
 
     Returns:
         (B, H, C, N) in q's dtype; differentiable w.r.t. q, k, v, temperature and weights.
@@ -128,6 +130,8 @@ def dual_attention(
     temp, keep = check_inputs(q, k, v, temperature, weights, topk, eps)
     if not isinstance(backend, str):
         raise ValueError(f"backend must be a string, got {backend!r}")
+    if backend == "eager":
+        return eager_dual_attention(q, k, v, temp, weights, topk, eps)
     name = resolve_backend(backend, q.device, q.dtype)
     out = dual_attention_fwd(q, k, v, temp, weights, list(keep), float(eps), name)[0]
     return out
