@@ -72,9 +72,10 @@ def _probe(path: Path) -> tuple[tuple[int, int] | None, str | None]:
     """(width, height) after EXIF orientation and None, or None and why the file is unreadable."""
     try:
         with Image.open(path) as im:
+            im.verify()  # checks chunk CRCs / structure without decoding the pixels
+        with Image.open(path) as im:  # verify() leaves the object unusable: reopen (header only)
             size = im.size
             orientation = im.getexif().get(0x0112, 1)
-            im.verify()  # checks chunk CRCs / structure without decoding the pixels
         if orientation in (5, 6, 7, 8):
             size = (size[1], size[0])
         return size, None
@@ -161,7 +162,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
                 arr = np.clip(np.asarray(im, dtype=np.float32), 0.0, 1.0)
                 arr = np.round(arr * 65535.0).astype(np.uint16)
             else:
-                arr = np.asarray(im.convert("RGB"))
+                arr = np.array(im.convert("RGB"))  # a writable copy
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DatasetError(f"cannot decode image {path}: {type(exc).__name__}: {exc}") from None
     if arr.ndim == 2:

@@ -1,0 +1,505 @@
+"""The trainer: L1 loss, AdamW, constant-then-cosine lr, AMP, grad clipping and accumulation,
+DDP via torchrun (gloo on CPU, nccl on CUDA), atomic checkpoints and exact resume.
+
+    from ddsa_model.train import train
+    from ddsa_model.train_config import load_config
+    summary = train(load_config("run.yaml", ["train.iterations=1000"]), resume="auto")
+
+Exact resume: a checkpoint holds model, optimizer, scheduler, grad scaler, the RNG states and
+the iteration; the training data of iteration t is a pure function of (seed, t) (see
+:class:`ddsa_model.data.ResumableSampler`), so stopping at n and resuming reproduces the
+uninterrupted run bit for bit on the same device and thread count.
+
+Output folder: ``config.yaml`` (resolved config), ``metrics.jsonl`` (one JSON record per log,
+validation and checkpoint event), ``checkpoints/iter_XXXXXXX.pt``, ``model.safetensors`` (final
+weights for ``ddsa-eval`` / ``ddsa-derain``) and TensorBoard events when tensorboard is installed.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import random
+import re
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+import yaml
+
+from .data import PairedImageDataset, ResumableSampler, crop_at
+from .train_config import ConfigError, RunConfig
+
+CHECKPOINT_RE = re.compile(r"^iter_(\d+)\.pt$")
+CHECKPOINT_FORMAT = "ddsa-train-checkpoint-v1"
+
+
+# ----------------------------------------------------------------------------- lr schedule
+class ConstantCosineLR(torch.optim.lr_scheduler.LRScheduler):
+    """lr = base for t < ``constant_steps``, then cosine from base to ``eta_min`` at ``total_steps``.
+
+    The paper's schedule (constant 1e-4 for 92K of 300K iterations, then cosine annealing).
+    ``t`` is the number of optimizer steps taken so far.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, total_steps: int, constant_steps: int,
+                 eta_min: float = 1e-6, last_epoch: int = -1) -> None:
+        self.total_steps, self.constant_steps, self.eta_min = total_steps, constant_steps, eta_min
+        super().__init__(optimizer, last_epoch)
+
+    def lr_at(self, step: int, base: float) -> float:
+        if step < self.constant_steps:
+            return base
+        span = max(1, self.total_steps - self.constant_steps)
+        progress = min(1.0, (step - self.constant_steps) / span)
+        return self.eta_min + (base - self.eta_min) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    def get_lr(self) -> list[float]:
+        return [self.lr_at(self.last_epoch, base) for base in self.base_lrs]
+
+
+# ----------------------------------------------------------------------------- distributed
+@dataclass
+class DistInfo:
+    world_size: int = 1
+    rank: int = 0
+    local_rank: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _setup_distributed(device_pref: str) -> DistInfo:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = device_pref == "cuda" or (device_pref == "auto" and torch.cuda.is_available())
+    if device_pref == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device=cuda but no CUDA device is available (use train.device=cpu)")
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+        device = torch.device("cuda", local_rank)
+    else:
+        device = torch.device("cpu")
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return DistInfo(world, rank, local_rank, device)
+
+
+def _all_mean(values: list[float], info: DistInfo) -> list[float]:
+    if not info.enabled:
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=info.device)
+    dist.all_reduce(t)
+    return (t / info.world_size).tolist()
+
+
+def parameter_digest(model: torch.nn.Module) -> str:
+    """SHA-256 over every parameter's name and bytes (identical weights ⇔ identical digests)."""
+    h = hashlib.sha256()
+    for name, p in model.named_parameters():
+        h.update(name.encode())
+        h.update(p.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+# ----------------------------------------------------------------------------- checkpoints
+def _rng_state() -> dict[str, Any]:
+    """Global RNG states in types that ``torch.load(weights_only=True)`` accepts."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": random.getstate(), "torch": torch.get_rng_state(),
+             "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def list_checkpoints(out_dir: str | os.PathLike) -> list[tuple[int, Path]]:
+    """(iteration, path) of the checkpoints in ``out_dir/checkpoints``, oldest first."""
+    folder = Path(out_dir) / "checkpoints"
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := CHECKPOINT_RE.match(p.name))]
+    return sorted(found)
+
+
+def resolve_resume(resume: str | None, out_dir: str) -> Path | None:
+    """``None`` → None; ``"auto"`` → latest checkpoint in out_dir or None; a path → that path."""
+    if not resume:
+        return None
+    if resume == "auto":
+        found = list_checkpoints(out_dir)
+        return found[-1][1] if found else None
+    path = Path(resume)
+    if path.is_dir():
+        found = list_checkpoints(path)
+        if not found:
+            raise ConfigError(f"--resume {resume}: no checkpoints (checkpoints/iter_*.pt) in that folder")
+        return found[-1][1]
+    if not path.is_file():
+        raise ConfigError(f"--resume {resume}: no such checkpoint file")
+    return path
+
+
+def _load_checkpoint(path: Path) -> dict[str, Any]:
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any loading failure means an unusable file
+        raise ConfigError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ConfigError(f"{path} is not a ddsa-train checkpoint (for weights-only files use ddsa-eval/derain)")
+    return ckpt
+
+
+# ----------------------------------------------------------------------------- logging
+class _Logger:
+    """Rank-0 JSON-lines log, optional TensorBoard writer, optional tqdm bar."""
+
+    def __init__(self, cfg: RunConfig, info: DistInfo, start: int) -> None:
+        self.enabled = info.is_main
+        self.bar = None
+        self.tb = None
+        self.path = Path(cfg.log.out_dir) / "metrics.jsonl"
+        if not self.enabled:
+            return
+        if cfg.log.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+                self.tb = SummaryWriter(log_dir=str(Path(cfg.log.out_dir) / "tensorboard"))
+            except ImportError:
+                self.tb = None
+        if cfg.log.progress:
+            from tqdm import tqdm
+            self.bar = tqdm(total=cfg.train.stop_at or cfg.train.iterations, initial=start,
+                            desc="ddsa-train", unit="it", dynamic_ncols=True)
+
+    def record(self, **values: Any) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(values) + "\n")
+        if self.tb is not None and "iteration" in values:
+            for k, v in values.items():
+                if k != "iteration" and isinstance(v, (int, float)) and not isinstance(v, bool):
+                    self.tb.add_scalar(k, v, values["iteration"])
+
+    def progress(self, n: int, **postfix: Any) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+            if postfix:
+                self.bar.set_postfix(postfix, refresh=False)
+
+    def write(self, msg: str) -> None:
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.write(msg)
+        else:
+            print(msg, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+# ----------------------------------------------------------------------------- validation
+def _psnr_y(out: np.ndarray, ref: np.ndarray) -> float:
+    try:
+        from .metrics import psnr_y
+    except ImportError:  # pragma: no cover - metrics.py ships with the package
+        psnr_y = None
+    if psnr_y is not None:
+        return float(psnr_y(out, ref))
+    # MATLAB rgb2ycbcr Y (BT.601, 8-bit), rounded as MATLAB does for uint8 input.
+    def y(a: np.ndarray) -> np.ndarray:
+        a = a.astype(np.float64)
+        return np.round(16.0 + (65.481 * a[..., 0] + 128.553 * a[..., 1] + 24.966 * a[..., 2]) / 255.0)
+    mse = float(np.mean((y(out) - y(ref)) ** 2))
+    return float("inf") if mse == 0 else 10.0 * math.log10(255.0 ** 2 / mse)
+
+
+def _to_uint8(t: torch.Tensor) -> np.ndarray:
+    """(3, H, W) float in [0, 1] → (H, W, 3) uint8, rounded."""
+    return t.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+
+@torch.no_grad()
+def validate(model: torch.nn.Module, dataset: PairedImageDataset, info: DistInfo,
+             autocast: contextlib.AbstractContextManager | None = None, max_images: int = 0) -> float:
+    """Mean Y-channel PSNR (dB) of ``model`` over ``dataset`` (full images), sharded over ranks."""
+    was_training = model.training
+    model.eval()
+    n = len(dataset) if not max_images else min(max_images, len(dataset))
+    total = 0.0
+    for i in range(info.rank, n, info.world_size):
+        inp, tgt, _name = dataset[i]
+        with autocast if autocast is not None else contextlib.nullcontext():
+            out = model(inp.unsqueeze(0).to(info.device))
+        total += _psnr_y(_to_uint8(out[0]), _to_uint8(tgt))
+    model.train(was_training)
+    if info.enabled:
+        t = torch.tensor([total], dtype=torch.float64, device=info.device)
+        dist.all_reduce(t)
+        total = float(t.item())
+    return total / n
+
+
+# ----------------------------------------------------------------------------- the loop
+def _autocast(amp: str, device: torch.device) -> contextlib.AbstractContextManager:
+    if amp == "none":
+        return contextlib.nullcontext()
+    if amp == "fp16" and device.type != "cuda":
+        raise ConfigError("train.amp=fp16 needs a CUDA device; use train.amp=bf16 or none on CPU")
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _build_model(cfg: RunConfig) -> torch.nn.Module:
+    from .network import build_model
+    try:
+        return build_model(cfg.model.preset, attention_backend=cfg.model.attention_backend, **cfg.model.overrides)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"model: {exc}") from None
+
+
+def _write_config(cfg: RunConfig, out_dir: Path) -> None:
+    path = out_dir / "config.yaml"
+    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".config.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        yaml.safe_dump(cfg.to_dict(), fh, sort_keys=False)
+    os.replace(tmp, path)
+
+
+def train(cfg: RunConfig, resume: str | None = None) -> dict[str, Any]:
+    """Run (or resume) training as configured; returns a summary dict (rank 0 and others).
+
+    Under ``torchrun`` (WORLD_SIZE > 1) every rank calls this; rank 0 logs and checkpoints.
+    ``resume``: None, "auto" (latest checkpoint in log.out_dir, or a fresh start) or a path.
+    """
+    if cfg.train.num_threads:
+        torch.set_num_threads(cfg.train.num_threads)
+    info = _setup_distributed(cfg.train.device)
+    try:
+        return _train(cfg, resume, info)
+    finally:
+        if info.enabled and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _train(cfg: RunConfig, resume: str | None, info: DistInfo) -> dict[str, Any]:
+    t_cfg, d_cfg, o_cfg, l_cfg = cfg.train, cfg.data, cfg.optim, cfg.log
+    out_dir = Path(l_cfg.out_dir)
+    autocast = _autocast(t_cfg.amp, info.device)
+    ckpt_path = resolve_resume(resume, l_cfg.out_dir)
+    if info.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _write_config(cfg, out_dir)
+
+    random.seed(t_cfg.seed)
+    np.random.seed(t_cfg.seed)
+    torch.manual_seed(t_cfg.seed)
+    model = _build_model(cfg).to(info.device)
+    model.train()
+
+    max_crop = max([d_cfg.crop] + [c for _, c in d_cfg.progressive])
+    train_set = PairedImageDataset(d_cfg.train, train=True, flips=d_cfg.flips, rot90=d_cfg.rot90,
+                                   small_images=d_cfg.small_images, max_crop=max_crop, cache=d_cfg.cache,
+                                   max_items=d_cfg.max_train_pairs)
+    val_set = (PairedImageDataset(d_cfg.val, train=False, cache=d_cfg.cache, max_items=d_cfg.val_max_images)
+               if d_cfg.val else None)
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=o_cfg.lr, betas=tuple(o_cfg.betas),
+                                  weight_decay=o_cfg.weight_decay)
+    scheduler = ConstantCosineLR(optimizer, t_cfg.iterations, round(o_cfg.constant_fraction * t_cfg.iterations),
+                                 eta_min=o_cfg.eta_min)
+    scaler = torch.amp.GradScaler(info.device.type, enabled=t_cfg.amp == "fp16")
+
+    start = 0
+    if ckpt_path is not None:
+        ckpt = _load_checkpoint(ckpt_path)
+        stored = ckpt["model_config"]
+        current = model.config.to_dict()
+        if stored != current:
+            diff = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
+            raise ConfigError(f"checkpoint {ckpt_path} holds a different model (fields differ: {', '.join(diff)}); "
+                              "use the same model.preset / model.overrides or a new log.out_dir")
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        scaler.load_state_dict(ckpt["scaler"])
+        _set_rng_state(ckpt["rng"])
+        start = int(ckpt["iteration"])
+        if start > t_cfg.iterations:
+            raise ConfigError(f"checkpoint {ckpt_path} is at iteration {start}, beyond train.iterations="
+                              f"{t_cfg.iterations}")
+
+    net = model
+    if info.enabled:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[info.local_rank] if info.device.type == "cuda" else None)
+
+    sampler = ResumableSampler(len(train_set), batch_size=t_cfg.batch_size, seed=t_cfg.seed,
+                               grad_accum=t_cfg.grad_accum, world_size=info.world_size, rank=info.rank,
+                               crop=d_cfg.crop, progressive=d_cfg.progressive, start_iteration=start)
+    loader = torch.utils.data.DataLoader(
+        train_set, batch_size=t_cfg.batch_size, sampler=sampler, num_workers=d_cfg.num_workers,
+        pin_memory=info.device.type == "cuda", generator=torch.Generator(),  # keeps the global RNG untouched
+        persistent_workers=False, prefetch_factor=2 if d_cfg.num_workers else None)
+    batches = iter(loader)
+
+    stop = t_cfg.stop_at or t_cfg.iterations
+    log = _Logger(cfg, info, start)
+    if ckpt_path is not None:
+        log.write(f"resumed from {ckpt_path} at iteration {start}")
+        log.record(event="resume", iteration=start, checkpoint=str(ckpt_path))
+    elif info.is_main:
+        log.record(event="start", iteration=0, world_size=info.world_size, device=str(info.device),
+                   params=sum(p.numel() for p in model.parameters()), train_pairs=len(train_set))
+
+    def save_checkpoint(iteration: int) -> Path:
+        path = out_dir / "checkpoints" / f"iter_{iteration:07d}.pt"
+        if info.enabled:  # the official BatchNorm running stats are rank 0's (DDP broadcasts them)
+            for b in model.buffers():
+                dist.broadcast(b, src=0)
+        digest = _check_ranks_agree(model, info)
+        if info.is_main:
+            _atomic_torch_save({
+                "format": CHECKPOINT_FORMAT, "iteration": iteration, "model": model.state_dict(),
+                "model_config": model.config.to_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": _rng_state(),
+                "sampler": {"next_iteration": iteration, "seed": t_cfg.seed, "world_size": info.world_size,
+                            "batch_size": t_cfg.batch_size, "grad_accum": t_cfg.grad_accum},
+                "config": cfg.to_dict(), "weights_sha256": digest,
+            }, path)
+            if l_cfg.keep_checkpoints:
+                for _, old in list_checkpoints(out_dir)[:-l_cfg.keep_checkpoints]:
+                    old.unlink(missing_ok=True)
+            log.record(event="checkpoint", iteration=iteration, path=str(path), weights_sha256=digest)
+        return path
+
+    history: list[tuple[int, float]] = []
+    val_history: list[tuple[int, float]] = []
+    loss_sum, loss_count, t_last, it_last = 0.0, 0, time.perf_counter(), start
+    for it in range(start, stop):
+        loss_value = torch.zeros((), device=info.device)
+        for micro in range(t_cfg.grad_accum):
+            inp, tgt = next(batches)
+            inp = inp.to(info.device, non_blocking=True)
+            tgt = tgt.to(info.device, non_blocking=True)
+            sync = micro == t_cfg.grad_accum - 1 or not info.enabled
+            with (contextlib.nullcontext() if sync else net.no_sync()):
+                with autocast:
+                    out = net(inp)
+                loss = F.l1_loss(out.float(), tgt) / t_cfg.grad_accum
+                scaler.scale(loss).backward()
+            loss_value += loss.detach()
+        if t_cfg.grad_clip > 0:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), t_cfg.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        lr = scheduler.get_last_lr()[0]
+        scheduler.step()
+        done = it + 1
+
+        loss_sum += float(loss_value)
+        loss_count += 1
+        log.progress(1)
+        if done % l_cfg.log_interval == 0 or done == stop:
+            mean_loss = _all_mean([loss_sum / loss_count], info)[0]
+            if not math.isfinite(mean_loss):
+                raise RuntimeError(f"the loss became {mean_loss} at iteration {done} (lr {lr:.3g}); lower "
+                                   "optim.lr, set train.amp=none or bf16, or enable train.grad_clip")
+            now = time.perf_counter()
+            ips = (done - it_last) / max(now - t_last, 1e-9)
+            t_last, it_last = now, done
+            history.append((done, mean_loss))
+            log.record(iteration=done, loss=mean_loss, lr=lr, it_per_s=ips,
+                       crop=crop_at(it, d_cfg.crop, d_cfg.progressive))
+            if log.bar is not None:
+                log.bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}", refresh=False)
+            loss_sum, loss_count = 0.0, 0
+        if val_set is not None and ((l_cfg.val_interval and done % l_cfg.val_interval == 0) or done == t_cfg.iterations):
+            psnr = validate(model, val_set, info, autocast, d_cfg.val_max_images)
+            val_history.append((done, psnr))
+            log.record(iteration=done, val_psnr_y=psnr)
+            log.write(f"iteration {done}: validation PSNR-Y {psnr:.2f} dB")
+        if (l_cfg.ckpt_interval and done % l_cfg.ckpt_interval == 0) or done == stop:
+            save_checkpoint(done)
+
+    digest = _check_ranks_agree(model, info)
+    final = None
+    if stop == t_cfg.iterations and info.is_main:
+        from .checkpoint import save_model
+        final = out_dir / "model.safetensors"
+        save_model(model, final, metadata={"iterations": str(stop), "train_config": json.dumps(cfg.to_dict())})
+        log.record(event="finished", iteration=stop, weights=str(final), weights_sha256=digest)
+        log.write(f"final weights: {final}")
+    log.close()
+    return {"iteration": stop, "start_iteration": start, "loss_history": history, "val_history": val_history,
+            "weights_sha256": digest, "weights": str(final) if final else None, "out_dir": str(out_dir),
+            "world_size": info.world_size, "model": model}
+
+
+def _check_ranks_agree(model: torch.nn.Module, info: DistInfo) -> str:
+    """Parameter digest of this rank; under DDP raises if any rank's weights differ."""
+    digest = parameter_digest(model)
+    if info.enabled:
+        digests: list[str | None] = [None] * info.world_size
+        dist.all_gather_object(digests, digest)
+        if len(set(digests)) != 1:
+            raise RuntimeError(f"DDP ranks hold different weights (digests {digests}); "
+                               "this is a bug — please report it")
+    return digest
+
+
+def config_summary(cfg: RunConfig) -> str:
+    """One-line description of a run for logs."""
+    t = cfg.train
+    return (f"{cfg.model.preset} on {', '.join(cfg.data.train)}: {t.iterations} it, batch {t.batch_size}"
+            f"×{t.grad_accum}, crop {cfg.data.crop}, lr {cfg.optim.lr:g}→{cfg.optim.eta_min:g}, amp {t.amp}")
+
+
+__all__ = ["train", "validate", "ConstantCosineLR", "parameter_digest", "list_checkpoints", "resolve_resume",
+           "config_summary"]
