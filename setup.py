@@ -43,7 +43,8 @@ def extension_modules():
     with_cuda = os.environ.get("DDSA_FORCE_CUDA") == "1" or (
         torch.version.cuda is not None and CUDA_HOME is not None and torch.cuda.is_available()
     )
-    cxx_flags = ["-O3", "-std=c++17", "-fopenmp"]
+    # No -std flag: torch adds the standard its headers need (C++17 or C++20 by version).
+    cxx_flags = ["-O3", "-fopenmp"]
     define_macros = []
     if sys.platform == "darwin":
         cxx_flags.remove("-fopenmp")
@@ -53,7 +54,7 @@ def extension_modules():
             "ddsa_kernels._C",
             sources=binding + cpu_sources + cuda_sources,
             define_macros=define_macros,
-            extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "--use_fast_math", "-std=c++17", "-lineinfo"]},
+            extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-lineinfo"]},
             extra_link_args=["-fopenmp"] if "-fopenmp" in cxx_flags else [],
         )
         _log(f"building ddsa_kernels._C with CPU and CUDA kernels (CUDA_HOME={CUDA_HOME})")

@@ -1,0 +1,35 @@
+// Python bindings of ddsa_kernels._C. ddsa_kernels/extension.py wraps these as the "cpu" and
+// "cuda" backends of the public op.
+#include <torch/extension.h>
+
+#include "ddsa.h"
+
+namespace {
+
+bool has_cuda() {
+#ifdef DDSA_WITH_CUDA
+  return true;
+#else
+  return false;
+#endif
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "Compiled CPU (and, when built with CUDA, GPU) kernels of ddsa_kernels.dual_attention";
+  m.def("forward_cpu", &ddsa::forward_cpu, "(out, probs, gram, norms) of the fused op on CPU", py::arg("q"),
+        py::arg("k"), py::arg("v"), py::arg("temperature"), py::arg("weights"), py::arg("keep"), py::arg("eps"));
+  m.def("backward_cpu", &ddsa::backward_cpu, "(dq, dk, dv, d_temperature, d_weights) of the fused op on CPU",
+        py::arg("grad_out"), py::arg("q"), py::arg("k"), py::arg("v"), py::arg("temperature"), py::arg("weights"),
+        py::arg("probs"), py::arg("gram"), py::arg("norms"), py::arg("keep"), py::arg("eps"));
+  m.def("cpu_gemm_provider", &ddsa::cpu_gemm_provider, "Which GEMM the CPU kernels call");
+  m.def("has_cuda", &has_cuda, "True when the extension was compiled with its CUDA kernels");
+#ifdef DDSA_WITH_CUDA
+  m.def("forward_cuda", &ddsa::forward_cuda, "(out, probs, gram, norms) of the fused op on CUDA", py::arg("q"),
+        py::arg("k"), py::arg("v"), py::arg("temperature"), py::arg("weights"), py::arg("keep"), py::arg("eps"));
+  m.def("backward_cuda", &ddsa::backward_cuda, "(dq, dk, dv, d_temperature, d_weights) of the fused op on CUDA",
+        py::arg("grad_out"), py::arg("q"), py::arg("k"), py::arg("v"), py::arg("temperature"), py::arg("weights"),
+        py::arg("probs"), py::arg("gram"), py::arg("norms"), py::arg("keep"), py::arg("eps"));
+#endif
+}

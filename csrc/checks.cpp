@@ -1,0 +1,55 @@
+#include "ddsa.h"
+
+#include <c10/util/Exception.h>
+
+namespace ddsa::detail {
+
+void check_forward_args(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& temperature,
+                        const at::Tensor& weights, const std::vector<int64_t>& keep, double eps) {
+  TORCH_CHECK(q.dim() == 4, "ddsa: q must have shape (B, H, C, N), got ", q.sizes());
+  TORCH_CHECK(k.sizes() == q.sizes(), "ddsa: k has shape ", k.sizes(), " but q has shape ", q.sizes());
+  TORCH_CHECK(v.sizes() == q.sizes(), "ddsa: v has shape ", v.sizes(), " but q has shape ", q.sizes());
+  TORCH_CHECK(k.scalar_type() == q.scalar_type() && v.scalar_type() == q.scalar_type(),
+              "ddsa: q, k, v must share a dtype, got ", q.scalar_type(), ", ", k.scalar_type(), ", ",
+              v.scalar_type());
+  TORCH_CHECK(k.device() == q.device() && v.device() == q.device() && temperature.device() == q.device() &&
+                  weights.device() == q.device(),
+              "ddsa: q, k, v, temperature and weights must be on one device");
+  const auto st = q.scalar_type();
+  TORCH_CHECK(st == at::kFloat || st == at::kDouble || st == at::kHalf || st == at::kBFloat16,
+              "ddsa: unsupported dtype ", st, " (expected float32, float64, float16 or bfloat16)");
+  const int64_t C = q.size(2);
+  TORCH_CHECK(temperature.numel() == q.size(1), "ddsa: temperature must hold one value per head (H=", q.size(1),
+              "), got ", temperature.numel());
+  TORCH_CHECK(!keep.empty(), "ddsa: at least one branch is needed");
+  TORCH_CHECK(weights.numel() == static_cast<int64_t>(keep.size()), "ddsa: weights has ", weights.numel(),
+              " values for ", keep.size(), " branches");
+  for (size_t i = 0; i < keep.size(); ++i)
+    TORCH_CHECK(keep[i] >= 0 && keep[i] <= C, "ddsa: keep[", i, "]=", keep[i], " is outside 0..C (C=", C, ")");
+  TORCH_CHECK(eps > 0, "ddsa: eps must be positive, got ", eps);
+}
+
+void check_backward_args(const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor& probs,
+                         const at::Tensor& gram, const at::Tensor& norms, const std::vector<int64_t>& keep) {
+  TORCH_CHECK(grad_out.sizes() == q.sizes(), "ddsa: grad_out has shape ", grad_out.sizes(), " but q has shape ",
+              q.sizes());
+  const int64_t B = q.size(0), H = q.size(1), C = q.size(2), nb = static_cast<int64_t>(keep.size());
+  TORCH_CHECK(probs.dim() == 5 && probs.size(0) == B && probs.size(1) == H && probs.size(2) == nb &&
+                  probs.size(3) == C && probs.size(4) == C,
+              "ddsa: probs must have shape (B, H, n_branches, C, C), got ", probs.sizes());
+  TORCH_CHECK(gram.dim() == 4 && gram.size(0) == B && gram.size(1) == H && gram.size(2) == C && gram.size(3) == C,
+              "ddsa: gram must have shape (B, H, C, C), got ", gram.sizes());
+  TORCH_CHECK(norms.dim() == 4 && norms.size(0) == B && norms.size(1) == H && norms.size(2) == 2 && norms.size(3) == C,
+              "ddsa: norms must have shape (B, H, 2, C), got ", norms.sizes());
+  for (const auto* t : {&probs, &gram, &norms})
+    TORCH_CHECK(t->device() == q.device(), "ddsa: saved statistics must be on q's device");
+}
+
+at::Tensor rows_unit_stride(const at::Tensor& x) {
+  const int64_t C = x.size(2), N = x.size(3);
+  const bool unit = N <= 1 || x.stride(3) == 1;
+  const bool rows_ok = C <= 1 || x.stride(2) >= N;
+  return unit && rows_ok ? x : x.contiguous();
+}
+
+}  // namespace ddsa::detail
