@@ -75,7 +75,9 @@ def _probe(path: Path) -> tuple[tuple[int, int] | None, str | None]:
             im.verify()  # checks chunk CRCs / structure without decoding the pixels
         with Image.open(path) as im:  # verify() leaves the object unusable: reopen (header only)
             size = im.size
-            orientation = im.getexif().get(0x0112, 1)
+            # PNG: getexif() would decode the whole image to look for a trailing eXIf chunk
+            has_exif = im.format != "PNG" or "exif" in im.info
+            orientation = im.getexif().get(0x0112, 1) if has_exif else 1
         if orientation in (5, 6, 7, 8):
             size = (size[1], size[0])
         return size, None
