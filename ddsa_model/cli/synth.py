@@ -121,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
         ranges = {name: parse_range(getattr(args, name), name) for name in PARAMS}
         if args.copies < 1:
             raise ValueError(f"--copies must be >= 1, got {args.copies}")
+        probe = np.zeros((2, 2, 3), np.uint8)
+        for end in (0, 1):  # both ends of every range, before anything is written
+            add_rain(probe, rng=0, **{k: r[end] for k, r in ranges.items()})
     except ValueError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2

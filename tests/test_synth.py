@@ -1,0 +1,188 @@
+"""Synthetic rain: determinism, the blend model, streak orientation/length, dtypes, ddsa-synth CLI."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ddsa_model.cli.synth import main as synth_main
+from ddsa_model.data import find_pairs, read_image
+from ddsa_model.synth import add_rain, rain_layer, streak_kernel
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _smooth_image(h=96, w=128, seed=0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    ys, xs = np.mgrid[0:h, 0:w] / max(h, w)
+    base = np.stack([0.3 + 0.3 * np.sin(3 * xs + p) * np.cos(2 * ys) for p in rng.uniform(0, 3, 3)], axis=2)
+    return np.clip(np.round(base * 255), 0, 255).astype(np.uint8)
+
+
+def test_deterministic_per_seed():
+    img = _smooth_image()
+    a = add_rain(img, density=0.01, rng=np.random.default_rng(7))
+    b = add_rain(img, density=0.01, rng=7)
+    c = add_rain(img, density=0.01, rng=8)
+    np.testing.assert_array_equal(a, b)
+    assert (a != c).any()
+
+
+def test_screen_blend_of_the_rain_layer():
+    gray = np.full((40, 50, 3), 0.5)
+    kw = dict(density=0.02, length=9, angle=15, blur=1.0, brightness=0.6)
+    out = add_rain(gray, rng=3, **kw)
+    r = rain_layer(40, 50, rng=3, **kw).astype(np.float64)
+    np.testing.assert_allclose(out, np.broadcast_to(0.5 + 0.5 * r[..., None], out.shape), atol=1e-12)
+    assert r.min() >= 0 and r.max() <= 0.6 + 1e-6 and r.max() > 0.3
+
+
+def test_rain_brightens_with_density_and_brightness():
+    img = _smooth_image()
+    means = []
+    for density in (0.002, 0.01, 0.04):
+        out = add_rain(img, density=density, rng=1)
+        assert out.dtype == np.uint8 and out.shape == img.shape
+        assert (out >= img).all() and (out != img).any()
+        means.append(float(out.mean() - img.mean()))
+    assert 0 < means[0] < means[1] < means[2]
+    dim = float(add_rain(img, density=0.01, brightness=0.3, rng=1).mean())
+    bright = float(add_rain(img, density=0.01, brightness=0.9, rng=1).mean())
+    assert img.mean() < dim < bright
+    np.testing.assert_array_equal(add_rain(img, brightness=0.0, rng=1), img)
+
+
+def _orientation(layer: np.ndarray) -> tuple[float, float]:
+    """(streak angle in degrees from vertical, energy ratio across/along) from the structure tensor."""
+    gy, gx = np.gradient(layer.astype(np.float64))
+    j = np.array([[np.sum(gx * gx), np.sum(gx * gy)], [np.sum(gx * gy), np.sum(gy * gy)]])
+    evals, evecs = np.linalg.eigh(j)          # ascending: evecs[:, 0] is along the streaks
+    vx, vy = evecs[:, 0]
+    angle = math.degrees(math.atan2(vx, vy))
+    angle = (angle + 90) % 180 - 90           # a direction, not a vector: fold into [-90, 90)
+    return angle, evals[1] / evals[0]
+
+
+@pytest.mark.parametrize("angle", [-45.0, -20.0, 0.0, 30.0, 60.0])
+def test_streaks_follow_the_angle(angle):
+    # the kernel's principal axis (intensity-weighted second moments) is the requested direction
+    k = streak_kernel(20, angle, 0.7)
+    c = k.shape[0] // 2
+    ys, xs = np.mgrid[-c:c + 1, -c:c + 1]
+    cov = np.array([[np.sum(k * xs * xs), np.sum(k * xs * ys)], [np.sum(k * xs * ys), np.sum(k * ys * ys)]])
+    vx, vy = np.linalg.eigh(cov)[1][:, 1]
+    axis = (math.degrees(math.atan2(vx, vy)) + 90) % 180 - 90
+    assert abs((axis - angle + 90) % 180 - 90) < 0.1
+
+    # a whole rain image: gradients run across the streaks (structure tensor; blur 1.5 keeps
+    # central differences unbiased by aliasing)
+    black = np.zeros((160, 160), np.float64)
+    layer = add_rain(black, density=0.004, length=30, angle=angle, blur=1.5, rng=11)
+    est, ratio = _orientation(layer)
+    assert abs((est - angle + 90) % 180 - 90) < 2.5, (angle, est)
+    assert ratio > 8
+    # positive angles run top-left → bottom-right: the layer correlates with its (+x, +y) shift
+    if abs(angle) >= 20:
+        shift = lambda a, dx, dy: a[10 + dy:-10 + dy, 10 + dx:-10 + dx]
+        down_right = np.sum(shift(layer, 0, 0) * shift(layer, 3, 3))
+        down_left = np.sum(shift(layer, 0, 0) * shift(layer, -3, 3))
+        assert (down_right > down_left) == (angle > 0)
+
+
+@pytest.mark.parametrize("length", [6, 15, 30])
+def test_streak_length_in_pixels(length):
+    k = streak_kernel(length, 0.0, 0.5)
+    column = k[:, k.shape[1] // 2]
+    assert length <= int((column >= 0.5).sum()) <= length + 2
+    diag = streak_kernel(length, 45.0, 0.5)
+    c = diag.shape[0] // 2
+    on_line = np.array([diag[c + i, c + i] for i in range(-c, c + 1)])
+    extent = (on_line >= 0.5).sum() * math.sqrt(2)   # diagonal pixel pitch
+    assert length - 2 <= extent <= length + 4
+
+
+def test_dtypes_alpha_and_errors():
+    rng = np.random.default_rng(0)
+    rgba = rng.integers(0, 256, (20, 20, 4), dtype=np.uint8)
+    out = add_rain(rgba, density=0.05, rng=0)
+    np.testing.assert_array_equal(out[..., 3], rgba[..., 3])
+    assert (out[..., :3] != rgba[..., :3]).any()
+    u16 = (rng.random((20, 20, 3)) * 30000).astype(np.uint16)
+    o16 = add_rain(u16, density=0.05, rng=0)
+    o8 = add_rain(np.zeros((20, 20, 3), np.uint8), density=0.05, rng=0)
+    assert o16.dtype == np.uint16 and (o16 >= u16).all() and o16.max() > 30000
+    np.testing.assert_allclose(o8 / 255.0, add_rain(np.zeros((20, 20, 3)), density=0.05, rng=0), atol=0.5 / 255)
+    f32 = add_rain(np.full((9, 9), 0.25, np.float32), density=0.2, rng=0)
+    assert f32.dtype == np.float32 and f32.shape == (9, 9) and f32.max() <= 1.0
+    for bad, kw in ((np.zeros((4, 4, 5)), {}), (np.zeros((4, 4), np.int32), {}),
+                    (np.zeros((4, 4)), {"density": 1.5}), (np.zeros((4, 4)), {"length": 0}),
+                    (np.zeros((4, 4)), {"brightness": -0.1})):
+        with pytest.raises(ValueError):
+            add_rain(bad, rng=0, **kw)
+
+
+def _write_clean(folder: Path, n: int = 2) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        p = folder / f"clean{i}.png"
+        Image.fromarray(_smooth_image(48, 40, seed=i)).save(p)
+        paths.append(p)
+    return paths
+
+
+def test_cli_writes_pairs_deterministically(tmp_path, capsys):
+    clean = _write_clean(tmp_path / "clean")
+    (tmp_path / "clean" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnope")
+    args = [str(tmp_path / "clean"), "--angle", "-20:20", "--density", "0.01", "--seed", "4", "--no-progress"]
+    rc = synth_main(args + ["-o", str(tmp_path / "a")])
+    err = capsys.readouterr().err
+    assert rc == 1 and "broken.png" in err and "wrote 2 pair(s)" in err
+
+    pairs = find_pairs(tmp_path / "a")
+    assert sorted(p.input.name for p in pairs) == ["clean0.png", "clean1.png"]
+    for p in pairs:
+        src = read_image(tmp_path / "clean" / p.target.name)
+        np.testing.assert_array_equal(read_image(p.target), src)
+        rainy = read_image(p.input)
+        assert (rainy >= src).all() and rainy.mean() > src.mean()
+    meta = json.loads((tmp_path / "a" / "synth.json").read_text())
+    angles = [v["angle"] for v in meta["images"].values()]
+    assert all(-20 <= a <= 20 for a in angles) and len(set(angles)) == 2
+
+    assert synth_main([str(p) for p in clean] + args[1:] + ["-o", str(tmp_path / "b")]) == 0
+    for name in ("clean0.png", "clean1.png"):
+        assert (tmp_path / "a" / "input" / name).read_bytes() == (tmp_path / "b" / "input" / name).read_bytes()
+    assert synth_main([str(clean[0]), "--seed", "5", "--density", "0.01", "--angle=-20:20", "--no-progress",
+                       "-o", str(tmp_path / "c")]) == 0
+    assert (tmp_path / "c" / "input" / "clean0.png").read_bytes() != (tmp_path / "a" / "input" / "clean0.png").read_bytes()
+
+
+def test_cli_copies_and_bad_arguments(tmp_path, capsys):
+    clean = _write_clean(tmp_path / "clean", 1)
+    assert synth_main([str(clean[0]), "--copies", "3", "-o", str(tmp_path / "o"), "--no-progress"]) == 0
+    outs = sorted(p.name for p in (tmp_path / "o" / "input").iterdir())
+    assert outs == ["clean0_0.png", "clean0_1.png", "clean0_2.png"]
+    assert len({(tmp_path / "o" / "input" / n).read_bytes() for n in outs}) == 3
+    capsys.readouterr()
+    assert synth_main([str(clean[0]), "--density", "2:3", "-o", str(tmp_path / "bad")]) == 2
+    assert "density must be in [0, 1]" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+    assert synth_main([str(tmp_path / "nothing*.png"), "-o", str(tmp_path / "none"), "--no-progress"]) == 1
+    assert "no such file" in capsys.readouterr().err
+
+
+def test_cli_as_a_user_runs_it(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    res = subprocess.run([sys.executable, "-m", "ddsa_model.cli.synth", str(tmp_path), "-o", str(tmp_path / "o"),
+                          "--length", "abc"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert res.returncode == 2
+    assert "--length: expected a number or LOW:HIGH, got 'abc'" in res.stderr
+    assert "Traceback" not in res.stderr
