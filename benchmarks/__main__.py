@@ -1,0 +1,159 @@
+"""``ddsa-bench`` / ``python -m benchmarks``: run the op and model benchmarks, write JSON + report.
+
+    ddsa-bench op    [--device cpu|cuda] [--quick|--full] [--out DIR] ...
+    ddsa-bench model [--device ...] [--quick|--full] [--presets ...]
+    ddsa-bench all   (op, then model)
+    ddsa-bench report --out DIR   (re-render report.md and plots from the JSON there)
+
+Results go to benchmarks/results/<device-slug>/ (op.json, model.json, report.md, PNG plots).
+On CPU the default is the quick subset (a few minutes on 2 cores); ``--full`` runs everything.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from . import common
+
+
+def _csv(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(name)
+    except RuntimeError as exc:
+        raise SystemExit(f"ddsa-bench: bad --device {name!r}: {exc}")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("ddsa-bench: --device cuda requested but torch sees no CUDA device")
+    if dev.type not in ("cpu", "cuda"):
+        raise SystemExit(f"ddsa-bench: --device must be cpu or cuda, got {name!r}")
+    return dev
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ddsa-bench", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--device", default="auto", help="cpu, cuda or auto (default: cuda when available)")
+        g = p.add_mutually_exclusive_group()
+        g.add_argument("--quick", dest="quick", action="store_true", default=None,
+                       help="small subset (default on CPU)")
+        g.add_argument("--full", dest="quick", action="store_false", help="every shape of the issue (default on CUDA)")
+        p.add_argument("--out", type=Path, default=None,
+                       help="output folder (default: benchmarks/results/<device-slug>)")
+        p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads before running")
+        p.add_argument("--min-run-time", type=float, default=None,
+                       help="seconds per timing (default 0.3; CPU quick 0.25)")
+        p.add_argument("--no-compile", action="store_true", help="skip every torch.compile baseline")
+        p.add_argument("--time-budget", type=float, default=None,
+                       help="seconds after which no new case/run starts (the rest is recorded as skipped)")
+
+    op = sub.add_parser("op", help="the dual attention op against eager and torch.compile")
+    common_args(op)
+    _op_args(op)
+    model = sub.add_parser("model", help="the full DDSA network, eager attention vs the fused op")
+    common_args(model)
+    _model_args(model)
+    both = sub.add_parser("all", help="op, then model")
+    common_args(both)
+    _op_args(both)
+    _model_args(both)
+    rep = sub.add_parser("report", help="re-render report.md and the plots from JSON in --out")
+    rep.add_argument("--out", type=Path, required=True)
+    return parser
+
+
+def _op_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dtypes", type=_csv, default=None, help="e.g. float16,bfloat16 (default: fp32 on CPU, all on CUDA)")
+    p.add_argument("--modes", type=_csv, default=["fwd", "fwd+bwd"], help="fwd and/or fwd+bwd")
+    p.add_argument("--shapes", type=_csv, default=None, help="shape names (see op_bench.select_shapes)")
+    p.add_argument("--backends", type=_csv, default=None,
+                   help="implementations to time: eager, compile(eager), and package backends (default: all)")
+    p.add_argument("--compile-dtypes", type=_csv, default=None,
+                   help="dtypes for the torch.compile baseline (default: all on CPU, float16 on CUDA)")
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--presets", type=_csv, default=None, help="model presets (default: ddsa-official,ddsa-small; "
+                                                              "CPU quick: ddsa-small)")
+    p.add_argument("--train-batch", type=int, default=None, help="training batch (default 16 on CUDA, 2 on CPU)")
+    p.add_argument("--infer-sizes", type=lambda s: [int(x) for x in _csv(s)], default=None,
+                   help="inference image sides (default 512,1024; CPU quick: 256)")
+    p.add_argument("--model-compile", choices=["none", "infer", "all"], default=None,
+                   help="torch.compile variants of the model (default: all on CUDA, none on CPU)")
+
+
+def _log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def _run_op(args, device: torch.device, out: Path, quick: bool) -> None:
+    from . import op_bench
+
+    min_run = args.min_run_time or (0.25 if quick and device.type == "cpu" else 0.3)
+    compile_dtypes = [] if args.no_compile else args.compile_dtypes
+    backends = args.backends
+    if args.no_compile and backends is None:
+        backends = [b for b in ("eager", *op_bench.package_backends(device))]
+    _log(f"[op] device {common.device_name(device)}; {'quick' if quick else 'full'} mode; writing {out}/op.json")
+    if quick and device.type == "cpu":
+        _log(f"[op] {op_bench.QUICK_NOTE_CPU}")
+    result = op_bench.run_op_bench(
+        device, quick=quick, dtypes=args.dtypes, modes=args.modes, shapes=args.shapes, backends=backends,
+        compile_dtypes=compile_dtypes, min_run_time=min_run, time_budget_s=args.time_budget,
+        on_case=lambda r: common.write_json(out / "op.json", r), log=_log,
+    )
+    common.write_json(out / "op.json", result)
+
+
+def _run_model(args, device: torch.device, out: Path, quick: bool) -> None:
+    from . import model_bench
+
+    compile_mode = "none" if args.no_compile else args.model_compile
+    _log(f"[model] device {common.device_name(device)}; {'quick' if quick else 'full'} mode; writing {out}/model.json")
+    result = model_bench.run_model_bench(
+        device, quick=quick, presets=args.presets, train_batch=args.train_batch, infer_sizes=args.infer_sizes,
+        compile_mode=compile_mode, min_run_time=args.min_run_time, time_budget_s=args.time_budget,
+        on_run=lambda r: common.write_json(out / "model.json", r), log=_log,
+    )
+    common.write_json(out / "model.json", result)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    from . import report
+
+    if args.command == "report":
+        if not args.out.is_dir():
+            raise SystemExit(f"ddsa-bench report: {args.out} is not a folder")
+        _log(f"wrote {report.write_report(args.out)}")
+        return 0
+    device = _device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    quick = args.quick if args.quick is not None else device.type == "cpu"
+    out = args.out or common.default_out_dir(device)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    if args.command in ("op", "all"):
+        _run_op(args, device, out, quick)
+        report.write_report(out)
+    if args.command in ("model", "all"):
+        _run_model(args, device, out, quick)
+    path = report.write_report(out)
+    _log(f"wrote {path} ({time.perf_counter() - t0:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

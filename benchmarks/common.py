@@ -1,0 +1,317 @@
+"""Shared pieces of the benchmarks: machine info, timing, byte counts, memory probes, writers.
+
+Timing: median of many runs after a warm-up — ``triton.testing.do_bench`` on CUDA (it also
+flushes the L2 cache between runs), ``torch.utils.benchmark.Timer.blocked_autorange`` on CPU.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import re
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+RESULTS_ROOT = Path(__file__).resolve().parent / "results"
+
+# Spec-sheet DRAM bandwidth (bytes/s) of a few GPUs, only to put the measured copy in context.
+_SPEC_BANDWIDTH = {
+    "H200": 4.8e12,
+    "H100 80GB HBM3": 3.35e12,
+    "H100 PCIe": 2.0e12,
+    "A100-SXM4-80GB": 2.039e12,
+    "A100-SXM4-40GB": 1.555e12,
+    "RTX 3090": 936e9,
+    "RTX 4090": 1008e9,
+}
+
+
+# ----------------------------------------------------------------------------- machine info
+def git_commit(repo: Path = REPO_ROOT) -> dict[str, Any]:
+    """{"sha": full commit or None, "dirty": whether tracked files differ from it}."""
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = bool(
+            subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"],
+                cwd=repo, capture_output=True, text=True, timeout=10, check=True,
+            ).stdout.strip()
+        )
+        return {"sha": sha, "dirty": dirty}
+    except (OSError, subprocess.SubprocessError):
+        return {"sha": None, "dirty": None}
+
+
+def cpu_model_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown-cpu"
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return cpu_model_name()
+
+
+def spec_bandwidth(name: str) -> Optional[float]:
+    """Spec-sheet DRAM bandwidth in bytes/s for a known GPU name, else None."""
+    for key, value in _SPEC_BANDWIDTH.items():
+        if key in name:
+            return value
+    return None
+
+
+def machine_info(device: torch.device) -> dict[str, Any]:
+    """Everything needed to tell two benchmark runs apart (device, versions, commit, threads, load)."""
+    try:
+        import triton
+
+        triton_version = triton.__version__
+    except ImportError:
+        triton_version = None
+    info: dict[str, Any] = {
+        "device_type": device.type,
+        "device_name": device_name(device),
+        "torch": torch.__version__,
+        "triton": triton_version,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "commit": git_commit(),
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "cpu_model": cpu_model_name(),
+        "loadavg_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "timestamp_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "triton_interpret": os.environ.get("TRITON_INTERPRET", "0") == "1",
+    }
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        info["gpu_capability"] = f"{props.major}.{props.minor}"
+        info["gpu_memory_bytes"] = props.total_memory
+        info["gpu_sm_count"] = props.multi_processor_count
+        info["spec_bandwidth_bytes_per_s"] = spec_bandwidth(info["device_name"])
+    try:
+        from ddsa_kernels import build_info
+
+        info["ddsa_backends"] = build_info()
+    except Exception as exc:  # the package itself failing to import is worth recording, not fatal
+        info["ddsa_backends"] = {"error": f"{type(exc).__name__}: {exc}"}
+    return info
+
+
+def slugify(text: str) -> str:
+    text = re.sub(r"\((r|tm|c)\)", "", text.lower())
+    text = re.sub(r"@.*$", "", text)
+    text = re.sub(r"[^a-z0-9]+", "-", text).strip("-")
+    return text or "unknown"
+
+
+def device_slug(device: torch.device) -> str:
+    """Folder name of a device's results, e.g. ``cuda-nvidia-h200`` or ``cpu-intel-xeon-processor``."""
+    return f"{device.type}-{slugify(device_name(device))}"
+
+
+def default_out_dir(device: torch.device) -> Path:
+    """benchmarks/results/<device-slug> when that is writable (a checkout), else ./ddsa-bench-results/<slug>."""
+    slug = device_slug(device)
+    if os.access(RESULTS_ROOT.parent, os.W_OK):
+        return RESULTS_ROOT / slug
+    return Path.cwd() / "ddsa-bench-results" / slug
+
+
+# ----------------------------------------------------------------------------- timing
+@dataclass
+class Timing:
+    median_ms: float
+    iqr_ms: Optional[float]
+    runs: Optional[int]
+    timer: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_fn(fn: Callable[[], Any], device: torch.device, *, min_run_time: float = 0.3, warmup: int = 2) -> Timing:
+    """Median wall time of ``fn()`` in ms, after ``warmup`` calls.
+
+    CUDA: ``triton.testing.do_bench`` (warm-up and repetitions in ms of GPU time, L2 flushed);
+    CPU: ``torch.utils.benchmark`` blocked autorange for at least ``min_run_time`` seconds.
+    """
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    if device.type == "cuda":
+        from triton.testing import do_bench
+
+        q25, q50, q75 = do_bench(fn, warmup=25, rep=max(100, int(min_run_time * 1000)), quantiles=[0.25, 0.5, 0.75])
+        return Timing(median_ms=float(q50), iqr_ms=float(q75 - q25), runs=None, timer="triton.testing.do_bench")
+    from torch.utils import benchmark
+
+    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
+    m = timer.blocked_autorange(min_run_time=min_run_time)
+    return Timing(
+        median_ms=m.median * 1e3,
+        iqr_ms=m.iqr * 1e3,
+        runs=len(m.times) * m.number_per_run,
+        timer="torch.utils.benchmark.blocked_autorange",
+    )
+
+
+# ----------------------------------------------------------------------------- bytes and ratios
+# Unique tensor traffic of one call, in units of one (B, H, C, N) tensor: the forward reads
+# q, k, v and writes out (4); the backward reads q, k, v, dO and writes dq, dk, dv (7).
+FLOOR_TENSORS = {"fwd": 4, "fwd+bwd": 11}
+
+
+def dram_floor_bytes(batch: int, heads: int, channels: int, pixels: int, elem_bytes: int, mode: str = "fwd") -> int:
+    """Least DRAM traffic of the op in bytes: ``FLOOR_TENSORS[mode] · B·H·C·N · bytes`` (fwd: 4·B·H·C·N·bytes)."""
+    if mode not in FLOOR_TENSORS:
+        raise ValueError(f"mode must be one of {sorted(FLOOR_TENSORS)}, got {mode!r}")
+    return FLOOR_TENSORS[mode] * batch * heads * channels * pixels * elem_bytes
+
+
+def ratio(baseline_ms: Optional[float], ms: Optional[float]) -> Optional[float]:
+    """Speed-up of a run taking ``ms`` over a baseline taking ``baseline_ms`` (>1 = faster); None if unknown."""
+    if baseline_ms is None or ms is None or ms <= 0 or baseline_ms <= 0:
+        return None
+    return baseline_ms / ms
+
+
+def bandwidth_gbps(nbytes: int, ms: Optional[float]) -> Optional[float]:
+    """Bytes per second in GB/s (1e9) when ``nbytes`` move in ``ms`` milliseconds."""
+    if ms is None or ms <= 0:
+        return None
+    return nbytes / (ms * 1e-3) / 1e9
+
+
+def copy_time(nbytes: int, dtype: torch.dtype, device: torch.device, *, min_run_time: float = 0.3) -> Timing:
+    """Time of a device copy whose read + write traffic is ``nbytes`` (it copies nbytes/2 bytes).
+
+    This is the op's DRAM floor executed at the bandwidth the device actually reaches on a copy.
+    """
+    elem = torch.empty((), dtype=dtype).element_size()
+    numel = max(1, nbytes // (2 * elem))
+    src = torch.randn(numel, device=device, dtype=torch.float32).to(dtype)
+    dst = torch.empty_like(src)
+    timing = time_fn(lambda: dst.copy_(src), device, min_run_time=min_run_time)
+    del src, dst
+    return timing
+
+
+# ----------------------------------------------------------------------------- memory probes
+def saved_tensor_bytes(fn: Callable[[], Any], exclude: Iterable[torch.Tensor] = ()) -> dict[str, int]:
+    """Bytes autograd saves for backward while ``fn()`` runs (the graph is dropped afterwards).
+
+    Counts each storage once (views and repeated saves of one tensor cost one storage), via
+    ``torch.autograd.graph.saved_tensors_hooks``. Returns ``{"all": ..., "excluding_inputs": ...}``
+    where the second leaves out the storages of the tensors in ``exclude`` (the op's inputs).
+    """
+    storages: dict[tuple[str, int], int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        st = t.untyped_storage()
+        storages[(str(t.device), st.data_ptr())] = st.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        result = fn()
+    del result
+    excluded = {(str(t.device), t.untyped_storage().data_ptr()) for t in exclude}
+    total = sum(storages.values())
+    return {"all": total, "excluding_inputs": sum(v for k, v in storages.items() if k not in excluded)}
+
+
+def peak_memory_bytes(fn: Callable[[], Any], device: torch.device) -> Optional[int]:
+    """CUDA: peak allocated bytes during ``fn()`` above what was allocated before it. Else None."""
+    if device.type != "cuda":
+        return None
+    synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device)
+    fn()
+    synchronize(device)
+    return int(torch.cuda.max_memory_allocated(device) - base)
+
+
+# ----------------------------------------------------------------------------- writers
+def _atomic_write(path: Path, write: Callable[[Any], None], mode: str = "w") -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as fh:
+            write(fh)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write ``obj`` as indented JSON, atomically (temp file + os.replace)."""
+    _atomic_write(Path(path), lambda fh: (json.dump(obj, fh, indent=1, sort_keys=False, allow_nan=False), fh.write("\n")))
+
+
+def write_text(path: Path, text: str) -> None:
+    _atomic_write(Path(path), lambda fh: fh.write(text))
+
+
+def read_json(path: Path) -> Any:
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def markdown_table(headers: list[str], rows: list[list[Any]]) -> str:
+    """A GitHub markdown table; None renders as an en dash."""
+    def cell(x: Any) -> str:
+        return "–" if x is None else str(x)
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(cell(x) for x in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def fmt(x: Optional[float], digits: int = 3) -> Optional[str]:
+    """Format a number with ``digits`` significant figures (None stays None)."""
+    if x is None:
+        return None
+    if x == 0:
+        return "0"
+    return f"{x:.{digits}g}" if abs(x) < 10 ** digits else f"{x:.0f}"
+
+
+def have_matplotlib() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+
+        return True
+    except ImportError:
+        return False
+
+
+def save_figure(fig: Any, path: Path) -> None:
+    """Save a matplotlib figure as PNG, atomically."""
+    _atomic_write(Path(path), lambda fh: fig.savefig(fh, format="png", dpi=110, bbox_inches="tight"), mode="wb")

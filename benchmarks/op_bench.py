@@ -1,0 +1,351 @@
+"""Op benchmark: the fused dual attention op against the authors'-style eager code and torch.compile.
+
+For every shape × dtype × mode ("fwd" = inference forward under no_grad, "fwd+bwd" = forward
+then ``torch.autograd.grad`` of all five inputs) it times, in one run:
+
+* ``eager`` — ``dual_attention(..., backend="eager")``, the unfused authors'-style computation;
+* ``compile(eager)`` — ``torch.compile(eager_dual_attention, dynamic=False)`` (recompiled per shape;
+  a compile failure is recorded with its reason, not fatal);
+* every package backend ``available_backends(device)`` lists (``reference``, ``cpu``, ``cuda``,
+  ``triton``) — except Triton on CPU, whose interpreter is a correctness tool, not a backend to time;
+
+plus a device copy of the op's DRAM-floor bytes, the speed-ups against both baselines, the
+achieved bandwidth, the bytes saved for backward and (CUDA) the peak allocated memory.
+"""
+from __future__ import annotations
+
+import gc
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Optional
+
+import torch
+
+from . import common
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+MODES = ("fwd", "fwd+bwd")
+BASELINES = ("eager", "compile(eager)")
+
+
+@dataclass(frozen=True)
+class OpShape:
+    """One benchmarked problem: q, k, v of shape (batch, heads, channels, side²)."""
+
+    name: str
+    kind: str  # "inference" | "training" | "level" | "drsformer"
+    batch: int
+    heads: int
+    channels: int
+    side: int
+    branches: str = "ddsa"  # "ddsa" (dense + top-70 %) or "drsformer" (four top-k)
+
+    @property
+    def pixels(self) -> int:
+        return self.side * self.side
+
+    def topk(self) -> tuple[Optional[int], ...]:
+        from ddsa_kernels import ddsa_topk, drsformer_topk
+
+        return ddsa_topk(self.channels) if self.branches == "ddsa" else drsformer_topk(self.channels)
+
+    def label(self) -> str:
+        return f"({self.batch},{self.heads},{self.channels},{self.side}²)"
+
+
+def select_shapes(device: torch.device, quick: bool) -> list[OpShape]:
+    """The issue's shapes; on CPU in quick mode a subset (N ≤ 256², batch 4 instead of 16)."""
+    if quick and device.type == "cpu":
+        b = 4
+        return [
+            OpShape("infer-128", "inference", 1, 1, 48, 128),
+            OpShape("infer-256", "inference", 1, 1, 48, 256),
+            OpShape("train-L1", "training", b, 1, 48, 128),
+            OpShape("train-L2", "level", b, 2, 48, 64),
+            OpShape("train-L4", "level", b, 8, 48, 16),
+            OpShape("drsformer-train-L1", "drsformer", b, 1, 48, 128, "drsformer"),
+        ]
+    sides = [128, 256, 512, 1024] + ([2048] if device.type == "cuda" and not quick else [])
+    shapes = [OpShape(f"infer-{s}", "inference", 1, 1, 48, s) for s in sides]
+    shapes += [
+        OpShape("train-L1", "training", 16, 1, 48, 128),
+        OpShape("train-L2", "level", 16, 2, 48, 64),
+        OpShape("train-L4", "level", 16, 8, 48, 16),
+        OpShape("drsformer-train-L1", "drsformer", 16, 1, 48, 128, "drsformer"),
+        OpShape("drsformer-infer-512", "drsformer", 1, 1, 48, 512, "drsformer"),
+    ]
+    return shapes
+
+
+QUICK_NOTE_CPU = (
+    "CPU quick subset: inference N ∈ {128², 256²}; training and deeper-level shapes at batch 4 "
+    "instead of 16; DRSformer at (4,1,48,128²). Run `ddsa-bench op --full` for the issue's full list."
+)
+
+
+def package_backends(device: torch.device) -> list[str]:
+    """The package's backends worth timing on ``device`` (Triton's CPU interpreter is left out)."""
+    from ddsa_kernels import available_backends
+
+    names = list(available_backends(device))
+    if device.type != "cuda":
+        names = [n for n in names if n != "triton"]
+    return names
+
+
+def _supports(name: str, device: torch.device, dtype: torch.dtype) -> bool:
+    from ddsa_kernels.backends import get_backend
+
+    return get_backend(name).supports(device.type, dtype)
+
+
+def auto_backend(device: torch.device, dtype: torch.dtype) -> str:
+    """The backend ``backend="auto"`` picks for these tensors."""
+    from ddsa_kernels.backends import resolve_backend
+
+    return resolve_backend("auto", device, dtype)
+
+
+def make_inputs(shape: OpShape, dtype: torch.dtype, device: torch.device, requires_grad: bool, seed: int = 0):
+    """Random q, k, v (B,H,C,N), temperature (H,) = 1 and weights = 0.2 (the authors' init), grad_out."""
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    size = (shape.batch, shape.heads, shape.channels, shape.pixels)
+    q, k, v, g = (torch.randn(size, generator=gen).to(device=device, dtype=dtype) for _ in range(4))
+    temperature = torch.ones(shape.heads, device=device)
+    weights = torch.full((len(shape.topk()),), 0.2, device=device)
+    for t in (q, k, v, temperature, weights):
+        t.requires_grad_(requires_grad)
+    return (q, k, v, temperature, weights), g
+
+
+def _callable(impl: str, compiled: Optional[Callable] = None) -> Callable:
+    """f(q, k, v, temperature, weights, topk) -> out for one implementation name."""
+    from ddsa_kernels import dual_attention
+
+    if impl == "compile(eager)":
+        assert compiled is not None
+        return compiled
+    backend = "eager" if impl == "eager" else impl
+    return lambda q, k, v, t, w, topk: dual_attention(q, k, v, t, w, topk, backend=backend)
+
+
+def _step(fn: Callable, inputs, grad_out, topk, mode: str) -> Callable[[], Any]:
+    if mode == "fwd":
+        def run():
+            with torch.no_grad():
+                return fn(*inputs, topk)
+    else:
+        def run():
+            out = fn(*inputs, topk)
+            return torch.autograd.grad(out, inputs, grad_out)
+    return run
+
+
+def _error(exc: BaseException) -> str:
+    last = traceback.format_exception_only(type(exc), exc)[-1].strip()
+    return last[:500]
+
+
+def bench_case(
+    shape: OpShape,
+    dtype_name: str,
+    mode: str,
+    device: torch.device,
+    impls: Sequence[str],
+    *,
+    min_run_time: float,
+    compile_fn: Optional[Callable] = None,
+    compile_error: Optional[str] = None,
+) -> dict[str, Any]:
+    """Time every implementation on one (shape, dtype, mode); returns the case record."""
+    dtype = DTYPES[dtype_name]
+    elem = torch.empty((), dtype=dtype).element_size()
+    floor = common.dram_floor_bytes(shape.batch, shape.heads, shape.channels, shape.pixels, elem, mode)
+    copy = common.copy_time(floor, dtype, device, min_run_time=min_run_time)
+    case: dict[str, Any] = {
+        "shape": shape.name,
+        "kind": shape.kind,
+        "label": shape.label(),
+        "B": shape.batch, "H": shape.heads, "C": shape.channels, "N": shape.pixels, "side": shape.side,
+        "branches": shape.branches,
+        "topk": list(shape.topk()),
+        "dtype": dtype_name,
+        "mode": mode,
+        "floor_bytes": floor,
+        "copy_ms": copy.median_ms,
+        "copy_gbps": common.bandwidth_gbps(floor, copy.median_ms),
+        "auto_backend": auto_backend(device, dtype),
+        "results": {},
+    }
+    inputs, grad_out = make_inputs(shape, dtype, device, requires_grad=(mode == "fwd+bwd"))
+    topk = shape.topk()
+    for impl in impls:
+        rec: dict[str, Any] = {"status": "ok", "error": None, "median_ms": None, "iqr_ms": None, "runs": None,
+                               "timer": None, "compile_s": None, "saved_bytes": None,
+                               "saved_bytes_excluding_inputs": None, "peak_mem_bytes": None}
+        case["results"][impl] = rec
+        if impl == "compile(eager)" and compile_fn is None:
+            skipped = compile_error is None or compile_error.startswith("not run")
+            rec.update(status="skipped" if skipped else "error", error=compile_error or "not run")
+            continue
+        if impl not in BASELINES and not _supports(impl, device, dtype):
+            rec.update(status="skipped", error=f"backend {impl} does not support {dtype_name} on {device.type}")
+            continue
+        try:
+            run = _step(_callable(impl, compile_fn), inputs, grad_out, topk, mode)
+            t0 = time.perf_counter()
+            run()  # first call: compiles for torch.compile, loads kernels for the others
+            common.synchronize(device)
+            first = time.perf_counter() - t0
+            if impl == "compile(eager)":
+                rec["compile_s"] = first
+            rec["peak_mem_bytes"] = common.peak_memory_bytes(run, device)
+            if mode == "fwd+bwd":
+                fwd = _callable(impl, compile_fn)
+                saved = common.saved_tensor_bytes(lambda: fwd(*inputs, topk), exclude=inputs)
+                rec["saved_bytes"] = saved["all"]
+                rec["saved_bytes_excluding_inputs"] = saved["excluding_inputs"]
+            timing = common.time_fn(run, device, min_run_time=min_run_time)
+            rec.update(median_ms=timing.median_ms, iqr_ms=timing.iqr_ms, runs=timing.runs, timer=timing.timer)
+        except Exception as exc:  # one failing implementation must not sink the run
+            rec.update(status="error", error=_error(exc))
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    add_derived(case)
+    del inputs, grad_out
+    gc.collect()
+    return case
+
+
+def add_derived(case: dict[str, Any]) -> None:
+    """Fill speed-ups vs each baseline, achieved GB/s and % of the floor into every result of a case."""
+    base = {b: case["results"].get(b, {}).get("median_ms") for b in BASELINES}
+    for rec in case["results"].values():
+        ms = rec.get("median_ms")
+        rec["speedup_vs_eager"] = common.ratio(base["eager"], ms)
+        rec["speedup_vs_compile"] = common.ratio(base["compile(eager)"], ms)
+        rec["achieved_gbps"] = common.bandwidth_gbps(case["floor_bytes"], ms)
+        rec["pct_of_floor"] = None if ms is None else 100.0 * case["copy_ms"] / ms
+    eager_saved = case["results"].get("eager", {}).get("saved_bytes")
+    for rec in case["results"].values():
+        rec["saved_ratio_eager_over_this"] = common.ratio(eager_saved, rec.get("saved_bytes"))
+
+
+def _make_compiled(device: torch.device) -> tuple[Optional[Callable], Optional[str]]:
+    """A fresh ``torch.compile`` of the eager function, or (None, why) when it cannot be built."""
+    from ddsa_kernels import eager_dual_attention
+
+    try:
+        torch._dynamo.reset()
+        return torch.compile(eager_dual_attention, dynamic=False), None
+    except Exception as exc:
+        return None, _error(exc)
+
+
+def run_op_bench(
+    device: torch.device,
+    *,
+    quick: bool,
+    dtypes: Optional[Sequence[str]] = None,
+    modes: Sequence[str] = MODES,
+    shapes: Optional[Sequence[str]] = None,
+    backends: Optional[Sequence[str]] = None,
+    compile_dtypes: Optional[Sequence[str]] = None,
+    min_run_time: float = 0.3,
+    time_budget_s: Optional[float] = None,
+    on_case: Optional[Callable[[dict[str, Any]], None]] = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run the op benchmark; returns the JSON-able result (machine info, config, one record per case).
+
+    ``compile_dtypes``: dtypes at which the torch.compile baseline runs (default: all on CPU,
+    float16 only on CUDA, to keep compile time inside a short GPU lease); [] disables it.
+    ``on_case`` is called with the partial result after every case (to write it incrementally).
+    Cases not started within ``time_budget_s`` are listed under ``skipped_cases``.
+    """
+    if dtypes is None:
+        dtypes = ["float32"] if device.type == "cpu" else ["float16", "bfloat16", "float32"]
+    for d in dtypes:
+        if d not in DTYPES:
+            raise ValueError(f"unknown dtype {d!r}; choose from {', '.join(DTYPES)}")
+    for m in modes:
+        if m not in MODES:
+            raise ValueError(f"unknown mode {m!r}; choose from {', '.join(MODES)}")
+    if compile_dtypes is None:
+        compile_dtypes = list(dtypes) if device.type == "cpu" else ["float16"]
+    all_shapes = select_shapes(device, quick)
+    if shapes:
+        known = {s.name: s for s in select_shapes(device, False) + all_shapes}  # the mode's own shapes win
+        missing = [s for s in shapes if s not in known]
+        if missing:
+            raise ValueError(f"unknown shape(s) {missing}; choose from {', '.join(known)}")
+        all_shapes = [known[s] for s in shapes]
+    pkg = package_backends(device)
+    if backends is not None:
+        unknown = [b for b in backends if b not in (*BASELINES, *pkg)]
+        if unknown:
+            raise ValueError(f"backend(s) {unknown} not available on {device.type}; available: {', '.join((*BASELINES, *pkg))}")
+        impls = [b for b in (*BASELINES, *pkg) if b in backends]
+    else:
+        impls = [*BASELINES, *pkg]
+    result: dict[str, Any] = {
+        "benchmark": "op",
+        "machine": common.machine_info(device),
+        "config": {
+            "quick": quick,
+            "quick_note": QUICK_NOTE_CPU if (quick and device.type == "cpu") else None,
+            "dtypes": list(dtypes),
+            "modes": list(modes),
+            "impls": impls,
+            "compile_dtypes": list(compile_dtypes),
+            "compile_options": "torch.compile(eager_dual_attention, dynamic=False), default mode, reset per shape",
+            "min_run_time_s": min_run_time,
+            "time_budget_s": time_budget_s,
+            "floor_tensors": common.FLOOR_TENSORS,
+            "notes": [
+                "fwd = forward under torch.no_grad(); fwd+bwd = forward + torch.autograd.grad w.r.t. q, k, v, "
+                "temperature, weights.",
+                "floor_bytes = FLOOR_TENSORS[mode]·B·H·C·N·bytes (fwd: read q,k,v + write out; bwd adds read "
+                "q,k,v,dO + write dq,dk,dv); pct_of_floor = copy_ms / median_ms, where copy_ms times a device "
+                "copy moving the same bytes.",
+                "saved_bytes: unique storages autograd saves for backward (saved-tensor hooks), inputs included; "
+                "saved_bytes_excluding_inputs leaves out the storages of q, k, v, temperature, weights.",
+                "Triton on CPU runs through its interpreter and is not timed.",
+            ],
+        },
+        "shapes": [asdict(s) | {"pixels": s.pixels, "topk": list(s.topk())} for s in all_shapes],
+        "cases": [],
+        "skipped_cases": [],
+    }
+    start = time.perf_counter()
+    for shape in all_shapes:
+        for dtype_name in dtypes:
+            for mode in modes:
+                if time_budget_s is not None and time.perf_counter() - start > time_budget_s:
+                    result["skipped_cases"].append({"shape": shape.name, "dtype": dtype_name, "mode": mode,
+                                                    "reason": f"time budget of {time_budget_s:.0f} s spent"})
+                    log(f"[op] {shape.name} {dtype_name} {mode}: skipped (time budget spent)")
+                    continue
+                compiled, why = (None, f"not run at {dtype_name} (compile_dtypes={list(compile_dtypes)})")
+                if "compile(eager)" in impls and dtype_name in compile_dtypes:
+                    compiled, why = _make_compiled(device)
+                t0 = time.perf_counter()
+                case = bench_case(shape, dtype_name, mode, device, impls, min_run_time=min_run_time,
+                                  compile_fn=compiled, compile_error=why)
+                result["cases"].append(case)
+                log(_case_line(case, time.perf_counter() - t0))
+                if on_case is not None:
+                    on_case(result)
+    return result
+
+
+def _case_line(case: dict[str, Any], seconds: float) -> str:
+    parts = []
+    for impl, rec in case["results"].items():
+        if rec["median_ms"] is not None:
+            parts.append(f"{impl} {rec['median_ms']:.3g} ms")
+        else:
+            parts.append(f"{impl} {rec['status']}")
+    return f"[op] {case['shape']:<20} {case['dtype']:<8} {case['mode']:<7} " + ", ".join(parts) + f"  ({seconds:.0f} s)"

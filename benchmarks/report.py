@@ -1,0 +1,210 @@
+"""Render benchmark JSON into the markdown report (goals + tables) and the time-vs-N plots."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+from . import common, goals
+
+MiB = 2 ** 20
+
+
+def machine_lines(info: dict[str, Any]) -> list[str]:
+    commit = info.get("commit") or {}
+    sha = (commit.get("sha") or "unknown")[:12] + (" (dirty)" if commit.get("dirty") else "")
+    lines = [
+        f"* device: **{info['device_name']}** ({info['device_type']})"
+        + (f", compute capability {info['gpu_capability']}, {info['gpu_memory_bytes'] / 2**30:.0f} GiB"
+           if info.get("gpu_capability") else ""),
+        f"* torch {info['torch']}, triton {info.get('triton')}, CUDA {info.get('cuda')}, Python {info['python']}",
+        f"* commit {sha}; {info['timestamp_utc']}",
+        f"* threads: torch {info['torch_threads']}, CPUs {info['cpu_count']}"
+        + (f", load average at start {', '.join(f'{x:.1f}' for x in info['loadavg_at_start'])}"
+           if info.get("loadavg_at_start") else ""),
+    ]
+    backends = info.get("ddsa_backends") or {}
+    if backends:
+        lines.append("* ddsa backends: " + "; ".join(f"{k}: {v}" for k, v in backends.items()))
+    return lines
+
+
+def goals_table(goal_list: list[goals.Goal]) -> str:
+    rows = [[g.text, g.target, g.measured, f"**{g.status}**", g.detail] for g in goal_list]
+    return common.markdown_table(["goal", "target", "measured", "result", "detail"], rows)
+
+
+def _ms(rec: dict) -> Optional[str]:
+    if rec.get("median_ms") is not None:
+        return common.fmt(rec["median_ms"])
+    return "n/a" if rec.get("status") == "skipped" else "error"
+
+
+def _x(v: Optional[float]) -> Optional[str]:
+    return None if v is None else f"{v:.2f}×"
+
+
+def op_tables(op: dict) -> str:
+    """One table per (dtype, mode): time of every implementation, the fused op's ratios and memory."""
+    out = []
+    impls = op["config"]["impls"]
+    keys = []
+    for c in op["cases"]:
+        if (c["dtype"], c["mode"]) not in keys:
+            keys.append((c["dtype"], c["mode"]))
+    for dtype, mode in keys:
+        cases = [c for c in op["cases"] if c["dtype"] == dtype and c["mode"] == mode]
+        headers = ["shape", "(B,H,C,N)"] + [f"{i} ms" for i in impls] + [
+            "fused", "× eager", "× compile", "GB/s", "% floor"]
+        if mode == "fwd+bwd":
+            headers += ["saved MiB eager → fused"]
+        if any(c["results"].get("eager", {}).get("peak_mem_bytes") is not None for c in cases):
+            headers += ["peak MiB eager → fused"]
+        rows = []
+        for c in cases:
+            fused = c["results"].get(c["auto_backend"], {})
+            row = [c["shape"], c["label"]] + [_ms(c["results"][i]) for i in impls] + [
+                c["auto_backend"], _x(fused.get("speedup_vs_eager")), _x(fused.get("speedup_vs_compile")),
+                common.fmt(fused.get("achieved_gbps")),
+                None if fused.get("pct_of_floor") is None else f"{fused['pct_of_floor']:.0f} %",
+            ]
+            eager = c["results"].get("eager", {})
+            if mode == "fwd+bwd":
+                row.append(_pair(eager.get("saved_bytes"), fused.get("saved_bytes")))
+            if "peak MiB eager → fused" in headers:
+                row.append(_pair(eager.get("peak_mem_bytes"), fused.get("peak_mem_bytes")))
+            rows.append(row)
+        out.append(f"#### {dtype}, {mode}\n\n" + common.markdown_table(headers, rows))
+    return "\n\n".join(out)
+
+
+def _pair(a: Optional[int], b: Optional[int]) -> Optional[str]:
+    if a is None or b is None:
+        return None
+    return f"{a / MiB:.1f} → {b / MiB:.1f}"
+
+
+def op_errors(op: dict) -> list[str]:
+    seen = {}
+    for c in op["cases"]:
+        for impl, rec in c["results"].items():
+            if rec["status"] == "error" and rec.get("error"):
+                seen.setdefault((impl, rec["error"]), []).append(f"{c['shape']}/{c['dtype']}/{c['mode']}")
+    return [f"* `{impl}` at {', '.join(where[:3])}{' …' if len(where) > 3 else ''}: {err}"
+            for (impl, err), where in seen.items()]
+
+
+def model_table(model: dict) -> str:
+    headers = ["preset", "task", "attention", "compile", "batch", "size", "median ms", "images/s",
+               "peak MiB", "saved MiB", "status"]
+    rows = []
+    for r in model["runs"]:
+        rows.append([
+            r["preset"], r["task"], r["attention_backend"] + (f" → {r['resolved_backend']}" if r.get("resolved_backend")
+                                                              and r["resolved_backend"] != r["attention_backend"] else ""),
+            "yes" if r["compile"] else "no", r["batch"], f"{r['size']}²", common.fmt(r.get("median_ms")),
+            common.fmt(r.get("images_per_s")),
+            None if r.get("peak_mem_bytes") is None else f"{r['peak_mem_bytes'] / MiB:.0f}",
+            None if r.get("saved_bytes") is None else f"{r['saved_bytes'] / MiB:.0f}",
+            r["status"] if r["status"] == "ok" else f"{r['status']}: {(r.get('error') or '')[:120]}",
+        ])
+    return common.markdown_table(headers, rows)
+
+
+def render(op: Optional[dict], model: Optional[dict], plots: list[str] = ()) -> str:
+    """The whole markdown report of one device's results."""
+    first = op or model
+    if first is None:
+        raise ValueError("no benchmark results to render")
+    info = first["machine"]
+    parts = [f"# ddsa benchmarks — {info['device_name']}", "", *machine_lines(info), ""]
+    parts += ["## Goals (issue 7)", "", goals_table(goals.evaluate(op, model)), ""]
+    if op:
+        cfg = op["config"]
+        parts += ["## Op benchmark", ""]
+        if cfg.get("quick_note"):
+            parts += [f"**Quick mode.** {cfg['quick_note']}", ""]
+        parts += [f"* {n}" for n in cfg.get("notes", [])]
+        parts += [f"* torch.compile baseline: {cfg['compile_options']}; run at {', '.join(cfg['compile_dtypes']) or 'none'}",
+                  f"* timer: {_timer_name(op)}, at least {cfg['min_run_time_s']} s per measurement", ""]
+        parts += [op_tables(op), ""]
+        if op.get("skipped_cases"):
+            parts += ["Cases not run (time budget): " + ", ".join(
+                f"{c['shape']}/{c['dtype']}/{c['mode']}" for c in op["skipped_cases"]), ""]
+        errs = op_errors(op)
+        if errs:
+            parts += ["Failures recorded in this run:", "", *errs, ""]
+        for p in plots:
+            parts += [f"![time vs N]({p})", ""]
+    if model:
+        parts += ["## Model benchmark", ""]
+        if model["config"].get("notes"):
+            parts += [f"* {n}" for n in model["config"]["notes"]] + [""]
+        parts += [model_table(model), ""]
+    return "\n".join(parts)
+
+
+def _timer_name(op: dict) -> str:
+    for c in op["cases"]:
+        for rec in c["results"].values():
+            if rec.get("timer"):
+                return rec["timer"]
+    return "n/a"
+
+
+def plot_op(op: dict, out_dir: Path) -> tuple[list[str], Optional[str]]:
+    """PNG per dtype: median time vs N of every implementation on the inference shapes (1,1,48,N).
+
+    Returns (file names written, None) or ([], reason) when matplotlib is missing or nothing to plot.
+    """
+    if not common.have_matplotlib():
+        return [], "matplotlib is not installed (pip install 'ddsa[plot]'): no plot written"
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    dtypes = list(dict.fromkeys(c["dtype"] for c in op["cases"]))
+    modes = list(dict.fromkeys(c["mode"] for c in op["cases"]))
+    for dtype in dtypes:
+        infer = [c for c in op["cases"] if c["kind"] == "inference" and c["dtype"] == dtype]
+        if len({c["N"] for c in infer}) < 2:
+            continue
+        fig, axes = plt.subplots(1, len(modes), figsize=(5.5 * len(modes), 4.2), squeeze=False)
+        for ax, mode in zip(axes[0], modes):
+            cases = sorted((c for c in infer if c["mode"] == mode), key=lambda c: c["N"])
+            for impl in op["config"]["impls"]:
+                pts = [(c["N"], c["results"][impl]["median_ms"]) for c in cases
+                       if c["results"].get(impl, {}).get("median_ms") is not None]
+                if pts:
+                    ax.plot(*zip(*pts), marker="o", label=impl)
+            pts = [(c["N"], c["copy_ms"]) for c in cases]
+            ax.plot(*zip(*pts), linestyle="--", color="gray", label="DRAM floor (copy)")
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.set_xlabel("N = pixels (B=1, H=1, C=48)")
+            ax.set_ylabel("median time (ms)")
+            ax.set_title(f"{mode}, {dtype}")
+            ax.grid(True, which="both", alpha=0.3)
+            ax.legend(fontsize=8)
+        fig.suptitle(f"dual attention op on {op['machine']['device_name']}")
+        name = f"op_time_vs_n_{dtype}.png"
+        common.save_figure(fig, out_dir / name)
+        plt.close(fig)
+        written.append(name)
+    return written, (None if written else "fewer than two inference sizes measured: no plot written")
+
+
+def write_report(out_dir: Path) -> Path:
+    """(Re)write ``report.md`` (and the plots) from the op.json / model.json found in ``out_dir``."""
+    out_dir = Path(out_dir)
+    op = common.read_json(out_dir / "op.json") if (out_dir / "op.json").exists() else None
+    model = common.read_json(out_dir / "model.json") if (out_dir / "model.json").exists() else None
+    plots: list[str] = []
+    if op:
+        plots, why = plot_op(op, out_dir)
+        if why:
+            print(f"[report] {why}")
+    path = out_dir / "report.md"
+    common.write_text(path, render(op, model, plots))
+    return path
