@@ -295,7 +295,7 @@ def _autocast(amp: str, device: torch.device) -> contextlib.AbstractContextManag
 
 
 def _build_model(cfg: RunConfig) -> torch.nn.Module:
-    from .network import build_model
+    from . import build_model
     try:
         return build_model(cfg.model.preset, attention_backend=cfg.model.attention_backend, **cfg.model.overrides)
     except (ValueError, TypeError) as exc:
@@ -331,22 +331,21 @@ def _train(cfg: RunConfig, resume: str | None, info: DistInfo) -> dict[str, Any]
     out_dir = Path(l_cfg.out_dir)
     autocast = _autocast(t_cfg.amp, info.device)
     ckpt_path = resolve_resume(resume, l_cfg.out_dir)
-    if info.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        _write_config(cfg, out_dir)
-
-    random.seed(t_cfg.seed)
-    np.random.seed(t_cfg.seed)
-    torch.manual_seed(t_cfg.seed)
-    model = _build_model(cfg).to(info.device)
-    model.train()
-
+    if ckpt_path is None and list_checkpoints(out_dir):
+        raise ConfigError(f"{out_dir} already holds checkpoints of an earlier run: continue it with --resume auto, "
+                          "or choose a new log.out_dir")
+    # Every check of the inputs (data folders, model config) runs before anything is written.
     max_crop = max([d_cfg.crop] + [c for _, c in d_cfg.progressive])
     train_set = PairedImageDataset(d_cfg.train, train=True, flips=d_cfg.flips, rot90=d_cfg.rot90,
                                    small_images=d_cfg.small_images, max_crop=max_crop, cache=d_cfg.cache,
                                    max_items=d_cfg.max_train_pairs)
     val_set = (PairedImageDataset(d_cfg.val, train=False, cache=d_cfg.cache, max_items=d_cfg.val_max_images)
                if d_cfg.val else None)
+    random.seed(t_cfg.seed)
+    np.random.seed(t_cfg.seed)
+    torch.manual_seed(t_cfg.seed)
+    model = _build_model(cfg).to(info.device)
+    model.train()
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=o_cfg.lr, betas=tuple(o_cfg.betas),
                                   weight_decay=o_cfg.weight_decay)
@@ -366,12 +365,19 @@ def _train(cfg: RunConfig, resume: str | None, info: DistInfo) -> dict[str, Any]
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
+        # the schedule follows the current config (e.g. more iterations); unchanged config = exact resume
+        scheduler.total_steps, scheduler.constant_steps = t_cfg.iterations, round(o_cfg.constant_fraction * t_cfg.iterations)
+        scheduler.eta_min = o_cfg.eta_min
         scaler.load_state_dict(ckpt["scaler"])
         _set_rng_state(ckpt["rng"])
         start = int(ckpt["iteration"])
         if start > t_cfg.iterations:
             raise ConfigError(f"checkpoint {ckpt_path} is at iteration {start}, beyond train.iterations="
                               f"{t_cfg.iterations}")
+
+    if info.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _write_config(cfg, out_dir)
 
     net = model
     if info.enabled:
@@ -471,7 +477,7 @@ def _train(cfg: RunConfig, resume: str | None, info: DistInfo) -> dict[str, Any]
     digest = _check_ranks_agree(model, info)
     final = None
     if stop == t_cfg.iterations and info.is_main:
-        from .checkpoint import save_model
+        from . import save_model
         final = out_dir / "model.safetensors"
         save_model(model, final, metadata={"iterations": str(stop), "train_config": json.dumps(cfg.to_dict())})
         log.record(event="finished", iteration=stop, weights=str(final), weights_sha256=digest)

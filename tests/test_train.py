@@ -1,0 +1,273 @@
+"""Trainer: lr schedule, config parsing/errors, loss decrease + validation PSNR, bitwise resume,
+2-process DDP (gloo) against gradient accumulation, AMP, and the CLI as a user runs it."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ddsa_model import load_model
+from ddsa_model.cli.train import main as train_main
+from ddsa_model.synth import add_rain
+from ddsa_model.train import ConstantCosineLR, list_checkpoints, parameter_digest, train
+from ddsa_model.train_config import ConfigError, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+       "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny shapes: one thread is fastest and makes results independent of the machine's core count.
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory) -> Path:
+    """8 rainy/clean 32×40 pairs made with the synthetic rain generator."""
+    root = tmp_path_factory.mktemp("pairs")
+    (root / "input").mkdir()
+    (root / "target").mkdir()
+    rng = np.random.default_rng(0)
+    ys, xs = np.mgrid[0:32, 0:40] / 40.0
+    for i in range(8):
+        ph = rng.uniform(0, 6, 3)
+        clean = np.stack([0.45 + 0.3 * np.sin(4 * xs + ph[c]) * np.cos(3 * ys + ph[c]) for c in range(3)], 2)
+        clean = np.round(clean * 255).astype(np.uint8)
+        rainy = add_rain(clean, density=0.03, length=8, angle=10, blur=0.8, brightness=0.8, rng=i)
+        Image.fromarray(clean).save(root / "target" / f"{i}.png")
+        Image.fromarray(rainy).save(root / "input" / f"{i}.png")
+    return root
+
+
+def _overrides(data: Path, out: Path, **kw) -> list[str]:
+    base = {"data.train": str(data), "model.preset": "tiny", "train.iterations": 6, "train.batch_size": 2,
+            "data.crop": 16, "log.out_dir": str(out), "log.progress": False, "log.tensorboard": False,
+            "log.log_interval": 1, "log.ckpt_interval": 0, "optim.lr": 2e-3, "train.num_threads": 1}
+    base.update({k.replace("__", "."): v for k, v in kw.items()})
+    return [f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in base.items()]
+
+
+def _run(data, out, resume=None, **kw):
+    return train(load_config(None, _overrides(data, out, **kw)), resume=resume)
+
+
+def _records(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_constant_then_cosine_schedule():
+    base, eta, total, const = 2e-4, 1e-6, 100, 30
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=base)
+    sched = ConstantCosineLR(opt, total, const, eta_min=eta)
+    lrs = []
+    for _ in range(total + 1):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    for t, lr in enumerate(lrs):  # paper: constant, then cosine annealing to eta_min
+        expected = base if t < const else eta + (base - eta) * (1 + math.cos(math.pi * (t - const) / (total - const))) / 2
+        assert lr == pytest.approx(expected, rel=1e-12)
+    assert lrs[const] == base and lrs[total] == pytest.approx(eta)
+    assert lrs[65] == pytest.approx((base + eta) / 2)
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+
+
+def test_config_file_overrides_and_errors(tmp_path):
+    cfg_file = tmp_path / "run.yaml"
+    cfg_file.write_text(textwrap.dedent("""
+        model: {preset: tiny, overrides: {attention: dense}}
+        data: {train: /some/where, crop: 64, progressive: [[0, 32], [100, 64]]}
+        optim: {lr: 2e-4}
+        train: {iterations: 1000}
+    """))
+    cfg = load_config(cfg_file, ["train.batch_size=4", "optim.betas=[0.8, 0.99]", "model.overrides.ffn=gdfn",
+                                 "data.val=/val/set"])
+    assert cfg.optim.lr == 2e-4 and isinstance(cfg.optim.lr, float)   # YAML reads 2e-4 as a string
+    assert cfg.train.batch_size == 4 and cfg.train.iterations == 1000 and cfg.data.crop == 64
+    assert cfg.optim.betas == [0.8, 0.99] and cfg.optim.weight_decay == 1e-4
+    assert cfg.model.overrides == {"attention": "dense", "ffn": "gdfn"}
+    assert cfg.data.train == ["/some/where"] and cfg.data.val == ["/val/set"]
+
+    bad = {
+        "train.iteratons=5": "unknown key in section 'train': 'iteratons' (did you mean 'iterations'?)",
+        "trian.iterations=5": "unknown config section 'trian' (did you mean 'train'?)",
+        "train.batch_size=0": "train.batch_size must be >= 1",
+        "train.batch_size=two": "train.batch_size must be an integer, got 'two'",
+        "train.amp=fp8": "train.amp must be 'none', 'bf16' or 'fp16'",
+        "data.progressive=[[0, 4]]": "data.progressive entries must be [start_iteration, crop]",
+        "optim.betas=[0.9]": "optim.betas must be two numbers",
+        "data.small_images=crop": "data.small_images must be 'pad' or 'reject'",
+        "train.stop_at=5000": "train.stop_at must be in [0, train.iterations]",
+        "train.iterations": "is not of the form section.key=value",
+    }
+    for override, message in bad.items():
+        with pytest.raises(ConfigError) as exc:
+            load_config(cfg_file, [override])
+        assert message in str(exc.value), (override, str(exc.value))
+    with pytest.raises(ConfigError, match="data.train is required"):
+        load_config(None, [])
+    (tmp_path / "list.yaml").write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="must hold a mapping of sections"):
+        load_config(tmp_path / "list.yaml")
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_training_reduces_loss_and_reports_true_psnr(pairs, tmp_path):
+    from skimage.color import rgb2ycbcr
+    from skimage.metrics import peak_signal_noise_ratio
+
+    out = tmp_path / "run"
+    summary = _run(pairs, out, train__iterations=40, optim__lr=3e-3, data__val=str(pairs), data__val_max_images=2,
+                   data__progressive=[[0, 16], [20, 24]], log__val_interval=0)
+    losses = [loss for _, loss in summary["loss_history"]]
+    assert len(losses) == 40 and all(math.isfinite(v) for v in losses)
+    assert np.mean(losses[-8:]) < 0.75 * np.mean(losses[:8])
+
+    recs = _records(out)
+    crops = {r["iteration"]: r["crop"] for r in recs if "crop" in r}
+    assert crops[20] == 16 and crops[21] == 24 and crops[40] == 24
+    (val,) = [r["val_psnr_y"] for r in recs if "val_psnr_y" in r]
+
+    # independent PSNR: the saved weights, skimage's BT.601 Y (rounded, MATLAB-style) and PSNR
+    model = load_model(out / "model.safetensors")
+    assert parameter_digest(model) == summary["weights_sha256"]
+    psnrs = []
+    for name in sorted(os.listdir(pairs / "input"))[:2]:
+        rainy = np.asarray(Image.open(pairs / "input" / name), dtype=np.float32) / 255
+        clean = np.asarray(Image.open(pairs / "target" / name))
+        with torch.no_grad():
+            y = model(torch.from_numpy(rainy).permute(2, 0, 1)[None])[0]
+        derained = y.clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).numpy()
+        ya, yb = (np.round(rgb2ycbcr(im)[..., 0]) for im in (derained, clean))
+        psnrs.append(peak_signal_noise_ratio(yb, ya, data_range=255))
+    assert val == pytest.approx(float(np.mean(psnrs)), abs=1e-6)
+    assert (out / "config.yaml").is_file() and list_checkpoints(out)[-1][0] == 40
+
+
+@pytest.mark.parametrize("workers,accum", [(0, 1), (2, 2)])
+def test_resume_is_bitwise_identical(pairs, tmp_path, workers, accum):
+    common = dict(train__iterations=6, data__num_workers=workers, train__grad_accum=accum,
+                  data__progressive=[[0, 16], [2, 24]], optim__constant_fraction=0.3, log__keep_checkpoints=2)
+    full = _run(pairs, tmp_path / "full", **common)
+    first = _run(pairs, tmp_path / "split", train__stop_at=3, **common)
+    assert first["weights"] is None and [i for i, _ in list_checkpoints(tmp_path / "split")] == [3]
+    assert first["weights_sha256"] != full["weights_sha256"]
+    resumed = _run(pairs, tmp_path / "split", resume="auto", **common)
+    assert resumed["start_iteration"] == 3
+
+    assert resumed["weights_sha256"] == full["weights_sha256"]
+    assert [v for i, v in resumed["loss_history"]] == [v for i, v in full["loss_history"] if i > 3]
+    a = torch.load(list_checkpoints(tmp_path / "full")[-1][1], weights_only=True)
+    b = torch.load(list_checkpoints(tmp_path / "split")[-1][1], weights_only=True)
+    for name in a["model"]:  # parameters and BatchNorm buffers
+        assert torch.equal(a["model"][name], b["model"][name]), name
+    for pid, state in a["optimizer"]["state"].items():
+        for key, value in state.items():
+            assert torch.equal(value, b["optimizer"]["state"][pid][key]), (pid, key)
+    assert a["scheduler"]["last_epoch"] == b["scheduler"]["last_epoch"] == 6
+    assert set(a) >= {"model", "optimizer", "scheduler", "scaler", "rng", "iteration", "sampler"}
+    leftovers = [p.name for p in (tmp_path / "split" / "checkpoints").iterdir() if not p.name.startswith("iter_")]
+    assert leftovers == []                                                  # no temporary files left
+    assert [i for i, _ in list_checkpoints(tmp_path / "split")] == [3, 6]   # keep_checkpoints=2
+
+
+def test_resume_errors(pairs, tmp_path):
+    _run(pairs, tmp_path / "r", train__iterations=2)
+    with pytest.raises(ConfigError, match="already holds checkpoints"):
+        _run(pairs, tmp_path / "r", train__iterations=2)
+    with pytest.raises(ConfigError, match="holds a different model"):
+        _run(pairs, tmp_path / "r", resume="auto", train__iterations=4, model__overrides={"dim": 8})
+    with pytest.raises(ConfigError, match="no such checkpoint file"):
+        _run(pairs, tmp_path / "r2", resume=str(tmp_path / "nope.pt"))
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(ConfigError, match="cannot read checkpoint"):
+        _run(pairs, tmp_path / "r3", resume=str(junk))
+
+
+def test_ddp_two_processes_match_gradient_accumulation(pairs, tmp_path):
+    driver = tmp_path / "driver.py"
+    driver.write_text(textwrap.dedent("""
+        import os, sys, torch
+        from ddsa_model.train import train
+        from ddsa_model.train_config import load_config
+        summary = train(load_config(None, sys.argv[2:]))
+        state = {k: v.detach().clone() for k, v in summary["model"].named_parameters()}
+        torch.save(state, os.path.join(sys.argv[1], f"rank{os.environ['RANK']}.pt"))
+    """))
+    out = tmp_path / "ddp"
+    args = _overrides(pairs, out, train__iterations=3)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(driver), str(tmp_path)] + args
+    res = subprocess.run(cmd, capture_output=True, text=True, env=ENV, cwd=tmp_path, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    for name in r0:
+        assert torch.equal(r0[name], r1[name]), name
+    start = _records(out)[0]
+    assert start["event"] == "start" and start["world_size"] == 2
+
+    # 2 ranks × batch 2 see exactly the micro-batches of 1 process × batch 2 × 2 accumulation steps;
+    # DDP's mean of the two gradients, (g0 + g1) / 2, equals the accumulated g0/2 + g1/2 bit for bit
+    # (scaling by a power of two is exact), so the weights agree exactly.
+    single = _run(pairs, tmp_path / "accum", train__iterations=3, train__grad_accum=2)
+    params = dict(single["model"].named_parameters())
+    for name in r0:
+        assert torch.equal(r0[name], params[name].detach()), name
+    saved = load_model(out / "model.safetensors")
+    for name, p in saved.named_parameters():
+        assert torch.equal(p, r0[name]), name
+
+
+def test_bf16_autocast_on_cpu_and_fp16_needs_cuda(pairs, tmp_path):
+    fp32 = _run(pairs, tmp_path / "fp32", train__iterations=3)
+    bf16 = _run(pairs, tmp_path / "bf16", train__iterations=3, train__amp="bf16")
+    a = dict(fp32["model"].named_parameters())
+    diffs, norms = 0.0, 0.0
+    for name, p in bf16["model"].named_parameters():
+        diffs += float((p - a[name]).detach().pow(2).sum())
+        norms += float(a[name].detach().pow(2).sum())
+    assert 0 < math.sqrt(diffs / norms) < 0.05          # autocast ran, and trained the same model
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="fp16 needs a CUDA device"):
+            _run(pairs, tmp_path / "fp16", train__amp="fp16")
+
+
+def test_cli_reports_bad_data_without_writing(tmp_path, capsys):
+    root = tmp_path / "data"
+    (root / "input").mkdir(parents=True)
+    (root / "target").mkdir()
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(root / "input" / "a.png")
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(root / "target" / "a.png")
+    (root / "input" / "b.png").write_bytes(b"\x89PNG\r\n\x1a\ngarbage")
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(root / "target" / "b.png")
+    rc = train_main(_overrides(root, tmp_path / "out"))
+    err = capsys.readouterr().err
+    assert rc == 2 and "ddsa-train: error: 1 problem(s)" in err and "input/b.png: unreadable" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_bad_config_as_a_user_runs_it(tmp_path):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("model: {preset: tiny}\ndata: {train: /nowhere}\ntrain: {iteratons: 10}\n")
+    res = subprocess.run([sys.executable, "-m", "ddsa_model.cli.train", "--config", str(cfg)],
+                         capture_output=True, text=True, env=ENV, cwd=tmp_path, timeout=300)
+    assert res.returncode == 2
+    assert "ddsa-train: error:" in res.stderr and "did you mean 'iterations'" in res.stderr
+    assert str(cfg) in res.stderr and "Traceback" not in res.stderr
