@@ -81,12 +81,15 @@ def _op_args(p: argparse.ArgumentParser) -> None:
                    help="implementations to time: eager, compile(eager), and package backends (default: all)")
     p.add_argument("--compile-dtypes", type=_csv, default=None,
                    help="dtypes for the torch.compile baseline (default: all on CPU, float16 on CUDA)")
+    p.add_argument("--compile-shapes", type=_csv, default=None,
+                   help="shape names for the torch.compile baseline (default: every shape)")
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--presets", type=_csv, default=None, help="model presets (default: ddsa-official,ddsa-small; "
                                                               "CPU quick: ddsa-small)")
     p.add_argument("--train-batch", type=int, default=None, help="training batch (default 16 on CUDA, 2 on CPU)")
+    p.add_argument("--train-size", type=int, default=None, help="training crop side (default 128)")
     p.add_argument("--infer-sizes", type=lambda s: [int(x) for x in _csv(s)], default=None,
                    help="inference image sides (default 512,1024; CPU quick: 256)")
     p.add_argument("--model-compile", choices=["none", "infer", "all"], default=None,
@@ -103,14 +106,12 @@ def _run_op(args, device: torch.device, out: Path, quick: bool) -> None:
     min_run = args.min_run_time or (0.25 if quick and device.type == "cpu" else 0.3)
     compile_dtypes = [] if args.no_compile else args.compile_dtypes
     backends = args.backends
-    if args.no_compile and backends is None:
-        backends = [b for b in ("eager", *op_bench.package_backends(device))]
     _log(f"[op] device {common.device_name(device)}; {'quick' if quick else 'full'} mode; writing {out}/op.json")
     if quick and device.type == "cpu":
         _log(f"[op] {op_bench.QUICK_NOTE_CPU}")
     result = op_bench.run_op_bench(
         device, quick=quick, dtypes=args.dtypes, modes=args.modes, shapes=args.shapes, backends=backends,
-        compile_dtypes=compile_dtypes, min_run_time=min_run, time_budget_s=args.time_budget,
+        compile_dtypes=compile_dtypes, compile_shapes=args.compile_shapes, min_run_time=min_run, time_budget_s=args.time_budget,
         on_case=lambda r: common.write_json(out / "op.json", r), log=_log,
     )
     common.write_json(out / "op.json", result)
@@ -122,7 +123,8 @@ def _run_model(args, device: torch.device, out: Path, quick: bool) -> None:
     compile_mode = "none" if args.no_compile else args.model_compile
     _log(f"[model] device {common.device_name(device)}; {'quick' if quick else 'full'} mode; writing {out}/model.json")
     result = model_bench.run_model_bench(
-        device, quick=quick, presets=args.presets, train_batch=args.train_batch, infer_sizes=args.infer_sizes,
+        device, quick=quick, presets=args.presets, train_batch=args.train_batch, train_size=args.train_size,
+        infer_sizes=args.infer_sizes,
         compile_mode=compile_mode, min_run_time=args.min_run_time, time_budget_s=args.time_budget,
         on_run=lambda r: common.write_json(out / "model.json", r), log=_log,
     )

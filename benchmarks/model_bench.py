@@ -150,6 +150,7 @@ def run_model_bench(
     quick: bool,
     presets: Optional[Sequence[str]] = None,
     train_batch: Optional[int] = None,
+    train_size: Optional[int] = None,
     infer_sizes: Optional[Sequence[int]] = None,
     compile_mode: Optional[str] = None,
     min_run_time: Optional[float] = None,
@@ -166,12 +167,14 @@ def run_model_bench(
     cfg = default_config(device, quick)
     presets = list(presets or cfg["presets"])
     train_batch = train_batch or cfg["train_batch"]
+    train_size = train_size or cfg["train_size"]
     infer_sizes = list(infer_sizes or cfg["infer_sizes"])
     compile_mode = compile_mode or cfg["compile_mode"]
     if compile_mode not in ("none", "infer", "all"):
         raise ValueError(f"compile_mode must be none, infer or all, got {compile_mode!r}")
-    if train_batch < 1 or any(s < 8 for s in infer_sizes):
-        raise ValueError(f"train batch must be ≥ 1 and image sides ≥ 8, got {train_batch}, {infer_sizes}")
+    if train_batch < 1 or train_size < 8 or any(s < 8 for s in infer_sizes):
+        raise ValueError(f"train batch must be ≥ 1 and image sides ≥ 8, got batch {train_batch}, "
+                         f"crop {train_size}, inference {infer_sizes}")
     min_run_time = min_run_time or (0.5 if device.type == "cuda" else 0.1)
     notes = [n for n in (cfg["note"],) if n] + [
         "train = zero_grad + forward + L1 loss + backward + AdamW step, fp32, model.train(); images/s = batch / "
@@ -183,14 +186,14 @@ def run_model_bench(
     result: dict[str, Any] = {
         "benchmark": "model",
         "machine": common.machine_info(device),
-        "config": {"quick": quick, "presets": presets, "train_batch": train_batch, "train_size": cfg["train_size"],
+        "config": {"quick": quick, "presets": presets, "train_batch": train_batch, "train_size": train_size,
                    "infer_sizes": infer_sizes, "compile_mode": compile_mode, "min_run_time_s": min_run_time,
                    "time_budget_s": time_budget_s, "notes": notes},
         "runs": [],
     }
     start = time.perf_counter()
     models: dict[str, torch.nn.Module] = {}
-    for spec in plan(presets, train_batch, cfg["train_size"], infer_sizes, compile_mode):
+    for spec in plan(presets, train_batch, train_size, infer_sizes, compile_mode):
         if time_budget_s is not None and time.perf_counter() - start > time_budget_s:
             rec = {"preset": spec["preset"], "attention_backend": spec["backend"], "resolved_backend": None,
                    "task": spec["task"], "batch": spec["batch"], "size": spec["size"], "compile": spec["compiled"],

@@ -253,6 +253,7 @@ def run_op_bench(
     shapes: Optional[Sequence[str]] = None,
     backends: Optional[Sequence[str]] = None,
     compile_dtypes: Optional[Sequence[str]] = None,
+    compile_shapes: Optional[Sequence[str]] = None,
     min_run_time: float = 0.3,
     time_budget_s: Optional[float] = None,
     on_case: Optional[Callable[[dict[str, Any]], None]] = None,
@@ -262,6 +263,7 @@ def run_op_bench(
 
     ``compile_dtypes``: dtypes at which the torch.compile baseline runs (default: all on CPU,
     float16 only on CUDA, to keep compile time inside a short GPU lease); [] disables it.
+    ``compile_shapes``: shape names at which it runs (default: every shape).
     ``on_case`` is called with the partial result after every case (to write it incrementally).
     Cases not started within ``time_budget_s`` are listed under ``skipped_cases``.
     """
@@ -300,6 +302,7 @@ def run_op_bench(
             "modes": list(modes),
             "impls": impls,
             "compile_dtypes": list(compile_dtypes),
+            "compile_shapes": None if compile_shapes is None else list(compile_shapes),
             "compile_options": "torch.compile(eager_dual_attention, dynamic=False), default mode, reset per shape",
             "min_run_time_s": min_run_time,
             "time_budget_s": time_budget_s,
@@ -320,16 +323,20 @@ def run_op_bench(
         "skipped_cases": [],
     }
     start = time.perf_counter()
-    for shape in all_shapes:
-        for dtype_name in dtypes:
+    for dtype_name in dtypes:  # dtype-major: a time budget trims the later dtypes first
+        for shape in all_shapes:
             for mode in modes:
                 if time_budget_s is not None and time.perf_counter() - start > time_budget_s:
                     result["skipped_cases"].append({"shape": shape.name, "dtype": dtype_name, "mode": mode,
                                                     "reason": f"time budget of {time_budget_s:.0f} s spent"})
                     log(f"[op] {shape.name} {dtype_name} {mode}: skipped (time budget spent)")
                     continue
-                compiled, why = (None, f"not run at {dtype_name} (compile_dtypes={list(compile_dtypes)})")
-                if "compile(eager)" in impls and dtype_name in compile_dtypes:
+                why = (f"not run at {dtype_name} (compile_dtypes={list(compile_dtypes)})" if compile_dtypes
+                       else "not run: the torch.compile baseline was disabled (--no-compile)")
+                compiled = None
+                if compile_shapes is not None and shape.name not in compile_shapes:
+                    why = f"not run at {shape.name} (compile_shapes={list(compile_shapes)})"
+                elif "compile(eager)" in impls and dtype_name in compile_dtypes:
                     compiled, why = _make_compiled(device)
                 t0 = time.perf_counter()
                 case = bench_case(shape, dtype_name, mode, device, impls, min_run_time=min_run_time,

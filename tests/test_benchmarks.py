@@ -1,0 +1,236 @@
+"""The benchmark harness's arithmetic and outputs (not its timings): floor bytes, ratios,
+saved-tensor accounting, goal verdicts, and that the JSON/markdown it writes hold every figure."""
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+
+from benchmarks import common, goals, op_bench, report
+from benchmarks.__main__ import main as bench_main
+
+
+# ----------------------------------------------------------------------------- byte counts
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_dram_floor_counts_the_tensors_the_op_must_touch(dtype):
+    shape = (2, 3, 5, 37)
+    q, k, v = (torch.randn(shape).to(dtype) for _ in range(3))
+    out = torch.empty_like(q)
+    fwd = sum(t.nelement() * t.element_size() for t in (q, k, v, out))
+    assert common.dram_floor_bytes(*shape, q.element_size(), "fwd") == fwd
+    # backward additionally reads q, k, v, dO and writes dq, dk, dv
+    bwd = sum(t.nelement() * t.element_size() for t in (q, k, v, out, q, k, v))
+    assert common.dram_floor_bytes(*shape, q.element_size(), "fwd+bwd") == fwd + bwd
+    # the issue's goal shape: 4·B·H·C·N·bytes at (1,1,48,1024²) fp16
+    assert common.dram_floor_bytes(1, 1, 48, 1024 ** 2, 2) == 4 * 48 * 2 ** 20 * 2 == 402_653_184
+
+
+def test_dram_floor_rejects_unknown_mode():
+    with pytest.raises(ValueError, match="mode"):
+        common.dram_floor_bytes(1, 1, 48, 64, 4, "bwd")
+
+
+def test_ratio_and_bandwidth():
+    assert common.ratio(10.0, 2.5) == pytest.approx(4.0)
+    assert common.ratio(None, 1.0) is None and common.ratio(1.0, None) is None and common.ratio(1.0, 0.0) is None
+    assert common.bandwidth_gbps(3_000_000_000, 1500.0) == pytest.approx(2.0)
+    assert common.bandwidth_gbps(10, None) is None
+
+
+def test_copy_time_moves_the_requested_bytes(monkeypatch):
+    seen = {}
+    real_empty_like = torch.empty_like
+
+    def spy(t, *a, **kw):
+        seen["bytes"] = t.nelement() * t.element_size()
+        return real_empty_like(t, *a, **kw)
+
+    monkeypatch.setattr(torch, "empty_like", spy)
+    timing = common.copy_time(4_000_000, torch.float16, torch.device("cpu"), min_run_time=0.01)
+    assert seen["bytes"] * 2 == 4_000_000  # read + write of the copied buffer = the floor's bytes
+    assert timing.median_ms > 0
+
+
+# ----------------------------------------------------------------------------- saved tensors
+def test_saved_bytes_counts_each_storage_once():
+    x = torch.randn(1000, requires_grad=True)
+    y = torch.randn(1000, requires_grad=True)
+    assert common.saved_tensor_bytes(lambda: x * y) == {"all": 8000, "excluding_inputs": 8000}
+    # x * x saves x twice; views of one storage cost that storage once
+    assert common.saved_tensor_bytes(lambda: x * x)["all"] == 4000
+    assert common.saved_tensor_bytes(lambda: x[:500] * x[500:])["all"] == 4000
+    assert common.saved_tensor_bytes(lambda: x * y, exclude=[x]) == {"all": 8000, "excluding_inputs": 4000}
+    # exp saves its output: a new storage, not an input
+    assert common.saved_tensor_bytes(lambda: x.exp(), exclude=[x]) == {"all": 4000, "excluding_inputs": 4000}
+
+
+def test_fused_op_saves_only_inputs_and_c_by_c_statistics():
+    from ddsa_kernels import dual_attention, ddsa_topk
+
+    b, h, c, n = 2, 2, 8, 300
+    q, k, v = (torch.randn(b, h, c, n, requires_grad=True) for _ in range(3))
+    t = torch.ones(h, requires_grad=True)
+    w = torch.full((2,), 0.2, requires_grad=True)
+    inputs = (q, k, v, t, w)
+    fused = common.saved_tensor_bytes(lambda: dual_attention(*inputs, ddsa_topk(c), backend="reference"), inputs)
+    # probs (B,H,2,C,C) + gram (B,H,C,C) + norms (B,H,2,C), fp32: nothing of size C×N
+    stats = 4 * (b * h * 2 * c * c + b * h * c * c + b * h * 2 * c)
+    assert fused["excluding_inputs"] == stats
+    assert fused["all"] == stats + 4 * (3 * b * h * c * n + h + 2)
+    eager = common.saved_tensor_bytes(lambda: dual_attention(*inputs, ddsa_topk(c), backend="eager"), inputs)
+    # eager keeps at least q̂ and k̂ (two C×N tensors) beyond its inputs
+    assert eager["excluding_inputs"] >= 2 * 4 * b * h * c * n
+
+
+# ----------------------------------------------------------------------------- derived figures
+def _case(eager_ms, compile_ms, fused_ms, *, shape="train-L1", dtype="float32", mode="fwd", copy_ms=1.0,
+          backend="reference", saved=(None, None)):
+    res = {
+        "eager": {"median_ms": eager_ms, "saved_bytes": saved[0], "status": "ok"},
+        "compile(eager)": {"median_ms": compile_ms, "saved_bytes": None, "status": "ok"},
+        backend: {"median_ms": fused_ms, "saved_bytes": saved[1], "status": "ok",
+                  "saved_bytes_excluding_inputs": None},
+    }
+    case = {"shape": shape, "label": "(16,1,48,128²)", "kind": "training", "dtype": dtype, "mode": mode,
+            "floor_bytes": 4_000_000, "copy_ms": copy_ms, "auto_backend": backend, "results": res, "N": 16384}
+    op_bench.add_derived(case)
+    return case
+
+
+def test_add_derived_ratios_bandwidth_and_floor_percentage():
+    case = _case(12.0, 6.0, 2.0, copy_ms=1.5, saved=(9000, 3000))
+    fused = case["results"]["reference"]
+    assert fused["speedup_vs_eager"] == pytest.approx(6.0)
+    assert fused["speedup_vs_compile"] == pytest.approx(3.0)
+    assert fused["achieved_gbps"] == pytest.approx(4_000_000 / 2e-3 / 1e9)
+    assert fused["pct_of_floor"] == pytest.approx(75.0)
+    assert fused["saved_ratio_eager_over_this"] == pytest.approx(3.0)
+    assert case["results"]["eager"]["speedup_vs_eager"] == pytest.approx(1.0)
+
+
+def _op(cases, device="cpu"):
+    return {"machine": {"device_type": device, "device_name": "x"}, "cases": cases}
+
+
+def test_goals_cpu_pass_fail_and_worst_shape():
+    ok = [_case(10, 8, 4, shape="a"), _case(10, 8, 2, shape="b"),
+          _case(10, 8, 5, shape="a", mode="fwd+bwd"), _case(10, 8, 4, shape="b", mode="fwd+bwd")]
+    by_key = {g.key: g for g in goals.evaluate(_op(ok), None)}
+    assert by_key["cpu_fwd"].status == goals.PASS and by_key["cpu_fwd"].measured == "2.5×"
+    assert "worst: a" in by_key["cpu_fwd"].detail
+    assert by_key["cpu_fwdbwd"].status == goals.PASS and by_key["cpu_fwdbwd"].measured == "2×"
+    assert by_key["gpu_floor"].status == goals.NOT_MEASURED
+    assert by_key["model_train"].status == goals.NOT_MEASURED
+    slow = ok[:3] + [_case(10, 8, 6, shape="b", mode="fwd+bwd")]  # 1.67× < 1.8×
+    by_key = {g.key: g for g in goals.evaluate(_op(slow), None)}
+    assert by_key["cpu_fwdbwd"].status == goals.FAIL and by_key["cpu_fwdbwd"].measured == "1.67×"
+    broken = copy.deepcopy(ok)
+    broken[0]["results"]["reference"].update(median_ms=None, speedup_vs_eager=None, error="boom")
+    by_key = {g.key: g for g in goals.evaluate(_op(broken), None)}
+    assert by_key["cpu_fwd"].status == goals.NOT_MEASURED and "boom" in by_key["cpu_fwd"].detail
+
+
+def test_goals_gpu_thresholds():
+    c = _case(9.0, 3.0, 1.0, shape="infer-1024", dtype="float16", copy_ms=0.9, backend="cuda")
+    t = _case(8.0, 5.0, 2.0, shape="train-L1", dtype="float16", mode="fwd+bwd", backend="cuda", saved=(70, 30))
+    by_key = {g.key: g for g in goals.evaluate(_op([c, t], "cuda"), None)}
+    assert by_key["gpu_floor"].status == goals.PASS and by_key["gpu_floor"].measured == "90 %"
+    assert by_key["gpu_vs_eager"].status == goals.PASS      # 9×
+    assert by_key["gpu_vs_compile"].status == goals.PASS    # 3×
+    assert by_key["gpu_train_fwdbwd"].status == goals.PASS  # 4×
+    assert by_key["saved_activations"].status == goals.FAIL  # 2.33× < 4×
+    assert by_key["cpu_fwd"].status == goals.NOT_MEASURED
+
+
+def test_model_goal_needs_both_throughput_and_memory():
+    def run(backend, ips, peak):
+        return {"preset": "ddsa-official", "task": "train", "compile": False, "attention_backend": backend,
+                "resolved_backend": backend, "batch": 16, "size": 128, "images_per_s": ips, "peak_mem_bytes": peak}
+
+    model = {"machine": {"device_type": "cuda"}, "runs": [run("eager", 100.0, 1000), run("auto", 140.0, 700)]}
+    g = {x.key: x for x in goals.evaluate(None, model)}["model_train"]
+    assert g.status == goals.PASS and g.measured == "1.4× images/s, 0.7× memory"
+    model["runs"][1]["peak_mem_bytes"] = 800
+    assert {x.key: x for x in goals.evaluate(None, model)}["model_train"].status == goals.FAIL
+
+
+# ----------------------------------------------------------------------------- end to end
+@pytest.fixture
+def one_thread():
+    """The CLI runs below use --threads 1 (2-thread OpenMP stalls on a loaded CI box); restore after."""
+    before = torch.get_num_threads()
+    yield ["--threads", "1"]
+    torch.set_num_threads(before)
+
+
+def test_op_bench_cli_writes_every_field(tmp_path, one_thread):
+    rc = bench_main(["op", "--device", "cpu", "--quick", "--shapes", "infer-128", "--no-compile",
+                     "--min-run-time", "0.01", "--out", str(tmp_path), *one_thread])
+    assert rc == 0
+    data = json.loads((tmp_path / "op.json").read_text())
+    m = data["machine"]
+    for key in ("device_name", "torch", "triton", "cuda", "commit", "torch_threads", "cpu_count", "timestamp_utc"):
+        assert key in m
+    assert m["torch"] == torch.__version__ and m["torch_threads"] == 1
+    assert len(data["cases"]) == 2 and {c["mode"] for c in data["cases"]} == {"fwd", "fwd+bwd"}
+    for case in data["cases"]:
+        assert case["floor_bytes"] == common.dram_floor_bytes(1, 1, 48, 128 * 128, 4, case["mode"])
+        assert case["copy_ms"] > 0 and case["auto_backend"] in case["results"]
+        eager = case["results"]["eager"]["median_ms"]
+        assert case["results"]["compile(eager)"]["status"] == "skipped"
+        for impl, rec in case["results"].items():
+            if rec["status"] != "ok":
+                continue
+            assert rec["median_ms"] > 0 and rec["runs"] >= 1
+            assert rec["speedup_vs_eager"] == pytest.approx(eager / rec["median_ms"])
+            assert rec["pct_of_floor"] == pytest.approx(100 * case["copy_ms"] / rec["median_ms"])
+            if case["mode"] == "fwd+bwd":
+                assert rec["saved_bytes"] >= 3 * 48 * 128 * 128 * 4  # q, k, v at least
+    md = (tmp_path / "report.md").read_text()
+    assert "| CPU: fused op forward vs eager, at every shape |" in md
+    assert "infer-128" in md and m["device_name"] in md
+    assert ("**PASS**" in md) or ("**FAIL**" in md)
+
+
+def test_model_bench_tiny_records_throughput_and_memory(tmp_path, one_thread):
+    pytest.importorskip("ddsa_model")
+    rc = bench_main(["model", "--device", "cpu", "--presets", "tiny", "--train-batch", "1", "--train-size", "16",
+                     "--infer-sizes", "16", "--min-run-time", "0.01", "--out", str(tmp_path), *one_thread])
+    assert rc == 0
+    data = json.loads((tmp_path / "model.json").read_text())
+    runs = {(r["task"], r["attention_backend"]): r for r in data["runs"]}
+    assert set(runs) == {("train", "eager"), ("train", "auto"), ("infer", "eager"), ("infer", "auto")}
+    for r in runs.values():
+        assert r["status"] == "ok", r
+        assert r["images_per_s"] == pytest.approx(r["batch"] / (r["median_ms"] / 1e3))
+    # the fused op saves no C×N intermediates, so the whole network saves strictly less
+    assert runs[("train", "auto")]["saved_bytes"] < runs[("train", "eager")]["saved_bytes"]
+    assert "## Model benchmark" in (tmp_path / "report.md").read_text()
+
+
+def test_plot_written_for_two_sizes(tmp_path):
+    pytest.importorskip("matplotlib")
+    from PIL import Image
+
+    cases = []
+    for side in (128, 256):
+        c = _case(10.0, 5.0, 2.0, shape=f"infer-{side}")
+        c.update(kind="inference", N=side * side)
+        cases.append(c)
+    op = {"machine": {"device_name": "cpu x"}, "config": {"impls": ["eager", "compile(eager)", "reference"]},
+          "cases": cases}
+    names, why = report.plot_op(op, tmp_path)
+    assert why is None and names == ["op_time_vs_n_float32.png"]
+    with Image.open(tmp_path / names[0]) as im:
+        assert im.format == "PNG" and im.size[0] > 200
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(ValueError, match="unknown dtype"):
+        op_bench.run_op_bench(torch.device("cpu"), quick=True, dtypes=["float8"])
+    with pytest.raises(ValueError, match="unknown shape"):
+        op_bench.run_op_bench(torch.device("cpu"), quick=True, shapes=["infer-3"])
+    with pytest.raises(ValueError, match="not available"):
+        op_bench.run_op_bench(torch.device("cpu"), quick=True, backends=["nope"])
