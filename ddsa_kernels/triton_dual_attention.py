@@ -1,0 +1,590 @@
+"""The "triton" backend: fused dual self-attention in Triton (DESIGN §2).
+
+Forward, per (b, h) with q, k, v of shape (C, N):
+
+1. ``_outer_sweep_kernel``  — Gram sweep: q kᵀ (C×C) and the squared row norms, fp32, tile by
+   tile over N. When B·H is too small to fill the GPU, N is split over a second grid axis; each
+   split writes its partial sums and the epilogue adds them in a fixed order (no atomics, so the
+   result is bitwise reproducible).
+2. ``_forward_epilogue_kernel`` — C×C work: normalise, × τ_h, per-row k-th-largest threshold
+   (exact bisection on order-preserving integer keys), masked softmaxes, A = Σ w_i A_i.
+3. ``_apply_kernel`` — output sweep: out = A v.
+
+Backward: the same outer-product sweep gives dA = dO vᵀ, ``_backward_epilogue_kernel`` does the
+C×C math of DESIGN §2 (the Triton twin of :func:`ddsa_kernels.epilogue.backward_epilogue`), and
+``_backward_sweep_kernel`` writes dq = P k − s_q⊙q, dk = Pᵀ q − s_k⊙k and dv = Aᵀ dO in one pass.
+
+Precision. Accumulation is fp32 everywhere. The C×C fp32 matrices (A, P, Pᵀ, Aᵀ) multiply
+fp16/bf16 tiles as a scaled hi + lo pair in the tile's dtype (each row divided by its max |·|,
+so fp16 cannot overflow): two tensor-core products that keep ~22 (fp16) / ~16 (bf16) bits of
+the fp32 matrix instead of rounding it to the I/O precision. fp32 inputs use 3×TF32 products
+("tf32" when ``torch.backends.cuda.matmul.allow_tf32`` is set).
+
+On CPU the kernels run under the Triton interpreter (``TRITON_INTERPRET=1``), for tests.
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import torch
+import triton  # an ImportError here is reported by the backend registry
+import triton.language as tl
+
+from .backends import Backend, register_backend, triton_on_cpu
+
+_INTERPRET = triton_on_cpu()
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+# A split of the N axis should cover at least this many tiles, so that writing its C×C
+# partial sums stays small next to the tiles it reads.
+_MIN_TILES_PER_SPLIT = 8
+
+
+# --------------------------------------------------------------------------------------------
+# Kernels
+# --------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _mm(a, b, acc, PREC: tl.constexpr, UPCAST: tl.constexpr):
+    """acc + a @ b. UPCAST: the interpreter multiplies bf16 (stored as uint16) wrongly."""
+    if UPCAST:
+        out = tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision=PREC)
+    else:
+        out = tl.dot(a, b, acc, input_precision=PREC)
+    return out
+
+
+@triton.jit
+def _store_operand(op_ptr, scale_ptr, m, BLOCK_C: tl.constexpr, SPLIT: tl.constexpr):
+    """Store an fp32 (BLOCK_C, BLOCK_C) matrix as a sweep operand.
+
+    SPLIT: m = diag(scale) · (hi + lo) with hi, lo in the operand dtype and |hi| ≤ 1 row-wise.
+    """
+    rows = tl.arange(0, BLOCK_C)
+    offs = rows[:, None] * BLOCK_C + rows[None, :]
+    if SPLIT:
+        dt = op_ptr.dtype.element_ty
+        amax = tl.max(tl.abs(m), axis=1)
+        scale = tl.where(amax > 0.0, amax, 1.0)
+        ms = m / scale[:, None]
+        hi = ms.to(dt)
+        lo = (ms - hi.to(tl.float32)).to(dt)
+        tl.store(op_ptr + offs, hi)
+        tl.store(op_ptr + BLOCK_C * BLOCK_C + offs, lo)
+        tl.store(scale_ptr + rows, scale)
+    else:
+        tl.store(op_ptr + offs, m)
+
+
+@triton.jit
+def _order_keys(x):
+    """int64 keys with the order of the fp32 values x (−0 and +0 share a key; no NaN)."""
+    bits = x.to(tl.int32, bitcast=True)
+    keys = tl.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
+    return tl.where(x == 0.0, 0, keys).to(tl.int64)
+
+
+@triton.jit
+def _kth_largest_key(keys, k):
+    """Per row of keys (R, C): the key of the k-th largest value, by bisection.
+
+    Invariant: count(keys ≥ lo) ≥ k > count(keys ≥ hi); 32 halvings of the int32 key range.
+    Exact, and the same code on GPU and in the interpreter (where tl.sort is very slow).
+    """
+    lo = tl.min(keys, axis=1)
+    hi = tl.max(keys, axis=1) + 1
+    for _ in range(33):
+        mid = lo + (hi - lo) // 2
+        enough = tl.sum((keys >= mid[:, None]).to(tl.int32), axis=1) >= k
+        lo = tl.where(enough, mid, lo)
+        hi = tl.where(enough, hi, mid)
+    return lo
+
+
+@triton.jit
+def _outer_sweep_kernel(
+    a_ptr, b_ptr, part_ptr, sq_ptr,
+    C, N, H,
+    sa_b, sa_h, sa_c, sa_n,
+    sb_b, sb_h, sb_c, sb_n,
+    n_tiles, tiles_per_split, n_splits,
+    BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr, WITH_NORMS: tl.constexpr,
+    PREC: tl.constexpr, UPCAST: tl.constexpr,
+):
+    """part[bh, split] = Σ_n a[:, n] b[:, n]ᵀ over this split's tiles (+ Σ a², Σ b² per row)."""
+    bh = tl.program_id(0)
+    split = tl.program_id(1)
+    b = (bh // H).to(tl.int64)
+    h = (bh % H).to(tl.int64)
+    rows = tl.arange(0, BLOCK_C)
+    cols = tl.arange(0, BLOCK_N)
+    row_ok = rows < C
+    rows64 = rows.to(tl.int64)
+    a_rows = a_ptr + b * sa_b + h * sa_h + rows64[:, None] * sa_c
+    b_rows = b_ptr + b * sb_b + h * sb_h + rows64[:, None] * sb_c
+    acc = tl.zeros((BLOCK_C, BLOCK_C), dtype=tl.float32)
+    sqa = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    sqb = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    t_lo = split * tiles_per_split
+    t_hi = tl.minimum(t_lo + tiles_per_split, n_tiles)
+    for t in range(t_lo, t_hi):
+        n = t * BLOCK_N + cols
+        mask = row_ok[:, None] & (n < N)[None, :]
+        n64 = n.to(tl.int64)[None, :]
+        a = tl.load(a_rows + n64 * sa_n, mask=mask, other=0.0)
+        bt = tl.load(b_rows + n64 * sb_n, mask=mask, other=0.0)
+        acc = _mm(a, tl.trans(bt), acc, PREC, UPCAST)
+        if WITH_NORMS:
+            af = a.to(tl.float32)
+            bf = bt.to(tl.float32)
+            sqa += tl.sum(af * af, axis=1)
+            sqb += tl.sum(bf * bf, axis=1)
+    pid = bh.to(tl.int64) * n_splits + split
+    tl.store(part_ptr + pid * (BLOCK_C * BLOCK_C) + rows[:, None] * BLOCK_C + rows[None, :], acc)
+    if WITH_NORMS:
+        tl.store(sq_ptr + pid * (2 * BLOCK_C) + rows, sqa)
+        tl.store(sq_ptr + pid * (2 * BLOCK_C) + BLOCK_C + rows, sqb)
+
+
+@triton.jit
+def _forward_epilogue_kernel(
+    part_ptr, sq_ptr, temp_ptr, w_ptr,
+    probs_ptr, gram_ptr, norms_ptr, op_ptr, opscale_ptr,
+    C, H, n_splits, eps,
+    KEEP: tl.constexpr, NB: tl.constexpr, HAS_SPARSE: tl.constexpr,
+    BLOCK_C: tl.constexpr, SPLIT: tl.constexpr, NSLOT: tl.constexpr,
+):
+    """Per (b, h): partial sums → gram, norms, the branch softmaxes and the operand A."""
+    bh = tl.program_id(0).to(tl.int64)
+    h = bh % H
+    rows = tl.arange(0, BLOCK_C)
+    square = rows[:, None] * BLOCK_C + rows[None, :]
+    qk = tl.zeros((BLOCK_C, BLOCK_C), dtype=tl.float32)
+    sqq = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    sqk = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    for s in range(n_splits):  # fixed order: deterministic
+        pid = bh * n_splits + s
+        qk += tl.load(part_ptr + pid * (BLOCK_C * BLOCK_C) + square)
+        sqq += tl.load(sq_ptr + pid * (2 * BLOCK_C) + rows)
+        sqk += tl.load(sq_ptr + pid * (2 * BLOCK_C) + BLOCK_C + rows)
+    norm_q = tl.sqrt(sqq)
+    norm_k = tl.sqrt(sqk)
+    gram = qk / (tl.maximum(norm_q, eps)[:, None] * tl.maximum(norm_k, eps)[None, :])
+    scores = gram * tl.load(temp_ptr + h)
+
+    row_ok = rows < C
+    col_ok = row_ok[None, :]
+    ok = row_ok[:, None] & col_ok
+    cc = rows[:, None] * C + rows[None, :]
+    tl.store(gram_ptr + bh * C * C + cc, gram, mask=ok)
+    tl.store(norms_ptr + bh * 2 * C + rows, norm_q, mask=row_ok)
+    tl.store(norms_ptr + bh * 2 * C + C + rows, norm_k, mask=row_ok)
+
+    masked = tl.where(col_ok, scores, float("-inf"))
+    if HAS_SPARSE:
+        keys = _order_keys(masked)
+    attn = tl.zeros((BLOCK_C, BLOCK_C), dtype=tl.float32)
+    for i in tl.static_range(NB):
+        if KEEP[i] == 0:
+            x = masked
+        else:
+            # Keep every value ≥ the k-th largest of its row (ties at the threshold included).
+            x = tl.where(keys >= _kth_largest_key(keys, KEEP[i])[:, None], masked, float("-inf"))
+        row_max = tl.max(x, axis=1)
+        e = tl.exp(x - row_max[:, None])
+        p = e / tl.sum(e, axis=1)[:, None]
+        tl.store(probs_ptr + (bh * NB + i) * C * C + cc, p, mask=ok)
+        attn += tl.load(w_ptr + i) * p
+    attn = tl.where(ok, attn, 0.0)
+    _store_operand(op_ptr + bh * (NSLOT * BLOCK_C * BLOCK_C), opscale_ptr + bh * BLOCK_C, attn, BLOCK_C, SPLIT)
+
+
+@triton.jit
+def _backward_epilogue_kernel(
+    part_ptr, probs_ptr, gram_ptr, norms_ptr, temp_ptr, w_ptr,
+    op_ptr, opscale_ptr, rowscale_ptr, dtemp_ptr, dw_ptr,
+    C, H, n_splits, eps,
+    NB: tl.constexpr, BLOCK_C: tl.constexpr, SPLIT: tl.constexpr, NSLOT: tl.constexpr,
+):
+    """Per (b, h): dA → operands P, Pᵀ, Aᵀ, row scales s_q, s_k and the dτ, dw partials."""
+    bh = tl.program_id(0).to(tl.int64)
+    h = bh % H
+    rows = tl.arange(0, BLOCK_C)
+    square = rows[:, None] * BLOCK_C + rows[None, :]
+    d_attn = tl.zeros((BLOCK_C, BLOCK_C), dtype=tl.float32)
+    for s in range(n_splits):  # fixed order: deterministic
+        d_attn += tl.load(part_ptr + (bh * n_splits + s) * (BLOCK_C * BLOCK_C) + square)
+
+    row_ok = rows < C
+    ok = row_ok[:, None] & row_ok[None, :]
+    cc = rows[:, None] * C + rows[None, :]
+    gram = tl.load(gram_ptr + bh * C * C + cc, mask=ok, other=0.0)
+    d_scores = tl.zeros((BLOCK_C, BLOCK_C), dtype=tl.float32)
+    attn = tl.zeros((BLOCK_C, BLOCK_C), dtype=tl.float32)
+    for i in tl.static_range(NB):
+        a_i = tl.load(probs_ptr + (bh * NB + i) * C * C + cc, mask=ok, other=0.0)
+        w_i = tl.load(w_ptr + i)
+        tl.store(dw_ptr + bh * NB + i, tl.sum(tl.sum(d_attn * a_i, axis=1), axis=0))
+        wd = w_i * d_attn
+        d_scores += a_i * (wd - tl.sum(wd * a_i, axis=1)[:, None])
+        attn += w_i * a_i
+    tl.store(dtemp_ptr + bh, tl.sum(tl.sum(d_scores * gram, axis=1), axis=0))
+
+    d_gram = tl.load(temp_ptr + h) * d_scores
+    dg_g = d_gram * gram
+    c_q = tl.sum(dg_g, axis=1)
+    c_k = tl.sum(dg_g, axis=0)
+    norm_q = tl.load(norms_ptr + bh * 2 * C + rows, mask=row_ok, other=0.0)
+    norm_k = tl.load(norms_ptr + bh * 2 * C + C + rows, mask=row_ok, other=0.0)
+    nq = tl.maximum(norm_q, eps)
+    nk = tl.maximum(norm_k, eps)
+    p = d_gram / (nq[:, None] * nk[None, :])
+    # F.normalize divides by max(‖x‖, eps): rows below eps get no projection term.
+    scale_q = tl.where(norm_q >= eps, c_q / (nq * nq), 0.0)
+    scale_k = tl.where(norm_k >= eps, c_k / (nk * nk), 0.0)
+    tl.store(rowscale_ptr + bh * (2 * BLOCK_C) + rows, scale_q)
+    tl.store(rowscale_ptr + bh * (2 * BLOCK_C) + BLOCK_C + rows, scale_k)
+
+    mat = NSLOT * BLOCK_C * BLOCK_C
+    op = op_ptr + bh * (3 * mat)
+    opscale = opscale_ptr + bh * (3 * BLOCK_C)
+    _store_operand(op, opscale, p, BLOCK_C, SPLIT)
+    _store_operand(op + mat, opscale + BLOCK_C, tl.trans(p), BLOCK_C, SPLIT)
+    _store_operand(op + 2 * mat, opscale + 2 * BLOCK_C, tl.trans(attn), BLOCK_C, SPLIT)
+
+
+@triton.jit
+def _apply_tiles(
+    op_ptr, opscale_ptr, x_ptr, sx_c, sx_n, y_ptr, sy_c, sy_n, y_scale, dst_ptr, sd_c, sd_n,
+    C, N, t_lo, t_hi,
+    BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr, HAS_Y: tl.constexpr,
+    SPLIT: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
+):
+    """dst[:, tile] = M @ x[:, tile] (− y_scale ⊙ y[:, tile]) for tiles t_lo..t_hi of one (b, h).
+
+    M is a stored C×C operand (see _store_operand); x_ptr, y_ptr, dst_ptr point at (b, h).
+    """
+    rows = tl.arange(0, BLOCK_C)
+    cols = tl.arange(0, BLOCK_N)
+    row_ok = rows < C
+    rows64 = rows.to(tl.int64)[:, None]
+    square = rows[:, None] * BLOCK_C + rows[None, :]
+    m_hi = tl.load(op_ptr + square)
+    if SPLIT:
+        m_lo = tl.load(op_ptr + BLOCK_C * BLOCK_C + square)
+        m_scale = tl.load(opscale_ptr + rows)[:, None]
+    for t in range(t_lo, t_hi):
+        n = t * BLOCK_N + cols
+        mask = row_ok[:, None] & (n < N)[None, :]
+        n64 = n.to(tl.int64)[None, :]
+        x = tl.load(x_ptr + rows64 * sx_c + n64 * sx_n, mask=mask, other=0.0)
+        acc = tl.zeros((BLOCK_C, BLOCK_N), dtype=tl.float32)
+        if SPLIT:
+            acc = _mm(m_lo, x, acc, PREC, UPCAST)
+            acc = _mm(m_hi, x, acc, PREC, UPCAST)
+            acc = acc * m_scale
+        else:
+            acc = _mm(m_hi, x, acc, PREC, UPCAST)
+        if HAS_Y:
+            y = tl.load(y_ptr + rows64 * sy_c + n64 * sy_n, mask=mask, other=0.0)
+            acc -= y_scale * y.to(tl.float32)
+        tl.store(dst_ptr + rows64 * sd_c + n64 * sd_n, acc.to(dst_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _forward_apply_kernel(
+    op_ptr, opscale_ptr, v_ptr, out_ptr,
+    C, N, H,
+    sv_b, sv_h, sv_c, sv_n,
+    so_b, so_h, so_c, so_n,
+    n_tiles, tiles_per_prog, n_progs,
+    BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr, SPLIT: tl.constexpr, NSLOT: tl.constexpr,
+    PREC: tl.constexpr, UPCAST: tl.constexpr,
+):
+    """out = A v. Flat grid: program = (bh, range of N tiles)."""
+    pid = tl.program_id(0)
+    bh = pid // n_progs
+    t_lo = (pid % n_progs) * tiles_per_prog
+    t_hi = tl.minimum(t_lo + tiles_per_prog, n_tiles)
+    b = (bh // H).to(tl.int64)
+    h = (bh % H).to(tl.int64)
+    bh64 = bh.to(tl.int64)
+    _apply_tiles(
+        op_ptr + bh64 * (NSLOT * BLOCK_C * BLOCK_C), opscale_ptr + bh64 * BLOCK_C,
+        v_ptr + b * sv_b + h * sv_h, sv_c, sv_n, v_ptr, sv_c, sv_n, 0.0,
+        out_ptr + b * so_b + h * so_h, so_c, so_n,
+        C, N, t_lo, t_hi, BLOCK_C, BLOCK_N, False, SPLIT, PREC, UPCAST,
+    )
+
+
+@triton.jit
+def _backward_apply_kernel(
+    op_ptr, opscale_ptr, rowscale_ptr,
+    q_ptr, k_ptr, g_ptr, dq_ptr, dk_ptr, dv_ptr,
+    C, N, H,
+    sq_b, sq_h, sq_c, sq_n,
+    sk_b, sk_h, sk_c, sk_n,
+    sg_b, sg_h, sg_c, sg_n,
+    sd_b, sd_h, sd_c, sd_n,
+    n_tiles, tiles_per_prog, n_progs,
+    BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr, SPLIT: tl.constexpr, NSLOT: tl.constexpr,
+    PREC: tl.constexpr, UPCAST: tl.constexpr,
+):
+    """dq = P k − s_q⊙q, dk = Pᵀ q − s_k⊙k, dv = Aᵀ dO.
+
+    Flat grid: program = (bh, range of N tiles, which of the three). One C×C operand per
+    program keeps registers/shared memory small at C = 128 even in fp32; the dq and dk programs
+    of a tile range are neighbours, so the second read of q and k mostly hits L2.
+    """
+    pid = tl.program_id(0)
+    which = pid % 3
+    rest = pid // 3
+    bh = rest // n_progs
+    t_lo = (rest % n_progs) * tiles_per_prog
+    t_hi = tl.minimum(t_lo + tiles_per_prog, n_tiles)
+    b = (bh // H).to(tl.int64)
+    h = (bh % H).to(tl.int64)
+    bh64 = bh.to(tl.int64)
+    op = op_ptr + (bh64 * 3 + which) * (NSLOT * BLOCK_C * BLOCK_C)
+    opscale = opscale_ptr + (bh64 * 3 + which) * BLOCK_C
+    rows = tl.arange(0, BLOCK_C)
+    q = q_ptr + b * sq_b + h * sq_h
+    k = k_ptr + b * sk_b + h * sk_h
+    d_off = b * sd_b + h * sd_h
+    if which == 0:
+        scale_q = tl.load(rowscale_ptr + bh64 * (2 * BLOCK_C) + rows)[:, None]
+        _apply_tiles(op, opscale, k, sk_c, sk_n, q, sq_c, sq_n, scale_q, dq_ptr + d_off, sd_c, sd_n,
+                     C, N, t_lo, t_hi, BLOCK_C, BLOCK_N, True, SPLIT, PREC, UPCAST)
+    elif which == 1:
+        scale_k = tl.load(rowscale_ptr + bh64 * (2 * BLOCK_C) + BLOCK_C + rows)[:, None]
+        _apply_tiles(op, opscale, q, sq_c, sq_n, k, sk_c, sk_n, scale_k, dk_ptr + d_off, sd_c, sd_n,
+                     C, N, t_lo, t_hi, BLOCK_C, BLOCK_N, True, SPLIT, PREC, UPCAST)
+    else:
+        g = g_ptr + b * sg_b + h * sg_h
+        _apply_tiles(op, opscale, g, sg_c, sg_n, g, sg_c, sg_n, 0.0, dv_ptr + d_off, sd_c, sd_n,
+                     C, N, t_lo, t_hi, BLOCK_C, BLOCK_N, False, SPLIT, PREC, UPCAST)
+
+
+# --------------------------------------------------------------------------------------------
+# Launchers
+# --------------------------------------------------------------------------------------------
+
+
+def _block_sizes(channels: int, dtype: torch.dtype) -> tuple[int, int, int]:
+    """(BLOCK_C, BLOCK_N, num_warps): tl.dot needs every dimension ≥ 16; a (BLOCK_C, BLOCK_N)
+    tile is ~16 KiB (8 KiB for C ≤ 16) so that pipelined sweeps fit in shared memory."""
+    block_c = max(16, triton.next_power_of_2(channels))
+    item = torch.finfo(dtype).bits // 8
+    block_n = max(16, min(256, (16 * 1024) // (block_c * item)))
+    return block_c, block_n, 4 if block_c <= 64 else 8
+
+
+def _sm_count(device: torch.device) -> int:
+    if device.type == "cuda" and not _INTERPRET:
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return 4  # the interpreter runs programs one by one; a few splits are enough to test
+
+
+def _dot_precision(dtype: torch.dtype) -> str:
+    if dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32:
+        return "tf32x3"
+    return "tf32"  # ignored by tl.dot for fp16/bf16 operands
+
+
+def _num_stages(default: int) -> int:
+    return 1 if _INTERPRET else default
+
+
+def _pick_splits(bh: int, n_tiles: int, device: torch.device) -> int:
+    """Number of N-splits of the reduction sweeps: enough programs for ~2 waves."""
+    target = 2 * _sm_count(device)
+    if bh >= target:
+        return 1
+    return max(1, min(triton.cdiv(target, bh), n_tiles // _MIN_TILES_PER_SPLIT))
+
+
+def _tiles_per_program(bh: int, n_tiles: int, device: torch.device) -> int:
+    """Tiles per program of the element-wise sweeps: about 4 waves of programs, at most 8 tiles."""
+    return max(1, min(8, (n_tiles * bh) // (4 * _sm_count(device))))
+
+
+def _outer_sweep(
+    a: torch.Tensor, b: torch.Tensor, with_norms: bool, splits: Optional[int]
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Partial sums of a bᵀ (and squared row norms) over N: ((BH, S, BC, BC), (BH, S, 2, BC), S)."""
+    batch, heads, channels, pixels = a.shape
+    block_c, block_n, warps = _block_sizes(channels, a.dtype)
+    bh = batch * heads
+    n_tiles = triton.cdiv(pixels, block_n)
+    n_splits = splits if splits is not None else _pick_splits(bh, n_tiles, a.device)
+    n_splits = max(1, min(int(n_splits), n_tiles, 65535))
+    tiles_per_split = triton.cdiv(n_tiles, n_splits) if n_tiles else 0
+    if tiles_per_split:
+        n_splits = triton.cdiv(n_tiles, tiles_per_split)  # no empty split
+    part = torch.empty((bh, n_splits, block_c, block_c), dtype=torch.float32, device=a.device)
+    sq = torch.empty((bh, n_splits, 2, block_c) if with_norms else (1,), dtype=torch.float32, device=a.device)
+    _outer_sweep_kernel[(bh, n_splits)](
+        a, b, part, sq,
+        channels, pixels, heads,
+        *a.stride(), *b.stride(),
+        n_tiles, tiles_per_split, n_splits,
+        BLOCK_C=block_c, BLOCK_N=block_n, WITH_NORMS=with_norms,
+        PREC=_dot_precision(a.dtype), UPCAST=_INTERPRET and a.dtype == torch.bfloat16,
+        num_warps=warps, num_stages=_num_stages(3),
+    )
+    return part, sq, n_splits
+
+
+def _operand_layout(dtype: torch.dtype) -> tuple[bool, int, torch.dtype]:
+    """(split into hi + lo?, slots per matrix, storage dtype) of the C×C sweep operands."""
+    if dtype in _LOW_PRECISION:
+        return True, 2, dtype
+    return False, 1, torch.float32
+
+
+def _check_tensors(*tensors: torch.Tensor) -> None:
+    device = tensors[0].device
+    if device.type != "cuda" and not _INTERPRET:
+        raise RuntimeError(
+            f"backend='triton' needs CUDA tensors (got {device}); set TRITON_INTERPRET=1 to run it on CPU"
+        )
+
+
+def forward(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    temperature: torch.Tensor,
+    weights: torch.Tensor,
+    keep: tuple[int, ...],
+    eps: float,
+    *,
+    splits: Optional[int] = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Backend forward (see backends.py): q, k, v (B, H, C, N) → (out, probs, gram, norms).
+
+    ``splits`` forces the number of N-splits of the Gram sweep (tests); default: heuristic.
+    """
+    _check_tensors(q, k, v)
+    batch, heads, channels, pixels = q.shape
+    device, dtype = q.device, q.dtype
+    bh = batch * heads
+    n_branches = len(keep)
+    f32 = dict(dtype=torch.float32, device=device)
+    out = torch.empty((batch, heads, channels, pixels), dtype=dtype, device=device)
+    probs = torch.empty((batch, heads, n_branches, channels, channels), **f32)
+    gram = torch.empty((batch, heads, channels, channels), **f32)
+    norms = torch.empty((batch, heads, 2, channels), **f32)
+    if bh == 0:
+        return out, probs, gram, norms
+    block_c, block_n, warps = _block_sizes(channels, dtype)
+    split, slots, op_dtype = _operand_layout(dtype)
+
+    part, sq, n_splits = _outer_sweep(q, k, True, splits)
+    operand = torch.empty((bh, slots, block_c, block_c), dtype=op_dtype, device=device)
+    op_scale = torch.empty((bh, block_c), **f32)
+    _forward_epilogue_kernel[(bh,)](
+        part, sq, temperature.contiguous(), weights.contiguous(),
+        probs, gram, norms, operand, op_scale,
+        channels, heads, n_splits, eps,
+        KEEP=tuple(int(x) for x in keep), NB=n_branches, HAS_SPARSE=any(x != 0 for x in keep),
+        BLOCK_C=block_c, SPLIT=split, NSLOT=slots,
+        num_warps=warps, num_stages=1,
+    )
+
+    n_tiles = triton.cdiv(pixels, block_n)
+    if n_tiles:
+        per_prog = _tiles_per_program(bh, n_tiles, device)
+        n_progs = triton.cdiv(n_tiles, per_prog)
+        _forward_apply_kernel[(bh * n_progs,)](
+            operand, op_scale, v, out,
+            channels, pixels, heads,
+            *v.stride(), *out.stride(),
+            n_tiles, per_prog, n_progs,
+            BLOCK_C=block_c, BLOCK_N=block_n, SPLIT=split, NSLOT=slots,
+            PREC=_dot_precision(dtype), UPCAST=_INTERPRET and dtype == torch.bfloat16,
+            num_warps=warps, num_stages=_num_stages(3),
+        )
+    return out, probs, gram, norms
+
+
+def backward(
+    grad_out: torch.Tensor,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    temperature: torch.Tensor,
+    weights: torch.Tensor,
+    probs: torch.Tensor,
+    gram: torch.Tensor,
+    norms: torch.Tensor,
+    keep: tuple[int, ...],
+    eps: float,
+    *,
+    splits: Optional[int] = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Backend backward (see backends.py) → (dq, dk, dv, d_temperature (H,), d_weights (n,))."""
+    _check_tensors(grad_out, q, k, v)
+    batch, heads, channels, pixels = q.shape
+    device, dtype = q.device, q.dtype
+    bh = batch * heads
+    n_branches = len(keep)
+    f32 = dict(dtype=torch.float32, device=device)
+    dq, dk, dv = (torch.empty((batch, heads, channels, pixels), dtype=dtype, device=device) for _ in range(3))
+    if bh == 0:
+        return dq, dk, dv, torch.zeros((heads,), **f32), torch.zeros((n_branches,), **f32)
+    block_c, block_n, warps = _block_sizes(channels, dtype)
+    split, slots, op_dtype = _operand_layout(dtype)
+
+    part, _, n_splits = _outer_sweep(grad_out, v, False, splits)
+    operands = torch.empty((bh, 3, slots, block_c, block_c), dtype=op_dtype, device=device)
+    op_scale = torch.empty((bh, 3, block_c), **f32)
+    row_scale = torch.empty((bh, 2, block_c), **f32)
+    d_temp = torch.empty((batch, heads), **f32)
+    d_w = torch.empty((batch, heads, n_branches), **f32)
+    _backward_epilogue_kernel[(bh,)](
+        part, probs.contiguous(), gram.contiguous(), norms.contiguous(),
+        temperature.contiguous(), weights.contiguous(),
+        operands, op_scale, row_scale, d_temp, d_w,
+        channels, heads, n_splits, eps,
+        NB=n_branches, BLOCK_C=block_c, SPLIT=split, NSLOT=slots,
+        num_warps=warps, num_stages=1,
+    )
+
+    n_tiles = triton.cdiv(pixels, block_n)
+    if n_tiles:
+        per_prog = _tiles_per_program(3 * bh, n_tiles, device)
+        n_progs = triton.cdiv(n_tiles, per_prog)
+        _backward_apply_kernel[(3 * bh * n_progs,)](
+            operands, op_scale, row_scale,
+            q, k, grad_out, dq, dk, dv,
+            channels, pixels, heads,
+            *q.stride(), *k.stride(), *grad_out.stride(), *dq.stride(),
+            n_tiles, per_prog, n_progs,
+            BLOCK_C=block_c, BLOCK_N=block_n, SPLIT=split, NSLOT=slots,
+            PREC=_dot_precision(dtype), UPCAST=_INTERPRET and dtype == torch.bfloat16,
+            num_warps=warps, num_stages=_num_stages(3),
+        )
+    # Fixed-shape torch reductions are deterministic (no atomics).
+    return dq, dk, dv, d_temp.sum(dim=0), d_w.sum(dim=(0, 1))
+
+
+def _is_available() -> tuple[bool, str]:
+    if _INTERPRET:
+        return True, ""
+    if torch.cuda.is_available():
+        return True, ""
+    return False, "no CUDA device (set TRITON_INTERPRET=1 to run the Triton kernels on CPU)"
+
+
+register_backend(
+    Backend(
+        name="triton",
+        forward=forward,
+        backward=backward,
+        device_types=("cuda", "cpu") if _INTERPRET else ("cuda",),
+        dtypes=(torch.float16, torch.bfloat16, torch.float32),
+        is_available=_is_available,
+    )
+)
