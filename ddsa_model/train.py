@@ -404,9 +404,7 @@ def _train(cfg: RunConfig, resume: str | None, info: DistInfo) -> dict[str, Any]
 
     def save_checkpoint(iteration: int) -> Path:
         path = out_dir / "checkpoints" / f"iter_{iteration:07d}.pt"
-        if info.enabled:  # the official BatchNorm running stats are rank 0's (DDP broadcasts them)
-            for b in model.buffers():
-                dist.broadcast(b, src=0)
+        _sync_buffers(model, info)
         digest = _check_ranks_agree(model, info)
         if info.is_main:
             _atomic_torch_save({
@@ -467,6 +465,7 @@ def _train(cfg: RunConfig, resume: str | None, info: DistInfo) -> dict[str, Any]
                 log.bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}", refresh=False)
             loss_sum, loss_count = 0.0, 0
         if val_set is not None and ((l_cfg.val_interval and done % l_cfg.val_interval == 0) or done == t_cfg.iterations):
+            _sync_buffers(model, info)
             psnr = validate(model, val_set, info, autocast, d_cfg.val_max_images)
             val_history.append((done, psnr))
             log.record(iteration=done, val_psnr_y=psnr)
@@ -474,6 +473,7 @@ def _train(cfg: RunConfig, resume: str | None, info: DistInfo) -> dict[str, Any]
         if (l_cfg.ckpt_interval and done % l_cfg.ckpt_interval == 0) or done == stop:
             save_checkpoint(done)
 
+    _sync_buffers(model, info)
     digest = _check_ranks_agree(model, info)
     final = None
     if stop == t_cfg.iterations and info.is_main:
@@ -486,6 +486,14 @@ def _train(cfg: RunConfig, resume: str | None, info: DistInfo) -> dict[str, Any]
     return {"iteration": stop, "start_iteration": start, "loss_history": history, "val_history": val_history,
             "weights_sha256": digest, "weights": str(final) if final else None, "out_dir": str(out_dir),
             "world_size": info.world_size, "model": model}
+
+
+def _sync_buffers(model: torch.nn.Module, info: DistInfo) -> None:
+    """Give every rank rank 0's buffers (BatchNorm running stats). DDP broadcasts them before each
+    forward, so after the last training step the other ranks still hold their own updates."""
+    if info.enabled:
+        for b in model.buffers():
+            dist.broadcast(b, src=0)
 
 
 def _check_ranks_agree(model: torch.nn.Module, info: DistInfo) -> str:
