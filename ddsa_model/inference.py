@@ -21,9 +21,7 @@ import torch
 
 __all__ = ["tile_starts", "blend_ramp", "run_model", "derain_tensor", "derain_array"]
 
-# Below this side length the image is padded (edge replication) before the network: three
-# 2× downsamplings leave at least one pixel at the bottom of the U-Net.
-MIN_SIDE = 8
+MIN_TILE = 16  # smaller tiles would be mostly padding inside the U-Net (it pads to multiples of 8)
 
 
 def tile_starts(size: int, tile: int, overlap: int) -> List[int]:
@@ -65,16 +63,14 @@ def run_model(model: torch.nn.Module, x: torch.Tensor, device: torch.device, dty
               ) -> torch.Tensor:
     """Run ``model`` on one CPU tensor (1, 3, h, w) on ``device``; returns a float32 CPU tensor.
 
-    Sides below ``MIN_SIDE`` are padded by edge replication and cropped back. ``dtype``
-    float16/bfloat16 runs under autocast (the weights stay float32).
+    The network accepts any size (it pads internally). ``dtype`` float16/bfloat16 runs under
+    autocast (the weights stay float32).
     """
-    h, w = x.shape[-2:]
-    ph, pw = max(0, MIN_SIDE - h), max(0, MIN_SIDE - w)
-    if ph or pw:
-        x = torch.nn.functional.pad(x, (0, pw, 0, ph), mode="replicate")
     with _autocast(device, dtype):
         y = model(x.to(device, non_blocking=True))
-    return y[..., :h, :w].float().cpu()
+    if y.shape != x.shape:
+        raise RuntimeError(f"the model returned shape {tuple(y.shape)} for an input of shape {tuple(x.shape)}")
+    return y.float().cpu()
 
 
 def _tiles(h: int, w: int, tile: int, overlap: int) -> Iterator[Tuple[int, int, int, int]]:
@@ -102,8 +98,8 @@ def derain_tensor(model: torch.nn.Module, x: torch.Tensor, device: Optional[torc
     h, w = x.shape[-2:]
     if not tile or (h <= tile and w <= tile):
         return run_model(model, x, device, dtype)
-    if tile < 2 * MIN_SIDE:
-        raise ValueError(f"tile must be at least {2 * MIN_SIDE} px, got {tile}")
+    if tile < MIN_TILE:
+        raise ValueError(f"tile must be at least {MIN_TILE} px, got {tile}")
     out = torch.zeros_like(x)
     wsum = torch.zeros((1, 1, h, w), dtype=torch.float32)
     done = 0

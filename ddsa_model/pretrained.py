@@ -36,32 +36,60 @@ def load_default_model(attention_backend: str = "auto", map_location: str = "cpu
     return load_weights(None, attention_backend=attention_backend, map_location=map_location)
 
 
-def _read_state_dict(path: str) -> dict:
+
+
+
+TRAIN_CHECKPOINT_FORMAT = "ddsa-train-checkpoint-v1"  # ddsa-train's checkpoints/iter_*.pt
+
+
+def _load_torch_file(path: str, attention_backend: str) -> torch.nn.Module:
+    """A ddsa-train checkpoint (``.pt``) or an authors' BasicSR checkpoint (``.pth``)."""
+    from . import DDSAConfig, DDSANet, load_official_checkpoint
+
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from None
+    if isinstance(obj, dict) and obj.get("format") == TRAIN_CHECKPOINT_FORMAT:
+        model = DDSANet(DDSAConfig.from_dict(obj["model_config"]), attention_backend=attention_backend)
+        model.load_state_dict(obj["model"], strict=True)
+        return model
+    return load_official_checkpoint(obj, attention_backend=attention_backend)
+
+
+def _load_bare_state_dict(path: str, preset: str, attention_backend: str) -> torch.nn.Module:
+    from . import build_model
+
     if path.endswith(".safetensors"):
         from safetensors.torch import load_file
 
-        sd = load_file(path, device="cpu")
+        state = load_file(path, device="cpu")
     else:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("params_ema", "params", "state_dict", "model"):  # BasicSR / Lightning / our trainer
-        if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
-            sd = sd[key]
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("params_ema", "params", "state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
             break
-    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise ValueError(f"{path}: does not contain a state dict of tensors")
-    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in sd.items()}
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: does not hold a state dict")
+    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+    model = build_model(preset, attention_backend=attention_backend)
+    model.load_state_dict(state, strict=True)
+    return model
 
 
-def load_weights(path: Optional[str], preset: Optional[str] = None, attention_backend: str = "auto",
-                 map_location: str = "cpu") -> torch.nn.Module:
-    """Load a model for inference, in eval mode.
+def load_weights(path: Optional[str] = None, attention_backend: str = "auto", map_location: str = "cpu",
+                 preset: Optional[str] = None) -> torch.nn.Module:
+    """Load a model for inference, in eval mode, from any of the checkpoint kinds the package knows.
 
-    ``path`` None: the shipped default model. ``preset`` None: ``path`` is a checkpoint written by
-    ``save_model`` (it records its own preset). With ``preset``: ``path`` is a bare state dict
-    (safetensors, or a torch file holding ``params`` / ``state_dict`` / ``model``) for that preset.
-    Raises FileNotFoundError / ValueError with the file's name on a missing or unusable file.
+    ``path`` None: the shipped default model. ``*.safetensors``: written by ``save_model`` /
+    ``ddsa-train`` (``model.safetensors``; it records its own preset). Other files are read with
+    ``torch.load(weights_only=True)``: a ``ddsa-train`` checkpoint (``iter_*.pt``) or an authors'
+    BasicSR checkpoint (``{"params": ...}``, configuration detected from the tensors).
+    ``preset``: ``path`` is a bare state dict of this package's network for that preset.
+    Raises FileNotFoundError / ValueError naming the file when it is missing or unusable.
     """
-    from . import build_model, load_model
+    from . import load_model
 
     if path is None:
         path = default_weights_path()
@@ -69,14 +97,15 @@ def load_weights(path: Optional[str], preset: Optional[str] = None, attention_ba
     if not os.path.isfile(path):
         raise FileNotFoundError(f"weights file not found: {path}")
     try:
-        if preset is None:
-            model = load_model(path, attention_backend=attention_backend, map_location=map_location)
+        if preset is not None:
+            model = _load_bare_state_dict(path, preset, attention_backend)
+        elif path.endswith(".safetensors"):
+            model = load_model(path, attention_backend=attention_backend, map_location="cpu")
         else:
-            model = build_model(preset, attention_backend=attention_backend)
-            model.load_state_dict(_read_state_dict(path), strict=True)
-            model = model.to(map_location)
-    except (FileNotFoundError, ValueError):
+            model = _load_torch_file(path, attention_backend)
+    except FileNotFoundError:
         raise
-    except Exception as e:  # corrupt file, wrong preset, ... -> one clear line
-        raise ValueError(f"could not load weights from {path}: {type(e).__name__}: {e}") from None
-    return model.eval()
+    except Exception as e:  # corrupt file, wrong kind, missing keys, ... -> one clear line
+        msg = str(e)
+        raise ValueError(msg if path in msg else f"could not load weights from {path}: {msg}") from None
+    return model.to(map_location).eval()

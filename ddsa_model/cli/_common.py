@@ -1,0 +1,59 @@
+"""Pieces shared by ddsa-derain, ddsa-eval and ddsa-demo: device/precision options and model loading."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional, Tuple
+
+import torch
+
+
+class CLIError(Exception):
+    """A user-facing error: printed as one line, exit status 2 (bad usage / setup) or 1."""
+
+    def __init__(self, message: str, status: int = 2):
+        super().__init__(message)
+        self.status = status
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights", metavar="W", default=None,
+                   help="checkpoint: model.safetensors from ddsa-train/save_model, a ddsa-train iter_*.pt, or an "
+                        "authors' .pth (default: the shipped ddsa-small model)")
+    p.add_argument("--preset", default=None,
+                   help="only for a bare state dict in --weights: the preset it was trained with")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (CUDA when available)")
+    p.add_argument("--half", action="store_true",
+                   help="run under float16 autocast on CUDA (bfloat16 on CPU)")
+    p.add_argument("--attention-backend", default="auto", help="attention op backend (default: auto)")
+
+
+def resolve_device(name: str, half: bool) -> Tuple[torch.device, torch.dtype]:
+    """(device, compute dtype) for the --device/--half options; CLIError when unusable."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise CLIError(f"--device: unknown device {name!r} (use cpu, cuda, cuda:N or auto)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CLIError("--device cuda: no CUDA device is available (use --device cpu)")
+    if device.type not in ("cpu", "cuda"):
+        raise CLIError(f"--device: unsupported device type {device.type!r}")
+    dtype = (torch.float16 if device.type == "cuda" else torch.bfloat16) if half else torch.float32
+    return device, dtype
+
+
+def load_model_for_cli(weights: Optional[str], preset: Optional[str], backend: str, device: torch.device
+                       ) -> torch.nn.Module:
+    """The model for --weights (or the shipped default) on ``device``; CLIError with the reason."""
+    from ddsa_model.pretrained import load_weights
+
+    try:
+        return load_weights(weights, attention_backend=backend, map_location=str(device), preset=preset)
+    except (FileNotFoundError, ValueError) as e:
+        raise CLIError(str(e)) from None
+
+
+def error(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)

@@ -1,0 +1,183 @@
+"""ddsa-derain: remove rain from photos.
+
+    ddsa-derain photo.jpg holiday/ "shots/*.png" -o derained/ [--weights W] [--tile 512 --overlap 32]
+
+Each input becomes ``OUTDIR/<name>.png`` with the input's size (after EXIF rotation), mode (gray,
+RGB, alpha kept) and bit depth (16-bit PNGs stay 16-bit). Images larger than --tile are processed
+tile by tile (only one tile on the device at a time). A file that cannot be read is reported by
+name and skipped; the exit status is then 1. Inputs are never overwritten; outputs are written
+atomically (temporary file + rename).
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import sys
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from ddsa_model.cli._common import CLIError, add_model_args, error, load_model_for_cli, resolve_device
+
+__all__ = ["main", "expand_inputs", "plan_outputs"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ddsa-derain", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
+    p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="folder for the derained PNGs")
+    add_model_args(p)
+    p.add_argument("--tile", type=int, default=512,
+                   help="tile size in px for images larger than it (0: never tile; default 512)")
+    p.add_argument("--overlap", type=int, default=32, help="tile overlap in px, blended linearly (default 32)")
+    p.add_argument("--recursive", action="store_true", help="also take images from sub-folders of folder inputs")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def expand_inputs(items: Sequence[str], recursive: bool = False) -> Tuple[List[str], List[str]]:
+    """Files, folders (their images, sorted) and glob patterns -> (file paths, problems).
+
+    An explicitly named file is always taken (so a non-image is reported, not silently dropped);
+    folders and globs contribute only files with image extensions.
+    """
+    from ddsa_model.imageio import IMAGE_EXTENSIONS
+
+    def is_image(name: str) -> bool:
+        return name.lower().endswith(IMAGE_EXTENSIONS) and not os.path.basename(name).startswith(".")
+
+    files: List[str] = []
+    problems: List[str] = []
+    for item in items:
+        if os.path.isdir(item):
+            if recursive:
+                found = sorted(os.path.join(d, f) for d, _, fs in os.walk(item) for f in fs if is_image(f))
+            else:
+                found = sorted(os.path.join(item, f) for f in os.listdir(item)
+                               if is_image(f) and os.path.isfile(os.path.join(item, f)))
+            if not found:
+                problems.append(f"{item}: folder holds no images")
+            files += found
+        elif os.path.isfile(item):
+            files.append(item)
+        else:
+            found = sorted(m for m in glob.glob(item, recursive=recursive) if os.path.isfile(m) and is_image(m))
+            if not found:
+                problems.append(f"{item}: no such file, folder or matching images")
+            files += found
+    seen = set()
+    unique = []
+    for f in files:
+        key = os.path.realpath(f)
+        if key not in seen:
+            seen.add(key)
+            unique.append(f)
+    return unique, problems
+
+
+def plan_outputs(files: Sequence[str], outdir: str) -> Tuple[Dict[str, str], List[str]]:
+    """Map each input to ``outdir/<stem>.png`` -> (input -> output, problems).
+
+    Stems shared by several inputs get ``_<ext>`` (then ``_2``, ``_3`` ...) appended. An output
+    path that is one of the inputs is refused (reported as a problem, the input is skipped).
+    """
+    inputs_real = {os.path.realpath(f) for f in files}
+    used: set = set()
+    plan: Dict[str, str] = {}
+    problems: List[str] = []
+    stems: Dict[str, int] = {}
+    for f in files:
+        stem = os.path.splitext(os.path.basename(f))[0]
+        stems[stem] = stems.get(stem, 0) + 1
+    for f in files:
+        stem, ext = os.path.splitext(os.path.basename(f))
+        name = stem if stems[stem] == 1 else f"{stem}_{ext.lstrip('.').lower() or 'noext'}"
+        candidate, k = name, 1
+        while candidate in used:
+            k += 1
+            candidate = f"{name}_{k}"
+        used.add(candidate)
+        out = os.path.join(outdir, candidate + ".png")
+        if os.path.realpath(out) in inputs_real or (os.path.exists(out) and _same_file(out, f)):
+            problems.append(f"{f}: refusing to overwrite an input with its output {out} (choose another -o)")
+            continue
+        plan[f] = out
+    return plan, problems
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def derain_file(model, src: str, dst: str, device, dtype, tile: int, overlap: int) -> None:
+    """Read ``src``, derain, write ``dst`` (PNG, same size/mode/bit depth, alpha kept)."""
+    from ddsa_model.imageio import read_image, write_png
+    from ddsa_model.inference import derain_array
+
+    img = read_image(src)
+    out = derain_array(model, img.rgb, device=device, tile=tile or None, overlap=overlap, dtype=dtype)
+    write_png(dst, out, alpha=img.alpha, gray=img.gray, bits=img.bits)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.tile < 0 or args.overlap < 0:
+        raise CLIError("--tile and --overlap must be >= 0")
+    if args.tile and args.overlap >= args.tile:
+        raise CLIError(f"--overlap ({args.overlap}) must be smaller than --tile ({args.tile})")
+    from ddsa_model.inference import MIN_TILE
+
+    if args.tile and args.tile < MIN_TILE:
+        raise CLIError(f"--tile must be 0 or at least {MIN_TILE}")
+    files, problems = expand_inputs(args.inputs, args.recursive)
+    outdir = args.output
+    if os.path.exists(outdir) and not os.path.isdir(outdir):
+        raise CLIError(f"-o {outdir}: exists and is not a folder (it must be a folder for the outputs)")
+    plan, refused = plan_outputs(files, outdir)
+    problems += refused
+    for p in problems:
+        error(p)
+    if not plan:
+        error("no images to process")
+        return 1
+    device, dtype = resolve_device(args.device, args.half)
+    model = load_model_for_cli(args.weights, args.preset, args.attention_backend, device)
+    os.makedirs(outdir, exist_ok=True)
+
+    from tqdm import tqdm
+
+    from ddsa_model.imageio import ImageReadError
+
+    failed = len(problems)
+    bar = tqdm(list(plan.items()), unit="img", disable=args.quiet, file=sys.stderr, dynamic_ncols=True)
+    for src, dst in bar:
+        bar.set_postfix_str(os.path.basename(src), refresh=False)
+        try:
+            derain_file(model, src, dst, device, dtype, args.tile, args.overlap)
+        except ImageReadError as e:
+            failed += 1
+            tqdm.write(f"error: {e}", file=sys.stderr)
+        except (RuntimeError, ValueError, OSError) as e:  # e.g. out of memory, disk full
+            failed += 1
+            tqdm.write(f"error: {src}: {type(e).__name__}: {e}", file=sys.stderr)
+    done = len(plan) - (failed - len(problems))
+    print(f"{done} image(s) written to {outdir}" + (f", {failed} failed" if failed else ""), file=sys.stderr)
+    return 1 if failed else 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except CLIError as e:
+        error(str(e))
+        return e.status
+    except KeyboardInterrupt:
+        error("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
