@@ -1,0 +1,389 @@
+"""The Triton backend against the float64 autograd oracle ``reference_dual_attention``.
+
+Without a GPU the kernels run on CPU tensors under the Triton interpreter (conftest sets
+TRITON_INTERPRET=1); on a CUDA machine the same tests run on the GPU, compiled. Tests marked
+``gpu`` add the sizes of the real network and need CUDA without the interpreter.
+
+Accuracy rule (flash-attention's, DESIGN §7): for every output and gradient,
+    max|triton − oracle| ≤ 2 · max|reference run in the same dtype − oracle| + atol · scale,
+where the oracle is the reference in float64 on the very same (rounded) inputs and scale is the
+largest |oracle| value of the tensor. dq = P k − s_q⊙q and dk = Pᵀ q − s_k⊙k (DESIGN §2) can be
+pure cancellation (at N = 1 they are 0 in exact arithmetic), so their scale also includes the
+size of those summands, computed in float64.
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+
+from ddsa_kernels import available_backends, build_info, dual_attention, reference_dual_attention  # noqa: E402
+from ddsa_kernels import triton_dual_attention as tda  # noqa: E402
+from ddsa_kernels import reference_backend  # noqa: E402
+from ddsa_kernels.backends import get_backend  # noqa: E402
+from ddsa_kernels.epilogue import backward_epilogue  # noqa: E402
+from ddsa_kernels.module import ddsa_topk, drsformer_topk, restormer_topk  # noqa: E402
+
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+DEVICE = "cpu" if INTERPRET else "cuda"
+F64 = torch.float64
+ATOL = {torch.float32: 1e-5, torch.float16: 2.0**-11, torch.bfloat16: 2.0**-8}
+
+if not INTERPRET and not torch.cuda.is_available():
+    pytest.skip("no CUDA device and TRITON_INTERPRET is not set", allow_module_level=True)
+
+BRANCHES = {"ddsa": ddsa_topk, "drsformer": drsformer_topk, "restormer": restormer_topk}
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def make_inputs(batch, heads, channels, pixels, *, seed=0, scale=1.0):
+    gen = torch.Generator().manual_seed(seed)
+    q, k, v = (scale * torch.randn(batch, heads, channels, pixels, generator=gen, dtype=F64) for _ in range(3))
+    return q, k, v
+
+
+def lay_out(q, k, v, dtype, device, layout="contiguous"):
+    """q, k, v in ``dtype`` on ``device`` with the given memory layout (same values)."""
+    batch, heads, channels, pixels = q.shape
+    if layout == "contiguous":
+        return tuple(t.to(device=device, dtype=dtype) for t in (q, k, v))
+    if layout == "qkv":  # the model's case: chunks of one (B, 3·H·C, N) tensor
+        qkv = torch.cat([t.reshape(batch, heads * channels, pixels) for t in (q, k, v)], dim=1)
+        qkv = qkv.to(device=device, dtype=dtype)
+        return tuple(t.view(batch, heads, channels, pixels) for t in qkv.chunk(3, dim=1))
+    if layout == "n_major":  # pixels fastest-varying last: stride 1 along C
+        return tuple(t.transpose(-1, -2).contiguous().to(device=device, dtype=dtype).transpose(-1, -2) for t in (q, k, v))
+    raise ValueError(layout)
+
+
+def run(fn, q, k, v, temperature, weights, grad_out):
+    """Output and the five gradients of ``fn`` (autograd), detached."""
+    leaves = [t.detach().requires_grad_() for t in (q, k, v, temperature, weights)]
+    out = fn(*leaves)
+    out.backward(grad_out)
+    return [out.detach()] + [t.grad for t in leaves]
+
+
+NAMES = ("out", "dq", "dk", "dv", "dtemperature", "dweights")
+
+
+def error_scales(oracle, q, k, v, temperature, weights, grad_out, topk, eps=1e-12):
+    """Per output of NAMES, the magnitude errors are measured against (float64)."""
+    keep = tuple(0 if x is None else x for x in topk)
+    _, probs, gram, norms = reference_backend.forward(q, k, v, temperature, weights, keep, eps)
+    grad_attn = grad_out @ v.transpose(-2, -1)
+    p, scale_q, scale_k, _, _ = backward_epilogue(grad_attn, probs, gram, norms, temperature, weights, eps)
+    summand_q = (p.abs() @ k.abs() + (scale_q.unsqueeze(-1) * q).abs()).max().item()
+    summand_k = (p.transpose(-2, -1).abs() @ q.abs() + (scale_k.unsqueeze(-1) * k).abs()).max().item()
+    scales = [o.abs().max().item() for o in oracle]
+    scales[1] = max(scales[1], summand_q)
+    scales[2] = max(scales[2], summand_k)
+    return scales
+
+
+def check_case(q64, k64, v64, temperature, weights, topk, *, dtype=torch.float32, layout="contiguous", seed=1):
+    """Run triton, the same-dtype reference and the float64 oracle; apply the accuracy rule."""
+    q, k, v = lay_out(q64, k64, v64, dtype, DEVICE, layout)
+    temp = temperature.to(device=DEVICE, dtype=torch.float32)
+    w = weights.to(device=DEVICE, dtype=torch.float32)
+    gen = torch.Generator().manual_seed(seed)
+    go64 = torch.randn(q.shape, generator=gen, dtype=F64)
+    go = go64.to(device=DEVICE, dtype=dtype)
+
+    got = run(lambda *a: dual_attention(*a, topk, backend="triton"), q, k, v, temp, w, go)
+    base = run(lambda *a: reference_dual_attention(*a, topk), q, k, v, temp, w, go)
+    oracle = run(
+        lambda *a: reference_dual_attention(*a, topk),
+        *(t.detach().cpu().to(F64) for t in (q, k, v, temp, w)),
+        go.cpu().to(F64),
+    )
+    assert got[0].dtype == dtype and got[0].shape == q.shape
+    for i, name in enumerate(NAMES):
+        assert got[i].dtype == base[i].dtype, f"{name}: dtype {got[i].dtype} != {base[i].dtype}"
+    scales = error_scales(oracle, *(t.detach().cpu().to(F64) for t in (q, k, v, temp, w, go)), topk)
+    errors = {}
+    for i, name in enumerate(NAMES):
+        ref = oracle[i]
+        g = got[i].detach().cpu().to(F64)
+        b = base[i].detach().cpu().to(F64)
+        assert torch.isfinite(g).all(), f"{name}: non-finite values from triton"
+        scale = scales[i]
+        err, base_err = (g - ref).abs().max().item(), (b - ref).abs().max().item()
+        bound = 2 * base_err + ATOL[dtype] * max(scale, 1e-30)
+        errors[name] = (err, bound)
+        assert err <= bound, f"{name}: max error {err:.3e} > bound {bound:.3e} (reference {dtype}: {base_err:.3e})"
+    return got, oracle, errors
+
+
+def params(heads, n_branches, seed=2):
+    gen = torch.Generator().manual_seed(seed)
+    temperature = 0.5 + torch.rand(heads, generator=gen, dtype=F64)
+    weights = 0.1 + torch.rand(n_branches, generator=gen, dtype=F64)
+    return temperature.float().double(), weights.float().double()
+
+
+# ---------------------------------------------------------------------------------------------
+# values and all five gradients vs the float64 oracle
+# ---------------------------------------------------------------------------------------------
+
+CASES = [
+    # (B, H, C, N, branches, layout)
+    (1, 1, 8, 37, "ddsa", "contiguous"),
+    (2, 2, 16, 1, "drsformer", "qkv"),
+    (1, 1, 48, 1000, "ddsa", "qkv"),
+    (2, 4, 96, 37, "restormer", "contiguous"),
+    (1, 2, 48, 37, "drsformer", "n_major"),
+    (1, 3, 16, 1000, "restormer", "qkv"),
+]
+
+
+@pytest.mark.parametrize("batch,heads,channels,pixels,branches,layout", CASES)
+def test_matches_reference_fp32(batch, heads, channels, pixels, branches, layout):
+    topk = BRANCHES[branches](channels)
+    temperature, weights = params(heads, len(topk))
+    check_case(*make_inputs(batch, heads, channels, pixels), temperature, weights, topk, layout=layout)
+
+
+@pytest.mark.parametrize("channels,pixels", [(8, 37), (96, 37)])
+def test_keep_counts_one_and_all(channels, pixels):
+    topk = (1, channels, None)
+    temperature, weights = params(2, len(topk))
+    check_case(*make_inputs(2, 2, channels, pixels, seed=3), temperature, weights, topk, layout="qkv")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("channels", [8, 16, 48, 96])
+@pytest.mark.parametrize("pixels", [1, 37, 1000])
+@pytest.mark.parametrize("branches", ["ddsa", "drsformer", "restormer"])
+def test_matches_reference_fp32_grid(channels, pixels, branches):
+    topk = BRANCHES[branches](channels)
+    temperature, weights = params(4, len(topk))
+    check_case(*make_inputs(2, 4, channels, pixels, seed=channels + pixels), temperature, weights, topk, layout="qkv")
+
+
+# ---------------------------------------------------------------------------------------------
+# the split-N reduction path and determinism
+# ---------------------------------------------------------------------------------------------
+
+
+def backend_run(q, k, v, temperature, weights, keep, grad_out, splits):
+    out, probs, gram, norms = tda.forward(q, k, v, temperature, weights, keep, 1e-12, splits=splits)
+    grads = tda.backward(grad_out, q, k, v, temperature, weights, probs, gram, norms, keep, 1e-12, splits=splits)
+    return (out, probs, gram, norms, *grads)
+
+
+@pytest.mark.parametrize("splits", [3, 8])
+def test_split_n_matches_reference(splits):
+    """Forced N-splits of both reduction sweeps (the B·H-too-small path) vs the oracle."""
+    batch, heads, channels, pixels = 1, 2, 16, 1000
+    q64, k64, v64 = make_inputs(batch, heads, channels, pixels, seed=5)
+    topk = ddsa_topk(channels)
+    keep = tuple(0 if x is None else x for x in topk)
+    temperature, weights = params(heads, len(topk))
+    go64 = torch.randn(q64.shape, generator=torch.Generator().manual_seed(6), dtype=F64)
+    f32 = [t.to(DEVICE, torch.float32) for t in (q64, k64, v64, temperature, weights, go64)]
+    got = backend_run(*f32[:5], keep, f32[5], splits)
+    assert tda._outer_sweep(f32[0], f32[1], True, splits)[2] > 1
+    oracle = run(lambda *a: reference_dual_attention(*a, topk), q64, k64, v64, temperature, weights, go64)
+    scales = error_scales(oracle, q64, k64, v64, temperature, weights, go64, topk)
+    for g, ref, scale, name in zip((got[0], *got[4:]), oracle, scales, NAMES):
+        assert (g.cpu().double() - ref).abs().max().item() <= 1e-5 * scale, name
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_deterministic(dtype):
+    """Two runs give bitwise-identical outputs, statistics and gradients (split path included)."""
+    batch, heads, channels, pixels = 1, 2, 48, 1000
+    q64, k64, v64 = make_inputs(batch, heads, channels, pixels, seed=7)
+    keep = (0, channels * 7 // 10)
+    temperature, weights = params(heads, 2)
+    go = torch.randn(q64.shape, generator=torch.Generator().manual_seed(8), dtype=F64)
+    args = [t.to(DEVICE, dtype) for t in (q64, k64, v64)] + [t.to(DEVICE, torch.float32) for t in (temperature, weights)]
+    first = backend_run(*args, keep, go.to(DEVICE, dtype), 3)
+    second = backend_run(*args, keep, go.to(DEVICE, dtype), 3)
+    for a, b in zip(first, second):
+        assert torch.equal(a, b)
+
+
+# ---------------------------------------------------------------------------------------------
+# edge cases
+# ---------------------------------------------------------------------------------------------
+
+
+def test_zero_rows_follow_normalize_eps_rule():
+    """An all-zero row of q and of k: finite, equal to the oracle (F.normalize's eps rule)."""
+    batch, heads, channels, pixels = 1, 2, 16, 37
+    q64, k64, v64 = make_inputs(batch, heads, channels, pixels, seed=9)
+    q64[0, 0, 3] = 0.0
+    k64[0, 0, 5] = 0.0
+    k64[0, 1, 0] = 0.0
+    topk = ddsa_topk(channels)
+    temperature, weights = params(heads, len(topk))
+    got, oracle, _ = check_case(q64, k64, v64, temperature, weights, topk)
+    # dq of a zero row is 1/eps times larger than the rest: check the other rows on their own scale.
+    rest = torch.ones(channels, dtype=torch.bool)
+    rest[3] = False
+    dq, dq_ref = got[1][0, 0].cpu().double(), oracle[1][0, 0]
+    assert (dq[rest] - dq_ref[rest]).abs().max() <= 1e-5 * dq_ref[rest].abs().max()
+    assert (dq[3] - dq_ref[3]).abs().max() <= 1e-5 * dq_ref[3].abs().max()
+
+
+def test_ties_at_the_threshold_are_all_kept():
+    """k rows drawn from a pool of 3 vectors: every score row is made of 3 tie groups."""
+    batch, heads, channels, pixels = 1, 2, 16, 37
+    q64, _, v64 = make_inputs(batch, heads, channels, pixels, seed=10)
+    gen = torch.Generator().manual_seed(11)
+    pool = torch.randn(batch, heads, 3, pixels, generator=gen, dtype=F64)
+    pick = torch.randint(0, 3, (channels,), generator=gen)
+    pick[:3] = torch.arange(3)
+    k64 = pool[:, :, pick].contiguous()
+    topk = (1, 5, 8, 11)
+    temperature, weights = params(heads, len(topk))
+    check_case(q64, k64, v64, temperature, weights, topk)
+
+    q, k, v = (t.to(DEVICE, torch.float32) for t in (q64, k64, v64))
+    probs = tda.forward(q, k, v, temperature.float().to(DEVICE), weights.float().to(DEVICE), topk, 1e-12)[1].cpu()
+    scores = torch.nn.functional.normalize(q64, dim=-1) @ torch.nn.functional.normalize(k64, dim=-1).transpose(-1, -2)
+    scores = scores * temperature.view(1, -1, 1, 1)
+    tie_seen = False
+    for i, keep in enumerate(topk):
+        threshold = torch.topk(scores, keep, dim=-1).values[..., -1:]
+        expected = (scores >= threshold).sum(-1)
+        assert torch.equal((probs[:, :, i] > 0).sum(-1), expected)
+        tie_seen |= bool((expected > keep).any())
+    assert tie_seen, "the construction must put ties at some threshold"
+
+
+@pytest.mark.parametrize("tau", [1e4, 1e-4])
+def test_extreme_temperatures(tau):
+    batch, heads, channels, pixels = 2, 1, 16, 37
+    topk = ddsa_topk(channels)
+    _, weights = params(heads, len(topk))
+    temperature = torch.full((heads,), tau, dtype=F64)
+    check_case(*make_inputs(batch, heads, channels, pixels, seed=12), temperature, weights, topk)
+
+
+# ---------------------------------------------------------------------------------------------
+# low precision
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize(
+    "batch,heads,channels,pixels,branches,layout",
+    [(1, 2, 48, 200, "ddsa", "qkv"), (2, 1, 16, 1000, "drsformer", "contiguous")],
+)
+def test_low_precision(dtype, batch, heads, channels, pixels, branches, layout):
+    topk = BRANCHES[branches](channels)
+    temperature, weights = params(heads, len(topk))
+    check_case(*make_inputs(batch, heads, channels, pixels, seed=13), temperature, weights, topk, dtype=dtype, layout=layout)
+
+
+def test_fp16_dot_products_beyond_fp16_range():
+    """q kᵀ and ‖q‖² overflow fp16 (> 65504) but not fp32: accumulation must be fp32."""
+    batch, heads, channels, pixels = 1, 2, 16, 1000
+    q64, k64, v64 = make_inputs(batch, heads, channels, pixels, seed=14)
+    q64, k64 = 30.0 * q64, 30.0 * k64 + 20.0
+    q16, k16 = q64.half().double(), k64.half().double()
+    assert (q16 @ k16.transpose(-1, -2)).abs().max() > 65504
+    assert q16.square().sum(-1).max() > 65504
+    topk = ddsa_topk(channels)
+    temperature, weights = params(heads, len(topk))
+    check_case(q64, k64, v64, temperature, weights, topk, dtype=torch.float16)
+
+
+# ---------------------------------------------------------------------------------------------
+# autograd memory, the public API, registration
+# ---------------------------------------------------------------------------------------------
+
+
+def test_saved_tensors_beyond_inputs_are_order_c_squared():
+    batch, heads, channels, pixels = 2, 2, 16, 1000
+    q64, k64, v64 = make_inputs(batch, heads, channels, pixels, seed=15)
+    q, k, v = (t.to(DEVICE, torch.float32).requires_grad_() for t in (q64, k64, v64))
+    topk = drsformer_topk(channels)
+    temperature = torch.ones(heads, 1, 1, device=DEVICE, requires_grad=True)
+    weights = torch.full((len(topk),), 0.2, device=DEVICE, requires_grad=True)
+    saved = []
+
+    def pack(t):
+        saved.append(t)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = dual_attention(q, k, v, temperature, weights, topk, backend="triton")
+    inputs = {t.data_ptr() for t in (q, k, v)}
+    extra = sum(t.numel() for t in saved if t.data_ptr() not in inputs)
+    allowed = batch * heads * ((len(topk) + 1) * channels**2 + 2 * channels) + heads + len(topk)
+    assert extra <= allowed, f"{extra} saved elements beyond q, k, v; expected O(B·H·C²) ≤ {allowed}"
+    assert all(t.numel() < channels * pixels for t in saved if t.data_ptr() not in inputs)
+    # out.sum() hands the backward a stride-0 (expanded) grad_out.
+    out.sum().backward()
+    temp64, w64 = temperature.detach().cpu().double().flatten(), weights.detach().cpu().double()
+    ones = torch.ones(q64.shape, dtype=F64)
+    oracle = run(lambda *a: reference_dual_attention(*a, topk), q64, k64, v64, temp64, w64, ones)
+    scales = error_scales(oracle, q64, k64, v64, temp64, w64, ones, topk)
+    assert temperature.grad.shape == temperature.shape
+    got = (q.grad, k.grad, v.grad, temperature.grad.flatten(), weights.grad)
+    for g, ref, scale, name in zip(got, oracle[1:], scales[1:], NAMES[1:]):
+        assert (g.cpu().double() - ref).abs().max() <= 1e-5 * scale, name
+
+
+def test_registered_and_available():
+    assert "triton" in available_backends()
+    assert build_info()["triton"] == "available"
+    backend = get_backend("triton")
+    assert DEVICE in backend.device_types
+    assert set(backend.dtypes) == {torch.float16, torch.bfloat16, torch.float32}
+    assert backend.device_types == (("cuda", "cpu") if INTERPRET else ("cuda",))
+
+
+def test_float64_is_refused_with_a_clear_error():
+    q = torch.randn(1, 1, 8, 5, dtype=F64, device=DEVICE)
+    with pytest.raises(RuntimeError, match="triton"):
+        dual_attention(q, q, q, torch.ones(1, dtype=F64, device=DEVICE), torch.ones(1, dtype=F64, device=DEVICE),
+                       (None,), backend="triton")
+
+
+# ---------------------------------------------------------------------------------------------
+# GPU (compiled kernels, no interpreter): the network's real sizes
+# ---------------------------------------------------------------------------------------------
+
+gpu = pytest.mark.skipif(INTERPRET or not torch.cuda.is_available(), reason="needs CUDA without TRITON_INTERPRET")
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize(
+    "batch,heads,channels,pixels,branches",
+    [(1, 1, 48, 128 * 128, "ddsa"), (4, 2, 96, 64 * 64 + 3, "ddsa"), (2, 4, 96, 1000, "drsformer"),
+     (8, 8, 48, 37, "restormer"), (1, 1, 8, 1, "ddsa"), (1, 1, 128, 5000, "drsformer")],
+)
+def test_gpu_matches_reference(dtype, batch, heads, channels, pixels, branches):
+    topk = BRANCHES[branches](channels)
+    temperature, weights = params(heads, len(topk))
+    check_case(*make_inputs(batch, heads, channels, pixels, seed=16), temperature, weights, topk, dtype=dtype, layout="qkv")
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_gpu_deterministic_with_automatic_splits(dtype):
+    """B·H = 1 at 128×128 pixels: the heuristic splits N; two runs stay bitwise equal."""
+    q64, k64, v64 = make_inputs(1, 1, 48, 128 * 128, seed=17)
+    args = [t.to(DEVICE, dtype) for t in (q64, k64, v64)]
+    assert tda._outer_sweep(args[0], args[1], True, None)[2] > 1
+    temp, w = (t.to(DEVICE, torch.float32) for t in params(1, 2))
+    go = torch.randn_like(args[0])
+    first = backend_run(*args, temp, w, (0, 33), go, None)
+    second = backend_run(*args, temp, w, (0, 33), go, None)
+    for a, b in zip(first, second):
+        assert torch.equal(a, b)
