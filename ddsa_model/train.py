@@ -26,6 +26,7 @@ import re
 import tempfile
 import time
 from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -326,63 +327,133 @@ def train(cfg: RunConfig, resume: str | None = None) -> dict[str, Any]:
             dist.destroy_process_group()
 
 
+@dataclass
+class _Run:
+    """Everything a checkpoint captures, plus the DDP wrapper."""
+
+    model: torch.nn.Module
+    net: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: ConstantCosineLR
+    scaler: torch.amp.GradScaler
+    iteration: int = 0
+
+
+def _datasets(cfg: RunConfig) -> tuple[PairedImageDataset, PairedImageDataset | None]:
+    d = cfg.data
+    max_crop = max([d.crop] + [c for _, c in d.progressive])
+    train_set = PairedImageDataset(d.train, train=True, flips=d.flips, rot90=d.rot90, small_images=d.small_images,
+                                   max_crop=max_crop, cache=d.cache, max_items=d.max_train_pairs)
+    val_set = (PairedImageDataset(d.val, train=False, cache=d.cache, max_items=d.val_max_images)
+               if d.val else None)
+    return train_set, val_set
+
+
+def _new_run(cfg: RunConfig, info: DistInfo) -> _Run:
+    t, o = cfg.train, cfg.optim
+    random.seed(t.seed)
+    np.random.seed(t.seed)
+    torch.manual_seed(t.seed)
+    model = _build_model(cfg).to(info.device)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
+    scheduler = ConstantCosineLR(optimizer, t.iterations, round(o.constant_fraction * t.iterations), o.eta_min)
+    scaler = torch.amp.GradScaler(info.device.type, enabled=t.amp == "fp16")
+    return _Run(model, model, optimizer, scheduler, scaler)
+
+
+def _restore(run: _Run, path: Path, cfg: RunConfig) -> None:
+    ckpt = _load_checkpoint(path)
+    stored, current = ckpt["model_config"], run.model.config.to_dict()
+    if stored != current:
+        diff = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
+        raise ConfigError(f"checkpoint {path} holds a different model (fields differ: {', '.join(diff)}); "
+                          "use the same model.preset / model.overrides or a new log.out_dir")
+    if int(ckpt["iteration"]) > cfg.train.iterations:
+        raise ConfigError(f"checkpoint {path} is at iteration {ckpt['iteration']}, beyond train.iterations="
+                          f"{cfg.train.iterations}")
+    run.model.load_state_dict(ckpt["model"])
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+    run.scheduler.load_state_dict(ckpt["scheduler"])
+    # the schedule follows the current config (e.g. more iterations); an unchanged config resumes exactly
+    run.scheduler.total_steps = cfg.train.iterations
+    run.scheduler.constant_steps = round(cfg.optim.constant_fraction * cfg.train.iterations)
+    run.scheduler.eta_min = cfg.optim.eta_min
+    run.scaler.load_state_dict(ckpt["scaler"])
+    _set_rng_state(ckpt["rng"])
+    run.iteration = int(ckpt["iteration"])
+
+
+def _save(run: _Run, cfg: RunConfig, info: DistInfo, log: _Logger) -> Path:
+    """Checkpoint of ``run`` at ``run.iteration`` (rank 0 writes; every rank must call)."""
+    path = Path(cfg.log.out_dir) / "checkpoints" / f"iter_{run.iteration:07d}.pt"
+    _sync_buffers(run.model, info)
+    digest = _check_ranks_agree(run.model, info)
+    if info.is_main:
+        t = cfg.train
+        _atomic_torch_save({
+            "format": CHECKPOINT_FORMAT, "iteration": run.iteration, "model": run.model.state_dict(),
+            "model_config": run.model.config.to_dict(), "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(), "scaler": run.scaler.state_dict(), "rng": _rng_state(),
+            # the data position: the sampler restarts at this iteration (its order is a function of seed)
+            "sampler": {"next_iteration": run.iteration, "seed": t.seed, "world_size": info.world_size,
+                        "batch_size": t.batch_size, "grad_accum": t.grad_accum},
+            "config": cfg.to_dict(), "weights_sha256": digest,
+        }, path)
+        if cfg.log.keep_checkpoints:
+            for _, old in list_checkpoints(cfg.log.out_dir)[:-cfg.log.keep_checkpoints]:
+                old.unlink(missing_ok=True)
+        log.record(event="checkpoint", iteration=run.iteration, path=str(path), weights_sha256=digest)
+    return path
+
+
+def _step(run: _Run, batches: Iterator, cfg: RunConfig, info: DistInfo,
+          autocast: contextlib.AbstractContextManager) -> torch.Tensor:
+    """One optimizer step over ``grad_accum`` micro-batches; returns the mean L1 loss (a device tensor)."""
+    accum = cfg.train.grad_accum
+    total = torch.zeros((), device=info.device)
+    for micro in range(accum):
+        inp, tgt = next(batches)
+        inp = inp.to(info.device, non_blocking=True)
+        tgt = tgt.to(info.device, non_blocking=True)
+        last = micro == accum - 1
+        with (run.net.no_sync() if info.enabled and not last else contextlib.nullcontext()):
+            with autocast:
+                out = run.net(inp)
+            loss = F.l1_loss(out.float(), tgt) / accum
+            run.scaler.scale(loss).backward()
+        total += loss.detach()
+    if cfg.train.grad_clip > 0:
+        run.scaler.unscale_(run.optimizer)
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.train.grad_clip)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scheduler.step()
+    run.iteration += 1
+    return total
+
+
 def _train(cfg: RunConfig, resume: str | None, info: DistInfo) -> dict[str, Any]:
-    t_cfg, d_cfg, o_cfg, l_cfg = cfg.train, cfg.data, cfg.optim, cfg.log
+    t_cfg, d_cfg, l_cfg = cfg.train, cfg.data, cfg.log
     out_dir = Path(l_cfg.out_dir)
     autocast = _autocast(t_cfg.amp, info.device)
     ckpt_path = resolve_resume(resume, l_cfg.out_dir)
     if ckpt_path is None and list_checkpoints(out_dir):
         raise ConfigError(f"{out_dir} already holds checkpoints of an earlier run: continue it with --resume auto, "
                           "or choose a new log.out_dir")
-    # Every check of the inputs (data folders, model config) runs before anything is written.
-    max_crop = max([d_cfg.crop] + [c for _, c in d_cfg.progressive])
-    train_set = PairedImageDataset(d_cfg.train, train=True, flips=d_cfg.flips, rot90=d_cfg.rot90,
-                                   small_images=d_cfg.small_images, max_crop=max_crop, cache=d_cfg.cache,
-                                   max_items=d_cfg.max_train_pairs)
-    val_set = (PairedImageDataset(d_cfg.val, train=False, cache=d_cfg.cache, max_items=d_cfg.val_max_images)
-               if d_cfg.val else None)
-    random.seed(t_cfg.seed)
-    np.random.seed(t_cfg.seed)
-    torch.manual_seed(t_cfg.seed)
-    model = _build_model(cfg).to(info.device)
-    model.train()
-
-    optimizer = torch.optim.AdamW(model.parameters(), lr=o_cfg.lr, betas=tuple(o_cfg.betas),
-                                  weight_decay=o_cfg.weight_decay)
-    scheduler = ConstantCosineLR(optimizer, t_cfg.iterations, round(o_cfg.constant_fraction * t_cfg.iterations),
-                                 eta_min=o_cfg.eta_min)
-    scaler = torch.amp.GradScaler(info.device.type, enabled=t_cfg.amp == "fp16")
-
-    start = 0
+    # Every input (data folders, model config, checkpoint) is checked before anything is written.
+    train_set, val_set = _datasets(cfg)
+    run = _new_run(cfg, info)
     if ckpt_path is not None:
-        ckpt = _load_checkpoint(ckpt_path)
-        stored = ckpt["model_config"]
-        current = model.config.to_dict()
-        if stored != current:
-            diff = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
-            raise ConfigError(f"checkpoint {ckpt_path} holds a different model (fields differ: {', '.join(diff)}); "
-                              "use the same model.preset / model.overrides or a new log.out_dir")
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        # the schedule follows the current config (e.g. more iterations); unchanged config = exact resume
-        scheduler.total_steps, scheduler.constant_steps = t_cfg.iterations, round(o_cfg.constant_fraction * t_cfg.iterations)
-        scheduler.eta_min = o_cfg.eta_min
-        scaler.load_state_dict(ckpt["scaler"])
-        _set_rng_state(ckpt["rng"])
-        start = int(ckpt["iteration"])
-        if start > t_cfg.iterations:
-            raise ConfigError(f"checkpoint {ckpt_path} is at iteration {start}, beyond train.iterations="
-                              f"{t_cfg.iterations}")
-
+        _restore(run, ckpt_path, cfg)
+    start = run.iteration
     if info.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         _write_config(cfg, out_dir)
-
-    net = model
     if info.enabled:
-        net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[info.local_rank] if info.device.type == "cuda" else None)
+        run.net = torch.nn.parallel.DistributedDataParallel(
+            run.model, device_ids=[info.local_rank] if info.device.type == "cuda" else None)
 
     sampler = ResumableSampler(len(train_set), batch_size=t_cfg.batch_size, seed=t_cfg.seed,
                                grad_accum=t_cfg.grad_accum, world_size=info.world_size, rank=info.rank,
@@ -390,7 +461,7 @@ def _train(cfg: RunConfig, resume: str | None, info: DistInfo) -> dict[str, Any]
     loader = torch.utils.data.DataLoader(
         train_set, batch_size=t_cfg.batch_size, sampler=sampler, num_workers=d_cfg.num_workers,
         pin_memory=info.device.type == "cuda", generator=torch.Generator(),  # keeps the global RNG untouched
-        persistent_workers=False, prefetch_factor=2 if d_cfg.num_workers else None)
+        prefetch_factor=2 if d_cfg.num_workers else None)
     batches = iter(loader)
 
     stop = t_cfg.stop_at or t_cfg.iterations
@@ -398,60 +469,23 @@ def _train(cfg: RunConfig, resume: str | None, info: DistInfo) -> dict[str, Any]
     if ckpt_path is not None:
         log.write(f"resumed from {ckpt_path} at iteration {start}")
         log.record(event="resume", iteration=start, checkpoint=str(ckpt_path))
-    elif info.is_main:
+    else:
         log.record(event="start", iteration=0, world_size=info.world_size, device=str(info.device),
-                   params=sum(p.numel() for p in model.parameters()), train_pairs=len(train_set))
-
-    def save_checkpoint(iteration: int) -> Path:
-        path = out_dir / "checkpoints" / f"iter_{iteration:07d}.pt"
-        _sync_buffers(model, info)
-        digest = _check_ranks_agree(model, info)
-        if info.is_main:
-            _atomic_torch_save({
-                "format": CHECKPOINT_FORMAT, "iteration": iteration, "model": model.state_dict(),
-                "model_config": model.config.to_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": _rng_state(),
-                "sampler": {"next_iteration": iteration, "seed": t_cfg.seed, "world_size": info.world_size,
-                            "batch_size": t_cfg.batch_size, "grad_accum": t_cfg.grad_accum},
-                "config": cfg.to_dict(), "weights_sha256": digest,
-            }, path)
-            if l_cfg.keep_checkpoints:
-                for _, old in list_checkpoints(out_dir)[:-l_cfg.keep_checkpoints]:
-                    old.unlink(missing_ok=True)
-            log.record(event="checkpoint", iteration=iteration, path=str(path), weights_sha256=digest)
-        return path
+                   params=sum(p.numel() for p in run.model.parameters()), train_pairs=len(train_set))
 
     history: list[tuple[int, float]] = []
     val_history: list[tuple[int, float]] = []
-    loss_sum, loss_count, t_last, it_last = 0.0, 0, time.perf_counter(), start
-    for it in range(start, stop):
-        loss_value = torch.zeros((), device=info.device)
-        for micro in range(t_cfg.grad_accum):
-            inp, tgt = next(batches)
-            inp = inp.to(info.device, non_blocking=True)
-            tgt = tgt.to(info.device, non_blocking=True)
-            sync = micro == t_cfg.grad_accum - 1 or not info.enabled
-            with (contextlib.nullcontext() if sync else net.no_sync()):
-                with autocast:
-                    out = net(inp)
-                loss = F.l1_loss(out.float(), tgt) / t_cfg.grad_accum
-                scaler.scale(loss).backward()
-            loss_value += loss.detach()
-        if t_cfg.grad_clip > 0:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), t_cfg.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-        lr = scheduler.get_last_lr()[0]
-        scheduler.step()
-        done = it + 1
-
-        loss_sum += float(loss_value)
+    loss_sum, loss_count = torch.zeros((), dtype=torch.float64, device=info.device), 0
+    t_last, it_last = time.perf_counter(), start
+    while run.iteration < stop:
+        lr = run.scheduler.get_last_lr()[0]
+        crop = crop_at(run.iteration, d_cfg.crop, d_cfg.progressive)
+        loss_sum += _step(run, batches, cfg, info, autocast)
         loss_count += 1
+        done = run.iteration
         log.progress(1)
         if done % l_cfg.log_interval == 0 or done == stop:
-            mean_loss = _all_mean([loss_sum / loss_count], info)[0]
+            mean_loss = _all_mean([float(loss_sum) / loss_count], info)[0]  # one device sync per log
             if not math.isfinite(mean_loss):
                 raise RuntimeError(f"the loss became {mean_loss} at iteration {done} (lr {lr:.3g}); lower "
                                    "optim.lr, set train.amp=none or bf16, or enable train.grad_clip")
@@ -459,33 +493,33 @@ def _train(cfg: RunConfig, resume: str | None, info: DistInfo) -> dict[str, Any]
             ips = (done - it_last) / max(now - t_last, 1e-9)
             t_last, it_last = now, done
             history.append((done, mean_loss))
-            log.record(iteration=done, loss=mean_loss, lr=lr, it_per_s=ips,
-                       crop=crop_at(it, d_cfg.crop, d_cfg.progressive))
+            log.record(iteration=done, loss=mean_loss, lr=lr, it_per_s=ips, crop=crop)
             if log.bar is not None:
                 log.bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}", refresh=False)
-            loss_sum, loss_count = 0.0, 0
+            loss_sum.zero_()
+            loss_count = 0
         if val_set is not None and ((l_cfg.val_interval and done % l_cfg.val_interval == 0) or done == t_cfg.iterations):
-            _sync_buffers(model, info)
-            psnr = validate(model, val_set, info, autocast, d_cfg.val_max_images)
+            _sync_buffers(run.model, info)
+            psnr = validate(run.model, val_set, info, autocast, d_cfg.val_max_images)
             val_history.append((done, psnr))
             log.record(iteration=done, val_psnr_y=psnr)
             log.write(f"iteration {done}: validation PSNR-Y {psnr:.2f} dB")
         if (l_cfg.ckpt_interval and done % l_cfg.ckpt_interval == 0) or done == stop:
-            save_checkpoint(done)
+            _save(run, cfg, info, log)
 
-    _sync_buffers(model, info)
-    digest = _check_ranks_agree(model, info)
+    _sync_buffers(run.model, info)
+    digest = _check_ranks_agree(run.model, info)
     final = None
     if stop == t_cfg.iterations and info.is_main:
         from . import save_model
         final = out_dir / "model.safetensors"
-        save_model(model, final, metadata={"iterations": str(stop), "train_config": json.dumps(cfg.to_dict())})
+        save_model(run.model, final, metadata={"iterations": str(stop), "train_config": json.dumps(cfg.to_dict())})
         log.record(event="finished", iteration=stop, weights=str(final), weights_sha256=digest)
         log.write(f"final weights: {final}")
     log.close()
     return {"iteration": stop, "start_iteration": start, "loss_history": history, "val_history": val_history,
             "weights_sha256": digest, "weights": str(final) if final else None, "out_dir": str(out_dir),
-            "world_size": info.world_size, "model": model}
+            "world_size": info.world_size, "model": run.model}
 
 
 def _sync_buffers(model: torch.nn.Module, info: DistInfo) -> None:
