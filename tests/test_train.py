@@ -317,3 +317,16 @@ def test_fp16_with_grad_scaler_on_cuda(pairs, tmp_path):
     a, b = summary["model"].state_dict(), final["model"].state_dict()
     for name in a:  # CUDA kernels may not be bitwise deterministic; the runs must still agree closely
         torch.testing.assert_close(a[name].float(), b[name].float(), rtol=1e-2, atol=1e-3)
+
+
+def test_tensorboard_scalars_when_installed(pairs, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "tb"
+    summary = _run(pairs, out, train__iterations=3, log__tensorboard=True)
+    acc = EventAccumulator(str(out / "tensorboard"))
+    acc.Reload()
+    loss = [(e.step, e.value) for e in acc.Scalars("loss")]
+    assert [s for s, _ in loss] == [1, 2, 3]
+    np.testing.assert_allclose([v for _, v in loss], [v for _, v in summary["loss_history"]], rtol=1e-6)
