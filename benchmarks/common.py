@@ -98,7 +98,7 @@ def machine_info(device: torch.device) -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "cpu_model": cpu_model_name(),
-        "loadavg_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "loadavg_at_start": loadavg(),
         "timestamp_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "triton_interpret": os.environ.get("TRITON_INTERPRET", "0") == "1",
     }
@@ -115,6 +115,21 @@ def machine_info(device: torch.device) -> dict[str, Any]:
     except Exception as exc:  # the package itself failing to import is worth recording, not fatal
         info["ddsa_backends"] = {"error": f"{type(exc).__name__}: {exc}"}
     return info
+
+
+def loadavg() -> Optional[list[float]]:
+    """1, 5 and 15-minute load averages (None where the OS has none)."""
+    return [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
+
+
+def busy_warning(info: dict[str, Any]) -> Optional[str]:
+    """A warning when other work loaded the CPUs during the run (its timings are then unreliable)."""
+    loads = [x for key in ("loadavg_at_start", "loadavg_at_end") if info.get(key) for x in info[key][:1]]
+    cpus = info.get("cpu_count") or 1
+    if loads and max(loads) > 0.75 * cpus + 0.5:
+        return (f"The machine was busy with other work during this run (1-minute load average up to "
+                f"{max(loads):.1f} on {cpus} CPUs): CPU timings are unreliable; rerun on a quiet machine.")
+    return None
 
 
 def slugify(text: str) -> str:

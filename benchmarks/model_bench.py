@@ -213,6 +213,7 @@ def run_model_bench(
             log(f"[model] {spec['preset']:<14} {spec['task']:<5} b{spec['batch']} {spec['size']}² "
                 f"{spec['backend']:<5} compile={spec['compiled']!s:<5} {what}  ({time.perf_counter() - t0:.0f} s)")
         result["runs"].append(rec)
+        result["machine"]["loadavg_at_end"] = common.loadavg()
         if on_run is not None:
             on_run(result)
     return result

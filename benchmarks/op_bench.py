@@ -110,9 +110,9 @@ def auto_backend(device: torch.device, dtype: torch.dtype) -> str:
 
 def make_inputs(shape: OpShape, dtype: torch.dtype, device: torch.device, requires_grad: bool, seed: int = 0):
     """Random q, k, v (B,H,C,N), temperature (H,) = 1 and weights = 0.2 (the authors' init), grad_out."""
-    gen = torch.Generator(device="cpu").manual_seed(seed)
+    gen = torch.Generator(device=device).manual_seed(seed)  # on the device: 2048² inputs are large
     size = (shape.batch, shape.heads, shape.channels, shape.pixels)
-    q, k, v, g = (torch.randn(size, generator=gen).to(device=device, dtype=dtype) for _ in range(4))
+    q, k, v, g = (torch.randn(size, generator=gen, device=device).to(dtype) for _ in range(4))
     temperature = torch.ones(shape.heads, device=device)
     weights = torch.full((len(shape.topk()),), 0.2, device=device)
     for t in (q, k, v, temperature, weights):
@@ -343,6 +343,7 @@ def run_op_bench(
                                   compile_fn=compiled, compile_error=why)
                 result["cases"].append(case)
                 log(_case_line(case, time.perf_counter() - t0))
+                result["machine"]["loadavg_at_end"] = common.loadavg()
                 if on_case is not None:
                     on_case(result)
     return result

@@ -20,11 +20,15 @@ def machine_lines(info: dict[str, Any]) -> list[str]:
         f"* commit {sha}; {info['timestamp_utc']}",
         f"* threads: torch {info['torch_threads']}, CPUs {info['cpu_count']}"
         + (f", load average at start {', '.join(f'{x:.1f}' for x in info['loadavg_at_start'])}"
-           if info.get("loadavg_at_start") else ""),
+           if info.get("loadavg_at_start") else "")
+        + (f", at end {', '.join(f'{x:.1f}' for x in info['loadavg_at_end'])}" if info.get("loadavg_at_end") else ""),
     ]
     backends = info.get("ddsa_backends") or {}
     if backends:
         lines.append("* ddsa backends: " + "; ".join(f"{k}: {v}" for k, v in backends.items()))
+    warning = common.busy_warning(info)
+    if warning and info.get("device_type") == "cpu":
+        lines += ["", f"> **Warning.** {warning}"]
     return lines
 
 

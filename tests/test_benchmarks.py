@@ -53,6 +53,12 @@ def test_copy_time_moves_the_requested_bytes(monkeypatch):
     assert timing.median_ms > 0
 
 
+def test_busy_warning_only_when_load_exceeds_the_cpus():
+    assert common.busy_warning({"cpu_count": 2, "loadavg_at_start": [0.4, 1, 1], "loadavg_at_end": [1.1, 1, 1]}) is None
+    msg = common.busy_warning({"cpu_count": 2, "loadavg_at_start": [0.4, 1, 1], "loadavg_at_end": [5.5, 1, 1]})
+    assert msg is not None and "5.5 on 2 CPUs" in msg
+
+
 # ----------------------------------------------------------------------------- saved tensors
 def test_saved_bytes_counts_each_storage_once():
     x = torch.randn(1000, requires_grad=True)
