@@ -35,11 +35,13 @@ def extension_modules():
         return [], {}
 
     cpu_sources = sorted(glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
+    # CUDA kernels (.cu, nvcc) and their host side (.cpp, needs the CUDA runtime headers).
     cuda_sources = sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")))
+    cuda_host_sources = sorted(glob.glob(os.path.join("csrc", "cuda", "*.cpp")))
     if not cpu_sources:
         _log("no C++ sources in csrc/cpu: building without the compiled extension")
         return [], {}
-    binding = [s for s in glob.glob(os.path.join("csrc", "*.cpp"))]
+    binding = sorted(glob.glob(os.path.join("csrc", "*.cpp")))
     with_cuda = os.environ.get("DDSA_FORCE_CUDA") == "1" or (
         torch.version.cuda is not None and CUDA_HOME is not None and torch.cuda.is_available()
     )
@@ -52,7 +54,7 @@ def extension_modules():
         define_macros.append(("DDSA_WITH_CUDA", None))
         ext = CUDAExtension(
             "ddsa_kernels._C",
-            sources=binding + cpu_sources + cuda_sources,
+            sources=binding + cpu_sources + cuda_host_sources + cuda_sources,
             define_macros=define_macros,
             extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-lineinfo"]},
             extra_link_args=["-fopenmp"] if "-fopenmp" in cxx_flags else [],
