@@ -43,6 +43,10 @@ CHECKPOINT_RE = re.compile(r"^iter_(\d+)\.pt$")
 CHECKPOINT_FORMAT = "ddsa-train-checkpoint-v1"
 
 
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
 # ----------------------------------------------------------------------------- lr schedule
 class ConstantCosineLR(torch.optim.lr_scheduler.LRScheduler):
     """lr = base for t < ``constant_steps``, then cosine from base to ``eta_min`` at ``total_steps``.
@@ -487,7 +491,7 @@ def _train(cfg: RunConfig, resume: str | None, info: DistInfo) -> dict[str, Any]
         if done % l_cfg.log_interval == 0 or done == stop:
             mean_loss = _all_mean([float(loss_sum) / loss_count], info)[0]  # one device sync per log
             if not math.isfinite(mean_loss):
-                raise RuntimeError(f"the loss became {mean_loss} at iteration {done} (lr {lr:.3g}); lower "
+                raise TrainingDiverged(f"the loss became {mean_loss} at iteration {done} (lr {lr:.3g}); lower "
                                    "optim.lr, set train.amp=none or bf16, or enable train.grad_clip")
             now = time.perf_counter()
             ips = (done - it_last) / max(now - t_last, 1e-9)
@@ -549,5 +553,5 @@ def config_summary(cfg: RunConfig) -> str:
             f"×{t.grad_accum}, crop {cfg.data.crop}, lr {cfg.optim.lr:g}→{cfg.optim.eta_min:g}, amp {t.amp}")
 
 
-__all__ = ["train", "validate", "ConstantCosineLR", "parameter_digest", "list_checkpoints", "resolve_resume",
+__all__ = ["train", "validate", "TrainingDiverged", "ConstantCosineLR", "parameter_digest", "list_checkpoints", "resolve_resume",
            "config_summary"]

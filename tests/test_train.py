@@ -330,3 +330,11 @@ def test_tensorboard_scalars_when_installed(pairs, tmp_path):
     loss = [(e.step, e.value) for e in acc.Scalars("loss")]
     assert [s for s, _ in loss] == [1, 2, 3]
     np.testing.assert_allclose([v for _, v in loss], [v for _, v in summary["loss_history"]], rtol=1e-6)
+
+
+def test_cli_print_config_with_resume_flag_before_overrides(capsys):
+    import yaml
+
+    assert train_main(["--resume", "train.iterations=5", "data.train=/x", "optim.lr=3e-4", "--print-config"]) == 0
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert cfg["train"]["iterations"] == 5 and cfg["optim"]["lr"] == 3e-4 and cfg["data"]["train"] == ["/x"]

@@ -14,6 +14,7 @@ import os
 import sys
 
 from ddsa_model.data import DatasetError
+from ddsa_model.train import TrainingDiverged, config_summary, train
 from ddsa_model.train_config import ConfigError, load_config
 
 PROG = "ddsa-train"
@@ -41,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.resume and "=" in args.resume and not os.path.exists(args.resume):
+        # "--resume train.iterations=10": argparse took an override as the optional value
+        args.overrides.insert(0, args.resume)
+        args.resume = "auto"
     rank = int(os.environ.get("RANK", "0"))
     try:
         cfg = load_config(args.config, args.overrides)
@@ -48,11 +53,10 @@ def main(argv: list[str] | None = None) -> int:
             import yaml
             print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
             return 0
-        from ddsa_model.train import config_summary, train
         if rank == 0:
             print(f"{PROG}: {config_summary(cfg)} -> {cfg.log.out_dir}", file=sys.stderr, flush=True)
         summary = train(cfg, resume=args.resume)
-    except (ConfigError, DatasetError, FileNotFoundError) as exc:
+    except (ConfigError, DatasetError, FileNotFoundError, TrainingDiverged) as exc:
         if rank == 0 or os.environ.get("WORLD_SIZE") is None:
             print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
