@@ -152,25 +152,21 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:  # pragma: no cover - tqdm is a dependency
         bar = jobs.items()
     record = {"seed": args.seed, "ranges": ranges, "images": {}}
-    decoded: dict[Path, np.ndarray | None] = {}
+    current: tuple[Path | None, np.ndarray | None] = (None, None)  # copies of one image are consecutive
     for name, (path, _copy) in bar:
-        if path not in decoded:
+        if current[0] != path:
             try:
                 img = read_image(path)
-                decoded = {path: img if img.dtype == np.uint8 else (img // 257).astype(np.uint8)}
+                current = (path, img if img.dtype == np.uint8 else np.round(img / 257.0).astype(np.uint8))
             except DatasetError as exc:
                 problems.append(str(exc))
-                decoded = {path: None}
-        clean = decoded[path]
+                current = (path, None)
+        clean = current[1]
         if clean is None:
             continue
         rng = np.random.default_rng([args.seed, zlib.crc32(name.encode())])
         params = {k: float(rng.uniform(lo, hi)) if lo < hi else lo for k, (lo, hi) in ranges.items()}
-        try:
-            rainy = add_rain(clean, rng=rng, **params)
-        except ValueError as exc:
-            print(f"{prog}: error: {exc}", file=sys.stderr)
-            return 2
+        rainy = add_rain(clean, rng=rng, **params)  # parameters were validated above
         _atomic_png(rainy, in_dir / f"{name}.png")
         _atomic_png(clean, tg_dir / f"{name}.png")
         record["images"][name] = {"source": str(path), **params}
