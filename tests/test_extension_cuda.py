@@ -1,0 +1,159 @@
+"""The compiled "cuda" backend (csrc/cuda) against the float64 autograd oracle
+(``reference_dual_attention``) and, for fp16/bf16, the flash-attention rule. Needs a GPU and an
+extension built with CUDA; skips with the reason otherwise."""
+import pytest
+import torch
+
+from ddsa_kernels import build_info, ddsa_topk, drsformer_topk, dual_attention, eager_dual_attention
+from ddsa_kernels import reference_dual_attention, restormer_topk
+
+pytestmark = pytest.mark.gpu
+
+BRANCH_SETS = {
+    "ddsa": ddsa_topk,
+    "drsformer": drsformer_topk,
+    "restormer": restormer_topk,
+    "keep1_and_C": lambda c: (1, c),
+}
+BATCH_HEADS = {8: (2, 4), 16: (1, 1), 48: (2, 1), 96: (1, 3)}
+GRAD_NAMES = ("out", "dq", "dk", "dv", "dtemperature", "dweights")
+
+
+@pytest.fixture(autouse=True)
+def _cuda_backend():
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    why = build_info().get("cuda")
+    if why != "available":
+        pytest.skip(f"cuda backend not available: {why}")
+
+
+def make_inputs(batch, heads, channels, pixels, dtype=torch.float32, n_branches=2, seed=0, device="cuda"):
+    gen = torch.Generator().manual_seed(seed)
+    qkv = torch.randn(batch, heads, 3 * channels, pixels, generator=gen, dtype=torch.float64)
+    q, k, v = (t.to(device=device, dtype=dtype).requires_grad_() for t in qkv.chunk(3, dim=2))
+    temperature = (torch.rand(heads, generator=gen, dtype=torch.float64) * 2 + 0.25).to(device).requires_grad_()
+    weights = (torch.rand(n_branches, generator=gen, dtype=torch.float64) + 0.1).to(device).requires_grad_()
+    return q, k, v, temperature, weights
+
+
+def as64(inputs):
+    return [x.detach().double().requires_grad_() for x in inputs]
+
+
+def run(fn, inputs, topk, grad_out):
+    out = fn(*inputs, topk)
+    return (out, *torch.autograd.grad(out, inputs, grad_out.to(out.dtype)))
+
+
+def cuda_op(q, k, v, t, w, topk):
+    return dual_attention(q, k, v, t, w, topk, backend="cuda")
+
+
+def upstream(shape, seed=1):
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64).cuda()
+
+
+def assert_close_to_oracle(got, want, rel):
+    for name, a, b in zip(GRAD_NAMES, got, want):
+        assert a.shape == b.shape, name
+        err = (a.double() - b).abs().max()
+        assert err <= rel * b.abs().max().clamp_min(1e-2), (name, err.item())
+
+
+@pytest.mark.parametrize("branches", list(BRANCH_SETS))
+@pytest.mark.parametrize("pixels", [1, 37, 1000])
+@pytest.mark.parametrize("channels", [8, 16, 48, 96])
+def test_float32_values_and_all_grads_match_float64_oracle(channels, pixels, branches):
+    batch, heads = BATCH_HEADS[channels]
+    topk = BRANCH_SETS[branches](channels)
+    inputs = make_inputs(batch, heads, channels, pixels, n_branches=len(topk))
+    g = upstream((batch, heads, channels, pixels))
+    got = run(cuda_op, inputs, topk, g)
+    want = run(reference_dual_attention, as64(inputs), topk, g)
+    assert got[0].dtype == torch.float32
+    assert_close_to_oracle(got, want, 2e-5)
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 48, 150_000), (1, 2, 96, 20_000), (2, 1, 128, 3000)])
+def test_long_rows_split_over_blocks(shape):
+    topk = ddsa_topk(shape[2])
+    inputs = make_inputs(*shape)
+    g = upstream(shape)
+    assert_close_to_oracle(run(cuda_op, inputs, topk, g), run(reference_dual_attention, as64(inputs), topk, g), 5e-5)
+
+
+def test_more_than_128_channels_falls_back_to_matmuls():
+    inputs = make_inputs(1, 1, 160, 300)
+    g = upstream((1, 1, 160, 300))
+    assert_close_to_oracle(run(cuda_op, inputs, (None, 112), g),
+                           run(reference_dual_attention, as64(inputs), (None, 112), g), 2e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(2, 2, 48, 300), (1, 1, 96, 4097)])
+def test_low_precision_error_within_twice_plain_same_precision_error(dtype, shape):
+    topk = ddsa_topk(shape[2])
+    inputs = make_inputs(*shape, dtype=dtype)
+    g = upstream(shape)
+    want = run(reference_dual_attention, as64(inputs), topk, g)
+    got = run(cuda_op, inputs, topk, g)
+    plain = run(eager_dual_attention, [x.detach().to(dtype).requires_grad_() for x in inputs], topk, g)
+    for name, a, p, b in zip(GRAD_NAMES, got, plain, want):
+        err = (a.double() - b).abs().max()
+        plain_err = (p.double() - b).abs().max()
+        assert err <= 2 * plain_err + 1e-3 * b.abs().max().clamp_min(1.0), (name, err.item(), plain_err.item())
+
+
+@pytest.mark.parametrize("which", ["q", "k"])
+def test_zero_rows_follow_normalize_eps_rule(which):
+    q, k, v, t, w = make_inputs(2, 2, 16, 40)
+    with torch.no_grad():
+        (q if which == "q" else k)[1, 0, 3].zero_()
+    g = upstream(q.shape)
+    got = run(cuda_op, (q, k, v, t, w), (None, 11), g)
+    for a in got:
+        assert torch.isfinite(a).all()
+    assert_close_to_oracle(got, run(reference_dual_attention, as64((q, k, v, t, w)), (None, 11), g), 2e-5)
+
+
+def test_ties_at_threshold_are_all_kept():
+    q, k, v, t, w = make_inputs(1, 1, 8, 23)
+    with torch.no_grad():
+        k[0, 0, 3] = k[0, 0, 1]
+        k[0, 0, 4] = k[0, 0, 1]
+    g = upstream(q.shape)
+    got = run(cuda_op, (q, k, v, t, w[:1]), (2,), g)
+    want = run(reference_dual_attention, as64((q, k, v, t, w[:1])), (2,), g)
+    assert_close_to_oracle(got, want, 2e-5)
+
+
+def test_strided_layouts_and_expanded_grad():
+    gen = torch.Generator().manual_seed(5)
+    B, H, C, N = 2, 3, 16, 50
+    q = torch.randn(H, B, C, N, generator=gen).cuda().transpose(0, 1).requires_grad_()
+    k = torch.randn(B, H, N, C, generator=gen).cuda().transpose(2, 3).requires_grad_()
+    v = torch.randn(B, H, C, 2 * N, generator=gen).cuda()[..., ::2].requires_grad_()
+    t = torch.rand(H, generator=gen).cuda().requires_grad_()
+    w = torch.rand(2, generator=gen).cuda().requires_grad_()
+    inputs = (q, k, v, t, w)
+    got = torch.autograd.grad(cuda_op(*inputs, (None, 9)).sum(), inputs)
+    want = torch.autograd.grad(reference_dual_attention(*as64(inputs), (None, 9)).sum(), as64(inputs))
+    for a, b in zip(got, want):
+        assert (a.double() - b).abs().max() <= 2e-5 * b.abs().max().clamp_min(1e-2)
+
+
+def test_bitwise_deterministic():
+    inputs = make_inputs(1, 2, 48, 70_000)
+    g = upstream(inputs[0].shape)
+    first = run(cuda_op, inputs, ddsa_topk(48), g)
+    second = run(cuda_op, inputs, ddsa_topk(48), g)
+    for a, b in zip(first, second):
+        assert torch.equal(a, b)
+
+
+def test_auto_backend_picks_cuda():
+    from ddsa_kernels.backends import resolve_backend
+
+    for dtype in (torch.float16, torch.bfloat16, torch.float32):
+        assert resolve_backend("auto", torch.device("cuda"), dtype) == "cuda"
