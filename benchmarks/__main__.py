@@ -74,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _op_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dtypes", type=_csv, default=None, help="e.g. float16,bfloat16 (default: fp32 on CPU, all on CUDA)")
+    p.add_argument("--dtypes", type=_csv, default=None,
+                   help="e.g. float16,bfloat16 (default: fp32 on CPU, all on CUDA)")
     p.add_argument("--modes", type=_csv, default=["fwd", "fwd+bwd"], help="fwd and/or fwd+bwd")
     p.add_argument("--shapes", type=_csv, default=None, help="shape names (see op_bench.select_shapes)")
     p.add_argument("--backends", type=_csv, default=None,
@@ -92,6 +93,8 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train-size", type=int, default=None, help="training crop side (default 128)")
     p.add_argument("--infer-sizes", type=lambda s: [int(x) for x in _csv(s)], default=None,
                    help="inference image sides (default 512,1024; CPU quick: 256)")
+    p.add_argument("--max-batch", dest="max_batch", action=argparse.BooleanOptionalAction, default=None,
+                   help="also time the training step at the largest batch that fits (default: on for CUDA)")
     p.add_argument("--model-compile", choices=["none", "infer", "all"], default=None,
                    help="torch.compile variants of the model (default: all on CUDA, none on CPU)")
 
@@ -111,7 +114,8 @@ def _run_op(args, device: torch.device, out: Path, quick: bool) -> None:
         _log(f"[op] {op_bench.QUICK_NOTE_CPU}")
     result = op_bench.run_op_bench(
         device, quick=quick, dtypes=args.dtypes, modes=args.modes, shapes=args.shapes, backends=backends,
-        compile_dtypes=compile_dtypes, compile_shapes=args.compile_shapes, min_run_time=min_run, time_budget_s=args.time_budget,
+        compile_dtypes=compile_dtypes, compile_shapes=args.compile_shapes, min_run_time=min_run,
+        time_budget_s=args.time_budget,
         on_case=lambda r: common.write_json(out / "op.json", r), log=_log,
     )
     common.write_json(out / "op.json", result)
@@ -125,7 +129,8 @@ def _run_model(args, device: torch.device, out: Path, quick: bool) -> None:
     result = model_bench.run_model_bench(
         device, quick=quick, presets=args.presets, train_batch=args.train_batch, train_size=args.train_size,
         infer_sizes=args.infer_sizes,
-        compile_mode=compile_mode, min_run_time=args.min_run_time, time_budget_s=args.time_budget,
+        compile_mode=compile_mode, max_batch=args.max_batch, min_run_time=args.min_run_time,
+        time_budget_s=args.time_budget,
         on_run=lambda r: common.write_json(out / "model.json", r), log=_log,
     )
     common.write_json(out / "model.json", result)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import os
 import platform
 import re
@@ -202,7 +203,7 @@ FLOOR_TENSORS = {"fwd": 4, "fwd+bwd": 11}
 
 
 def dram_floor_bytes(batch: int, heads: int, channels: int, pixels: int, elem_bytes: int, mode: str = "fwd") -> int:
-    """Least DRAM traffic of the op in bytes: ``FLOOR_TENSORS[mode] · B·H·C·N · bytes`` (fwd: 4·B·H·C·N·bytes)."""
+    """Least DRAM traffic of the op in bytes: ``FLOOR_TENSORS[mode]·B·H·C·N·bytes`` (fwd: 4·B·H·C·N·bytes)."""
     if mode not in FLOOR_TENSORS:
         raise ValueError(f"mode must be one of {sorted(FLOOR_TENSORS)}, got {mode!r}")
     return FLOOR_TENSORS[mode] * batch * heads * channels * pixels * elem_bytes
@@ -285,9 +286,21 @@ def _atomic_write(path: Path, write: Callable[[Any], None], mode: str = "w") -> 
         raise
 
 
+def _finite(obj: Any) -> Any:
+    """JSON has no NaN/inf: write them as the strings "nan", "inf", "-inf"."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
 def write_json(path: Path, obj: Any) -> None:
-    """Write ``obj`` as indented JSON, atomically (temp file + os.replace)."""
-    _atomic_write(Path(path), lambda fh: (json.dump(obj, fh, indent=1, sort_keys=False, allow_nan=False), fh.write("\n")))
+    """Write ``obj`` as indented JSON, atomically (temp file + os.replace); NaN/inf become strings."""
+    text = json.dumps(_finite(obj), indent=1, allow_nan=False) + "\n"
+    _atomic_write(Path(path), lambda fh: fh.write(text))
 
 
 def write_text(path: Path, text: str) -> None:

@@ -129,8 +129,8 @@ def bench_run(
 
 
 def plan(presets: Sequence[str], train_batch: int, train_size: int, infer_sizes: Sequence[int],
-         compile_mode: str) -> list[dict[str, Any]]:
-    """Runs in priority order: uncompiled first (every preset), compiled variants last."""
+         compile_mode: str, max_batch: bool = False) -> list[dict[str, Any]]:
+    """Runs in priority order: uncompiled (every preset), compiled, then the largest-batch search."""
     compiled_flags = [False] + ([True] if compile_mode in ("infer", "all") else [])
     runs = []
     for compiled in compiled_flags:
@@ -141,7 +141,41 @@ def plan(presets: Sequence[str], train_batch: int, train_size: int, infer_sizes:
             for s in infer_sizes:
                 runs += [dict(preset=preset, backend=b, task="infer", batch=1, size=s, compiled=compiled)
                          for b in BACKENDS]
+    if max_batch:
+        runs += [dict(preset=preset, backend=b, task="train-max", batch=None, size=train_size, compiled=False)
+                 for preset in presets for b in BACKENDS]
     return runs
+
+
+def largest_batch_run(model: torch.nn.Module, measured: dict[str, Any], *, device: torch.device,
+                      min_run_time: float, cap: int = 2048, tries: int = 4) -> dict[str, Any]:
+    """Training step at the largest batch that fits on the GPU ("batch as large as fits").
+
+    Starts from the free memory divided by the per-image peak of ``measured`` (a "train" record of
+    the same preset and backend), and shrinks by 20 % after each out-of-memory, ``tries`` times.
+    """
+    per_image = (measured.get("peak_mem_bytes") or 0) / max(1, measured["batch"])
+    tried: list[int] = []
+    rec: dict[str, Any] = {}
+    if device.type != "cuda" or per_image <= 0:
+        rec = dict(measured, task="train-max", status="skipped", error="needs a CUDA train run with a peak memory",
+                   median_ms=None, images_per_s=None)
+        rec["batch_search"] = tried
+        return rec
+    torch.cuda.empty_cache()
+    free = torch.cuda.mem_get_info(device)[0]
+    batch = max(measured["batch"], min(cap, int(0.9 * free / per_image)))
+    for _ in range(tries):
+        tried.append(batch)
+        rec = bench_run(model, preset=measured["preset"], backend=measured["attention_backend"], task="train",
+                        batch=batch, size=measured["size"], compiled=False, device=device,
+                        min_run_time=min_run_time)
+        if rec["status"] != "oom":
+            break
+        batch = max(1, int(batch * 0.8))
+    rec["task"] = "train-max"
+    rec["batch_search"] = tried
+    return rec
 
 
 def run_model_bench(
@@ -153,6 +187,7 @@ def run_model_bench(
     train_size: Optional[int] = None,
     infer_sizes: Optional[Sequence[int]] = None,
     compile_mode: Optional[str] = None,
+    max_batch: Optional[bool] = None,
     min_run_time: Optional[float] = None,
     time_budget_s: Optional[float] = None,
     on_run: Optional[Callable[[dict[str, Any]], None]] = None,
@@ -170,6 +205,7 @@ def run_model_bench(
     train_size = train_size or cfg["train_size"]
     infer_sizes = list(infer_sizes or cfg["infer_sizes"])
     compile_mode = compile_mode or cfg["compile_mode"]
+    max_batch = (device.type == "cuda") if max_batch is None else max_batch
     if compile_mode not in ("none", "infer", "all"):
         raise ValueError(f"compile_mode must be none, infer or all, got {compile_mode!r}")
     if train_batch < 1 or train_size < 8 or any(s < 8 for s in infer_sizes):
@@ -182,18 +218,21 @@ def run_model_bench(
         "peak MiB (CUDA) = max_memory_allocated during one step minus what was allocated before it (weights, "
         "optimizer state). saved MiB = unique storages autograd saves for backward in the training forward.",
         "eager and auto run the same weights; compile = torch.compile(model, dynamic=False), recompiled per run.",
+        "train-max (CUDA): the training step at the largest batch that fits, searched from free memory / the "
+        "per-image peak of the train run, shrinking 20 % per out-of-memory.",
     ]
     result: dict[str, Any] = {
         "benchmark": "model",
         "machine": common.machine_info(device),
         "config": {"quick": quick, "presets": presets, "train_batch": train_batch, "train_size": train_size,
-                   "infer_sizes": infer_sizes, "compile_mode": compile_mode, "min_run_time_s": min_run_time,
+                   "infer_sizes": infer_sizes, "compile_mode": compile_mode, "max_batch_search": max_batch,
+                   "min_run_time_s": min_run_time,
                    "time_budget_s": time_budget_s, "notes": notes},
         "runs": [],
     }
     start = time.perf_counter()
     models: dict[str, torch.nn.Module] = {}
-    for spec in plan(presets, train_batch, train_size, infer_sizes, compile_mode):
+    for spec in plan(presets, train_batch, train_size, infer_sizes, compile_mode, max_batch=max_batch):
         if time_budget_s is not None and time.perf_counter() - start > time_budget_s:
             rec = {"preset": spec["preset"], "attention_backend": spec["backend"], "resolved_backend": None,
                    "task": spec["task"], "batch": spec["batch"], "size": spec["size"], "compile": spec["compiled"],
@@ -205,12 +244,25 @@ def run_model_bench(
                 torch.manual_seed(0)
                 models[spec["preset"]] = build_model(spec["preset"], attention_backend="auto").to(device)
             t0 = time.perf_counter()
-            rec = bench_run(models[spec["preset"]], preset=spec["preset"], backend=spec["backend"],
-                            task=spec["task"], batch=spec["batch"], size=spec["size"], compiled=spec["compiled"],
-                            device=device, min_run_time=min_run_time)
-            what = (f"{rec['median_ms']:.4g} ms" + (f", {rec['images_per_s']:.3g} img/s" if spec["task"] == "train" else "")
+            if spec["task"] == "train-max":
+                measured = next((r for r in result["runs"] if r["task"] == "train" and not r["compile"]
+                                 and r["preset"] == spec["preset"] and r["attention_backend"] == spec["backend"]
+                                 and r["status"] == "ok"), None)
+                if measured is None:
+                    rec = {"preset": spec["preset"], "attention_backend": spec["backend"], "task": "train-max",
+                           "batch": None, "size": spec["size"], "compile": False, "status": "skipped",
+                           "error": "no successful train run to size the search from"}
+                else:
+                    rec = largest_batch_run(models[spec["preset"]], measured, device=device,
+                                            min_run_time=min_run_time)
+            else:
+                rec = bench_run(models[spec["preset"]], preset=spec["preset"], backend=spec["backend"],
+                                task=spec["task"], batch=spec["batch"], size=spec["size"],
+                                compiled=spec["compiled"], device=device, min_run_time=min_run_time)
+            img_s = f", {rec['images_per_s']:.3g} img/s" if rec.get("images_per_s") and "train" in spec["task"] else ""
+            what = (f"{rec['median_ms']:.4g} ms{img_s}"
                     if rec["status"] == "ok" else f"{rec['status']}: {rec['error']}")
-            log(f"[model] {spec['preset']:<14} {spec['task']:<5} b{spec['batch']} {spec['size']}² "
+            log(f"[model] {spec['preset']:<14} {spec['task']:<9} b{rec.get('batch')} {spec['size']}² "
                 f"{spec['backend']:<5} compile={spec['compiled']!s:<5} {what}  ({time.perf_counter() - t0:.0f} s)")
         result["runs"].append(rec)
         result["machine"]["loadavg_at_end"] = common.loadavg()

@@ -181,10 +181,12 @@ def bench_case(
     }
     inputs, grad_out = make_inputs(shape, dtype, device, requires_grad=(mode == "fwd+bwd"))
     topk = shape.topk()
+    oracle = _fp32_reference(inputs, topk) if mode == "fwd" else None
     for impl in impls:
         rec: dict[str, Any] = {"status": "ok", "error": None, "median_ms": None, "iqr_ms": None, "runs": None,
                                "timer": None, "compile_s": None, "saved_bytes": None,
-                               "saved_bytes_excluding_inputs": None, "peak_mem_bytes": None}
+                               "saved_bytes_excluding_inputs": None, "peak_mem_bytes": None,
+                               "max_abs_err_vs_fp32_reference": None}
         case["results"][impl] = rec
         if impl == "compile(eager)" and compile_fn is None:
             skipped = compile_error is None or compile_error.startswith("not run")
@@ -196,9 +198,12 @@ def bench_case(
         try:
             run = _step(_callable(impl, compile_fn), inputs, grad_out, topk, mode)
             t0 = time.perf_counter()
-            run()  # first call: compiles for torch.compile, loads kernels for the others
+            out = run()  # first call: compiles for torch.compile, loads kernels for the others
             common.synchronize(device)
             first = time.perf_counter() - t0
+            if oracle is not None:  # a fast wrong answer is worth nothing: record how far off it is
+                rec["max_abs_err_vs_fp32_reference"] = (out.float() - oracle).abs().max().item()
+            del out
             if impl == "compile(eager)":
                 rec["compile_s"] = first
             rec["peak_mem_bytes"] = common.peak_memory_bytes(run, device)
@@ -214,9 +219,18 @@ def bench_case(
             if device.type == "cuda":
                 torch.cuda.empty_cache()
     add_derived(case)
-    del inputs, grad_out
+    del inputs, grad_out, oracle
     gc.collect()
     return case
+
+
+def _fp32_reference(inputs, topk) -> torch.Tensor:
+    """The op's output from the reference backend in float32 on the same (rounded) inputs."""
+    from ddsa_kernels import dual_attention
+
+    q, k, v, t, w = (x.detach().float() for x in inputs)
+    with torch.no_grad():
+        return dual_attention(q, k, v, t, w, topk, backend="reference")
 
 
 def add_derived(case: dict[str, Any]) -> None:
@@ -288,7 +302,8 @@ def run_op_bench(
     if backends is not None:
         unknown = [b for b in backends if b not in (*BASELINES, *pkg)]
         if unknown:
-            raise ValueError(f"backend(s) {unknown} not available on {device.type}; available: {', '.join((*BASELINES, *pkg))}")
+            raise ValueError(f"backend(s) {unknown} not available on {device.type}; "
+                             f"available: {', '.join((*BASELINES, *pkg))}")
         impls = [b for b in (*BASELINES, *pkg) if b in backends]
     else:
         impls = [*BASELINES, *pkg]
@@ -316,6 +331,8 @@ def run_op_bench(
                 "saved_bytes: unique storages autograd saves for backward (saved-tensor hooks), inputs included; "
                 "saved_bytes_excluding_inputs leaves out the storages of q, k, v, temperature, weights.",
                 "Triton on CPU runs through its interpreter and is not timed.",
+                "max_abs_err_vs_fp32_reference (fwd): max |out − reference backend in fp32 on the same inputs|, "
+                "so a fast wrong kernel shows.",
             ],
         },
         "shapes": [asdict(s) | {"pixels": s.pixels, "topk": list(s.topk())} for s in all_shapes],

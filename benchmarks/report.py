@@ -59,6 +59,8 @@ def op_tables(op: dict) -> str:
         cases = [c for c in op["cases"] if c["dtype"] == dtype and c["mode"] == mode]
         headers = ["shape", "(B,H,C,N)"] + [f"{i} ms" for i in impls] + [
             "fused", "× eager", "× compile", "GB/s", "% floor"]
+        if mode == "fwd":
+            headers += ["fused max err"]
         if mode == "fwd+bwd":
             headers += ["saved MiB eager → fused"]
         if any(c["results"].get("eager", {}).get("peak_mem_bytes") is not None for c in cases):
@@ -72,6 +74,9 @@ def op_tables(op: dict) -> str:
                 None if fused.get("pct_of_floor") is None else f"{fused['pct_of_floor']:.0f} %",
             ]
             eager = c["results"].get("eager", {})
+            if mode == "fwd":
+                err = fused.get("max_abs_err_vs_fp32_reference")
+                row.append(None if err is None else f"{err:.1e}")
             if mode == "fwd+bwd":
                 row.append(_pair(eager.get("saved_bytes"), fused.get("saved_bytes")))
             if "peak MiB eager → fused" in headers:
@@ -103,8 +108,7 @@ def model_table(model: dict) -> str:
     rows = []
     for r in model["runs"]:
         rows.append([
-            r["preset"], r["task"], r["attention_backend"] + (f" → {r['resolved_backend']}" if r.get("resolved_backend")
-                                                              and r["resolved_backend"] != r["attention_backend"] else ""),
+            r["preset"], r["task"], _attention_label(r),
             "yes" if r["compile"] else "no", r["batch"], f"{r['size']}²", common.fmt(r.get("median_ms")),
             common.fmt(r.get("images_per_s")),
             None if r.get("peak_mem_bytes") is None else f"{r['peak_mem_bytes'] / MiB:.0f}",
@@ -112,6 +116,11 @@ def model_table(model: dict) -> str:
             r["status"] if r["status"] == "ok" else f"{r['status']}: {(r.get('error') or '')[:120]}",
         ])
     return common.markdown_table(headers, rows)
+
+
+def _attention_label(r: dict) -> str:
+    resolved = r.get("resolved_backend")
+    return r["attention_backend"] + (f" → {resolved}" if resolved and resolved != r["attention_backend"] else "")
 
 
 def render(op: Optional[dict], model: Optional[dict], plots: list[str] = ()) -> str:
@@ -128,7 +137,10 @@ def render(op: Optional[dict], model: Optional[dict], plots: list[str] = ()) -> 
         if cfg.get("quick_note"):
             parts += [f"**Quick mode.** {cfg['quick_note']}", ""]
         parts += [f"* {n}" for n in cfg.get("notes", [])]
-        parts += [f"* torch.compile baseline: {cfg['compile_options']}; run at {', '.join(cfg['compile_dtypes']) or 'none'}",
+        compiled_at = ", ".join(cfg["compile_dtypes"]) or "none"
+        if cfg.get("compile_shapes"):
+            compiled_at += " at " + ", ".join(cfg["compile_shapes"])
+        parts += [f"* torch.compile baseline: {cfg['compile_options']}; run at {compiled_at}",
                   f"* timer: {_timer_name(op)}, at least {cfg['min_run_time_s']} s per measurement", ""]
         parts += [op_tables(op), ""]
         if op.get("skipped_cases"):

@@ -194,6 +194,8 @@ def test_op_bench_cli_writes_every_field(tmp_path, one_thread):
             assert rec["pct_of_floor"] == pytest.approx(100 * case["copy_ms"] / rec["median_ms"])
             if case["mode"] == "fwd+bwd":
                 assert rec["saved_bytes"] >= 3 * 48 * 128 * 128 * 4  # q, k, v at least
+            else:  # every timed implementation computed the op, not something else
+                assert rec["max_abs_err_vs_fp32_reference"] < 1e-4
     md = (tmp_path / "report.md").read_text()
     assert "| CPU: fused op forward vs eager, at every shape |" in md
     assert "infer-128" in md and m["device_name"] in md
@@ -240,3 +242,32 @@ def test_bad_arguments_are_named():
         op_bench.run_op_bench(torch.device("cpu"), quick=True, shapes=["infer-3"])
     with pytest.raises(ValueError, match="not available"):
         op_bench.run_op_bench(torch.device("cpu"), quick=True, backends=["nope"])
+
+
+def test_largest_batch_search_shrinks_after_out_of_memory(monkeypatch):
+    from benchmarks import model_bench
+
+    calls = []
+
+    def fake_run(model, *, batch, **kw):
+        calls.append(batch)
+        ok = batch <= 60
+        return {"status": "ok" if ok else "oom", "batch": batch, "error": None if ok else "CUDA out of memory"}
+
+    monkeypatch.setattr(model_bench, "bench_run", fake_run)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (100_000, 200_000))
+    measured = {"preset": "p", "attention_backend": "auto", "batch": 16, "size": 128, "peak_mem_bytes": 16_000}
+    rec = model_bench.largest_batch_run(None, measured, device=torch.device("cuda"), min_run_time=0.1)
+    # 0.9 · free / per-image peak = 90 images; then −20 % per out-of-memory: 72, 57
+    assert calls == [90, 72, 57] and rec["batch_search"] == calls
+    assert rec["task"] == "train-max" and rec["status"] == "ok" and rec["batch"] == 57
+    cpu = model_bench.largest_batch_run(None, measured, device=torch.device("cpu"), min_run_time=0.1)
+    assert cpu["status"] == "skipped"
+
+
+def test_json_writer_is_atomic_and_keeps_non_finite_values(tmp_path):
+    path = tmp_path / "r.json"
+    common.write_json(path, {"a": float("nan"), "b": [1.5, float("inf")], "c": None})
+    assert json.loads(path.read_text()) == {"a": "nan", "b": [1.5, "inf"], "c": None}
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]  # no temp file left behind
