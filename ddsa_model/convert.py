@@ -273,3 +273,35 @@ def load_official_checkpoint(
             converted[name] = own[name]
     load_state_dict_strict(model, converted, "the converted authors' checkpoint")
     return model.eval()
+
+
+# -- command line: python -m ddsa_model.convert AUTHORS.pth OUT.safetensors ------------------------
+def main(argv: "list[str] | None" = None) -> int:
+    """Convert an authors' checkpoint to this package's safetensors format; prints the detected config."""
+    import argparse
+    import sys
+
+    from .checkpoint import save_model
+
+    parser = argparse.ArgumentParser(
+        prog="python -m ddsa_model.convert",
+        description="Convert the authors' DDSA checkpoint (BasicSR .pth) to a ddsa_model .safetensors file.",
+    )
+    parser.add_argument("source", help="authors' checkpoint (.pth, {'params': ...} / {'params_ema': ...} / state dict)")
+    parser.add_argument("output", help="output .safetensors path (written atomically)")
+    parser.add_argument("--param-key", default="auto", choices=("auto", "params", "params_ema"),
+                        help="which weights to take (auto: params_ema when present, else params)")
+    args = parser.parse_args(argv)
+    try:
+        model = load_official_checkpoint(args.source, attention_backend="reference", param_key=args.param_key)
+        save_model(model, args.output, metadata={"converted_from": os.path.basename(args.source),
+                                                 "param_key": args.param_key})
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.output}: {model.num_parameters():,} parameters, config {model.config.to_json()}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

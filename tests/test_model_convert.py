@@ -179,3 +179,17 @@ def test_unreadable_files(tmp_path):
         load_official_checkpoint(pickled)
     with pytest.raises(ValueError, match="no tensor 'patch_embed.proj.weight'"):
         load_official_checkpoint({"params": {"foo": torch.zeros(1)}})
+
+
+def test_command_line_conversion(tmp_path, capsys):
+    from ddsa_model.convert import main
+
+    oracle = _oracle(seed=10, **SMALL).eval()
+    source, output = tmp_path / "net_g.pth", tmp_path / "out" / "ddsa.safetensors"
+    torch.save({"params": oracle.state_dict()}, source)
+    assert main([str(source), str(output)]) == 0
+    assert "parameters" in capsys.readouterr().out
+    _agree(oracle, ddsa_model.load_model(output), torch.rand(1, 3, 8, 16))
+    assert main([str(tmp_path / "absent.pth"), str(tmp_path / "x.safetensors")]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert not (tmp_path / "x.safetensors").exists()
