@@ -271,3 +271,25 @@ def test_json_writer_is_atomic_and_keeps_non_finite_values(tmp_path):
     common.write_json(path, {"a": float("nan"), "b": [1.5, float("inf")], "c": None})
     assert json.loads(path.read_text()) == {"a": "nan", "b": [1.5, "inf"], "c": None}
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]  # no temp file left behind
+
+
+def test_report_renders_failed_and_skipped_model_runs():
+    base = {"preset": "ddsa-official", "task": "train", "compile": False, "batch": 16, "size": 128}
+    model = {
+        "machine": {"device_type": "cuda", "device_name": "GPU X", "torch": "t", "python": "p",
+                    "timestamp_utc": "now", "torch_threads": 1, "cpu_count": 16, "commit": {"sha": "abc"}},
+        "config": {"notes": []},
+        "runs": [
+            dict(base, attention_backend="eager", resolved_backend="eager", status="oom", error="CUDA out of memory",
+                 median_ms=None, images_per_s=None, peak_mem_bytes=None),
+            dict(base, attention_backend="auto", resolved_backend="cuda", status="ok", error=None, median_ms=100.0,
+                 images_per_s=160.0, peak_mem_bytes=2 ** 30, saved_bytes=2 ** 29),
+            dict(base, task="train-max", batch=None, attention_backend="auto", status="skipped",
+                 error="time budget of 90 s spent"),
+        ],
+    }
+    md = report.render(None, model)
+    assert "oom: CUDA out of memory" in md and "skipped: time budget of 90 s spent" in md
+    assert "| ddsa-official | train | auto → cuda | no | 16 | 128² | 100 | 160 | 1024 | 512 | ok |" in md
+    g = {x.key: x for x in goals.evaluate(None, model)}["model_train"]
+    assert g.status == goals.NOT_MEASURED and "out of memory" in g.detail
