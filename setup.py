@@ -111,6 +111,7 @@ setup(
             "ddsa-synth=ddsa_model.cli.synth:main",
             "ddsa-demo=ddsa_model.cli.demo:main",
             "ddsa-bench=benchmarks.__main__:main",
+            "ddsa-convert=ddsa_model.convert:main",
         ]
     },
     ext_modules=ext_modules,
