@@ -13,6 +13,8 @@
 #include <c10/util/Half.h>
 
 #include <algorithm>
+#include <atomic>
+#include <memory>
 #include <type_traits>
 #include <vector>
 
@@ -98,16 +100,31 @@ void store_tile(const acc_t<scalar_t>* src, int64_t C, int64_t len, scalar_t* ds
   }
 }
 
+// Reduces the chunk partials of one (b·h) in chunk order into `out` (C·C + 2·C).
+template <typename A>
+void reduce_chunks(const A* partial, int64_t bh, int64_t chunks, int64_t stride, A* out) {
+  const A* p = partial + bh * chunks * stride;
+  std::copy(p, p + stride, out);
+  for (int64_t s = 1; s < chunks; ++s)
+    for (int64_t i = 0; i < stride; ++i) out[i] += p[s * stride + i];
+}
+
 // Sweep 1 of either direction: per (b·h, chunk) the partial X Yᵀ (C×C) and, optionally, the
-// partial squared row norms of X and Y. partial: (BH, chunks, C·C + 2·C).
-template <typename scalar_t>
+// partial squared row norms of X and Y; partial: (BH, chunks, C·C + 2·C). The thread that
+// finishes the last chunk of a (b·h) reduces its partials in chunk order and calls
+// finish(bh, reduced) — the epilogue — inside the same parallel region (one barrier fewer;
+// the result does not depend on which thread that is).
+template <typename scalar_t, typename Finish>
 void gram_sweep(const Rows<scalar_t>& X, const Rows<scalar_t>& Y, int64_t BH, int64_t C, int64_t N, const Split& sp,
-                bool with_norms, acc_t<scalar_t>* partial) {
+                bool with_norms, acc_t<scalar_t>* partial, const Finish& finish) {
   using A = acc_t<scalar_t>;
   const int64_t stride = C * C + 2 * C;
+  std::unique_ptr<std::atomic<int64_t>[]> remaining(new std::atomic<int64_t>[BH]);
+  for (int64_t bh = 0; bh < BH; ++bh) remaining[bh].store(sp.chunks, std::memory_order_relaxed);
   at::parallel_for(0, BH * sp.chunks, 1, [&](int64_t begin, int64_t end) {
     std::vector<A> buf;
     if constexpr (!std::is_same_v<scalar_t, A>) buf.resize(2 * C * sp.tile);
+    std::vector<A> reduced;
     for (int64_t item = begin; item < end; ++item) {
       const int64_t bh = item / sp.chunks, s = item % sp.chunks;
       A* G = partial + item * stride;
@@ -128,17 +145,14 @@ void gram_sweep(const Rows<scalar_t>& X, const Rows<scalar_t>& Y, int64_t BH, in
           }
         gemm(false, true, C, C, len, A(1), xt, ldx, yt, ldy, A(1), G, C);
       }
+      // acq_rel: the last finisher sees every other chunk's partial of this (b·h).
+      if (remaining[bh].fetch_sub(1, std::memory_order_acq_rel) == 1) {
+        reduced.resize(stride);
+        reduce_chunks(partial, bh, sp.chunks, stride, reduced.data());
+        finish(bh, reduced.data());
+      }
     }
   });
-}
-
-// Reduces the chunk partials of one (b·h) in chunk order into `out` (C·C + 2·C).
-template <typename A>
-void reduce_chunks(const A* partial, int64_t bh, int64_t chunks, int64_t stride, A* out) {
-  const A* p = partial + bh * chunks * stride;
-  std::copy(p, p + stride, out);
-  for (int64_t s = 1; s < chunks; ++s)
-    for (int64_t i = 0; i < stride; ++i) out[i] += p[s * stride + i];
 }
 
 template <typename scalar_t>
@@ -167,21 +181,15 @@ Fwd forward_impl(const at::Tensor& q_in, const at::Tensor& k_in, const at::Tenso
   const int64_t stride = C * C + 2 * C;
 
   std::vector<A> partial(static_cast<size_t>(BH * sp.chunks * stride));
-  gram_sweep(Q, K, BH, C, N, sp, /*with_norms=*/true, partial.data());
-
   std::vector<A> attn(static_cast<size_t>(BH * C * C));
   A* gram_p = gram.data_ptr<A>();
   A* norms_p = norms.data_ptr<A>();
   A* probs_p = probs.data_ptr<A>();
-  at::parallel_for(0, BH, 1, [&](int64_t begin, int64_t end) {
-    std::vector<A> reduced(stride), scratch(2 * C);
-    for (int64_t bh = begin; bh < end; ++bh) {
-      reduce_chunks(partial.data(), bh, sp.chunks, stride, reduced.data());
-      EpilogueParams<A> prm{C, temp_p[bh % H], w_p, keep.data(), nb, static_cast<A>(eps)};
-      forward_epilogue(prm, reduced.data(), reduced.data() + C * C, reduced.data() + C * C + C,
-                       gram_p + bh * C * C, norms_p + bh * 2 * C, probs_p + bh * nb * C * C, attn.data() + bh * C * C,
-                       scratch.data());
-    }
+  gram_sweep(Q, K, BH, C, N, sp, /*with_norms=*/true, partial.data(), [&](int64_t bh, const A* reduced) {
+    std::vector<A> scratch(2 * C);
+    EpilogueParams<A> prm{C, temp_p[bh % H], w_p, keep.data(), nb, static_cast<A>(eps)};
+    forward_epilogue(prm, reduced, reduced + C * C, reduced + C * C + C, gram_p + bh * C * C, norms_p + bh * 2 * C,
+                     probs_p + bh * nb * C * C, attn.data() + bh * C * C, scratch.data());
   });
 
   // Sweep 2: out = attn · v, tile by tile.
@@ -250,26 +258,22 @@ Bwd backward_impl(const at::Tensor& go_in, const at::Tensor& q_in, const at::Ten
   const int64_t stride = C * C + 2 * C;
 
   // Sweep 1: dA = dO vᵀ.
+  // Epilogue per (b·h), run by the sweep's last finisher: P, row scales, attn; d_temperature
+  // and d_weights shares.
   std::vector<A> partial(static_cast<size_t>(BH * sp.chunks * stride));
-  gram_sweep(GO, V, BH, C, N, sp, /*with_norms=*/false, partial.data());
-
-  // Epilogue per (b·h): P, row scales, attn; d_temperature / d_weights shares.
   const int64_t mats = 2 * C * C + 2 * C;  // P, attn, scale_q, scale_k
   std::vector<A> work(static_cast<size_t>(BH * mats));
   std::vector<A> dtemp_share(BH), dw_share(static_cast<size_t>(BH * nb));
   const A* probs_p = probs.data_ptr<A>();
   const A* gram_p = gram.data_ptr<A>();
   const A* norms_p = norms.data_ptr<A>();
-  at::parallel_for(0, BH, 1, [&](int64_t begin, int64_t end) {
-    std::vector<A> reduced(stride), scratch(C * C + C);
-    for (int64_t bh = begin; bh < end; ++bh) {
-      reduce_chunks(partial.data(), bh, sp.chunks, stride, reduced.data());
-      EpilogueParams<A> prm{C, temp_p[bh % H], w_p, keep.data(), nb, static_cast<A>(eps)};
-      A* wk = work.data() + bh * mats;
-      backward_epilogue(prm, reduced.data(), probs_p + bh * nb * C * C, gram_p + bh * C * C, norms_p + bh * 2 * C,
-                        wk, wk + 2 * C * C, wk + 2 * C * C + C, wk + C * C, &dtemp_share[bh],
-                        dw_share.data() + bh * nb, scratch.data());
-    }
+  gram_sweep(GO, V, BH, C, N, sp, /*with_norms=*/false, partial.data(), [&](int64_t bh, const A* reduced) {
+    std::vector<A> scratch(C * C + C);
+    EpilogueParams<A> prm{C, temp_p[bh % H], w_p, keep.data(), nb, static_cast<A>(eps)};
+    A* wk = work.data() + bh * mats;
+    backward_epilogue(prm, reduced, probs_p + bh * nb * C * C, gram_p + bh * C * C, norms_p + bh * 2 * C, wk,
+                      wk + 2 * C * C, wk + 2 * C * C + C, wk + C * C, &dtemp_share[bh], dw_share.data() + bh * nb,
+                      scratch.data());
   });
   at::Tensor d_temp = at::zeros({H}, acc_opts.device(at::kCPU));
   at::Tensor d_w = at::zeros({nb}, acc_opts.device(at::kCPU));
