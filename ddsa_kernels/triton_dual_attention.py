@@ -56,6 +56,18 @@ def _mm(a, b, acc, PREC: tl.constexpr, UPCAST: tl.constexpr):
 
 
 @triton.jit
+def _tile_offsets(s_c, s_n, BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr, WIDE: tl.constexpr):
+    """Element offsets of a (BLOCK_C, BLOCK_N) tile; int64 only when int32 could overflow."""
+    rows = tl.arange(0, BLOCK_C)
+    cols = tl.arange(0, BLOCK_N)
+    if WIDE:
+        offs = rows.to(tl.int64)[:, None] * s_c + cols.to(tl.int64)[None, :] * s_n
+    else:
+        offs = rows[:, None] * s_c + cols[None, :] * s_n
+    return offs
+
+
+@triton.jit
 def _store_operand(op_ptr, scale_ptr, m, BLOCK_C: tl.constexpr, SPLIT: tl.constexpr):
     """Store an fp32 (BLOCK_C, BLOCK_C) matrix as a sweep operand.
 
@@ -79,27 +91,28 @@ def _store_operand(op_ptr, scale_ptr, m, BLOCK_C: tl.constexpr, SPLIT: tl.conste
 
 @triton.jit
 def _order_keys(x):
-    """int64 keys with the order of the fp32 values x (−0 and +0 share a key; no NaN)."""
+    """int32 keys with the order of the fp32 values x (−0 and +0 share a key; no NaN)."""
     bits = x.to(tl.int32, bitcast=True)
     keys = tl.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
-    return tl.where(x == 0.0, 0, keys).to(tl.int64)
+    return tl.where(x == 0.0, 0, keys)
 
 
 @triton.jit
 def _kth_largest_key(keys, k):
     """Per row of keys (R, C): the key of the k-th largest value, by bisection.
 
-    Invariant: count(keys ≥ lo) ≥ k > count(keys ≥ hi); 32 halvings of the int32 key range.
-    Exact, and the same code on GPU and in the interpreter (where tl.sort is very slow).
+    Invariant: count(keys ≥ lo) ≥ k > count(keys ≥ hi). The bounds live in int64 (the key range
+    spans 2^32); 33 halvings always suffice. Exact, and the same code on GPU and in the
+    interpreter (where tl.sort is very slow).
     """
-    lo = tl.min(keys, axis=1)
-    hi = tl.max(keys, axis=1) + 1
+    lo = tl.min(keys, axis=1).to(tl.int64)
+    hi = tl.max(keys, axis=1).to(tl.int64) + 1
     for _ in range(33):
         mid = lo + (hi - lo) // 2
-        enough = tl.sum((keys >= mid[:, None]).to(tl.int32), axis=1) >= k
+        enough = tl.sum((keys >= mid.to(tl.int32)[:, None]).to(tl.int32), axis=1) >= k
         lo = tl.where(enough, mid, lo)
         hi = tl.where(enough, hi, mid)
-    return lo
+    return lo.to(tl.int32)
 
 
 @triton.jit
@@ -110,7 +123,7 @@ def _outer_sweep_kernel(
     sb_b, sb_h, sb_c, sb_n,
     n_tiles, tiles_per_split, n_splits,
     BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr, WITH_NORMS: tl.constexpr,
-    PREC: tl.constexpr, UPCAST: tl.constexpr,
+    PREC: tl.constexpr, UPCAST: tl.constexpr, WIDE: tl.constexpr,
 ):
     """part[bh, split] = Σ_n a[:, n] b[:, n]ᵀ over this split's tiles (+ Σ a², Σ b² per row)."""
     bh = tl.program_id(0)
@@ -120,31 +133,35 @@ def _outer_sweep_kernel(
     rows = tl.arange(0, BLOCK_C)
     cols = tl.arange(0, BLOCK_N)
     row_ok = rows < C
-    rows64 = rows.to(tl.int64)
-    a_rows = a_ptr + b * sa_b + h * sa_h + rows64[:, None] * sa_c
-    b_rows = b_ptr + b * sb_b + h * sb_h + rows64[:, None] * sb_c
+    a_base = a_ptr + b * sa_b + h * sa_h
+    b_base = b_ptr + b * sb_b + h * sb_h
+    a_offs = _tile_offsets(sa_c, sa_n, BLOCK_C, BLOCK_N, WIDE)
+    b_offs = _tile_offsets(sb_c, sb_n, BLOCK_C, BLOCK_N, WIDE)
     acc = tl.zeros((BLOCK_C, BLOCK_C), dtype=tl.float32)
-    sqa = tl.zeros((BLOCK_C,), dtype=tl.float32)
-    sqb = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    # Squares accumulate element-wise; the row sums happen once, after the loop.
+    sqa = tl.zeros((BLOCK_C, BLOCK_N), dtype=tl.float32)
+    sqb = tl.zeros((BLOCK_C, BLOCK_N), dtype=tl.float32)
     t_lo = split * tiles_per_split
     t_hi = tl.minimum(t_lo + tiles_per_split, n_tiles)
+    a_tile = a_base + t_lo.to(tl.int64) * BLOCK_N * sa_n
+    b_tile = b_base + t_lo.to(tl.int64) * BLOCK_N * sb_n
     for t in range(t_lo, t_hi):
-        n = t * BLOCK_N + cols
-        mask = row_ok[:, None] & (n < N)[None, :]
-        n64 = n.to(tl.int64)[None, :]
-        a = tl.load(a_rows + n64 * sa_n, mask=mask, other=0.0)
-        bt = tl.load(b_rows + n64 * sb_n, mask=mask, other=0.0)
+        mask = row_ok[:, None] & ((t * BLOCK_N + cols) < N)[None, :]
+        a = tl.load(a_tile + a_offs, mask=mask, other=0.0)
+        bt = tl.load(b_tile + b_offs, mask=mask, other=0.0)
+        a_tile += BLOCK_N * sa_n
+        b_tile += BLOCK_N * sb_n
         acc = _mm(a, tl.trans(bt), acc, PREC, UPCAST)
         if WITH_NORMS:
             af = a.to(tl.float32)
             bf = bt.to(tl.float32)
-            sqa += tl.sum(af * af, axis=1)
-            sqb += tl.sum(bf * bf, axis=1)
+            sqa += af * af
+            sqb += bf * bf
     pid = bh.to(tl.int64) * n_splits + split
     tl.store(part_ptr + pid * (BLOCK_C * BLOCK_C) + rows[:, None] * BLOCK_C + rows[None, :], acc)
     if WITH_NORMS:
-        tl.store(sq_ptr + pid * (2 * BLOCK_C) + rows, sqa)
-        tl.store(sq_ptr + pid * (2 * BLOCK_C) + BLOCK_C + rows, sqb)
+        tl.store(sq_ptr + pid * (2 * BLOCK_C) + rows, tl.sum(sqa, axis=1))
+        tl.store(sq_ptr + pid * (2 * BLOCK_C) + BLOCK_C + rows, tl.sum(sqb, axis=1))
 
 
 @triton.jit
@@ -259,7 +276,7 @@ def _apply_tiles(
     op_ptr, opscale_ptr, x_ptr, sx_c, sx_n, y_ptr, sy_c, sy_n, y_scale, dst_ptr, sd_c, sd_n,
     C, N, t_lo, t_hi,
     BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr, HAS_Y: tl.constexpr,
-    SPLIT: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
+    SPLIT: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr, WIDE: tl.constexpr,
 ):
     """dst[:, tile] = M @ x[:, tile] (− y_scale ⊙ y[:, tile]) for tiles t_lo..t_hi of one (b, h).
 
@@ -268,17 +285,22 @@ def _apply_tiles(
     rows = tl.arange(0, BLOCK_C)
     cols = tl.arange(0, BLOCK_N)
     row_ok = rows < C
-    rows64 = rows.to(tl.int64)[:, None]
+    x_offs = _tile_offsets(sx_c, sx_n, BLOCK_C, BLOCK_N, WIDE)
+    d_offs = _tile_offsets(sd_c, sd_n, BLOCK_C, BLOCK_N, WIDE)
+    if HAS_Y:
+        y_offs = _tile_offsets(sy_c, sy_n, BLOCK_C, BLOCK_N, WIDE)
     square = rows[:, None] * BLOCK_C + rows[None, :]
     m_hi = tl.load(op_ptr + square)
     if SPLIT:
         m_lo = tl.load(op_ptr + BLOCK_C * BLOCK_C + square)
         m_scale = tl.load(opscale_ptr + rows)[:, None]
+    start = t_lo.to(tl.int64) * BLOCK_N
+    x_tile = x_ptr + start * sx_n
+    y_tile = y_ptr + start * sy_n
+    d_tile = dst_ptr + start * sd_n
     for t in range(t_lo, t_hi):
-        n = t * BLOCK_N + cols
-        mask = row_ok[:, None] & (n < N)[None, :]
-        n64 = n.to(tl.int64)[None, :]
-        x = tl.load(x_ptr + rows64 * sx_c + n64 * sx_n, mask=mask, other=0.0)
+        mask = row_ok[:, None] & ((t * BLOCK_N + cols) < N)[None, :]
+        x = tl.load(x_tile + x_offs, mask=mask, other=0.0)
         acc = tl.zeros((BLOCK_C, BLOCK_N), dtype=tl.float32)
         if SPLIT:
             acc = _mm(m_lo, x, acc, PREC, UPCAST)
@@ -287,9 +309,12 @@ def _apply_tiles(
         else:
             acc = _mm(m_hi, x, acc, PREC, UPCAST)
         if HAS_Y:
-            y = tl.load(y_ptr + rows64 * sy_c + n64 * sy_n, mask=mask, other=0.0)
+            y = tl.load(y_tile + y_offs, mask=mask, other=0.0)
             acc -= y_scale * y.to(tl.float32)
-        tl.store(dst_ptr + rows64 * sd_c + n64 * sd_n, acc.to(dst_ptr.dtype.element_ty), mask=mask)
+        tl.store(d_tile + d_offs, acc.to(dst_ptr.dtype.element_ty), mask=mask)
+        x_tile += BLOCK_N * sx_n
+        y_tile += BLOCK_N * sy_n
+        d_tile += BLOCK_N * sd_n
 
 
 @triton.jit
@@ -300,7 +325,7 @@ def _forward_apply_kernel(
     so_b, so_h, so_c, so_n,
     n_tiles, tiles_per_prog, n_progs,
     BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr, SPLIT: tl.constexpr, NSLOT: tl.constexpr,
-    PREC: tl.constexpr, UPCAST: tl.constexpr,
+    PREC: tl.constexpr, UPCAST: tl.constexpr, WIDE: tl.constexpr,
 ):
     """out = A v. Flat grid: program = (bh, range of N tiles)."""
     pid = tl.program_id(0)
@@ -314,7 +339,7 @@ def _forward_apply_kernel(
         op_ptr + bh64 * (NSLOT * BLOCK_C * BLOCK_C), opscale_ptr + bh64 * BLOCK_C,
         v_ptr + b * sv_b + h * sv_h, sv_c, sv_n, v_ptr, sv_c, sv_n, 0.0,
         out_ptr + b * so_b + h * so_h, so_c, so_n,
-        C, N, t_lo, t_hi, BLOCK_C, BLOCK_N, False, SPLIT, PREC, UPCAST,
+        C, N, t_lo, t_hi, BLOCK_C, BLOCK_N, False, SPLIT, PREC, UPCAST, WIDE,
     )
 
 
@@ -329,7 +354,7 @@ def _backward_apply_kernel(
     sd_b, sd_h, sd_c, sd_n,
     n_tiles, tiles_per_prog, n_progs,
     BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr, SPLIT: tl.constexpr, NSLOT: tl.constexpr,
-    PREC: tl.constexpr, UPCAST: tl.constexpr,
+    PREC: tl.constexpr, UPCAST: tl.constexpr, WIDE: tl.constexpr,
 ):
     """dq = P k − s_q⊙q, dk = Pᵀ q − s_k⊙k, dv = Aᵀ dO.
 
@@ -355,15 +380,15 @@ def _backward_apply_kernel(
     if which == 0:
         scale_q = tl.load(rowscale_ptr + bh64 * (2 * BLOCK_C) + rows)[:, None]
         _apply_tiles(op, opscale, k, sk_c, sk_n, q, sq_c, sq_n, scale_q, dq_ptr + d_off, sd_c, sd_n,
-                     C, N, t_lo, t_hi, BLOCK_C, BLOCK_N, True, SPLIT, PREC, UPCAST)
+                     C, N, t_lo, t_hi, BLOCK_C, BLOCK_N, True, SPLIT, PREC, UPCAST, WIDE)
     elif which == 1:
         scale_k = tl.load(rowscale_ptr + bh64 * (2 * BLOCK_C) + BLOCK_C + rows)[:, None]
         _apply_tiles(op, opscale, q, sq_c, sq_n, k, sk_c, sk_n, scale_k, dk_ptr + d_off, sd_c, sd_n,
-                     C, N, t_lo, t_hi, BLOCK_C, BLOCK_N, True, SPLIT, PREC, UPCAST)
+                     C, N, t_lo, t_hi, BLOCK_C, BLOCK_N, True, SPLIT, PREC, UPCAST, WIDE)
     else:
         g = g_ptr + b * sg_b + h * sg_h
         _apply_tiles(op, opscale, g, sg_c, sg_n, g, sg_c, sg_n, 0.0, dv_ptr + d_off, sd_c, sd_n,
-                     C, N, t_lo, t_hi, BLOCK_C, BLOCK_N, False, SPLIT, PREC, UPCAST)
+                     C, N, t_lo, t_hi, BLOCK_C, BLOCK_N, False, SPLIT, PREC, UPCAST, WIDE)
 
 
 # --------------------------------------------------------------------------------------------
@@ -372,12 +397,13 @@ def _backward_apply_kernel(
 
 
 def _block_sizes(channels: int, dtype: torch.dtype) -> tuple[int, int, int]:
-    """(BLOCK_C, BLOCK_N, num_warps): tl.dot needs every dimension ≥ 16; a (BLOCK_C, BLOCK_N)
-    tile is ~16 KiB (8 KiB for C ≤ 16) so that pipelined sweeps fit in shared memory."""
+    """(BLOCK_C, BLOCK_N, num_warps). tl.dot needs every dimension ≥ 16. Tiles of ~8K elements
+    (fp16/bf16) or ~2K (fp32, whose 3×TF32 products need more registers) compile for sm_90
+    without register spills (checked offline with ptxas; not yet timed on a GPU)."""
     block_c = max(16, triton.next_power_of_2(channels))
-    item = torch.finfo(dtype).bits // 8
-    block_n = max(16, min(256, (16 * 1024) // (block_c * item)))
-    return block_c, block_n, 4 if block_c <= 64 else 8
+    elements = 8192 if dtype in _LOW_PRECISION else 2048
+    block_n = max(16, min(256 if dtype in _LOW_PRECISION else 64, elements // block_c))
+    return block_c, block_n, 8 if block_c >= 64 or block_c * block_n >= 8192 else 4
 
 
 def _sm_count(device: torch.device) -> int:
@@ -431,9 +457,15 @@ def _outer_sweep(
         n_tiles, tiles_per_split, n_splits,
         BLOCK_C=block_c, BLOCK_N=block_n, WITH_NORMS=with_norms,
         PREC=_dot_precision(a.dtype), UPCAST=_INTERPRET and a.dtype == torch.bfloat16,
+        WIDE=_needs_wide(block_c, block_n, a, b),
         num_warps=warps, num_stages=_num_stages(3),
     )
     return part, sq, n_splits
+
+
+def _needs_wide(block_c: int, block_n: int, *tensors: torch.Tensor) -> bool:
+    """Whether in-tile element offsets (row·s_c + col·s_n) can overflow int32."""
+    return any(block_c * abs(t.stride(2)) + block_n * abs(t.stride(3)) >= 2**31 for t in tensors)
 
 
 def _operand_layout(dtype: torch.dtype) -> tuple[bool, int, torch.dtype]:
@@ -504,6 +536,7 @@ def forward(
             n_tiles, per_prog, n_progs,
             BLOCK_C=block_c, BLOCK_N=block_n, SPLIT=split, NSLOT=slots,
             PREC=_dot_precision(dtype), UPCAST=_INTERPRET and dtype == torch.bfloat16,
+            WIDE=_needs_wide(block_c, block_n, v, out),
             num_warps=warps, num_stages=_num_stages(3),
         )
     return out, probs, gram, norms
@@ -564,6 +597,7 @@ def backward(
             n_tiles, per_prog, n_progs,
             BLOCK_C=block_c, BLOCK_N=block_n, SPLIT=split, NSLOT=slots,
             PREC=_dot_precision(dtype), UPCAST=_INTERPRET and dtype == torch.bfloat16,
+            WIDE=_needs_wide(block_c, block_n, q, k, grad_out, dq),
             num_warps=warps, num_stages=_num_stages(3),
         )
     # Fixed-shape torch reductions are deterministic (no atomics).

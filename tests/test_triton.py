@@ -199,6 +199,14 @@ def test_split_n_matches_reference(splits):
         assert (g.cpu().double() - ref).abs().max().item() <= 1e-5 * scale, name
 
 
+def test_int64_offset_path(monkeypatch):
+    """The kernels switch to int64 in-tile offsets for > 2^31-element strides; force that path."""
+    monkeypatch.setattr(tda, "_needs_wide", lambda *args: True)
+    topk = ddsa_topk(16)
+    temperature, weights = params(2, len(topk))
+    check_case(*make_inputs(1, 2, 16, 37, seed=4), temperature, weights, topk, layout="n_major")
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_deterministic(dtype):
     """Two runs give bitwise-identical outputs, statistics and gradients (split path included)."""
