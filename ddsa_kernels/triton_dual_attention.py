@@ -24,7 +24,7 @@ On CPU the kernels run under the Triton interpreter (``TRITON_INTERPRET=1``), fo
 """
 from __future__ import annotations
 
-import os
+import contextlib
 from typing import Optional
 
 import torch
@@ -475,12 +475,15 @@ def _operand_layout(dtype: torch.dtype) -> tuple[bool, int, torch.dtype]:
     return False, 1, torch.float32
 
 
-def _check_tensors(*tensors: torch.Tensor) -> None:
+def _check_tensors(*tensors: torch.Tensor) -> contextlib.AbstractContextManager:
+    """Refuse non-CUDA tensors (unless interpreting); return a guard making their GPU current."""
     device = tensors[0].device
     if device.type != "cuda" and not _INTERPRET:
         raise RuntimeError(
             f"backend='triton' needs CUDA tensors (got {device}); set TRITON_INTERPRET=1 to run it on CPU"
         )
+    # Triton launches on the current device, which need not be the tensors' one.
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
 def forward(
@@ -498,7 +501,11 @@ def forward(
 
     ``splits`` forces the number of N-splits of the Gram sweep (tests); default: heuristic.
     """
-    _check_tensors(q, k, v)
+    with _check_tensors(q, k, v):
+        return _forward(q, k, v, temperature, weights, keep, eps, splits)
+
+
+def _forward(q, k, v, temperature, weights, keep, eps, splits):
     batch, heads, channels, pixels = q.shape
     device, dtype = q.device, q.dtype
     bh = batch * heads
@@ -558,7 +565,11 @@ def backward(
     splits: Optional[int] = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Backend backward (see backends.py) → (dq, dk, dv, d_temperature (H,), d_weights (n,))."""
-    _check_tensors(grad_out, q, k, v)
+    with _check_tensors(grad_out, q, k, v):
+        return _backward(grad_out, q, k, v, temperature, weights, probs, gram, norms, keep, eps, splits)
+
+
+def _backward(grad_out, q, k, v, temperature, weights, probs, gram, norms, keep, eps, splits):
     batch, heads, channels, pixels = q.shape
     device, dtype = q.device, q.dtype
     bh = batch * heads
