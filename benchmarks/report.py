@@ -153,6 +153,13 @@ def render(op: Optional[dict], model: Optional[dict], plots: list[str] = ()) -> 
             parts += [f"![time vs N]({p})", ""]
     if model:
         parts += ["## Model benchmark", ""]
+        if op:  # the header above describes the op run; this run may differ in time, commit and load
+            m = model["machine"]
+            parts += [f"Run {m['timestamp_utc']}, commit {((m.get('commit') or {}).get('sha') or 'unknown')[:12]}, "
+                      f"load average {m.get('loadavg_at_start')} → {m.get('loadavg_at_end')}.", ""]
+        warning = common.busy_warning(model["machine"])
+        if warning and model["machine"].get("device_type") == "cpu":
+            parts += [f"> **Warning.** {warning}", ""]
         if model["config"].get("notes"):
             parts += [f"* {n}" for n in model["config"]["notes"]] + [""]
         parts += [model_table(model), ""]
