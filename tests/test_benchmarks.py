@@ -293,3 +293,10 @@ def test_report_renders_failed_and_skipped_model_runs():
     assert "| ddsa-official | train | auto → cuda | no | 16 | 128² | 100 | 160 | 1024 | 512 | ok |" in md
     g = {x.key: x for x in goals.evaluate(None, model)}["model_train"]
     assert g.status == goals.NOT_MEASURED and "out of memory" in g.detail
+
+
+def test_cli_reports_bad_arguments_in_one_line(tmp_path):
+    with pytest.raises(SystemExit, match="unknown shape"):
+        bench_main(["op", "--device", "cpu", "--shapes", "infer-3", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match="not a folder"):
+        bench_main(["report", "--out", str(tmp_path / "missing")])
