@@ -1,13 +1,15 @@
 """CPU speed of the fused op ("cpu" backend) against the authors'-style eager computation.
 
-    python -m benchmarks.bench_op_cpu [--dtype float32] [--min-run-time 1.0] [--out benchmarks/results/cpu]
+    python -m benchmarks.bench_op_cpu [--dtype float32] [--rounds 3] [--min-run-time 0.5] [--out DIR]
 
 For each shape (B, H, C, N) with DDSA's branches (dense + top-70 %), times the forward and the
 forward+backward of: the eager baseline (``ddsa_kernels.eager_dual_attention``), the "reference"
 backend (the two-sweep algorithm in plain PyTorch), the compiled "cpu" backend, and the floor —
 the two GEMM-like sweeps alone (``q @ kᵀ`` then ``A @ v``; for the backward the three products
-of DESIGN §2 as well). Medians of torch.utils.benchmark after warm-up, all in one run.
-Writes ``op_cpu.json`` (machine, versions, threads, commit, every figure) and ``op_cpu.md``.
+of DESIGN §2 as well). Each figure is the median over `rounds` interleaved rounds (every method
+timed in turn, so a shared machine's load weighs on all alike) of torch.utils.benchmark medians
+after warm-up. Writes ``op_cpu.json`` (machine, load, versions, threads, commit, every figure and
+round) and ``op_cpu.md`` into benchmarks/results/cpu/ (or --out).
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import tempfile
 from typing import Callable
@@ -33,6 +36,16 @@ def _median_ms(fn: Callable[[], object], min_run_time: float) -> float:
     fn()  # warm-up (first-call allocations, lazy init)
     timer = tb.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
     return timer.blocked_autorange(min_run_time=min_run_time).median * 1e3
+
+
+def _interleaved(fns: dict[str, Callable[[], object]], rounds: int, min_run_time: float) -> dict[str, dict]:
+    """Times every fn in turn, `rounds` times over: on a shared machine the load then weighs on
+    all methods alike. Reports the median of the per-round medians (and the rounds)."""
+    per_round = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            per_round[name].append(_median_ms(fn, min_run_time))
+    return {name: {"median_ms": statistics.median(v), "rounds_ms": v} for name, v in per_round.items()}
 
 
 def _inputs(shape, dtype, grad: bool):
@@ -67,26 +80,34 @@ def _floor_backward(q, k, v, go):
     return attn @ k, attn.transpose(-2, -1) @ q, attn.transpose(-2, -1) @ go, grad_attn
 
 
-def bench_shape(shape, dtype, min_run_time: float) -> dict:
+def bench_shape(shape, dtype, min_run_time: float, rounds: int) -> dict:
     B, H, C, N = shape
     topk = (None, C * 7 // 10)
     row: dict = {"shape": list(shape), "topk": [None, C * 7 // 10]}
     methods = _methods(topk)
+    raw = {}
     with torch.no_grad():
         q, k, v, t, w = _inputs(shape, dtype, grad=False)
-        for name, fn in methods.items():
-            row[f"{name}_fwd_ms"] = _median_ms(lambda: fn(q, k, v, t, w), min_run_time)
-        row["floor_fwd_ms"] = _median_ms(lambda: _floor_forward(q, k, v), min_run_time)
         go = torch.randn_like(q)
-        row["floor_fwdbwd_ms"] = row["floor_fwd_ms"] + _median_ms(lambda: _floor_backward(q, k, v, go), min_run_time)
+        fwd = {name: (lambda fn=fn: fn(q, k, v, t, w)) for name, fn in methods.items()}
+        fwd["floor"] = lambda: _floor_forward(q, k, v)
+        fwd["floor_bwd_only"] = lambda: _floor_backward(q, k, v, go)
+        raw["fwd"] = _interleaved(fwd, rounds, min_run_time)
     q, k, v, t, w = _inputs(shape, dtype, grad=True)
     grad = torch.randn(B, H, C, N, dtype=dtype, generator=torch.Generator().manual_seed(1))
-    for name, fn in methods.items():
-        def step(fn=fn):
-            out = fn(q, k, v, t, w)
-            torch.autograd.grad(out, (q, k, v, t, w), grad)
 
-        row[f"{name}_fwdbwd_ms"] = _median_ms(step, min_run_time)
+    def step(fn):
+        out = fn(q, k, v, t, w)
+        torch.autograd.grad(out, (q, k, v, t, w), grad)
+
+    raw["fwdbwd"] = _interleaved({name: (lambda fn=fn: step(fn)) for name, fn in methods.items()}, rounds,
+                                 min_run_time)
+    for name in methods:
+        row[f"{name}_fwd_ms"] = raw["fwd"][name]["median_ms"]
+        row[f"{name}_fwdbwd_ms"] = raw["fwdbwd"][name]["median_ms"]
+    row["floor_fwd_ms"] = raw["fwd"]["floor"]["median_ms"]
+    row["floor_fwdbwd_ms"] = row["floor_fwd_ms"] + raw["fwd"]["floor_bwd_only"]["median_ms"]
+    row["rounds"] = raw
     for kind, key in (("forward", "fwd"), ("forward+backward", "fwdbwd")):
         row[f"speedup_{key}"] = row[f"eager_{key}_ms"] / row[f"cpu_{key}_ms"]
         row[f"meets_goal_{key}"] = row[f"speedup_{key}"] >= GOALS[kind]
@@ -123,7 +144,8 @@ def _markdown(result: dict) -> str:
         f"Machine: {result['machine']['cpu']} ({result['machine']['logical_cpus']} logical CPUs), "
         f"load average at start {result['machine']['loadavg_1_5_15']}; torch {result['torch']}; "
         f"commit {result['commit'][:12]}; CPU GEMM: {result['cpu_gemm']}.",
-        "Branches: DDSA (dense + top C·7//10). Medians of torch.utils.benchmark, milliseconds. "
+        "Branches: DDSA (dense + top C·7//10). Milliseconds: median over interleaved rounds of "
+        "torch.utils.benchmark medians (after warm-up). "
         "Floor = the GEMM-like products alone (q kᵀ and A v; backward adds dO vᵀ, P k, Pᵀ q, Aᵀ dO).",
         "",
         "| B,H,C,N | eager fwd | reference fwd | cpu fwd | floor fwd | speed-up fwd | "
@@ -154,7 +176,8 @@ def _write_atomic(path: str, text: str) -> None:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16", "float64"))
-    parser.add_argument("--min-run-time", type=float, default=1.0, help="seconds of timing per measurement")
+    parser.add_argument("--min-run-time", type=float, default=0.5, help="seconds of timing per measurement")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds over all methods")
     parser.add_argument("--out", default=DEFAULT_OUT, help="folder for op_cpu.json and op_cpu.md")
     parser.add_argument("--shapes", default=None, help="e.g. '1,1,48,147456;2,8,48,1024' (default: the issue's)")
     args = parser.parse_args(argv)
@@ -174,11 +197,12 @@ def main(argv=None) -> dict:
         "machine": _machine(),
         "cpu_gemm": _C.cpu_gemm_provider(),
         "min_run_time_s": args.min_run_time,
+        "rounds": args.rounds,
         "goals": GOALS,
         "rows": [],
     }
     for shape in shapes:
-        row = bench_shape(shape, dtype, args.min_run_time)
+        row = bench_shape(shape, dtype, args.min_run_time, args.rounds)
         result["rows"].append(row)
         print(f"{shape}: fwd eager {row['eager_fwd_ms']:.2f} ms / cpu {row['cpu_fwd_ms']:.2f} ms "
               f"({row['speedup_fwd']:.2f}x, floor {row['floor_fwd_ms']:.2f}); f+b eager {row['eager_fwdbwd_ms']:.2f} "
