@@ -99,9 +99,12 @@ setup(
         "triton; platform_system == 'Linux' and platform_machine == 'x86_64'",
     ],
     extras_require={
-        "test": ["pytest", "pytest-benchmark", "scikit-image", "scipy"],
+        "test": ["pytest", "pytest-benchmark", "scikit-image", "scipy", "opencv-contrib-python-headless"],
+        "demo": ["scikit-image"],
+        "iqa": ["opencv-contrib-python-headless"],
         "build": ["ninja", "pybind11"],
         "plot": ["matplotlib"],
+        "tb": ["tensorboard"],
     },
     entry_points={
         "console_scripts": [
