@@ -83,6 +83,8 @@ def _op_args(p: argparse.ArgumentParser) -> None:
                    help="implementations to time: eager, compile(eager), and package backends (default: all)")
     p.add_argument("--compile-dtypes", type=_csv, default=None,
                    help="dtypes for the torch.compile baseline (default: all on CPU, float16 on CUDA)")
+    p.add_argument("--rounds", type=int, default=None,
+                   help="interleaved timing rounds per case, median over rounds (default 3 on CPU, 1 on CUDA)")
     p.add_argument("--compile-shapes", type=_csv, default=None,
                    help="shape names for the torch.compile baseline (default: every shape)")
 
@@ -115,7 +117,7 @@ def _run_op(args, device: torch.device, out: Path, quick: bool) -> None:
         _log(f"[op] {op_bench.QUICK_NOTE_CPU}")
     result = op_bench.run_op_bench(
         device, quick=quick, dtypes=args.dtypes, modes=args.modes, shapes=args.shapes, backends=backends,
-        compile_dtypes=compile_dtypes, compile_shapes=args.compile_shapes, min_run_time=min_run,
+        compile_dtypes=compile_dtypes, compile_shapes=args.compile_shapes, min_run_time=min_run, rounds=args.rounds,
         time_budget_s=args.time_budget,
         on_case=lambda r: common.write_json(out / "op.json", r), log=_log,
     )

@@ -87,7 +87,7 @@ def bench_run(
     rec: dict[str, Any] = {
         "preset": preset, "attention_backend": backend, "resolved_backend": resolved_backend(model, device),
         "task": task, "batch": batch, "size": size, "compile": compiled, "status": "ok", "error": None,
-        "median_ms": None, "iqr_ms": None, "runs": None, "images_per_s": None, "first_call_s": None,
+        "median_ms": None, "min_ms": None, "iqr_ms": None, "runs": None, "images_per_s": None, "first_call_s": None,
         "peak_mem_bytes": None, "saved_bytes": None,
     }
     gen = torch.Generator(device="cpu").manual_seed(0)
@@ -115,7 +115,8 @@ def bench_run(
         if task == "train" and not compiled:
             rec["saved_bytes"] = common.saved_tensor_bytes(lambda: F.l1_loss(net(x), y))["all"]
         timing = common.time_fn(run, device, min_run_time=min_run_time, warmup=0)  # first call warmed up
-        rec.update(median_ms=timing.median_ms, iqr_ms=timing.iqr_ms, runs=timing.runs, timer=timing.timer)
+        rec.update(median_ms=timing.median_ms, iqr_ms=timing.iqr_ms, min_ms=timing.min_ms, runs=timing.runs,
+                   timer=timing.timer)
         rec["images_per_s"] = batch / (timing.median_ms * 1e-3)
     except Exception as exc:
         rec.update(status="oom" if _oom(exc) else "error", error=_error(exc))

@@ -15,6 +15,7 @@ achieved bandwidth, the bytes saved for backward and (CUDA) the peak allocated m
 from __future__ import annotations
 
 import gc
+import statistics
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -158,8 +159,14 @@ def bench_case(
     min_run_time: float,
     compile_fn: Optional[Callable] = None,
     compile_error: Optional[str] = None,
+    rounds: int = 1,
 ) -> dict[str, Any]:
-    """Time every implementation on one (shape, dtype, mode); returns the case record."""
+    """Time every implementation on one (shape, dtype, mode); returns the case record.
+
+    With ``rounds`` > 1 the implementations are timed in turn, round after round (alternating
+    order), and each figure is the median over rounds: a burst of outside load then hits every
+    implementation alike instead of one of them.
+    """
     dtype = DTYPES[dtype_name]
     elem = torch.empty((), dtype=dtype).element_size()
     floor = common.dram_floor_bytes(shape.batch, shape.heads, shape.channels, shape.pixels, elem, mode)
@@ -182,9 +189,10 @@ def bench_case(
     inputs, grad_out = make_inputs(shape, dtype, device, requires_grad=(mode == "fwd+bwd"))
     topk = shape.topk()
     oracle = _fp32_reference(inputs, topk) if mode == "fwd" else None
+    runners: dict[str, Callable[[], Any]] = {}
     for impl in impls:
-        rec: dict[str, Any] = {"status": "ok", "error": None, "median_ms": None, "iqr_ms": None, "runs": None,
-                               "timer": None, "compile_s": None, "saved_bytes": None,
+        rec: dict[str, Any] = {"status": "ok", "error": None, "median_ms": None, "min_ms": None, "iqr_ms": None,
+                               "runs": None, "timer": None, "compile_s": None, "saved_bytes": None,
                                "saved_bytes_excluding_inputs": None, "peak_mem_bytes": None,
                                "max_abs_err_vs_fp32_reference": None}
         case["results"][impl] = rec
@@ -212,16 +220,48 @@ def bench_case(
                 saved = common.saved_tensor_bytes(lambda: fwd(*inputs, topk), exclude=inputs)
                 rec["saved_bytes"] = saved["all"]
                 rec["saved_bytes_excluding_inputs"] = saved["excluding_inputs"]
-            timing = common.time_fn(run, device, min_run_time=min_run_time)
-            rec.update(median_ms=timing.median_ms, iqr_ms=timing.iqr_ms, runs=timing.runs, timer=timing.timer)
+            runners[impl] = run
         except Exception as exc:  # one failing implementation must not sink the run
             rec.update(status="error", error=_error(exc))
             if device.type == "cuda":
                 torch.cuda.empty_cache()
+    _time_rounds(case, runners, device, min_run_time, rounds)
     add_derived(case)
     del inputs, grad_out, oracle
     gc.collect()
     return case
+
+
+def _time_rounds(case: dict[str, Any], runners: dict[str, Callable[[], Any]], device: torch.device,
+                 min_run_time: float, rounds: int) -> None:
+    per_round: dict[str, list[common.Timing]] = {impl: [] for impl in runners}
+    order = list(runners)
+    for r in range(max(1, rounds)):
+        for impl in (order if r % 2 == 0 else order[::-1]):
+            rec = case["results"][impl]
+            if rec["status"] != "ok":
+                continue
+            try:
+                per_round[impl].append(common.time_fn(runners[impl], device, min_run_time=min_run_time / rounds))
+            except Exception as exc:
+                rec.update(status="error", error=_error(exc))
+    for impl, timings in per_round.items():
+        rec = case["results"][impl]
+        if rec["status"] != "ok" or not timings:
+            continue
+        rec.update(
+            median_ms=statistics.median(t.median_ms for t in timings),
+            min_ms=_combine(min, [t.min_ms for t in timings]),
+            iqr_ms=_combine(statistics.median, [t.iqr_ms for t in timings]),
+            runs=_combine(sum, [t.runs for t in timings]),
+            timer=timings[0].timer,
+            round_medians_ms=[t.median_ms for t in timings],
+        )
+
+
+def _combine(fn: Callable, values: list) -> Any:
+    values = [v for v in values if v is not None]
+    return fn(values) if values else None
 
 
 def _fp32_reference(inputs, topk) -> torch.Tensor:
@@ -269,6 +309,7 @@ def run_op_bench(
     compile_dtypes: Optional[Sequence[str]] = None,
     compile_shapes: Optional[Sequence[str]] = None,
     min_run_time: float = 0.3,
+    rounds: Optional[int] = None,
     time_budget_s: Optional[float] = None,
     on_case: Optional[Callable[[dict[str, Any]], None]] = None,
     log: Callable[[str], None] = print,
@@ -278,6 +319,8 @@ def run_op_bench(
     ``compile_dtypes``: dtypes at which the torch.compile baseline runs (default: all on CPU,
     float16 only on CUDA, to keep compile time inside a short GPU lease); [] disables it.
     ``compile_shapes``: shape names at which it runs (default: every shape).
+    ``rounds``: interleaved timing rounds per case (default 3 on CPU, where other load comes in
+    bursts, 1 on CUDA); ``min_run_time`` is split between them.
     ``on_case`` is called with the partial result after every case (to write it incrementally).
     Cases not started within ``time_budget_s`` are listed under ``skipped_cases``.
     """
@@ -289,6 +332,10 @@ def run_op_bench(
     for m in modes:
         if m not in MODES:
             raise ValueError(f"unknown mode {m!r}; choose from {', '.join(MODES)}")
+    if rounds is None:
+        rounds = 3 if device.type == "cpu" else 1
+    if rounds < 1:
+        raise ValueError(f"rounds must be ≥ 1, got {rounds}")
     if compile_dtypes is None:
         compile_dtypes = list(dtypes) if device.type == "cpu" else ["float16"]
     all_shapes = select_shapes(device, quick)
@@ -320,6 +367,7 @@ def run_op_bench(
             "compile_shapes": None if compile_shapes is None else list(compile_shapes),
             "compile_options": "torch.compile(eager_dual_attention, dynamic=False), default mode, reset per shape",
             "min_run_time_s": min_run_time,
+            "rounds": rounds,
             "time_budget_s": time_budget_s,
             "floor_tensors": common.FLOOR_TENSORS,
             "notes": [
@@ -357,7 +405,7 @@ def run_op_bench(
                     compiled, why = _make_compiled(device)
                 t0 = time.perf_counter()
                 case = bench_case(shape, dtype_name, mode, device, impls, min_run_time=min_run_time,
-                                  compile_fn=compiled, compile_error=why)
+                                  compile_fn=compiled, compile_error=why, rounds=rounds)
                 result["cases"].append(case)
                 log(_case_line(case, time.perf_counter() - t0))
                 result["machine"]["loadavg_at_end"] = common.loadavg()

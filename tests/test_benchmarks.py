@@ -189,7 +189,11 @@ def test_op_bench_cli_writes_every_field(tmp_path, one_thread):
         for impl, rec in case["results"].items():
             if rec["status"] != "ok":
                 continue
-            assert rec["median_ms"] > 0 and rec["runs"] >= 1
+            assert rec["median_ms"] > 0 and rec["runs"] >= 3
+            # three interleaved rounds on the CPU; the figure is their median
+            assert len(rec["round_medians_ms"]) == 3
+            assert rec["median_ms"] == sorted(rec["round_medians_ms"])[1]
+            assert rec["min_ms"] <= rec["median_ms"]
             assert rec["speedup_vs_eager"] == pytest.approx(eager / rec["median_ms"])
             assert rec["pct_of_floor"] == pytest.approx(100 * case["copy_ms"] / rec["median_ms"])
             if case["mode"] == "fwd+bwd":
