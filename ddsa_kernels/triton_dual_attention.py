@@ -7,17 +7,21 @@ Forward, per (b, h) with q, k, v of shape (C, N):
    split writes its partial sums and the epilogue adds them in a fixed order (no atomics, so the
    result is bitwise reproducible).
 2. ``_forward_epilogue_kernel`` — C×C work: normalise, × τ_h, per-row k-th-largest threshold
-   (exact bisection on order-preserving integer keys), masked softmaxes, A = Σ w_i A_i.
-3. ``_apply_kernel`` — output sweep: out = A v.
+   (counting, per score, the larger ones in its row), masked softmaxes, A = Σ w_i A_i; one
+   program per block of 16 rows.
+3. ``_forward_apply_kernel`` — output sweep: out = A v, in the input dtype.
 
 Backward: the same outer-product sweep gives dA = dO vᵀ, ``_backward_epilogue_kernel`` does the
 C×C math of DESIGN §2 (the Triton twin of :func:`ddsa_kernels.epilogue.backward_epilogue`), and
-``_backward_sweep_kernel`` writes dq = P k − s_q⊙q, dk = Pᵀ q − s_k⊙k and dv = Aᵀ dO in one pass.
+``_backward_apply_kernel`` writes dq = P k − s_q⊙q, dk = Pᵀ q − s_k⊙k and dv = Aᵀ dO in one
+launch. dτ and dw are reduced over (B, H) from per-(b, h) partials in a fixed order.
+
+Autograd (ddsa_kernels/op.py) saves only q, k, v and the O(C²) statistics (probs, gram, norms).
 
 Precision. Accumulation is fp32 everywhere. The C×C fp32 matrices (A, P, Pᵀ, Aᵀ) multiply
 fp16/bf16 tiles as a scaled hi + lo pair in the tile's dtype (each row divided by its max |·|,
 so fp16 cannot overflow): two tensor-core products that keep ~22 (fp16) / ~16 (bf16) bits of
-the fp32 matrix instead of rounding it to the I/O precision. fp32 inputs use 3×TF32 products
+the fp32 matrix instead of rounding it to the I/O precision (see _apply_tiles). fp32 inputs use 3×TF32 products
 ("tf32" when ``torch.backends.cuda.matmul.allow_tf32`` is set).
 
 On CPU the kernels run under the Triton interpreter (``TRITON_INTERPRET=1``), for tests.
@@ -65,54 +69,6 @@ def _tile_offsets(s_c, s_n, BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr, WIDE: 
     else:
         offs = rows[:, None] * s_c + cols[None, :] * s_n
     return offs
-
-
-@triton.jit
-def _store_operand(op_ptr, scale_ptr, m, BLOCK_C: tl.constexpr, SPLIT: tl.constexpr):
-    """Store an fp32 (BLOCK_C, BLOCK_C) matrix as a sweep operand.
-
-    SPLIT: m = diag(scale) · (hi + lo) with hi, lo in the operand dtype and |hi| ≤ 1 row-wise.
-    """
-    rows = tl.arange(0, BLOCK_C)
-    offs = rows[:, None] * BLOCK_C + rows[None, :]
-    if SPLIT:
-        dt = op_ptr.dtype.element_ty
-        amax = tl.max(tl.abs(m), axis=1)
-        scale = tl.where(amax > 0.0, amax, 1.0)
-        ms = m / scale[:, None]
-        hi = ms.to(dt)
-        lo = (ms - hi.to(tl.float32)).to(dt)
-        tl.store(op_ptr + offs, hi)
-        tl.store(op_ptr + BLOCK_C * BLOCK_C + offs, lo)
-        tl.store(scale_ptr + rows, scale)
-    else:
-        tl.store(op_ptr + offs, m)
-
-
-@triton.jit
-def _order_keys(x):
-    """int32 keys with the order of the fp32 values x (−0 and +0 share a key; no NaN)."""
-    bits = x.to(tl.int32, bitcast=True)
-    keys = tl.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
-    return tl.where(x == 0.0, 0, keys)
-
-
-@triton.jit
-def _kth_largest_key(keys, k):
-    """Per row of keys (R, C): the key of the k-th largest value, by bisection.
-
-    Invariant: count(keys ≥ lo) ≥ k > count(keys ≥ hi). The bounds live in int64 (the key range
-    spans 2^32); 33 halvings always suffice. Exact, and the same code on GPU and in the
-    interpreter (where tl.sort is very slow).
-    """
-    lo = tl.min(keys, axis=1).to(tl.int64)
-    hi = tl.max(keys, axis=1).to(tl.int64) + 1
-    for _ in range(33):
-        mid = lo + (hi - lo) // 2
-        enough = tl.sum((keys >= mid.to(tl.int32)[:, None]).to(tl.int32), axis=1) >= k
-        lo = tl.where(enough, mid, lo)
-        hi = tl.where(enough, hi, mid)
-    return lo.to(tl.int32)
 
 
 @triton.jit
@@ -167,120 +123,133 @@ def _outer_sweep_kernel(
 @triton.jit
 def _forward_epilogue_kernel(
     part_ptr, sq_ptr, temp_ptr, w_ptr,
-    probs_ptr, gram_ptr, norms_ptr, op_ptr, opscale_ptr,
-    C, H, n_splits, eps,
+    probs_ptr, gram_ptr, norms_ptr, attn_ptr,
+    C, H, n_splits, n_row_blocks, eps,
     KEEP: tl.constexpr, NB: tl.constexpr, HAS_SPARSE: tl.constexpr,
-    BLOCK_C: tl.constexpr, SPLIT: tl.constexpr, NSLOT: tl.constexpr,
+    BLOCK_C: tl.constexpr, BLOCK_R: tl.constexpr,
 ):
-    """Per (b, h): partial sums → gram, norms, the branch softmaxes and the operand A."""
-    bh = tl.program_id(0).to(tl.int64)
+    """Per (b, h, block of BLOCK_R rows): partial sums → gram, norms, branch softmaxes, A.
+
+    Rows are independent here, so a (b, h) is spread over C/BLOCK_R programs.
+    """
+    pid = tl.program_id(0)
+    bh = (pid // n_row_blocks).to(tl.int64)
+    rb = pid % n_row_blocks
     h = bh % H
-    rows = tl.arange(0, BLOCK_C)
-    square = rows[:, None] * BLOCK_C + rows[None, :]
-    qk = tl.zeros((BLOCK_C, BLOCK_C), dtype=tl.float32)
-    sqq = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    rows = rb * BLOCK_R + tl.arange(0, BLOCK_R)
+    cols = tl.arange(0, BLOCK_C)
+    block = rows[:, None] * BLOCK_C + cols[None, :]
+    qk = tl.zeros((BLOCK_R, BLOCK_C), dtype=tl.float32)
+    sqq = tl.zeros((BLOCK_R,), dtype=tl.float32)
     sqk = tl.zeros((BLOCK_C,), dtype=tl.float32)
     for s in range(n_splits):  # fixed order: deterministic
-        pid = bh * n_splits + s
-        qk += tl.load(part_ptr + pid * (BLOCK_C * BLOCK_C) + square)
-        sqq += tl.load(sq_ptr + pid * (2 * BLOCK_C) + rows)
-        sqk += tl.load(sq_ptr + pid * (2 * BLOCK_C) + BLOCK_C + rows)
+        split = bh * n_splits + s
+        qk += tl.load(part_ptr + split * (BLOCK_C * BLOCK_C) + block)
+        sqq += tl.load(sq_ptr + split * (2 * BLOCK_C) + rows)
+        sqk += tl.load(sq_ptr + split * (2 * BLOCK_C) + BLOCK_C + cols)
     norm_q = tl.sqrt(sqq)
     norm_k = tl.sqrt(sqk)
     gram = qk / (tl.maximum(norm_q, eps)[:, None] * tl.maximum(norm_k, eps)[None, :])
-    scores = gram * tl.load(temp_ptr + h)
+    tau = tl.load(temp_ptr + h)
+    scores = gram * tau
 
     row_ok = rows < C
-    col_ok = row_ok[None, :]
-    ok = row_ok[:, None] & col_ok
-    cc = rows[:, None] * C + rows[None, :]
-    tl.store(gram_ptr + bh * C * C + cc, gram, mask=ok)
+    col_ok = cols < C
+    ok = row_ok[:, None] & col_ok[None, :]
+    cc = rows[:, None] * C + cols[None, :]
+    gram_rows = gram_ptr + bh * C * C + rows * C
+    tl.store(gram_rows[:, None] + cols[None, :], gram, mask=ok)
     tl.store(norms_ptr + bh * 2 * C + rows, norm_q, mask=row_ok)
-    tl.store(norms_ptr + bh * 2 * C + C + rows, norm_k, mask=row_ok)
+    tl.store(norms_ptr + bh * 2 * C + C + cols, norm_k, mask=cols + rb * BLOCK_C < C)  # row block 0 only
 
-    masked = tl.where(col_ok, scores, float("-inf"))
+    masked = tl.where(col_ok[None, :], scores, float("-inf"))
     if HAS_SPARSE:
-        keys = _order_keys(masked)
-    attn = tl.zeros((BLOCK_C, BLOCK_C), dtype=tl.float32)
+        # above[r, c] = #{j : S_rj > S_rc}. S_rc is ≥ the k-th largest of its row exactly when
+        # fewer than k values exceed it: ties at the threshold are all kept. The columns S[:, j]
+        # come back from the gram rows just stored (bitwise the same products with τ).
+        tl.debug_barrier()
+        above = tl.zeros((BLOCK_R, BLOCK_C), dtype=tl.int32)
+        for j in range(C):
+            s_j = tl.load(gram_rows + j, mask=row_ok, other=0.0) * tau
+            above += (s_j[:, None] > scores).to(tl.int32)
+    attn = tl.zeros((BLOCK_R, BLOCK_C), dtype=tl.float32)
     for i in tl.static_range(NB):
         if KEEP[i] == 0:
             x = masked
         else:
-            # Keep every value ≥ the k-th largest of its row (ties at the threshold included).
-            x = tl.where(keys >= _kth_largest_key(keys, KEEP[i])[:, None], masked, float("-inf"))
+            x = tl.where(above < KEEP[i], masked, float("-inf"))
         row_max = tl.max(x, axis=1)
         e = tl.exp(x - row_max[:, None])
         p = e / tl.sum(e, axis=1)[:, None]
         tl.store(probs_ptr + (bh * NB + i) * C * C + cc, p, mask=ok)
         attn += tl.load(w_ptr + i) * p
-    attn = tl.where(ok, attn, 0.0)
-    _store_operand(op_ptr + bh * (NSLOT * BLOCK_C * BLOCK_C), opscale_ptr + bh * BLOCK_C, attn, BLOCK_C, SPLIT)
+    tl.store(attn_ptr + bh * (BLOCK_C * BLOCK_C) + block, tl.where(ok, attn, 0.0))
 
 
 @triton.jit
 def _backward_epilogue_kernel(
     part_ptr, probs_ptr, gram_ptr, norms_ptr, temp_ptr, w_ptr,
-    op_ptr, opscale_ptr, rowscale_ptr, dtemp_ptr, dw_ptr,
-    C, H, n_splits, eps,
-    NB: tl.constexpr, BLOCK_C: tl.constexpr, SPLIT: tl.constexpr, NSLOT: tl.constexpr,
+    p_ptr, attn_ptr, scale_q_ptr, ck_ptr, dtemp_ptr, dw_ptr,
+    C, H, n_splits, n_row_blocks, eps,
+    NB: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_R: tl.constexpr,
 ):
-    """Per (b, h): dA → operands P, Pᵀ, Aᵀ, row scales s_q, s_k and the dτ, dw partials."""
-    bh = tl.program_id(0).to(tl.int64)
+    """Per (b, h, block of rows): dA → P, A, s_q, and partial sums of c_k, dτ, dw (DESIGN §2)."""
+    pid = tl.program_id(0)
+    bh = (pid // n_row_blocks).to(tl.int64)
+    rb = pid % n_row_blocks
     h = bh % H
-    rows = tl.arange(0, BLOCK_C)
-    square = rows[:, None] * BLOCK_C + rows[None, :]
-    d_attn = tl.zeros((BLOCK_C, BLOCK_C), dtype=tl.float32)
+    rows = rb * BLOCK_R + tl.arange(0, BLOCK_R)
+    cols = tl.arange(0, BLOCK_C)
+    block = rows[:, None] * BLOCK_C + cols[None, :]
+    d_attn = tl.zeros((BLOCK_R, BLOCK_C), dtype=tl.float32)
     for s in range(n_splits):  # fixed order: deterministic
-        d_attn += tl.load(part_ptr + (bh * n_splits + s) * (BLOCK_C * BLOCK_C) + square)
+        d_attn += tl.load(part_ptr + (bh * n_splits + s) * (BLOCK_C * BLOCK_C) + block)
 
     row_ok = rows < C
-    ok = row_ok[:, None] & row_ok[None, :]
-    cc = rows[:, None] * C + rows[None, :]
+    col_ok = cols < C
+    ok = row_ok[:, None] & col_ok[None, :]
+    cc = rows[:, None] * C + cols[None, :]
     gram = tl.load(gram_ptr + bh * C * C + cc, mask=ok, other=0.0)
-    d_scores = tl.zeros((BLOCK_C, BLOCK_C), dtype=tl.float32)
-    attn = tl.zeros((BLOCK_C, BLOCK_C), dtype=tl.float32)
+    d_scores = tl.zeros((BLOCK_R, BLOCK_C), dtype=tl.float32)
+    attn = tl.zeros((BLOCK_R, BLOCK_C), dtype=tl.float32)
+    part = bh * n_row_blocks + rb
     for i in tl.static_range(NB):
         a_i = tl.load(probs_ptr + (bh * NB + i) * C * C + cc, mask=ok, other=0.0)
         w_i = tl.load(w_ptr + i)
-        tl.store(dw_ptr + bh * NB + i, tl.sum(tl.sum(d_attn * a_i, axis=1), axis=0))
+        tl.store(dw_ptr + part * NB + i, tl.sum(tl.sum(d_attn * a_i, axis=1), axis=0))
         wd = w_i * d_attn
         d_scores += a_i * (wd - tl.sum(wd * a_i, axis=1)[:, None])
         attn += w_i * a_i
-    tl.store(dtemp_ptr + bh, tl.sum(tl.sum(d_scores * gram, axis=1), axis=0))
+    tl.store(dtemp_ptr + part, tl.sum(tl.sum(d_scores * gram, axis=1), axis=0))
 
     d_gram = tl.load(temp_ptr + h) * d_scores
     dg_g = d_gram * gram
-    c_q = tl.sum(dg_g, axis=1)
-    c_k = tl.sum(dg_g, axis=0)
+    tl.store(ck_ptr + part * BLOCK_C + cols, tl.sum(dg_g, axis=0))  # c_k: summed by the dk sweep
     norm_q = tl.load(norms_ptr + bh * 2 * C + rows, mask=row_ok, other=0.0)
-    norm_k = tl.load(norms_ptr + bh * 2 * C + C + rows, mask=row_ok, other=0.0)
+    norm_k = tl.load(norms_ptr + bh * 2 * C + C + cols, mask=col_ok, other=0.0)
     nq = tl.maximum(norm_q, eps)
     nk = tl.maximum(norm_k, eps)
     p = d_gram / (nq[:, None] * nk[None, :])
     # F.normalize divides by max(‖x‖, eps): rows below eps get no projection term.
-    scale_q = tl.where(norm_q >= eps, c_q / (nq * nq), 0.0)
-    scale_k = tl.where(norm_k >= eps, c_k / (nk * nk), 0.0)
-    tl.store(rowscale_ptr + bh * (2 * BLOCK_C) + rows, scale_q)
-    tl.store(rowscale_ptr + bh * (2 * BLOCK_C) + BLOCK_C + rows, scale_k)
-
-    mat = NSLOT * BLOCK_C * BLOCK_C
-    op = op_ptr + bh * (3 * mat)
-    opscale = opscale_ptr + bh * (3 * BLOCK_C)
-    _store_operand(op, opscale, p, BLOCK_C, SPLIT)
-    _store_operand(op + mat, opscale + BLOCK_C, tl.trans(p), BLOCK_C, SPLIT)
-    _store_operand(op + 2 * mat, opscale + 2 * BLOCK_C, tl.trans(attn), BLOCK_C, SPLIT)
+    scale_q = tl.where(norm_q >= eps, tl.sum(dg_g, axis=1) / (nq * nq), 0.0)
+    tl.store(scale_q_ptr + bh * BLOCK_C + rows, scale_q)
+    tl.store(p_ptr + bh * (BLOCK_C * BLOCK_C) + block, tl.where(ok, p, 0.0))
+    tl.store(attn_ptr + bh * (BLOCK_C * BLOCK_C) + block, tl.where(ok, attn, 0.0))
 
 
 @triton.jit
 def _apply_tiles(
-    op_ptr, opscale_ptr, x_ptr, sx_c, sx_n, y_ptr, sy_c, sy_n, y_scale, dst_ptr, sd_c, sd_n,
+    m_ptr, x_ptr, sx_c, sx_n, y_ptr, sy_c, sy_n, y_scale, dst_ptr, sd_c, sd_n,
     C, N, t_lo, t_hi,
-    BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr, HAS_Y: tl.constexpr,
+    BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr, TRANS: tl.constexpr, HAS_Y: tl.constexpr,
     SPLIT: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr, WIDE: tl.constexpr,
 ):
     """dst[:, tile] = M @ x[:, tile] (− y_scale ⊙ y[:, tile]) for tiles t_lo..t_hi of one (b, h).
 
-    M is a stored C×C operand (see _store_operand); x_ptr, y_ptr, dst_ptr point at (b, h).
+    M: padded fp32 (BLOCK_C, BLOCK_C) at m_ptr (its transpose if TRANS). SPLIT: M is applied to
+    fp16/bf16 tiles as diag(scale)·(hi + lo) in the tile dtype, |hi| ≤ 1 row-wise — two tensor
+    core products keeping ~22 (fp16) / ~16 (bf16) bits of M, without fp16 overflow.
+    x_ptr, y_ptr, dst_ptr point at (b, h).
     """
     rows = tl.arange(0, BLOCK_C)
     cols = tl.arange(0, BLOCK_N)
@@ -289,11 +258,17 @@ def _apply_tiles(
     d_offs = _tile_offsets(sd_c, sd_n, BLOCK_C, BLOCK_N, WIDE)
     if HAS_Y:
         y_offs = _tile_offsets(sy_c, sy_n, BLOCK_C, BLOCK_N, WIDE)
-    square = rows[:, None] * BLOCK_C + rows[None, :]
-    m_hi = tl.load(op_ptr + square)
+    if TRANS:
+        m = tl.load(m_ptr + rows[None, :] * BLOCK_C + rows[:, None])
+    else:
+        m = tl.load(m_ptr + rows[:, None] * BLOCK_C + rows[None, :])
     if SPLIT:
-        m_lo = tl.load(op_ptr + BLOCK_C * BLOCK_C + square)
-        m_scale = tl.load(opscale_ptr + rows)[:, None]
+        dt = x_ptr.dtype.element_ty
+        amax = tl.max(tl.abs(m), axis=1)
+        m_scale = tl.where(amax > 0.0, amax, 1.0)[:, None]
+        ms = m / m_scale
+        m_hi = ms.to(dt)
+        m_lo = (ms - m_hi.to(tl.float32)).to(dt)
     start = t_lo.to(tl.int64) * BLOCK_N
     x_tile = x_ptr + start * sx_n
     y_tile = y_ptr + start * sy_n
@@ -307,7 +282,7 @@ def _apply_tiles(
             acc = _mm(m_hi, x, acc, PREC, UPCAST)
             acc = acc * m_scale
         else:
-            acc = _mm(m_hi, x, acc, PREC, UPCAST)
+            acc = _mm(m, x, acc, PREC, UPCAST)
         if HAS_Y:
             y = tl.load(y_tile + y_offs, mask=mask, other=0.0)
             acc -= y_scale * y.to(tl.float32)
@@ -319,12 +294,12 @@ def _apply_tiles(
 
 @triton.jit
 def _forward_apply_kernel(
-    op_ptr, opscale_ptr, v_ptr, out_ptr,
+    attn_ptr, v_ptr, out_ptr,
     C, N, H,
     sv_b, sv_h, sv_c, sv_n,
     so_b, so_h, so_c, so_n,
     n_tiles, tiles_per_prog, n_progs,
-    BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr, SPLIT: tl.constexpr, NSLOT: tl.constexpr,
+    BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr, SPLIT: tl.constexpr,
     PREC: tl.constexpr, UPCAST: tl.constexpr, WIDE: tl.constexpr,
 ):
     """out = A v. Flat grid: program = (bh, range of N tiles)."""
@@ -334,26 +309,25 @@ def _forward_apply_kernel(
     t_hi = tl.minimum(t_lo + tiles_per_prog, n_tiles)
     b = (bh // H).to(tl.int64)
     h = (bh % H).to(tl.int64)
-    bh64 = bh.to(tl.int64)
     _apply_tiles(
-        op_ptr + bh64 * (NSLOT * BLOCK_C * BLOCK_C), opscale_ptr + bh64 * BLOCK_C,
+        attn_ptr + bh.to(tl.int64) * (BLOCK_C * BLOCK_C),
         v_ptr + b * sv_b + h * sv_h, sv_c, sv_n, v_ptr, sv_c, sv_n, 0.0,
         out_ptr + b * so_b + h * so_h, so_c, so_n,
-        C, N, t_lo, t_hi, BLOCK_C, BLOCK_N, False, SPLIT, PREC, UPCAST, WIDE,
+        C, N, t_lo, t_hi, BLOCK_C, BLOCK_N, False, False, SPLIT, PREC, UPCAST, WIDE,
     )
 
 
 @triton.jit
 def _backward_apply_kernel(
-    op_ptr, opscale_ptr, rowscale_ptr,
+    p_ptr, attn_ptr, scale_q_ptr, ck_ptr, norms_ptr,
     q_ptr, k_ptr, g_ptr, dq_ptr, dk_ptr, dv_ptr,
-    C, N, H,
+    C, N, H, n_row_blocks, eps,
     sq_b, sq_h, sq_c, sq_n,
     sk_b, sk_h, sk_c, sk_n,
     sg_b, sg_h, sg_c, sg_n,
     sd_b, sd_h, sd_c, sd_n,
     n_tiles, tiles_per_prog, n_progs,
-    BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr, SPLIT: tl.constexpr, NSLOT: tl.constexpr,
+    BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr, SPLIT: tl.constexpr,
     PREC: tl.constexpr, UPCAST: tl.constexpr, WIDE: tl.constexpr,
 ):
     """dq = P k − s_q⊙q, dk = Pᵀ q − s_k⊙k, dv = Aᵀ dO.
@@ -371,24 +345,28 @@ def _backward_apply_kernel(
     b = (bh // H).to(tl.int64)
     h = (bh % H).to(tl.int64)
     bh64 = bh.to(tl.int64)
-    op = op_ptr + (bh64 * 3 + which) * (NSLOT * BLOCK_C * BLOCK_C)
-    opscale = opscale_ptr + (bh64 * 3 + which) * BLOCK_C
+    square = bh64 * (BLOCK_C * BLOCK_C)
     rows = tl.arange(0, BLOCK_C)
     q = q_ptr + b * sq_b + h * sq_h
     k = k_ptr + b * sk_b + h * sk_h
     d_off = b * sd_b + h * sd_h
     if which == 0:
-        scale_q = tl.load(rowscale_ptr + bh64 * (2 * BLOCK_C) + rows)[:, None]
-        _apply_tiles(op, opscale, k, sk_c, sk_n, q, sq_c, sq_n, scale_q, dq_ptr + d_off, sd_c, sd_n,
-                     C, N, t_lo, t_hi, BLOCK_C, BLOCK_N, True, SPLIT, PREC, UPCAST, WIDE)
+        scale_q = tl.load(scale_q_ptr + bh64 * BLOCK_C + rows)[:, None]
+        _apply_tiles(p_ptr + square, k, sk_c, sk_n, q, sq_c, sq_n, scale_q, dq_ptr + d_off, sd_c, sd_n,
+                     C, N, t_lo, t_hi, BLOCK_C, BLOCK_N, False, True, SPLIT, PREC, UPCAST, WIDE)
     elif which == 1:
-        scale_k = tl.load(rowscale_ptr + bh64 * (2 * BLOCK_C) + BLOCK_C + rows)[:, None]
-        _apply_tiles(op, opscale, q, sq_c, sq_n, k, sk_c, sk_n, scale_k, dk_ptr + d_off, sd_c, sd_n,
-                     C, N, t_lo, t_hi, BLOCK_C, BLOCK_N, True, SPLIT, PREC, UPCAST, WIDE)
+        c_k = tl.zeros((BLOCK_C,), dtype=tl.float32)
+        for rb in range(n_row_blocks):  # fixed order: deterministic
+            c_k += tl.load(ck_ptr + (bh64 * n_row_blocks + rb) * BLOCK_C + rows)
+        norm_k = tl.load(norms_ptr + bh64 * 2 * C + C + rows, mask=rows < C, other=0.0)
+        nk = tl.maximum(norm_k, eps)
+        scale_k = tl.where(norm_k >= eps, c_k / (nk * nk), 0.0)[:, None]
+        _apply_tiles(p_ptr + square, q, sq_c, sq_n, k, sk_c, sk_n, scale_k, dk_ptr + d_off, sd_c, sd_n,
+                     C, N, t_lo, t_hi, BLOCK_C, BLOCK_N, True, True, SPLIT, PREC, UPCAST, WIDE)
     else:
         g = g_ptr + b * sg_b + h * sg_h
-        _apply_tiles(op, opscale, g, sg_c, sg_n, g, sg_c, sg_n, 0.0, dv_ptr + d_off, sd_c, sd_n,
-                     C, N, t_lo, t_hi, BLOCK_C, BLOCK_N, False, SPLIT, PREC, UPCAST, WIDE)
+        _apply_tiles(attn_ptr + square, g, sg_c, sg_n, g, sg_c, sg_n, 0.0, dv_ptr + d_off, sd_c, sd_n,
+                     C, N, t_lo, t_hi, BLOCK_C, BLOCK_N, True, False, SPLIT, PREC, UPCAST, WIDE)
 
 
 # --------------------------------------------------------------------------------------------
@@ -468,11 +446,10 @@ def _needs_wide(block_c: int, block_n: int, *tensors: torch.Tensor) -> bool:
     return any(block_c * abs(t.stride(2)) + block_n * abs(t.stride(3)) >= 2**31 for t in tensors)
 
 
-def _operand_layout(dtype: torch.dtype) -> tuple[bool, int, torch.dtype]:
-    """(split into hi + lo?, slots per matrix, storage dtype) of the C×C sweep operands."""
-    if dtype in _LOW_PRECISION:
-        return True, 2, dtype
-    return False, 1, torch.float32
+def _row_blocks(block_c: int) -> tuple[int, int]:
+    """(BLOCK_R, number of row blocks) of the C×C epilogues."""
+    block_r = min(block_c, 16)
+    return block_r, block_c // block_r
 
 
 def _check_tensors(*tensors: torch.Tensor) -> contextlib.AbstractContextManager:
@@ -518,18 +495,18 @@ def _forward(q, k, v, temperature, weights, keep, eps, splits):
     if bh == 0:
         return out, probs, gram, norms
     block_c, block_n, warps = _block_sizes(channels, dtype)
-    split, slots, op_dtype = _operand_layout(dtype)
+    block_r, n_row_blocks = _row_blocks(block_c)
+    split = dtype in _LOW_PRECISION
 
     part, sq, n_splits = _outer_sweep(q, k, True, splits)
-    operand = torch.empty((bh, slots, block_c, block_c), dtype=op_dtype, device=device)
-    op_scale = torch.empty((bh, block_c), **f32)
-    _forward_epilogue_kernel[(bh,)](
+    attn = torch.empty((bh, block_c, block_c), **f32)
+    _forward_epilogue_kernel[(bh * n_row_blocks,)](
         part, sq, temperature.contiguous(), weights.contiguous(),
-        probs, gram, norms, operand, op_scale,
-        channels, heads, n_splits, eps,
+        probs, gram, norms, attn,
+        channels, heads, n_splits, n_row_blocks, eps,
         KEEP=tuple(int(x) for x in keep), NB=n_branches, HAS_SPARSE=any(x != 0 for x in keep),
-        BLOCK_C=block_c, SPLIT=split, NSLOT=slots,
-        num_warps=warps, num_stages=1,
+        BLOCK_C=block_c, BLOCK_R=block_r,
+        num_warps=4, num_stages=1,
     )
 
     n_tiles = triton.cdiv(pixels, block_n)
@@ -537,11 +514,11 @@ def _forward(q, k, v, temperature, weights, keep, eps, splits):
         per_prog = _tiles_per_program(bh, n_tiles, device)
         n_progs = triton.cdiv(n_tiles, per_prog)
         _forward_apply_kernel[(bh * n_progs,)](
-            operand, op_scale, v, out,
+            attn, v, out,
             channels, pixels, heads,
             *v.stride(), *out.stride(),
             n_tiles, per_prog, n_progs,
-            BLOCK_C=block_c, BLOCK_N=block_n, SPLIT=split, NSLOT=slots,
+            BLOCK_C=block_c, BLOCK_N=block_n, SPLIT=split,
             PREC=_dot_precision(dtype), UPCAST=_INTERPRET and dtype == torch.bfloat16,
             WIDE=_needs_wide(block_c, block_n, v, out),
             num_warps=warps, num_stages=_num_stages(3),
@@ -579,21 +556,23 @@ def _backward(grad_out, q, k, v, temperature, weights, probs, gram, norms, keep,
     if bh == 0:
         return dq, dk, dv, torch.zeros((heads,), **f32), torch.zeros((n_branches,), **f32)
     block_c, block_n, warps = _block_sizes(channels, dtype)
-    split, slots, op_dtype = _operand_layout(dtype)
+    block_r, n_row_blocks = _row_blocks(block_c)
+    split = dtype in _LOW_PRECISION
 
     part, _, n_splits = _outer_sweep(grad_out, v, False, splits)
-    operands = torch.empty((bh, 3, slots, block_c, block_c), dtype=op_dtype, device=device)
-    op_scale = torch.empty((bh, 3, block_c), **f32)
-    row_scale = torch.empty((bh, 2, block_c), **f32)
-    d_temp = torch.empty((batch, heads), **f32)
-    d_w = torch.empty((batch, heads, n_branches), **f32)
-    _backward_epilogue_kernel[(bh,)](
+    p_mat = torch.empty((bh, block_c, block_c), **f32)
+    attn = torch.empty((bh, block_c, block_c), **f32)
+    scale_q = torch.empty((bh, block_c), **f32)
+    c_k = torch.empty((bh, n_row_blocks, block_c), **f32)
+    d_temp = torch.empty((batch, heads, n_row_blocks), **f32)
+    d_w = torch.empty((batch, heads, n_row_blocks, n_branches), **f32)
+    _backward_epilogue_kernel[(bh * n_row_blocks,)](
         part, probs.contiguous(), gram.contiguous(), norms.contiguous(),
         temperature.contiguous(), weights.contiguous(),
-        operands, op_scale, row_scale, d_temp, d_w,
-        channels, heads, n_splits, eps,
-        NB=n_branches, BLOCK_C=block_c, SPLIT=split, NSLOT=slots,
-        num_warps=warps, num_stages=1,
+        p_mat, attn, scale_q, c_k, d_temp, d_w,
+        channels, heads, n_splits, n_row_blocks, eps,
+        NB=n_branches, BLOCK_C=block_c, BLOCK_R=block_r,
+        num_warps=4, num_stages=1,
     )
 
     n_tiles = triton.cdiv(pixels, block_n)
@@ -601,18 +580,18 @@ def _backward(grad_out, q, k, v, temperature, weights, probs, gram, norms, keep,
         per_prog = _tiles_per_program(3 * bh, n_tiles, device)
         n_progs = triton.cdiv(n_tiles, per_prog)
         _backward_apply_kernel[(3 * bh * n_progs,)](
-            operands, op_scale, row_scale,
+            p_mat, attn, scale_q, c_k, norms.contiguous(),
             q, k, grad_out, dq, dk, dv,
-            channels, pixels, heads,
+            channels, pixels, heads, n_row_blocks, eps,
             *q.stride(), *k.stride(), *grad_out.stride(), *dq.stride(),
             n_tiles, per_prog, n_progs,
-            BLOCK_C=block_c, BLOCK_N=block_n, SPLIT=split, NSLOT=slots,
+            BLOCK_C=block_c, BLOCK_N=block_n, SPLIT=split,
             PREC=_dot_precision(dtype), UPCAST=_INTERPRET and dtype == torch.bfloat16,
             WIDE=_needs_wide(block_c, block_n, q, k, grad_out, dq),
             num_warps=warps, num_stages=_num_stages(3),
         )
     # Fixed-shape torch reductions are deterministic (no atomics).
-    return dq, dk, dv, d_temp.sum(dim=0), d_w.sum(dim=(0, 1))
+    return dq, dk, dv, d_temp.sum(dim=(0, 2)), d_w.sum(dim=(0, 1, 2))
 
 
 def _is_available() -> tuple[bool, str]:

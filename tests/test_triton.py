@@ -407,3 +407,13 @@ def test_gpu_deterministic_with_automatic_splits(dtype):
     second = backend_run(*args, temp, w, (0, 33), go, None)
     for a, b in zip(first, second):
         assert torch.equal(a, b)
+
+
+def test_opcheck_with_triton_backend():
+    """torch.library.opcheck of the custom op running the Triton kernels (schema, fake kernel, autograd)."""
+    q, k, v = (t.to(DEVICE, torch.float32).requires_grad_() for t in make_inputs(1, 2, 8, 5, seed=18))
+    temperature = torch.ones(2, device=DEVICE, requires_grad=True)
+    weights = torch.full((2,), 0.2, device=DEVICE, requires_grad=True)
+    torch.library.opcheck(
+        torch.ops.ddsa.dual_attention_fwd.default, (q, k, v, temperature, weights, [0, 5], 1e-12, "triton")
+    )
