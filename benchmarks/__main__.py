@@ -70,7 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     _op_args(both)
     _model_args(both)
     rep = sub.add_parser("report", help="re-render report.md and the plots from JSON in --out")
-    rep.add_argument("--out", type=Path, required=True)
+    rep.add_argument("--out", type=Path, required=True, nargs="+", help="results folder(s)")
+    rep.add_argument("--readme", type=Path, default=None,
+                     help="also paste goals, tables and plots between the ddsa-bench markers of this file")
     return parser
 
 
@@ -144,9 +146,21 @@ def main(argv: Optional[list[str]] = None) -> int:
     from . import report
 
     if args.command == "report":
-        if not args.out.is_dir():
-            raise SystemExit(f"ddsa-bench report: {args.out} is not a folder")
-        _log(f"wrote {report.write_report(args.out)}")
+        folders = []
+        for folder in args.out:
+            if not folder.is_dir():
+                raise SystemExit(f"ddsa-bench report: {folder} is not a folder")
+            if not ((folder / "op.json").exists() or (folder / "model.json").exists()):
+                _log(f"skipping {folder}: no op.json or model.json")
+                continue
+            _log(f"wrote {report.write_report(folder)}")
+            folders.append(folder.resolve())
+        if args.readme:
+            try:
+                report.update_readme(args.readme, folders)
+            except (OSError, ValueError) as exc:
+                raise SystemExit(f"ddsa-bench report: {exc}") from None
+            _log(f"updated {args.readme}")
         return 0
     device = _device(args.device)
     if args.threads:

@@ -231,3 +231,41 @@ def write_report(out_dir: Path) -> Path:
     path = out_dir / "report.md"
     common.write_text(path, render(op, model, plots))
     return path
+
+
+README_START, README_END = "<!-- ddsa-bench:results:start -->", "<!-- ddsa-bench:results:end -->"
+
+
+def readme_section(out_dir: Path, rel_to: Path) -> str:
+    """Goals + the fp32/fp16 op tables + model table + plot of one results folder, for a README."""
+    out_dir = Path(out_dir)
+    text = (out_dir / "report.md").read_text(encoding="utf-8")
+    info_end = text.index("## Goals")
+    header = text[:info_end].split("\n", 1)[1].strip()  # the machine lines, without the title
+    goals_md = text[info_end:].split("\n", 2)[2]
+    goals_md = goals_md[: goals_md.index("\n## ")].strip() if "\n## " in goals_md else goals_md.strip()
+    parts = [f"Results in `{out_dir.relative_to(rel_to) if out_dir.is_relative_to(rel_to) else out_dir}`:", "",
+             header, "", goals_md, ""]
+    for key in ("#### float16, fwd\n", "#### float32, fwd\n", "#### float16, fwd+bwd\n", "#### float32, fwd+bwd\n"):
+        if key in text:
+            block = text[text.index(key):]
+            block = block[: block.index("\n\n", block.index("|"))] if "\n\n" in block[block.index("|"):] else block
+            parts += [block.replace("#### ", "##### ").strip(), ""]
+    for png in sorted(out_dir.glob("op_time_vs_n_*.png")):
+        parts += [f"![{png.stem}]({png.relative_to(rel_to) if png.is_relative_to(rel_to) else png})", ""]
+    if "## Model benchmark" in text:
+        model = text[text.index("## Model benchmark"):]
+        parts += ["Model:", "", model[model.index("| preset"):].strip(), ""]
+    return "\n".join(parts).strip()
+
+
+def update_readme(readme: Path, out_dirs: list[Path]) -> None:
+    """Replace the text between the ddsa-bench markers of ``readme`` with the sections of ``out_dirs``."""
+    readme = Path(readme)
+    text = readme.read_text(encoding="utf-8")
+    if README_START not in text or README_END not in text:
+        raise ValueError(f"{readme} has no {README_START} … {README_END} markers")
+    body = "\n\n".join(readme_section(d, readme.resolve().parent) for d in out_dirs)
+    head, rest = text.split(README_START, 1)
+    tail = rest.split(README_END, 1)[1]
+    common.write_text(readme, f"{head}{README_START}\n{body}\n{README_END}{tail}")

@@ -304,3 +304,23 @@ def test_cli_reports_bad_arguments_in_one_line(tmp_path):
         bench_main(["op", "--device", "cpu", "--shapes", "infer-3", "--out", str(tmp_path)])
     with pytest.raises(SystemExit, match="not a folder"):
         bench_main(["report", "--out", str(tmp_path / "missing")])
+
+
+def test_readme_update_replaces_only_the_marked_section(tmp_path):
+    res = tmp_path / "results" / "cpu-x"
+    res.mkdir(parents=True)
+    machine = {"device_type": "cpu", "device_name": "CPU X", "torch": "t", "python": "p", "timestamp_utc": "now",
+               "torch_threads": 2, "cpu_count": 2, "commit": {"sha": "abc"}}
+    op = {"machine": machine, "cases": [_case(10.0, 5.0, 2.0, shape="train-L1")],
+          "config": {"impls": ["eager", "compile(eager)", "reference"], "notes": [], "compile_options": "c",
+                     "compile_dtypes": ["float32"], "min_run_time_s": 0.1}}
+    common.write_json(res / "op.json", op)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{report.README_START}\nold table\n{report.README_END}\noutro\n")
+    assert bench_main(["report", "--out", str(res), "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert text.startswith("intro\n") and text.endswith("outro\n") and "old table" not in text
+    inside = text.split(report.README_START)[1].split(report.README_END)[0]
+    assert "Results in `results/cpu-x`" in inside
+    assert "| CPU: fused op forward vs eager, at every shape | ≥ 2× | 5× | **PASS** |" in inside
+    assert "| train-L1 | (16,1,48,128²) | 10 | 5 | 2 | reference | 5.00× | 2.50× | 2 | 50 % |" in inside
