@@ -1,8 +1,14 @@
 // Python bindings of ddsa_kernels._C. ddsa_kernels/extension.py wraps these as the "cpu" and
 // "cuda" backends of the public op.
-#include <torch/extension.h>
+// torch/csrc/utils/pybind.h (tensor type casters) instead of torch/extension.h: the latter pulls
+// in the whole C++ frontend and doubles this file's compile time.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+#include <torch/csrc/utils/pybind.h>
 
 #include "ddsa.h"
+
+namespace py = pybind11;
 
 namespace {
 
