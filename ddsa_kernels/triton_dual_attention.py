@@ -21,8 +21,11 @@ Autograd (ddsa_kernels/op.py) saves only q, k, v and the O(C²) statistics (prob
 Precision. Accumulation is fp32 everywhere. The C×C fp32 matrices (A, P, Pᵀ, Aᵀ) multiply
 fp16/bf16 tiles as a scaled hi + lo pair in the tile's dtype (each row divided by its max |·|,
 so fp16 cannot overflow): two tensor-core products that keep ~22 (fp16) / ~16 (bf16) bits of
-the fp32 matrix instead of rounding it to the I/O precision (see _apply_tiles). fp32 inputs use 3×TF32 products
-("tf32" when ``torch.backends.cuda.matmul.allow_tf32`` is set).
+the fp32 matrix instead of rounding it to the I/O precision (see _apply_tiles). fp32 inputs
+use 3×TF32 products ("tf32" when ``torch.backends.cuda.matmul.allow_tf32`` is set).
+
+Block sizes compile for sm_90 without register spills (checked offline with ptxas); they have
+not been timed on a GPU yet.
 
 On CPU the kernels run under the Triton interpreter (``TRITON_INTERPRET=1``), for tests.
 """
@@ -377,7 +380,7 @@ def _backward_apply_kernel(
 def _block_sizes(channels: int, dtype: torch.dtype) -> tuple[int, int, int]:
     """(BLOCK_C, BLOCK_N, num_warps). tl.dot needs every dimension ≥ 16. Tiles of ~8K elements
     (fp16/bf16) or ~2K (fp32, whose 3×TF32 products need more registers) compile for sm_90
-    without register spills (checked offline with ptxas; not yet timed on a GPU)."""
+    without register spills."""
     block_c = max(16, triton.next_power_of_2(channels))
     elements = 8192 if dtype in _LOW_PRECISION else 2048
     block_n = max(16, min(256 if dtype in _LOW_PRECISION else 64, elements // block_c))
