@@ -1,18 +1,22 @@
 """The compiled "cpu" backend (ddsa_kernels._C, csrc/cpu) against independent oracles: autograd
 of ``reference_dual_attention`` in float64, the "reference" backend's statistics, and for
 fp16/bf16 the flash-attention rule (error ≤ 2× a plain same-precision computation's error)."""
+import subprocess
+import sys
+
 import pytest
 import torch
 
 from ddsa_kernels import build_info, ddsa_topk, drsformer_topk, dual_attention, eager_dual_attention
 from ddsa_kernels import reference_dual_attention, restormer_topk
 
-_REASON = build_info().get("cpu", "unknown")
-if _REASON != "available":
-    pytest.skip(f"compiled cpu backend not available: {_REASON}", allow_module_level=True)
+from ddsa_kernels import reference_backend
+from ddsa_kernels.backends import resolve_backend
 
-from ddsa_kernels import _C, reference_backend  # noqa: E402
-from ddsa_kernels.backends import resolve_backend  # noqa: E402
+_REASON = build_info().get("cpu", "unknown")
+if _REASON == "available":
+    from ddsa_kernels import _C
+requires_cpu = pytest.mark.skipif(_REASON != "available", reason=f"compiled cpu backend not available: {_REASON}")
 
 BRANCH_SETS = {
     "ddsa": ddsa_topk,
@@ -50,6 +54,7 @@ def as64(inputs):
     return [x.detach().double().requires_grad_() for x in inputs]
 
 
+@requires_cpu
 @pytest.mark.parametrize("branches", list(BRANCH_SETS))
 @pytest.mark.parametrize("pixels", [1, 37, 1000])
 @pytest.mark.parametrize("channels", [8, 16, 48, 96])
@@ -65,6 +70,7 @@ def test_float64_values_and_all_grads_match_autograd_oracle(channels, pixels, br
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11, msg=lambda m: f"{name}: {m}")
 
 
+@requires_cpu
 @pytest.mark.parametrize("shape", [(1, 1, 48, 1000), (2, 3, 16, 37), (1, 2, 96, 2500)])
 def test_float32_values_and_grads_close_to_float64_oracle(shape):
     topk = ddsa_topk(shape[2])
@@ -79,6 +85,7 @@ def test_float32_values_and_grads_close_to_float64_oracle(shape):
         assert (a.double() - b).abs().max() <= 1e-5 * scale, name
 
 
+@requires_cpu
 def test_statistics_match_reference_backend():
     q, k, v, t, w = (x.detach() for x in make_inputs(2, 3, 48, 700))
     keep = (0, 33, 1, 48)
@@ -90,6 +97,7 @@ def test_statistics_match_reference_backend():
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12, msg=lambda m: f"{name}: {m}")
 
 
+@requires_cpu
 def test_multi_chunk_split_of_long_rows_matches_oracle():
     # C=8 uses tiles of 2048 pixels: N=9000 with B·H=1 is split into several chunks whose
     # partial Gram matrices and norms are reduced after the sweep.
@@ -99,6 +107,7 @@ def test_multi_chunk_split_of_long_rows_matches_oracle():
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
 
 
+@requires_cpu
 @pytest.mark.parametrize("which", ["q", "k"])
 def test_zero_rows_follow_normalize_eps_rule(which):
     q, k, v, t, w = make_inputs(2, 2, 16, 40)
@@ -113,6 +122,7 @@ def test_zero_rows_follow_normalize_eps_rule(which):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
 
 
+@requires_cpu
 def test_ties_at_threshold_are_all_kept():
     # Duplicate k rows make duplicate score columns, so a row's k-th largest value is tied.
     q, k, v, t, w = make_inputs(1, 1, 8, 23)
@@ -131,6 +141,7 @@ def test_ties_at_threshold_are_all_kept():
             torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
 
 
+@requires_cpu
 def test_strided_layouts_and_expanded_grad():
     gen = torch.Generator().manual_seed(5)
     B, H, C, N = 2, 3, 16, 50
@@ -148,6 +159,7 @@ def test_strided_layouts_and_expanded_grad():
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
 
 
+@requires_cpu
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_low_precision_error_within_twice_plain_same_precision_error(dtype):
     shape = (2, 2, 48, 300)
@@ -165,6 +177,7 @@ def test_low_precision_error_within_twice_plain_same_precision_error(dtype):
         assert err <= 2 * plain_err + 1e-3 * b.abs().max().clamp_min(1.0), (name, err.item(), plain_err.item())
 
 
+@requires_cpu
 def test_fp16_products_that_overflow_fp16_accumulate_in_fp32():
     gen = torch.Generator().manual_seed(3)
     q = (torch.rand(1, 1, 8, 4096, generator=gen) * 20 + 50).half()
@@ -177,6 +190,7 @@ def test_fp16_products_that_overflow_fp16_accumulate_in_fp32():
     torch.testing.assert_close(out.double(), ref, rtol=1e-2, atol=1e-2)
 
 
+@requires_cpu
 def test_bitwise_deterministic_across_runs_and_thread_counts():
     inputs = make_inputs(1, 2, 48, 5000, dtype=torch.float32)
     g = upstream(inputs[0].shape)
@@ -193,11 +207,13 @@ def test_bitwise_deterministic_across_runs_and_thread_counts():
             assert torch.equal(a, b)
 
 
+@requires_cpu
 def test_auto_backend_picks_cpu_for_every_cpu_dtype():
     for dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
         assert resolve_backend("auto", torch.device("cpu"), dtype) == "cpu"
 
 
+@requires_cpu
 def test_cuda_backend_reason_is_explained():
     info = build_info()["cuda"]
     if not _C.has_cuda():
@@ -206,6 +222,7 @@ def test_cuda_backend_reason_is_explained():
         assert "no CUDA device" in info
 
 
+@requires_cpu
 class TestKernelArgumentErrors:
     def inputs(self):
         return [x.detach().float() for x in make_inputs(1, 2, 8, 10)]
@@ -230,3 +247,19 @@ class TestKernelArgumentErrors:
         out, probs, gram, norms = _C.forward_cpu(q, k, v, t, w, [0, 3], 1e-12)
         with pytest.raises(RuntimeError, match=r"probs must have shape \(B, H, n_branches, C, C\)"):
             _C.backward_cpu(out, q, k, v, t, w, probs[:, :, :1], gram, norms, [0, 3], 1e-12)
+
+
+def test_missing_extension_is_explained_not_raised():
+    # A process in which importing ddsa_kernels._C fails (as when it was never compiled).
+    code = (
+        "import sys; sys.modules['ddsa_kernels._C'] = None\n"
+        "import torch, ddsa_kernels\n"
+        "from ddsa_kernels.backends import resolve_backend\n"
+        "info = ddsa_kernels.build_info()\n"
+        "print(info['cpu']); print(resolve_backend('auto', torch.device('cpu'), torch.float32))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    reason, auto = result.stdout.strip().splitlines()[-2:]
+    assert "not built" in reason and "pip install --no-build-isolation" in reason
+    assert auto == "reference"
