@@ -98,12 +98,15 @@ def test_statistics_match_reference_backend():
 
 
 @requires_cpu
-def test_multi_chunk_split_of_long_rows_matches_oracle():
-    # C=8 uses tiles of 2048 pixels: N=9000 with B·H=1 is split into several chunks whose
-    # partial Gram matrices and norms are reduced after the sweep.
-    inputs = make_inputs(1, 1, 8, 9000)
-    g = upstream((1, 1, 8, 9000))
-    for a, b in zip(run(cpu_op, inputs, (None, 5), g), run(reference_dual_attention, inputs, (None, 5), g)):
+@pytest.mark.parametrize("shape", [(1, 1, 8, 9000), (4, 5, 16, 3000)])
+def test_both_work_splits_match_oracle(shape):
+    # (1, 1, 8, 9000): C=8 uses tiles of 2048 pixels, so N is split into chunks whose partial
+    # Gram matrices and norms are reduced after the sweep. (4, 5, ...): B·H ≥ 16, every (b, h)
+    # runs all its sweeps on one thread.
+    inputs = make_inputs(*shape)
+    g = upstream(shape)
+    topk = (None, shape[2] // 2)
+    for a, b in zip(run(cpu_op, inputs, topk, g), run(reference_dual_attention, inputs, topk, g)):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
 
 
@@ -191,15 +194,16 @@ def test_fp16_products_that_overflow_fp16_accumulate_in_fp32():
 
 
 @requires_cpu
-def test_bitwise_deterministic_across_runs_and_thread_counts():
-    inputs = make_inputs(1, 2, 48, 5000, dtype=torch.float32)
+@pytest.mark.parametrize("shape", [(1, 2, 48, 5000), (4, 4, 16, 700)])
+def test_bitwise_deterministic_across_runs_and_thread_counts(shape):
+    inputs = make_inputs(*shape, dtype=torch.float32)
     g = upstream(inputs[0].shape)
     threads = torch.get_num_threads()
     results = []
     try:
-        for n in (threads, 1, threads):
+        for n in (threads, 1, 3, threads):
             torch.set_num_threads(n)
-            results.append(run(cpu_op, inputs, ddsa_topk(48), g))
+            results.append(run(cpu_op, inputs, ddsa_topk(shape[2]), g))
     finally:
         torch.set_num_threads(threads)
     for other in results[1:]:

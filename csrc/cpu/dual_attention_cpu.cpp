@@ -49,11 +49,15 @@ int64_t tile_pixels(int64_t C) {
   return std::clamp<int64_t>(t, 128, 2048);
 }
 
+// With B·H ≥ kWholeSlices every (b, h) is one work item and runs all of its sweeps on one
+// thread inside a single parallel region; otherwise N is split into chunks.
+constexpr int64_t kWholeSlices = 16;
+
 struct Split {
   int64_t tiles, chunks, tile;
   Split(int64_t BH, int64_t C, int64_t N) : tile(tile_pixels(C)) {
     tiles = (N + tile - 1) / tile;
-    const int64_t want = (kTargetItems + BH - 1) / std::max<int64_t>(BH, 1);
+    const int64_t want = BH >= kWholeSlices ? 1 : (kTargetItems + BH - 1) / std::max<int64_t>(BH, 1);
     chunks = std::max<int64_t>(1, std::min(tiles, want));
   }
   int64_t tile_begin(int64_t s) const { return s * tiles / chunks; }
@@ -185,37 +189,42 @@ Fwd forward_impl(const at::Tensor& q_in, const at::Tensor& k_in, const at::Tenso
   A* gram_p = gram.data_ptr<A>();
   A* norms_p = norms.data_ptr<A>();
   A* probs_p = probs.data_ptr<A>();
+  // Sweep 2 for one (b·h) over tiles [t0, t1): out = attn · v.
+  scalar_t* out_p = out.data_ptr<scalar_t>();
+  auto apply = [&](int64_t bh, int64_t t0, int64_t t1, std::vector<A>& buf) {
+    if constexpr (!std::is_same_v<scalar_t, A>) buf.resize(2 * C * sp.tile);
+    const A* a = attn.data() + bh * C * C;
+    const scalar_t* vv = V.at(bh);
+    scalar_t* o = out_p + bh * C * N;
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t n0 = t * sp.tile, len = std::min(sp.tile, N - n0);
+      int64_t ldv;
+      const A* vt = load_tile(vv, V.sc, C, n0, len, buf.data(), ldv);
+      if constexpr (std::is_same_v<scalar_t, A>) {
+        gemm(false, false, C, len, C, A(1), a, C, vt, ldv, A(0), o + n0, N);
+      } else {
+        A* ot = buf.data() + C * sp.tile;
+        gemm(false, false, C, len, C, A(1), a, C, vt, ldv, A(0), ot, len);
+        store_tile(ot, C, len, o + n0, N);
+      }
+    }
+  };
+
   gram_sweep(Q, K, BH, C, N, sp, /*with_norms=*/true, partial.data(), [&](int64_t bh, const A* reduced) {
     std::vector<A> scratch(2 * C);
     EpilogueParams<A> prm{C, temp_p[bh % H], w_p, keep.data(), nb, static_cast<A>(eps)};
     forward_epilogue(prm, reduced, reduced + C * C, reduced + C * C + C, gram_p + bh * C * C, norms_p + bh * 2 * C,
                      probs_p + bh * nb * C * C, attn.data() + bh * C * C, scratch.data());
+    if (sp.chunks == 1) apply(bh, 0, sp.tiles, scratch);  // whole slice on this thread
   });
-
-  // Sweep 2: out = attn · v, tile by tile.
-  scalar_t* out_p = out.data_ptr<scalar_t>();
-  at::parallel_for(0, BH * sp.chunks, 1, [&](int64_t begin, int64_t end) {
-    std::vector<A> buf;
-    if constexpr (!std::is_same_v<scalar_t, A>) buf.resize(2 * C * sp.tile);
-    for (int64_t item = begin; item < end; ++item) {
-      const int64_t bh = item / sp.chunks, s = item % sp.chunks;
-      const A* a = attn.data() + bh * C * C;
-      const scalar_t* vv = V.at(bh);
-      scalar_t* o = out_p + bh * C * N;
-      for (int64_t t = sp.tile_begin(s); t < sp.tile_begin(s + 1); ++t) {
-        const int64_t n0 = t * sp.tile, len = std::min(sp.tile, N - n0);
-        int64_t ldv;
-        const A* vt = load_tile(vv, V.sc, C, n0, len, buf.data(), ldv);
-        if constexpr (std::is_same_v<scalar_t, A>) {
-          gemm(false, false, C, len, C, A(1), a, C, vt, ldv, A(0), o + n0, N);
-        } else {
-          A* ot = buf.data() + C * sp.tile;
-          gemm(false, false, C, len, C, A(1), a, C, vt, ldv, A(0), ot, len);
-          store_tile(ot, C, len, o + n0, N);
-        }
+  if (sp.chunks > 1)
+    at::parallel_for(0, BH * sp.chunks, 1, [&](int64_t begin, int64_t end) {
+      std::vector<A> buf;
+      for (int64_t item = begin; item < end; ++item) {
+        const int64_t bh = item / sp.chunks, s = item % sp.chunks;
+        apply(bh, sp.tile_begin(s), sp.tile_begin(s + 1), buf);
       }
-    }
-  });
+    });
   return {out, probs, gram, norms};
 }
 
@@ -267,6 +276,47 @@ Bwd backward_impl(const at::Tensor& go_in, const at::Tensor& q_in, const at::Ten
   const A* probs_p = probs.data_ptr<A>();
   const A* gram_p = gram.data_ptr<A>();
   const A* norms_p = norms.data_ptr<A>();
+  // Sweep 2 for one (b·h) over tiles [t0, t1): dq = P k − s_q ⊙ q, dk = Pᵀ q − s_k ⊙ k,
+  // dv = attnᵀ dO.
+  scalar_t* dq_p = dq.data_ptr<scalar_t>();
+  scalar_t* dk_p = dk.data_ptr<scalar_t>();
+  scalar_t* dv_p = dv.data_ptr<scalar_t>();
+  auto apply = [&](int64_t bh, int64_t t0, int64_t t1, std::vector<A>& buf) {
+    constexpr bool direct = std::is_same_v<scalar_t, A>;
+    if constexpr (!direct) buf.resize(4 * C * sp.tile);
+    const A* wk = work.data() + bh * mats;
+    const A *P = wk, *attn = wk + C * C, *sq = wk + 2 * C * C, *sk = sq + C;
+    const scalar_t *qq = Q.at(bh), *kk = K.at(bh), *gg = GO.at(bh);
+    const int64_t off = bh * C * N;
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t n0 = t * sp.tile, len = std::min(sp.tile, N - n0);
+      int64_t ldq, ldk, ldg;
+      A* b = buf.data();
+      const A* qt = load_tile(qq, Q.sc, C, n0, len, b, ldq);
+      const A* kt = load_tile(kk, K.sc, C, n0, len, direct ? b : b + C * sp.tile, ldk);
+      const A* gt = load_tile(gg, GO.sc, C, n0, len, direct ? b : b + 2 * C * sp.tile, ldg);
+      if constexpr (direct) {
+        A* dqt = dq_p + off + n0;
+        A* dkt = dk_p + off + n0;
+        A* dvt = dv_p + off + n0;
+        fill_scaled(qt, ldq, sq, C, len, dqt, N);
+        gemm(false, false, C, len, C, A(1), P, C, kt, ldk, A(1), dqt, N);
+        fill_scaled(kt, ldk, sk, C, len, dkt, N);
+        gemm(true, false, C, len, C, A(1), P, C, qt, ldq, A(1), dkt, N);
+        gemm(true, false, C, len, C, A(1), attn, C, gt, ldg, A(0), dvt, N);
+      } else {
+        A* ot = b + 3 * C * sp.tile;
+        fill_scaled(qt, ldq, sq, C, len, ot, len);
+        gemm(false, false, C, len, C, A(1), P, C, kt, ldk, A(1), ot, len);
+        store_tile(ot, C, len, dq_p + off + n0, N);
+        fill_scaled(kt, ldk, sk, C, len, ot, len);
+        gemm(true, false, C, len, C, A(1), P, C, qt, ldq, A(1), ot, len);
+        store_tile(ot, C, len, dk_p + off + n0, N);
+        gemm(true, false, C, len, C, A(1), attn, C, gt, ldg, A(0), ot, len);
+        store_tile(ot, C, len, dv_p + off + n0, N);
+      }
+    }
+  };
   gram_sweep(GO, V, BH, C, N, sp, /*with_norms=*/false, partial.data(), [&](int64_t bh, const A* reduced) {
     std::vector<A> scratch(C * C + C);
     EpilogueParams<A> prm{C, temp_p[bh % H], w_p, keep.data(), nb, static_cast<A>(eps)};
@@ -274,7 +324,16 @@ Bwd backward_impl(const at::Tensor& go_in, const at::Tensor& q_in, const at::Ten
     backward_epilogue(prm, reduced, probs_p + bh * nb * C * C, gram_p + bh * C * C, norms_p + bh * 2 * C, wk,
                       wk + 2 * C * C, wk + 2 * C * C + C, wk + C * C, &dtemp_share[bh], dw_share.data() + bh * nb,
                       scratch.data());
+    if (sp.chunks == 1) apply(bh, 0, sp.tiles, scratch);  // whole slice on this thread
   });
+  if (sp.chunks > 1)
+    at::parallel_for(0, BH * sp.chunks, 1, [&](int64_t begin, int64_t end) {
+      std::vector<A> buf;
+      for (int64_t item = begin; item < end; ++item) {
+        const int64_t bh = item / sp.chunks, s = item % sp.chunks;
+        apply(bh, sp.tile_begin(s), sp.tile_begin(s + 1), buf);
+      }
+    });
   at::Tensor d_temp = at::zeros({H}, acc_opts.device(at::kCPU));
   at::Tensor d_w = at::zeros({nb}, acc_opts.device(at::kCPU));
   A* dt_p = d_temp.data_ptr<A>();
@@ -284,50 +343,6 @@ Bwd backward_impl(const at::Tensor& go_in, const at::Tensor& q_in, const at::Ten
     for (int64_t i = 0; i < nb; ++i) dw_p[i] += dw_share[bh * nb + i];
   }
 
-  // Sweep 2: dq = P k − s_q ⊙ q, dk = Pᵀ q − s_k ⊙ k, dv = attnᵀ dO.
-  scalar_t* dq_p = dq.data_ptr<scalar_t>();
-  scalar_t* dk_p = dk.data_ptr<scalar_t>();
-  scalar_t* dv_p = dv.data_ptr<scalar_t>();
-  at::parallel_for(0, BH * sp.chunks, 1, [&](int64_t begin, int64_t end) {
-    constexpr bool direct = std::is_same_v<scalar_t, A>;
-    std::vector<A> buf;
-    if constexpr (!direct) buf.resize(4 * C * sp.tile);
-    for (int64_t item = begin; item < end; ++item) {
-      const int64_t bh = item / sp.chunks, s = item % sp.chunks;
-      const A* wk = work.data() + bh * mats;
-      const A *P = wk, *attn = wk + C * C, *sq = wk + 2 * C * C, *sk = sq + C;
-      const scalar_t *qq = Q.at(bh), *kk = K.at(bh), *gg = GO.at(bh);
-      const int64_t off = bh * C * N;
-      for (int64_t t = sp.tile_begin(s); t < sp.tile_begin(s + 1); ++t) {
-        const int64_t n0 = t * sp.tile, len = std::min(sp.tile, N - n0);
-        int64_t ldq, ldk, ldg;
-        A* b = buf.data();
-        const A* qt = load_tile(qq, Q.sc, C, n0, len, b, ldq);
-        const A* kt = load_tile(kk, K.sc, C, n0, len, direct ? b : b + C * sp.tile, ldk);
-        const A* gt = load_tile(gg, GO.sc, C, n0, len, direct ? b : b + 2 * C * sp.tile, ldg);
-        if constexpr (direct) {
-          A* dqt = dq_p + off + n0;
-          A* dkt = dk_p + off + n0;
-          A* dvt = dv_p + off + n0;
-          fill_scaled(qt, ldq, sq, C, len, dqt, N);
-          gemm(false, false, C, len, C, A(1), P, C, kt, ldk, A(1), dqt, N);
-          fill_scaled(kt, ldk, sk, C, len, dkt, N);
-          gemm(true, false, C, len, C, A(1), P, C, qt, ldq, A(1), dkt, N);
-          gemm(true, false, C, len, C, A(1), attn, C, gt, ldg, A(0), dvt, N);
-        } else {
-          A* ot = b + 3 * C * sp.tile;
-          fill_scaled(qt, ldq, sq, C, len, ot, len);
-          gemm(false, false, C, len, C, A(1), P, C, kt, ldk, A(1), ot, len);
-          store_tile(ot, C, len, dq_p + off + n0, N);
-          fill_scaled(kt, ldk, sk, C, len, ot, len);
-          gemm(true, false, C, len, C, A(1), P, C, qt, ldq, A(1), ot, len);
-          store_tile(ot, C, len, dk_p + off + n0, N);
-          gemm(true, false, C, len, C, A(1), attn, C, gt, ldg, A(0), ot, len);
-          store_tile(ot, C, len, dv_p + off + n0, N);
-        }
-      }
-    }
-  });
   return {dq, dk, dv, d_temp, d_w};
 }
 
