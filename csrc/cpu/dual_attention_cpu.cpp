@@ -104,6 +104,21 @@ void store_tile(const acc_t<scalar_t>* src, int64_t C, int64_t len, scalar_t* ds
   }
 }
 
+// Runs body(item, scratch) for item in [0, items) on at::parallel_for's threads, which claim
+// items one at a time from a shared counter: on a loaded machine a thread that is descheduled
+// holds back one item, not a fixed share. Results do not depend on which thread runs an item.
+template <typename A, typename Body>
+void parallel_items(int64_t items, const Body& body) {
+  std::atomic<int64_t> next{0};
+  const int64_t workers = std::min<int64_t>(items, at::get_num_threads());
+  at::parallel_for(0, workers, 1, [&](int64_t, int64_t) {
+    std::vector<A> scratch;
+    for (int64_t item = next.fetch_add(1, std::memory_order_relaxed); item < items;
+         item = next.fetch_add(1, std::memory_order_relaxed))
+      body(item, scratch);
+  });
+}
+
 // Reduces the chunk partials of one (b·h) in chunk order into `out` (C·C + 2·C).
 template <typename A>
 void reduce_chunks(const A* partial, int64_t bh, int64_t chunks, int64_t stride, A* out) {
@@ -125,11 +140,9 @@ void gram_sweep(const Rows<scalar_t>& X, const Rows<scalar_t>& Y, int64_t BH, in
   const int64_t stride = C * C + 2 * C;
   std::unique_ptr<std::atomic<int64_t>[]> remaining(new std::atomic<int64_t>[BH]);
   for (int64_t bh = 0; bh < BH; ++bh) remaining[bh].store(sp.chunks, std::memory_order_relaxed);
-  at::parallel_for(0, BH * sp.chunks, 1, [&](int64_t begin, int64_t end) {
-    std::vector<A> buf;
-    if constexpr (!std::is_same_v<scalar_t, A>) buf.resize(2 * C * sp.tile);
-    std::vector<A> reduced;
-    for (int64_t item = begin; item < end; ++item) {
+  parallel_items<A>(BH * sp.chunks, [&](int64_t item, std::vector<A>& buf) {
+    {
+      if constexpr (!std::is_same_v<scalar_t, A>) buf.resize(2 * C * sp.tile);
       const int64_t bh = item / sp.chunks, s = item % sp.chunks;
       A* G = partial + item * stride;
       A* nx = G + C * C;
@@ -151,7 +164,7 @@ void gram_sweep(const Rows<scalar_t>& X, const Rows<scalar_t>& Y, int64_t BH, in
       }
       // acq_rel: the last finisher sees every other chunk's partial of this (b·h).
       if (remaining[bh].fetch_sub(1, std::memory_order_acq_rel) == 1) {
-        reduced.resize(stride);
+        std::vector<A> reduced(stride);
         reduce_chunks(partial, bh, sp.chunks, stride, reduced.data());
         finish(bh, reduced.data());
       }
@@ -218,12 +231,9 @@ Fwd forward_impl(const at::Tensor& q_in, const at::Tensor& k_in, const at::Tenso
     if (sp.chunks == 1) apply(bh, 0, sp.tiles, scratch);  // whole slice on this thread
   });
   if (sp.chunks > 1)
-    at::parallel_for(0, BH * sp.chunks, 1, [&](int64_t begin, int64_t end) {
-      std::vector<A> buf;
-      for (int64_t item = begin; item < end; ++item) {
-        const int64_t bh = item / sp.chunks, s = item % sp.chunks;
-        apply(bh, sp.tile_begin(s), sp.tile_begin(s + 1), buf);
-      }
+    parallel_items<A>(BH * sp.chunks, [&](int64_t item, std::vector<A>& buf) {
+      const int64_t bh = item / sp.chunks, s = item % sp.chunks;
+      apply(bh, sp.tile_begin(s), sp.tile_begin(s + 1), buf);
     });
   return {out, probs, gram, norms};
 }
@@ -327,12 +337,9 @@ Bwd backward_impl(const at::Tensor& go_in, const at::Tensor& q_in, const at::Ten
     if (sp.chunks == 1) apply(bh, 0, sp.tiles, scratch);  // whole slice on this thread
   });
   if (sp.chunks > 1)
-    at::parallel_for(0, BH * sp.chunks, 1, [&](int64_t begin, int64_t end) {
-      std::vector<A> buf;
-      for (int64_t item = begin; item < end; ++item) {
-        const int64_t bh = item / sp.chunks, s = item % sp.chunks;
-        apply(bh, sp.tile_begin(s), sp.tile_begin(s + 1), buf);
-      }
+    parallel_items<A>(BH * sp.chunks, [&](int64_t item, std::vector<A>& buf) {
+      const int64_t bh = item / sp.chunks, s = item % sp.chunks;
+      apply(bh, sp.tile_begin(s), sp.tile_begin(s + 1), buf);
     });
   at::Tensor d_temp = at::zeros({H}, acc_opts.device(at::kCPU));
   at::Tensor d_w = at::zeros({nb}, acc_opts.device(at::kCPU));
