@@ -224,7 +224,7 @@ Fwd forward_impl(const at::Tensor& q_in, const at::Tensor& k_in, const at::Tenso
   };
 
   gram_sweep(Q, K, BH, C, N, sp, /*with_norms=*/true, partial.data(), [&](int64_t bh, const A* reduced) {
-    std::vector<A> scratch(2 * C);
+    std::vector<A> scratch(3 * C);
     EpilogueParams<A> prm{C, temp_p[bh % H], w_p, keep.data(), nb, static_cast<A>(eps)};
     forward_epilogue(prm, reduced, reduced + C * C, reduced + C * C + C, gram_p + bh * C * C, norms_p + bh * 2 * C,
                      probs_p + bh * nb * C * C, attn.data() + bh * C * C, scratch.data());

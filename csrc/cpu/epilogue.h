@@ -32,7 +32,7 @@ T kth_largest(const T* row, int64_t C, int64_t k, T* scratch) {
 }
 
 // Forward: raw q kᵀ (C×C) and squared row norms → gram = q̂k̂ᵀ, norms (‖q‖, ‖k‖), probs
-// (nb×C×C) and attn = Σ_i w_i probs_i. `scratch` holds 2·C values.
+// (nb×C×C) and attn = Σ_i w_i probs_i. `scratch` holds 3·C values.
 template <typename T>
 void forward_epilogue(const EpilogueParams<T>& p, const T* qk, const T* sq_q, const T* sq_k, T* gram, T* norms,
                       T* probs, T* attn, T* scratch) {
@@ -44,7 +44,8 @@ void forward_epilogue(const EpilogueParams<T>& p, const T* qk, const T* sq_q, co
     norm_k[r] = std::sqrt(sq_k[r]);
   }
   T* scores = scratch;
-  T* tmp = scratch + C;
+  T* expo = scratch + C;    // exp(score − row max): the same for every branch (the max is always kept)
+  T* tmp = scratch + 2 * C;
   for (int64_t r = 0; r < C; ++r) {
     const T dq = std::max(norm_q[r], p.eps);
     for (int64_t c = 0; c < C; ++c) gram[r * C + c] = qk[r * C + c] / (dq * std::max(norm_k[c], p.eps));
@@ -57,6 +58,7 @@ void forward_epilogue(const EpilogueParams<T>& p, const T* qk, const T* sq_q, co
       scores[c] = g[c] * p.temperature;
       row_max = std::max(row_max, scores[c]);
     }
+    for (int64_t c = 0; c < C; ++c) expo[c] = std::exp(scores[c] - row_max);
     for (int64_t i = 0; i < p.nb; ++i) {
       const int64_t kc = p.keep[i];
       const bool dense = kc == 0 || kc >= C;
@@ -64,7 +66,7 @@ void forward_epilogue(const EpilogueParams<T>& p, const T* qk, const T* sq_q, co
       T* pr = probs + (i * C + r) * C;
       T sum = 0;
       for (int64_t c = 0; c < C; ++c) {
-        const T e = scores[c] >= threshold ? std::exp(scores[c] - row_max) : T(0);
+        const T e = scores[c] >= threshold ? expo[c] : T(0);
         pr[c] = e;
         sum += e;
       }
