@@ -267,3 +267,11 @@ def test_missing_extension_is_explained_not_raised():
     reason, auto = result.stdout.strip().splitlines()[-2:]
     assert "not built" in reason and "pip install --no-build-isolation" in reason
     assert auto == "reference"
+
+
+@requires_cpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_opcheck_of_registered_op_on_cpu_backend(dtype):
+    q, k, v, t, w = make_inputs(2, 2, 8, 21, dtype=dtype)
+    args = (q, k, v, t.detach().float().requires_grad_(), w.detach().float().requires_grad_(), [0, 5], 1e-12, "cpu")
+    torch.library.opcheck(torch.ops.ddsa.dual_attention_fwd.default, args)
