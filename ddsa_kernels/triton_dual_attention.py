@@ -377,14 +377,21 @@ def _backward_apply_kernel(
 # --------------------------------------------------------------------------------------------
 
 
+# BLOCK_C -> (BLOCK_N, num_warps) of the N-sweeps. tl.dot needs every dimension ≥ 16. Largest
+# tiles that compile for sm_90 without register spills (tests/triton_sm90_check.py); fp32 tiles
+# are smaller because 3×TF32 products need more registers.
+_SWEEP_CONFIGS = {
+    "low": {16: (256, 4), 32: (256, 8), 64: (128, 8), 128: (64, 8), 256: (32, 8)},
+    "fp32": {16: (64, 4), 32: (32, 8), 64: (32, 8), 128: (16, 8), 256: (16, 8)},
+}
+
+
 def _block_sizes(channels: int, dtype: torch.dtype) -> tuple[int, int, int]:
-    """(BLOCK_C, BLOCK_N, num_warps). tl.dot needs every dimension ≥ 16. Tiles of ~8K elements
-    (fp16/bf16) or ~2K (fp32, whose 3×TF32 products need more registers) compile for sm_90
-    without register spills."""
+    """(BLOCK_C, BLOCK_N, num_warps) for C channels (C ≤ 256 tuned; larger C still runs)."""
     block_c = max(16, triton.next_power_of_2(channels))
-    elements = 8192 if dtype in _LOW_PRECISION else 2048
-    block_n = max(16, min(256 if dtype in _LOW_PRECISION else 64, elements // block_c))
-    return block_c, block_n, 8 if block_c >= 64 or block_c * block_n >= 8192 else 4
+    table = _SWEEP_CONFIGS["low" if dtype in _LOW_PRECISION else "fp32"]
+    block_n, warps = table.get(block_c, (16, 8))
+    return block_c, block_n, warps
 
 
 def _sm_count(device: torch.device) -> int:
