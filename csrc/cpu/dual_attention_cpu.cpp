@@ -1,12 +1,14 @@
 // CPU forward and backward of the fused dual attention op (DESIGN §2): two sweeps over N
 // each way with a C×C epilogue between them, no C×N temporaries.
 //
-// Work is split into (batch·head, N-chunk) items run by at::parallel_for (so
-// torch.get_num_threads() is respected). The number of chunks depends only on the shape, and
-// per-chunk partial sums are reduced in chunk order: results are bitwise identical for any
-// thread count. Inside a chunk, N is walked in tiles that stay in cache; the C×C × C×tile
-// products go to BLAS (blas.h) straight from the caller's strided memory for float32/float64,
-// through a per-tile float32 buffer for float16/bfloat16.
+// Work is split into (batch·head, N-chunk) items run on at::parallel_for's threads (so
+// torch.get_num_threads() is respected), claimed one at a time. The number of chunks depends
+// only on the shape (one per (b, h) when B·H ≥ 16), and per-chunk partial sums are reduced in
+// chunk order by whichever thread finishes a (b, h) last, which then runs its epilogue (and,
+// with one chunk, its output sweep): results are bitwise identical for any thread count.
+// Inside a chunk, N is walked in tiles that stay in cache; the C×C × C×tile products go to
+// BLAS (blas.h) straight from the caller's strided memory for float32/float64, through a
+// per-tile float32 buffer for float16/bfloat16.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <c10/util/BFloat16.h>
