@@ -1,6 +1,6 @@
 """CPU speed of the fused op ("cpu" backend) against the authors'-style eager computation.
 
-    python -m benchmarks.bench_op_cpu [--dtype float32] [--rounds 3] [--min-run-time 0.5] [--out DIR]
+    python -m benchmarks.bench_op_cpu [--dtype float32] [--rounds 5] [--min-run-time 0.5] [--out DIR]
 
 For each shape (B, H, C, N) with DDSA's branches (dense + top-70 %), times the forward and the
 forward+backward of: the eager baseline (``ddsa_kernels.eager_dual_attention``), the "reference"
@@ -184,7 +184,7 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16", "float64"))
     parser.add_argument("--min-run-time", type=float, default=0.5, help="seconds of timing per measurement")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds over all methods")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds over all methods")
     parser.add_argument("--out", default=DEFAULT_OUT, help="folder for op_cpu.json and op_cpu.md")
     parser.add_argument("--shapes", default=None, help="e.g. '1,1,48,147456;2,8,48,1024' (default: the issue's)")
     args = parser.parse_args(argv)
