@@ -42,7 +42,12 @@ def extension_modules():
         _log("no C++ sources in csrc/cpu: building without the compiled extension")
         return [], {}
     binding = sorted(glob.glob(os.path.join("csrc", "*.cpp")))
-    with_cuda = os.environ.get("DDSA_FORCE_CUDA") == "1" or (
+    forced = os.environ.get("DDSA_FORCE_CUDA") == "1"
+    if forced and torch.version.cuda is None:
+        # A CPU torch has no CUDA libraries to link the kernels against.
+        _log("DDSA_FORCE_CUDA=1 ignored: torch is a CPU build (install a CUDA build of torch first)")
+        forced = False
+    with_cuda = forced or (
         torch.version.cuda is not None and CUDA_HOME is not None and torch.cuda.is_available()
     )
     # No -std flag: torch adds the standard its headers need (C++17 or C++20 by version).
