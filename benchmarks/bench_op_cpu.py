@@ -19,13 +19,13 @@ import os
 import platform
 import statistics
 import subprocess
-import tempfile
 from typing import Callable
 
 import torch
 import torch.utils.benchmark as tb
 
 from ddsa_kernels import build_info, dual_attention, eager_dual_attention
+from ddsa_model.atomic import atomic_write_text
 
 SHAPES = ((1, 1, 48, 384 * 384), (4, 1, 48, 128 * 128), (2, 8, 48, 32 * 32), (2, 1, 96, 128 * 128))
 GOALS = {"forward": 2.0, "forward+backward": 1.8}
@@ -174,10 +174,7 @@ def _markdown(result: dict) -> str:
 
 
 def _write_atomic(path: str, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
 
 
 def main(argv=None) -> dict:

@@ -12,13 +12,14 @@ import os
 import platform
 import re
 import subprocess
-import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
+
+from ddsa_model.atomic import atomic_write
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_ROOT = Path(__file__).resolve().parent / "results"
@@ -279,15 +280,8 @@ def peak_memory_bytes(fn: Callable[[], Any], device: torch.device) -> Optional[i
 # ----------------------------------------------------------------------------- writers
 def _atomic_write(path: Path, write: Callable[[Any], None], mode: str = "w") -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, mode) as fh:
-            write(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path, mode) as fh:
+        write(fh)
 
 
 def _finite(obj: Any) -> Any:

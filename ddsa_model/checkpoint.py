@@ -7,7 +7,6 @@ plus any caller-supplied string metadata. Loading never unpickles anything.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from typing import Optional, Union
 
@@ -15,6 +14,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from .atomic import atomic_path
 from .config import DDSAConfig
 from .network import DDSANet
 
@@ -43,15 +43,8 @@ def save_model(model: DDSANet, path: PathLike, metadata: Optional[Mapping[str, s
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=folder)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         save_file(tensors, tmp, metadata=meta)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def read_checkpoint(path: PathLike) -> tuple[DDSAConfig, dict[str, torch.Tensor], dict[str, str]]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 from dataclasses import dataclass
 from typing import Optional
 
@@ -24,6 +23,7 @@ from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
 
 from . import png16
+from .atomic import atomic_write_bytes  # re-exported: ddsa-eval and older callers import it from here
 
 __all__ = ["Image", "ImageReadError", "read_image", "write_png", "atomic_write_bytes", "IMAGE_EXTENSIONS"]
 
@@ -158,24 +158,6 @@ def read_image(path: str) -> Image:
         raise ImageReadError(f"{path}: corrupt or unsupported image ({e})") from None
     except PILImage.DecompressionBombError as e:  # pragma: no cover - huge files only
         raise ImageReadError(f"{path}: {e}") from None
-
-
-def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def _quantise(x: np.ndarray, bits: int) -> np.ndarray:

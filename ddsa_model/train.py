@@ -23,7 +23,6 @@ import math
 import os
 import random
 import re
-import tempfile
 import time
 from dataclasses import dataclass, field
 from collections.abc import Iterator
@@ -36,6 +35,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 import yaml
 
+from .atomic import atomic_path, atomic_write
 from .data import PairedImageDataset, ResumableSampler, crop_at
 from .train_config import ConfigError, RunConfig
 
@@ -146,15 +146,8 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def list_checkpoints(out_dir: str | os.PathLike) -> list[tuple[int, Path]]:
@@ -308,11 +301,8 @@ def _build_model(cfg: RunConfig) -> torch.nn.Module:
 
 
 def _write_config(cfg: RunConfig, out_dir: Path) -> None:
-    path = out_dir / "config.yaml"
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".config.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+    with atomic_write(out_dir / "config.yaml", "w") as fh:
         yaml.safe_dump(cfg.to_dict(), fh, sort_keys=False)
-    os.replace(tmp, path)
 
 
 def train(cfg: RunConfig, resume: str | None = None) -> dict[str, Any]:

@@ -12,15 +12,14 @@ from __future__ import annotations
 import argparse
 import glob
 import json
-import os
 import sys
-import tempfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from ddsa_model.atomic import atomic_path, atomic_write_text
 from ddsa_model.data import IMAGE_EXTENSIONS, DatasetError, read_image
 from ddsa_model.synth import add_rain
 
@@ -64,15 +63,8 @@ def expand_inputs(items: list[str]) -> tuple[list[Path], list[str]]:
 
 
 def _atomic_png(array: np.ndarray, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png.tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         Image.fromarray(array).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -171,10 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         _atomic_png(clean, tg_dir / f"{name}.png")
         record["images"][name] = {"source": str(path), **params}
 
-    meta = out / "synth.json"
-    tmp = meta.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=1))
-    os.replace(tmp, meta)
+    atomic_write_text(out / "synth.json", json.dumps(record, indent=1))
     for p in problems:
         print(f"{prog}: {p}", file=sys.stderr)
     n = len(record["images"])
