@@ -24,7 +24,7 @@ def eager_dual_attention(
     eps: float = 1e-12,
 ) -> torch.Tensor:
     """(B, H, C, N) q, k, v -> (B, H, C, N), computed branch by branch in the input dtype."""
-    heads, channels = q.shape[1], q.shape[2]
+    heads = q.shape[1]
     q = F.normalize(q, dim=-1, eps=eps)
     k = F.normalize(k, dim=-1, eps=eps)
     attn = (q @ k.transpose(-2, -1)) * temperature.reshape(1, heads, 1, 1).to(q.dtype)

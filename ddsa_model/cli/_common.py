@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Optional, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 import torch
 
@@ -57,3 +57,17 @@ def load_model_for_cli(weights: Optional[str], preset: Optional[str], backend: s
 
 def error(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
+
+
+def run_cli(build_parser: Callable[[], argparse.ArgumentParser], run: Callable[[argparse.Namespace], int],
+            argv: Optional[Sequence[str]] = None) -> int:
+    """Parse ``argv`` and run; a CLIError becomes one ``error:`` line and its exit status, ^C exits 130."""
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except CLIError as e:
+        error(str(e))
+        return e.status
+    except KeyboardInterrupt:
+        error("interrupted")
+        return 130

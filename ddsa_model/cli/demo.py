@@ -17,7 +17,9 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ddsa_model.cli._common import CLIError, add_model_args, error, load_model_for_cli, resolve_device
+from ddsa_model.cli._common import (
+    CLIError, add_model_args, error, load_model_for_cli, resolve_device, run_cli,
+)
 
 __all__ = ["main", "compose", "SAMPLES"]
 
@@ -161,15 +163,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except CLIError as e:
-        error(str(e))
-        return e.status
-    except KeyboardInterrupt:
-        error("interrupted")
-        return 130
+    return run_cli(build_parser, run, argv)
 
 
 if __name__ == "__main__":
