@@ -23,3 +23,14 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords and not torch.cuda.is_available():
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tmp_path_factory):
+    """A ``tiny``-preset checkpoint written by save_model (seed 0) for CLI tests."""
+    from ddsa_model import build_model, save_model
+
+    torch.manual_seed(0)
+    path = str(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors")
+    save_model(build_model("tiny"), path)
+    return path

@@ -7,28 +7,17 @@ import sys
 
 import numpy as np
 import pytest
+from image_oracles import skimage_y as _y
 import torch
 from PIL import Image
 
-from ddsa_model import build_model, load_model, save_model
+from ddsa_model import load_model
 from ddsa_model.cli import demo
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 skdata = pytest.importorskip("skimage.data")
 skm = pytest.importorskip("skimage.metrics")
 
-
-@pytest.fixture(scope="module")
-def tiny_ckpt(tmp_path_factory):
-    torch.manual_seed(0)
-    path = str(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors")
-    save_model(build_model("tiny"), path)
-    return path
-
-
-def _y(u8):
-    from skimage.color import rgb2ycbcr
-    return np.floor(rgb2ycbcr(u8)[..., 0] + 0.5)
 
 
 def test_demo_end_to_end_on_sample_images(tmp_path, tiny_ckpt):

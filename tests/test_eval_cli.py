@@ -8,27 +8,16 @@ import sys
 
 import numpy as np
 import pytest
+from image_oracles import skimage_y as _y
 import torch
 from PIL import Image
 
-from ddsa_model import build_model, iqa, save_model
+from ddsa_model import iqa
 from ddsa_model.cli import evaluate as cli
 
 skm = pytest.importorskip("skimage.metrics")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-
-@pytest.fixture(scope="module")
-def tiny_ckpt(tmp_path_factory):
-    torch.manual_seed(0)
-    path = str(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors")
-    save_model(build_model("tiny"), path)
-    return path
-
-
-def _y(u8):
-    from skimage.color import rgb2ycbcr
-    return np.floor(rgb2ycbcr(u8)[..., 0] + 0.5)  # MATLAB rgb2ycbcr on uint8 returns rounded Y
 
 
 def _small_set(shared_data, dst, names, size=64):
