@@ -47,17 +47,19 @@ def save_model(model: DDSANet, path: PathLike, metadata: Optional[Mapping[str, s
         save_file(tensors, tmp, metadata=meta)
 
 
-def read_checkpoint(path: PathLike) -> tuple[DDSAConfig, dict[str, torch.Tensor], dict[str, str]]:
-    """(config, CPU tensors, metadata) of a checkpoint written by :func:`save_model`."""
-    path = os.fspath(path)
+def _read_metadata(path: str) -> dict[str, str]:
+    """The safetensors header metadata of ``path``; FileNotFoundError / ValueError when unreadable."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
         with safe_open(path, framework="pt", device="cpu") as f:
-            meta = dict(f.metadata() or {})
-            tensors = {name: f.get_tensor(name) for name in f.keys()}
+            return dict(f.metadata() or {})
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise ValueError(f"{path} is not a readable safetensors checkpoint: {exc}") from None
+
+
+def _config_from_metadata(path: str, meta: Mapping[str, str]) -> DDSAConfig:
+    """Check that ``meta`` is a ddsa_model checkpoint header of a supported version; its config."""
     if meta.get("format") != FORMAT or "config" not in meta:
         raise ValueError(
             f"{path} is a safetensors file but not a ddsa_model checkpoint (metadata format="
@@ -67,9 +69,21 @@ def read_checkpoint(path: PathLike) -> tuple[DDSAConfig, dict[str, torch.Tensor]
         raise ValueError(f"{path}: checkpoint format version {meta.get('format_version')!r} is not supported "
                          f"(this code reads version {FORMAT_VERSION})")
     try:
-        config = DDSAConfig.from_json(meta["config"])
+        return DDSAConfig.from_json(meta["config"])
     except (ValueError, TypeError) as exc:
         raise ValueError(f"{path}: the stored config is invalid: {exc}") from None
+
+
+def read_checkpoint(path: PathLike) -> tuple[DDSAConfig, dict[str, torch.Tensor], dict[str, str]]:
+    """(config, CPU tensors, metadata) of a checkpoint written by :func:`save_model`."""
+    path = os.fspath(path)
+    meta = _read_metadata(path)
+    config = _config_from_metadata(path, meta)
+    try:
+        with safe_open(path, framework="pt", device="cpu") as f:
+            tensors = {name: f.get_tensor(name) for name in f.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise ValueError(f"{path} is not a readable safetensors checkpoint: {exc}") from None
     extra = {k: v for k, v in meta.items() if k not in _RESERVED}
     return config, tensors, extra
 
@@ -103,28 +117,14 @@ def load_model(path: PathLike, attention_backend: str = "auto", map_location: Un
 
 def checkpoint_metadata(path: PathLike) -> dict[str, str]:
     """The caller-supplied metadata stored by :func:`save_model` (without reading the tensors)."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        with safe_open(path, framework="pt", device="cpu") as f:
-            meta = dict(f.metadata() or {})
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise ValueError(f"{path} is not a readable safetensors checkpoint: {exc}") from None
+    meta = _read_metadata(os.fspath(path))
     return {k: v for k, v in meta.items() if k not in _RESERVED}
 
 
 def config_of_checkpoint(path: PathLike) -> DDSAConfig:
-    """The DDSAConfig stored in a checkpoint."""
+    """The DDSAConfig stored in a checkpoint (without reading the tensors)."""
     path = os.fspath(path)
-    try:
-        with safe_open(path, framework="pt", device="cpu") as f:
-            meta = dict(f.metadata() or {})
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise ValueError(f"{path} is not a readable safetensors checkpoint: {exc}") from None
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a ddsa_model checkpoint")
-    return DDSAConfig.from_json(meta["config"])
+    return _config_from_metadata(path, _read_metadata(path))
 
 
 __all__ = ["save_model", "load_model", "read_checkpoint", "checkpoint_metadata", "config_of_checkpoint",
