@@ -3,7 +3,7 @@
     from ddsa_kernels import dual_attention, available_backends
     out = dual_attention(q, k, v, temperature, weights, topk=(None, C * 7 // 10))
 """
-from .backends import available_backends, build_info, register_backend
+from .backends import available_backends, build_info, check_backend_name, register_backend
 from .module import DualSelfAttentionCore, ddsa_topk, drsformer_topk, restormer_topk
 from .eager import eager_dual_attention
 from .op import dual_attention
@@ -13,6 +13,7 @@ __all__ = [
     "dual_attention",
     "available_backends",
     "build_info",
+    "check_backend_name",
     "register_backend",
     "reference_dual_attention",
     "eager_dual_attention",

@@ -127,6 +127,19 @@ def resolve_backend(name: str, device: torch.device, dtype: torch.dtype) -> str:
     return name
 
 
+def check_backend_name(name: str) -> str:
+    """Raise ValueError unless ``name`` is "auto", "eager" or a known backend; return it.
+
+    Availability is not checked here (a known backend may still be missing in this process):
+    that is reported when the op runs on actual tensors.
+    """
+    _load_builtin()
+    known = ("auto", "eager", *build_info())
+    if not isinstance(name, str) or name not in known:
+        raise ValueError(f"backend={name!r} is not a known backend; choose one of: {', '.join(known)}")
+    return name
+
+
 def get_backend(name: str) -> Backend:
     _load_builtin()
     return _REGISTRY[name]
