@@ -55,7 +55,7 @@ def resolved_backend(model: torch.nn.Module, device: torch.device) -> str:
     name = getattr(model, "attention_backend", "auto")
     if name != "auto":
         return name
-    from ddsa_kernels.backends import resolve_backend
+    from ddsa_kernels import resolve_backend
 
     return resolve_backend("auto", device, torch.float32)
 

@@ -90,23 +90,27 @@ def package_backends(device: torch.device) -> list[str]:
     """The package's backends worth timing on ``device`` (Triton's CPU interpreter is left out)."""
     from ddsa_kernels import available_backends
 
-    names = list(available_backends(device))
+    names = [n for n in available_backends(device) if n not in BASELINES]
     if device.type != "cuda":
         names = [n for n in names if n != "triton"]
     return names
 
 
-def _supports(name: str, device: torch.device, dtype: torch.dtype) -> bool:
-    from ddsa_kernels.backends import get_backend
+def _supports(name: str, device: torch.device, dtype: torch.dtype, channels: int) -> bool:
+    from ddsa_kernels import resolve_backend
 
-    return get_backend(name).supports(device.type, dtype)
+    try:
+        resolve_backend(name, device, dtype, channels)
+    except RuntimeError:
+        return False
+    return True
 
 
-def auto_backend(device: torch.device, dtype: torch.dtype) -> str:
+def auto_backend(device: torch.device, dtype: torch.dtype, channels: int) -> str:
     """The backend ``backend="auto"`` picks for these tensors."""
-    from ddsa_kernels.backends import resolve_backend
+    from ddsa_kernels import resolve_backend
 
-    return resolve_backend("auto", device, dtype)
+    return resolve_backend("auto", device, dtype, channels)
 
 
 def make_inputs(shape: OpShape, dtype: torch.dtype, device: torch.device, requires_grad: bool, seed: int = 0):
@@ -183,7 +187,7 @@ def bench_case(
         "floor_bytes": floor,
         "copy_ms": copy.median_ms,
         "copy_gbps": common.bandwidth_gbps(floor, copy.median_ms),
-        "auto_backend": auto_backend(device, dtype),
+        "auto_backend": auto_backend(device, dtype, shape.channels),
         "results": {},
     }
     inputs, grad_out = make_inputs(shape, dtype, device, requires_grad=(mode == "fwd+bwd"))
@@ -200,7 +204,7 @@ def bench_case(
             skipped = compile_error is None or compile_error.startswith("not run")
             rec.update(status="skipped" if skipped else "error", error=compile_error or "not run")
             continue
-        if impl not in BASELINES and not _supports(impl, device, dtype):
+        if impl not in BASELINES and not _supports(impl, device, dtype, shape.channels):
             rec.update(status="skipped", error=f"backend {impl} does not support {dtype_name} on {device.type}")
             continue
         try:

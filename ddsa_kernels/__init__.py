@@ -1,20 +1,23 @@
-"""ddsa_kernels: the fused dual self-attention op of DDSA (and DRSformer / Restormer).
+"""ddsa_kernels: fused kernels for deraining transformers (DDSA, DRSformer, Restormer).
 
     from ddsa_kernels import dual_attention, available_backends
     out = dual_attention(q, k, v, temperature, weights, topk=(None, C * 7 // 10))
+
+Layout: one folder per op under ``ops/`` (``ops/dual_attention/``: the public function and its autograd in
+``__init__``, ``naive.py`` oracle and baseline, ``reference.py`` torch backend, ``triton.py``,
+``extension.py`` for the compiled ``_C``), ``_registry.py`` the table of backends, ``module.py``
+the nn.Modules.
 """
-from .backends import available_backends, build_info, check_backend_name, register_backend
+from ._registry import available_backends, build_info, check_backend_name, resolve_backend
+from .ops.dual_attention import dual_attention, eager_dual_attention, reference_dual_attention
 from .module import DualSelfAttentionCore, ddsa_topk, drsformer_topk, restormer_topk
-from .eager import eager_dual_attention
-from .op import dual_attention
-from .reference import reference_dual_attention
 
 __all__ = [
     "dual_attention",
     "available_backends",
     "build_info",
     "check_backend_name",
-    "register_backend",
+    "resolve_backend",
     "reference_dual_attention",
     "eager_dual_attention",
     "DualSelfAttentionCore",

@@ -7,8 +7,8 @@ from typing import Optional
 import torch
 from torch import nn
 
-from ._checks import normalize_topk
-from .op import dual_attention
+from .ops.dual_attention import dual_attention
+from .ops.dual_attention._common import normalize_topk
 
 
 class DualSelfAttentionCore(nn.Module):

@@ -10,8 +10,8 @@ import torch
 from ddsa_kernels import build_info, ddsa_topk, drsformer_topk, dual_attention, eager_dual_attention
 from ddsa_kernels import reference_dual_attention, restormer_topk
 
-from ddsa_kernels import reference_backend
-from ddsa_kernels.backends import resolve_backend
+from ddsa_kernels.ops.dual_attention import reference as reference_backend
+from ddsa_kernels import resolve_backend
 
 _REASON = build_info().get("cpu", "unknown")
 if _REASON == "available":
@@ -258,7 +258,7 @@ def test_missing_extension_is_explained_not_raised():
     code = (
         "import sys; sys.modules['ddsa_kernels._C'] = None\n"
         "import torch, ddsa_kernels\n"
-        "from ddsa_kernels.backends import resolve_backend\n"
+        "from ddsa_kernels import resolve_backend\n"
         "info = ddsa_kernels.build_info()\n"
         "print(info['cpu']); print(resolve_backend('auto', torch.device('cpu'), torch.float32))\n"
     )

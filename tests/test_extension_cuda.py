@@ -153,7 +153,7 @@ def test_bitwise_deterministic():
 
 
 def test_auto_backend_picks_cuda():
-    from ddsa_kernels.backends import resolve_backend
+    from ddsa_kernels import resolve_backend
 
     for dtype in (torch.float16, torch.bfloat16, torch.float32):
         assert resolve_backend("auto", torch.device("cuda"), dtype) == "cuda"

@@ -1,4 +1,4 @@
-// CPU forward and backward of the fused dual attention op (DESIGN §2): two sweeps over N
+// CPU forward and backward of the fused dual attention op: two sweeps over N
 // each way with a C×C epilogue between them, no C×N temporaries.
 //
 // Work is split into (batch·head, N-chunk) items run on at::parallel_for's threads (so

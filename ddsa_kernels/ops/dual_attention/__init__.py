@@ -1,4 +1,18 @@
-"""The public op: ``torch.library`` registration, autograd and the ``dual_attention`` function.
+"""Dual (dense + top-k) transposed self-attention: registration, autograd and the public function.
+
+Per batch b and head h, with q, k, v of shape (C, N) (C channels per head, N = H·W pixels)::
+
+    q̂ = q / max(‖q‖₂, eps)  row-wise over N (likewise k̂), as F.normalize
+    S = τ_h · q̂ k̂ᵀ                                   (C×C)
+    A_i = softmax(mask_i(S)), mask_i keeps in each row every score ≥ its k_i-th largest
+          (−inf elsewhere, ties at the threshold all kept; a dense branch keeps all)
+    out = (Σ_i w_i A_i) v                              (C×N)
+
+DDSA uses a dense and a top-⌊7C/10⌋ branch, DRSformer four top-k branches, Restormer's MDTA one
+dense branch. Because A is only C×C, a fused implementation reads q, k once (Gram sweep: q kᵀ
+and the row norms), does the C×C epilogue, and reads v once to write out (output sweep); the
+backward has the same two-sweep shape. The backends that do so are listed in
+``ddsa_kernels._registry``; this file is the one autograd path they all share.
 
 Two custom ops carry the work so that ``torch.compile`` sees one opaque node each way:
 
@@ -16,10 +30,11 @@ from typing import Optional
 
 import torch
 
-from ._checks import check_inputs
-from .backends import get_backend, resolve_backend
-from .eager import eager_dual_attention
-from .reference import accumulation_dtype
+from ... import _registry
+from ._common import accumulation_dtype, check_inputs
+from .naive import eager_dual_attention, reference_dual_attention
+
+_OP = "dual_attention"
 
 Tensor = torch.Tensor
 
@@ -29,7 +44,7 @@ def dual_attention_fwd(
     q: Tensor, k: Tensor, v: Tensor, temperature: Tensor, weights: Tensor, keep: list[int], eps: float, backend: str
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     acc = accumulation_dtype(q.dtype)
-    impl = get_backend(backend)
+    impl = _registry.implementation(_OP, backend)
     out, probs, gram, norms = impl.forward(q, k, v, temperature.to(acc), weights.to(acc), tuple(keep), eps)
     return out, probs, gram, norms
 
@@ -62,7 +77,7 @@ def dual_attention_bwd(
     backend: str,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     acc = probs.dtype
-    impl = get_backend(backend)
+    impl = _registry.implementation(_OP, backend)
     dq, dk, dv, d_temp, d_w = impl.backward(
         grad_out.to(q.dtype), q, k, v, temperature.to(acc), weights.to(acc), probs, gram, norms, tuple(keep), eps
     )
@@ -121,17 +136,18 @@ def dual_attention(
             (float64 on the reference backend).
         temperature: (H,) or (H, 1, 1); weights: (n_branches,), one per ``topk`` entry.
         topk: one entry per branch, ``None`` or a keep-count 1 ≤ k ≤ C.
-        backend: "auto" (fastest for the device), one of :func:`available_backends`, or
-            "eager" — the unfused authors'-style computation with plain autograd (a baseline).
+        backend: "auto" (the fastest available for the tensors), or a name listed by
+            :func:`ddsa_kernels.build_info`: "reference", "triton", "cpu", "cuda", or "eager" —
+            the unfused authors'-style computation with plain autograd (a baseline).
 
     Returns:
         (B, H, C, N) in q's dtype; differentiable w.r.t. q, k, v, temperature and weights.
     """
     temp, keep = check_inputs(q, k, v, temperature, weights, topk, eps)
-    if not isinstance(backend, str):
-        raise ValueError(f"backend must be a string, got {backend!r}")
-    if backend == "eager":
+    name = _registry.resolve_backend(backend, q.device, q.dtype, channels=q.shape[2], op=_OP)
+    if not _registry.is_fused(name, _OP):
         return eager_dual_attention(q, k, v, temp, weights, topk, eps)
-    name = resolve_backend(backend, q.device, q.dtype)
-    out = dual_attention_fwd(q, k, v, temp, weights, list(keep), float(eps), name)[0]
-    return out
+    return dual_attention_fwd(q, k, v, temp, weights, list(keep), float(eps), name)[0]
+
+
+__all__ = ["dual_attention", "reference_dual_attention", "eager_dual_attention"]

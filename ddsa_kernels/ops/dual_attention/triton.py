@@ -1,4 +1,4 @@
-"""The "triton" backend: fused dual self-attention in Triton (DESIGN §2).
+"""The "triton" backend: fused dual self-attention in Triton.
 
 Forward, per (b, h) with q, k, v of shape (C, N):
 
@@ -12,11 +12,12 @@ Forward, per (b, h) with q, k, v of shape (C, N):
 3. ``_forward_apply_kernel`` — output sweep: out = A v, in the input dtype.
 
 Backward: the same outer-product sweep gives dA = dO vᵀ, ``_backward_epilogue_kernel`` does the
-C×C math of DESIGN §2 (the Triton twin of :func:`ddsa_kernels.epilogue.backward_epilogue`), and
+C×C math of the backward (the Triton twin of
+:func:`ddsa_kernels.ops.dual_attention.reference.backward_epilogue`), and
 ``_backward_apply_kernel`` writes dq = P k − s_q⊙q, dk = Pᵀ q − s_k⊙k and dv = Aᵀ dO in one
 launch. dτ and dw are reduced over (B, H) from per-(b, h) partials in a fixed order.
 
-Autograd (ddsa_kernels/op.py) saves only q, k, v and the O(C²) statistics (probs, gram, norms).
+Autograd (``ddsa_kernels.dual_attention``) saves only q, k, v and the O(C²) statistics (probs, gram, norms).
 
 Precision. Accumulation is fp32 everywhere. The C×C fp32 matrices (A, P, Pᵀ, Aᵀ) multiply
 fp16/bf16 tiles as a scaled hi + lo pair in the tile's dtype (each row divided by its max |·|,
@@ -38,9 +39,9 @@ import torch
 import triton  # an ImportError here is reported by the backend registry
 import triton.language as tl
 
-from .backends import Backend, register_backend, triton_on_cpu
+from ..._registry import triton_interpreter
 
-_INTERPRET = triton_on_cpu()
+_INTERPRET = triton_interpreter()
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 # A split of the N axis should cover at least this many tiles, so that writing its C×C
 # partial sums stays small next to the tiles it reads.
@@ -196,7 +197,7 @@ def _backward_epilogue_kernel(
     C, H, n_splits, n_row_blocks, eps,
     NB: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_R: tl.constexpr,
 ):
-    """Per (b, h, block of rows): dA → P, A, s_q, and partial sums of c_k, dτ, dw (DESIGN §2)."""
+    """Per (b, h, block of rows): dA → P, A, s_q, and partial sums of c_k, dτ, dw."""
     pid = tl.program_id(0)
     bh = (pid // n_row_blocks).to(tl.int64)
     rb = pid % n_row_blocks
@@ -484,7 +485,7 @@ def forward(
     *,
     splits: Optional[int] = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Backend forward (see backends.py): q, k, v (B, H, C, N) → (out, probs, gram, norms).
+    """Backend forward (see ddsa_kernels._registry): q, k, v (B, H, C, N) → (out, probs, gram, norms).
 
     ``splits`` forces the number of N-splits of the Gram sweep (tests); default: heuristic.
     """
@@ -551,7 +552,7 @@ def backward(
     *,
     splits: Optional[int] = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Backend backward (see backends.py) → (dq, dk, dv, d_temperature (H,), d_weights (n,))."""
+    """Backend backward (see ddsa_kernels._registry) → (dq, dk, dv, d_temperature (H,), d_weights (n,))."""
     with _check_tensors(grad_out, q, k, v):
         return _backward(grad_out, q, k, v, temperature, weights, probs, gram, norms, keep, eps, splits)
 
@@ -604,21 +605,7 @@ def _backward(grad_out, q, k, v, temperature, weights, probs, gram, norms, keep,
     return dq, dk, dv, d_temp.sum(dim=(0, 2)), d_w.sum(dim=(0, 1, 2))
 
 
-def _is_available() -> tuple[bool, str]:
-    if _INTERPRET:
-        return True, ""
-    if torch.cuda.is_available():
+def availability() -> tuple[bool, str]:
+    if _INTERPRET or torch.cuda.is_available():
         return True, ""
     return False, "no CUDA device (set TRITON_INTERPRET=1 to run the Triton kernels on CPU)"
-
-
-register_backend(
-    Backend(
-        name="triton",
-        forward=forward,
-        backward=backward,
-        device_types=("cuda", "cpu") if _INTERPRET else ("cuda",),
-        dtypes=(torch.float16, torch.bfloat16, torch.float32),
-        is_available=_is_available,
-    )
-)

@@ -1,13 +1,30 @@
-"""The C×C epilogues of the fused op, in PyTorch (batched over (B, H)).
+"""The "reference" backend: the fused algorithm written with plain PyTorch matmuls.
 
-Backends that implement only the two N-sweeps use these; fused backends implement the same
-math in their own kernels and are tested against the reference. Shapes: ``qk`` and ``gram``
-(B, H, C, C); ``norms`` (B, H, 2, C) holding ‖q_r‖ and ‖k_r‖; ``probs`` (B, H, n_branches, C, C).
-All in the accumulation dtype (float32, or float64 for float64 inputs).
+It follows the same three steps as the fused kernels, so the custom op's autograd path runs on
+every device and dtype (float64 included):
+
+1. Gram sweep: ``q kᵀ`` (C×C) and the squared row norms, in the accumulation dtype;
+2. C×C epilogue (:func:`forward_epilogue`): normalise, scale by τ, per-row k-th-largest
+   threshold, masked softmaxes, ``A = Σ w_i A_i``;
+3. output sweep: ``out = A v``.
+
+Backward, with dO the output gradient and the saved O(C²) statistics:
+``dA = dO vᵀ``; then (:func:`backward_epilogue`) ``dw_i = Σ dA ⊙ A_i``,
+``dS = Σ_i A_i ⊙ (w_i dA − rowsum(w_i dA ⊙ A_i))``, ``dτ = Σ dS ⊙ G``, ``dG = τ dS``,
+``P = dG / (‖q‖_r ‖k‖_c)``; finally ``dq = P k − q ⊙ rowsum(dG ⊙ G)/‖q‖²``,
+``dk = Pᵀ q − k ⊙ colsum(dG ⊙ G)/‖k‖²`` and ``dv = Aᵀ dO``. Rows with a norm below eps follow
+``F.normalize`` (divided by eps, no projection term).
+
+Shapes: ``qk`` and ``gram`` (B, H, C, C); ``norms`` (B, H, 2, C) holding ‖q_r‖ and ‖k_r‖;
+``probs`` (B, H, n_branches, C, C); all in the accumulation dtype. The autograd oracle of the
+tests is :func:`ddsa_kernels.ops.dual_attention.naive.reference_dual_attention`, which shares no
+code with this file.
 """
 from __future__ import annotations
 
 import torch
+
+from ._common import accumulation_dtype
 
 
 def branch_probabilities(scores: torch.Tensor, keep: tuple[int, ...]) -> torch.Tensor:
@@ -54,7 +71,7 @@ def backward_epilogue(
     weights: torch.Tensor,
     eps: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """From ``dA = dO vᵀ`` to what the final sweep needs (DESIGN §2).
+    """From ``dA = dO vᵀ`` to what the final sweep needs (see the module docstring).
 
     Returns ``(P, scale_q, scale_k, d_temperature (H,), d_weights (n_branches,))`` such that
     ``dq = P k − scale_q ⊙ q`` and ``dk = Pᵀ q − scale_k ⊙ k`` (row-wise scales, (B, H, C)).
@@ -74,3 +91,29 @@ def backward_epilogue(
     scale_q = torch.where(norm_q >= eps, dg_g.sum(dim=-1) / (nq * nq), torch.zeros_like(nq))
     scale_k = torch.where(norm_k >= eps, dg_g.sum(dim=-2) / (nk * nk), torch.zeros_like(nk))
     return p, scale_q, scale_k, d_temperature, d_weights
+
+
+
+
+def forward(q, k, v, temperature, weights, keep, eps):
+    acc = accumulation_dtype(q.dtype)
+    qa, ka = q.to(acc), k.to(acc)
+    qk = qa @ ka.transpose(-2, -1)
+    attn, probs, gram, norms = forward_epilogue(
+        qk, qa.square().sum(-1), ka.square().sum(-1), temperature, weights, keep, eps
+    )
+    out = (attn @ v.to(acc)).to(q.dtype)
+    return out, probs, gram, norms
+
+
+def backward(grad_out, q, k, v, temperature, weights, probs, gram, norms, keep, eps):
+    acc = probs.dtype
+    go = grad_out.to(acc)
+    grad_attn = go @ v.to(acc).transpose(-2, -1)
+    attn = (probs * weights.view(1, 1, -1, 1, 1)).sum(dim=2)
+    p, scale_q, scale_k, d_temp, d_w = backward_epilogue(grad_attn, probs, gram, norms, temperature, weights, eps)
+    qa, ka = q.to(acc), k.to(acc)
+    dq = p @ ka - scale_q.unsqueeze(-1) * qa
+    dk = p.transpose(-2, -1) @ qa - scale_k.unsqueeze(-1) * ka
+    dv = attn.transpose(-2, -1) @ go
+    return dq.to(q.dtype), dk.to(q.dtype), dv.to(q.dtype), d_temp, d_w

@@ -1,4 +1,5 @@
-"""Argument validation for the dual attention op: every bad input is named in the error."""
+"""Argument validation for the dual attention op (every bad input is named in the error), and its
+accumulation dtype."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -7,6 +8,11 @@ from typing import Optional
 import torch
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float64 stays float64; every other float dtype accumulates in float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def normalize_topk(topk: Sequence[Optional[int]], channels: int) -> tuple[int, ...]:

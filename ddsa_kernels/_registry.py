@@ -1,0 +1,198 @@
+"""The table of backends of every op, and the one place that validates and resolves a backend name.
+
+Each op (a folder of this package) has several interchangeable implementations. They are listed
+here, explicitly, with what they support; nothing registers itself on import. An implementation is
+an object (a module or a class) named by ``impl`` = ``"package.module"`` or ``"package.module:Name"``
+with ``forward(...)`` and ``backward(...)`` functions (their signatures are the op's own, see the op's
+``__init__``), and optionally ``availability() -> (bool, reason)``. It is imported on first use; an
+import error (no Triton, extension not compiled) makes that backend unavailable with the error as the
+reason, never an import error of this package.
+
+Availability is probed once per process and kept as plain Python values, so that resolving
+``backend="auto"`` inside a ``torch.compile``-traced function reads a dict and calls nothing opaque.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+
+_LOW_AND_FP32 = (torch.float16, torch.bfloat16, torch.float32)
+_ALL_FLOATS = (*_LOW_AND_FP32, torch.float64)
+_ANY_DEVICE = ("cpu", "cuda", "mps", "xpu", "meta")
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """One implementation of one op.
+
+    name: the ``backend=`` value. impl: where ``forward``/``backward`` live. device_types and dtypes:
+    what it runs. max_channels: the largest channel count it accepts (None: any), e.g. a kernel that
+    keeps C×C tiles in shared memory. interpreter_on_cpu: also runs on CPU when TRITON_INTERPRET=1
+    (Triton's interpreter, for tests; slow). fused: False for the unfused baseline, which is plain
+    autograd of torch ops rather than a custom op.
+    """
+
+    name: str
+    impl: str
+    device_types: tuple[str, ...]
+    dtypes: tuple[torch.dtype, ...]
+    summary: str
+    max_channels: Optional[int] = None
+    interpreter_on_cpu: bool = False
+    fused: bool = True
+
+
+BACKENDS: dict[str, tuple[BackendSpec, ...]] = {
+    "dual_attention": (
+        BackendSpec("reference", "ddsa_kernels.ops.dual_attention.reference", _ANY_DEVICE, _ALL_FLOATS,
+                    "the two-sweep algorithm in plain PyTorch (float64 capable)"),
+        BackendSpec("triton", "ddsa_kernels.ops.dual_attention.triton", ("cuda",), _LOW_AND_FP32,
+                    "fused Triton kernels", interpreter_on_cpu=True),
+        BackendSpec("cpu", "ddsa_kernels.ops.dual_attention.extension:CPU", ("cpu",), _ALL_FLOATS,
+                    "C++ kernels of the compiled extension"),
+        BackendSpec("cuda", "ddsa_kernels.ops.dual_attention.extension:CUDA", ("cuda",), _LOW_AND_FP32,
+                    "CUDA kernels of the compiled extension (C×C tiles in shared memory)", max_channels=128),
+        BackendSpec("eager", "ddsa_kernels.ops.dual_attention.naive:eager_dual_attention", _ANY_DEVICE, _ALL_FLOATS,
+                    "the authors'-style unfused computation with plain autograd (the benchmarks' baseline)",
+                    fused=False),
+    ),
+}
+
+# backend="auto": the first backend in this order that is available and supports the tensors.
+AUTO_ORDER: dict[str, dict[str, tuple[str, ...]]] = {
+    "dual_attention": {"cuda": ("cuda", "triton", "reference"), "cpu": ("cpu", "reference")},
+}
+_AUTO_FALLBACK = "reference"
+
+_probed: dict[tuple[str, str], tuple[bool, str]] = {}
+_impls: dict[tuple[str, str], Any] = {}
+
+
+def _specs(op: str) -> dict[str, BackendSpec]:
+    if op not in BACKENDS:
+        raise ValueError(f"unknown op {op!r}; ops: {', '.join(BACKENDS)}")
+    return {spec.name: spec for spec in BACKENDS[op]}
+
+
+def triton_interpreter() -> bool:
+    """True when Triton kernels run through the interpreter (``TRITON_INTERPRET=1`` when this
+    package was imported: Triton reads it once, too)."""
+    return _INTERPRETER
+
+
+_INTERPRETER = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def _load(op: str, spec: BackendSpec) -> tuple[bool, str]:
+    module_name, _, attr = spec.impl.partition(":")
+    try:
+        obj = importlib.import_module(module_name)
+        if attr:
+            obj = getattr(obj, attr)
+    except Exception as exc:  # a missing optional dependency or extension
+        return False, f"{type(exc).__name__}: {exc}"
+    _impls[(op, spec.name)] = obj
+    check = getattr(obj, "availability", None)
+    return check() if check is not None else (True, "")
+
+
+def availability(op: str, name: str) -> tuple[bool, str]:
+    """(available, reason) of backend ``name`` of ``op`` in this process; probed once, then cached."""
+    key = (op, name)
+    if key not in _probed:
+        _probed[key] = _load(op, _specs(op)[name])
+    return _probed[key]
+
+
+def implementation(op: str, name: str) -> Any:
+    """The object holding ``forward``/``backward`` of an available backend."""
+    ok, why = availability(op, name)
+    if not ok:
+        raise RuntimeError(f"backend={name!r} of {op} is not available in this process: {why}")
+    return _impls[(op, name)]
+
+
+def device_types(spec: BackendSpec) -> tuple[str, ...]:
+    if spec.interpreter_on_cpu and triton_interpreter():
+        return (*spec.device_types, "cpu")
+    return spec.device_types
+
+
+def _supports(spec: BackendSpec, device_type: str, dtype: torch.dtype, channels: Optional[int]) -> str:
+    """Empty string when ``spec`` can run these tensors, else why not."""
+    devices = device_types(spec)
+    if device_type not in devices or dtype not in spec.dtypes:
+        return (f"runs on {', '.join(devices)} with "
+                f"{', '.join(str(d).replace('torch.', '') for d in spec.dtypes)}, "
+                f"not {str(dtype).replace('torch.', '')} on {device_type}")
+    if spec.max_channels is not None and channels is not None and channels > spec.max_channels:
+        return f"supports at most C={spec.max_channels} channels, got C={channels}"
+    return ""
+
+
+def build_info(op: str = "dual_attention") -> dict[str, str]:
+    """For every backend of ``op``: "available" or the reason it is not."""
+    return {name: ("available" if ok else why) for name, (ok, why) in
+            ((name, availability(op, name)) for name in _specs(op))}
+
+
+def available_backends(device: Optional[torch.device | str] = None, op: str = "dual_attention") -> list[str]:
+    """Names of the backends of ``op`` usable in this process (on ``device`` when given)."""
+    names = [name for name in _specs(op) if availability(op, name)[0]]
+    if device is not None:
+        device_type = torch.device(device).type
+        names = [n for n in names if device_type in device_types(_specs(op)[n])]
+    return names
+
+
+def check_backend_name(name: str, op: str = "dual_attention") -> str:
+    """Raise ValueError unless ``name`` is "auto" or a backend of ``op``; return it.
+
+    Availability is not checked here (a known backend may be missing in this process): that is
+    reported when the op runs on actual tensors.
+    """
+    known = ("auto", *_specs(op))
+    if not isinstance(name, str) or name not in known:
+        raise ValueError(f"backend={name!r} is not a known backend; choose one of: {', '.join(known)}")
+    return name
+
+
+def resolve_backend(
+    name: str,
+    device: torch.device | str,
+    dtype: torch.dtype,
+    channels: Optional[int] = None,
+    op: str = "dual_attention",
+) -> str:
+    """Turn "auto" into a concrete backend, or check that the named one can run these tensors.
+
+    channels: the op's channel count (C per head for attention), checked against the backend's limit.
+    """
+    check_backend_name(name, op)
+    device_type = torch.device(device).type
+    specs = _specs(op)
+    if name == "auto":
+        for candidate in AUTO_ORDER[op].get(device_type, ()):
+            if availability(op, candidate)[0] and not _supports(specs[candidate], device_type, dtype, channels):
+                return candidate
+        return _AUTO_FALLBACK
+    ok, why = availability(op, name)
+    if not ok:
+        raise RuntimeError(f"backend={name!r} is not available in this process: {why}")
+    problem = _supports(specs[name], device_type, dtype, channels)
+    if problem:
+        raise RuntimeError(f"backend={name!r} cannot run these tensors: it {problem}")
+    return name
+
+
+def is_fused(name: str, op: str = "dual_attention") -> bool:
+    """False for the unfused baseline ("eager"), which runs as plain autograd of torch ops."""
+    return _specs(op)[name].fused
+
+
+def spec(name: str, op: str = "dual_attention") -> BackendSpec:
+    return _specs(op)[name]
