@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
         g = p.add_mutually_exclusive_group()
         g.add_argument("--quick", dest="quick", action="store_true", default=None,
                        help="small subset (default on CPU)")
-        g.add_argument("--full", dest="quick", action="store_false", help="every shape of the issue (default on CUDA)")
+        g.add_argument("--full", dest="quick", action="store_false", help="every benchmark shape (default on CUDA)")
         p.add_argument("--out", type=Path, default=None,
                        help="output folder (default: benchmarks/results/<device-slug>)")
         p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads before running")

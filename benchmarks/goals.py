@@ -1,4 +1,4 @@
-"""The performance goals of issue 7, evaluated on benchmark results: measured number and PASS/FAIL.
+"""The performance goals of the op and the model, evaluated on benchmark results: measured number and PASS/FAIL.
 
 "Fused op" is whatever ``backend="auto"`` picked for the case (recorded as ``auto_backend``).
 A goal whose inputs were not measured in the given results is "NOT MEASURED", never PASS.
@@ -70,7 +70,7 @@ def _threshold_goal(key: str, text: str, cases: list[dict], field: str, target: 
 
 
 def evaluate(op: Optional[dict], model: Optional[dict]) -> list[Goal]:
-    """Every goal of issue 7 against the given op / model results (either may be None)."""
+    """Every goal against the given op / model results (either may be None)."""
     device = next((res["machine"]["device_type"] for res in (op, model) if res), None)
     specs = [
         # key, text, device, cases, field, target, unit

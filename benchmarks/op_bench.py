@@ -29,6 +29,10 @@ from . import common
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 MODES = ("fwd", "fwd+bwd")
 BASELINES = ("eager", "compile(eager)")
+# The products alone, with plain autograd: S = q kᵀ (scaled, so no overflow), out = S v; its
+# backward runs dO vᵀ, S k, Sᵀ q and Sᵀ dO. A diagnostic lower bound for the CPU kernels, which
+# do the same matmuls plus the C×C epilogue.
+GEMM_FLOOR = "floor(gemm)"
 
 
 @dataclass(frozen=True)
@@ -56,8 +60,17 @@ class OpShape:
         return f"({self.batch},{self.heads},{self.channels},{self.side}²)"
 
 
+# The CPU goal: the fused op against the authors'-style code at four shapes of the DDSA network.
+CPU_GOAL_SHAPES = [
+    OpShape("cpu-infer-384", "inference", 1, 1, 48, 384),
+    OpShape("cpu-train-L1", "training", 4, 1, 48, 128),
+    OpShape("cpu-train-L4", "level", 2, 8, 48, 32),
+    OpShape("cpu-train-C96", "level", 2, 1, 96, 128),
+]
+
+
 def select_shapes(device: torch.device, quick: bool) -> list[OpShape]:
-    """The issue's shapes; on CPU in quick mode a subset (N ≤ 256², batch 4 instead of 16)."""
+    """The benchmark shapes (DDSA inference, training and deeper levels, DRSformer); on CPU in quick mode a subset (N ≤ 256², batch 4 instead of 16)."""
     if quick and device.type == "cpu":
         b = 4
         return [
@@ -82,7 +95,7 @@ def select_shapes(device: torch.device, quick: bool) -> list[OpShape]:
 
 QUICK_NOTE_CPU = (
     "CPU quick subset: inference N ∈ {128², 256²}; training and deeper-level shapes at batch 4 "
-    "instead of 16; DRSformer at (4,1,48,128²). Run `ddsa-bench op --full` for the issue's full list."
+    "instead of 16; DRSformer at (4,1,48,128²). Run `ddsa-bench op --full` for the full list."
 )
 
 
@@ -132,6 +145,11 @@ def _callable(impl: str, compiled: Optional[Callable] = None) -> Callable:
     if impl == "compile(eager)":
         assert compiled is not None
         return compiled
+    if impl == GEMM_FLOOR:
+        def floor(q, k, v, t, w, topk):
+            scale = t.sum() * w.sum() / q.shape[-1]
+            return ((q @ k.transpose(-2, -1)) * scale) @ v
+        return floor
     backend = "eager" if impl == "eager" else impl
     return lambda q, k, v, t, w, topk: dual_attention(q, k, v, t, w, topk, backend=backend)
 
@@ -204,7 +222,7 @@ def bench_case(
             skipped = compile_error is None or compile_error.startswith("not run")
             rec.update(status="skipped" if skipped else "error", error=compile_error or "not run")
             continue
-        if impl not in BASELINES and not _supports(impl, device, dtype, shape.channels):
+        if impl not in (*BASELINES, GEMM_FLOOR) and not _supports(impl, device, dtype, shape.channels):
             rec.update(status="skipped", error=f"backend {impl} does not support {dtype_name} on {device.type}")
             continue
         try:
@@ -213,7 +231,7 @@ def bench_case(
             out = run()  # first call: compiles for torch.compile, loads kernels for the others
             common.synchronize(device)
             first = time.perf_counter() - t0
-            if oracle is not None:  # a fast wrong answer is worth nothing: record how far off it is
+            if oracle is not None and impl != GEMM_FLOOR:  # a fast wrong answer is worth nothing
                 rec["max_abs_err_vs_fp32_reference"] = (out.float() - oracle).abs().max().item()
             del out
             if impl == "compile(eager)":
@@ -344,18 +362,18 @@ def run_op_bench(
         compile_dtypes = list(dtypes) if device.type == "cpu" else ["float16"]
     all_shapes = select_shapes(device, quick)
     if shapes:
-        known = {s.name: s for s in select_shapes(device, False) + all_shapes}  # the mode's own shapes win
+        known = {s.name: s for s in CPU_GOAL_SHAPES + select_shapes(device, False) + all_shapes}
         missing = [s for s in shapes if s not in known]
         if missing:
             raise ValueError(f"unknown shape(s) {missing}; choose from {', '.join(known)}")
         all_shapes = [known[s] for s in shapes]
     pkg = package_backends(device)
     if backends is not None:
-        unknown = [b for b in backends if b not in (*BASELINES, *pkg)]
+        unknown = [b for b in backends if b not in (*BASELINES, GEMM_FLOOR, *pkg)]
         if unknown:
             raise ValueError(f"backend(s) {unknown} not available on {device.type}; "
-                             f"available: {', '.join((*BASELINES, *pkg))}")
-        impls = [b for b in (*BASELINES, *pkg) if b in backends]
+                             f"available: {', '.join((*BASELINES, GEMM_FLOOR, *pkg))}")
+        impls = [b for b in (*BASELINES, GEMM_FLOOR, *pkg) if b in backends]
     else:
         impls = [*BASELINES, *pkg]
     result: dict[str, Any] = {

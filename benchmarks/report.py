@@ -130,7 +130,7 @@ def render(op: Optional[dict], model: Optional[dict], plots: list[str] = ()) -> 
         raise ValueError("no benchmark results to render")
     info = first["machine"]
     parts = [f"# ddsa benchmarks — {info['device_name']}", "", *machine_lines(info), ""]
-    parts += ["## Goals (issue 7)", "", goals_table(goals.evaluate(op, model)), ""]
+    parts += ["## Goals", "", goals_table(goals.evaluate(op, model)), ""]
     if op:
         cfg = op["config"]
         parts += ["## Op benchmark", ""]

@@ -324,3 +324,18 @@ def test_readme_update_replaces_only_the_marked_section(tmp_path):
     assert "Results in `results/cpu-x`" in inside
     assert "| CPU: fused op forward vs eager, at every shape | ≥ 2× | 5× | **PASS** |" in inside
     assert "| train-L1 | (16,1,48,128²) | 10 | 5 | 2 | reference | 5.00× | 2.50× | 2 | 50 % |" in inside
+
+
+def test_cpu_goal_rows_compare_the_cpu_backend_with_each_baseline():
+    from benchmarks import bench_op_cpu
+
+    def case(mode, **ms):
+        return {"label": "(1,1,48,8²)", "mode": mode, "results": {k: {"median_ms": v} for k, v in ms.items()}}
+
+    result = {"cases": [case("fwd", eager=10.0, **{"compile(eager)": 4.0}, cpu=2.0),
+                        case("fwd+bwd", eager=9.0, cpu=6.0)]}
+    fwd, fwdbwd = bench_op_cpu.goal_rows(result)
+    assert fwd["speedup_vs_eager"] == 5.0 and fwd["meets_eager"]
+    assert fwd["speedup_vs_compile(eager)"] == 2.0 and fwd["meets_compile(eager)"]
+    assert fwdbwd["speedup_vs_eager"] == 1.5 and not fwdbwd["meets_eager"]  # goal 1.8×
+    assert "speedup_vs_compile(eager)" not in fwdbwd
