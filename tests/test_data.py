@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ddsa_model.data import (
+from ddsa_model.pipeline.data import (
     DatasetError,
     PairedImageDataset,
     ResumableSampler,

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ddsa_model import iqa
-from ddsa_model.metrics import psnr, psnr_y, rgb_to_y, ssim, ssim_y, to_uint8
+from ddsa_model.pipeline import iqa
+from ddsa_model.pipeline.metrics import psnr, psnr_y, rgb_to_y, ssim, ssim_y, to_uint8
 
 skm = pytest.importorskip("skimage.metrics")
 skc = pytest.importorskip("skimage.color")

@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from ddsa_model.cli.synth import main as synth_main
-from ddsa_model.data import find_pairs, read_image
-from ddsa_model.synth import add_rain, rain_layer, streak_kernel
+from ddsa_model.pipeline.data import find_pairs, read_image
+from ddsa_model.pipeline.synth import add_rain, rain_layer, streak_kernel
 
 REPO = Path(__file__).resolve().parents[1]
 

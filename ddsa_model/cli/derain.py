@@ -43,7 +43,7 @@ def expand_inputs(items: Sequence[str], recursive: bool = False) -> Tuple[List[s
     An explicitly named file is always taken (so a non-image is reported, not silently dropped);
     folders and globs contribute only files with image extensions.
     """
-    from ddsa_model.imageio import IMAGE_EXTENSIONS
+    from ddsa_model.pipeline.imageio import IMAGE_EXTENSIONS
 
     def is_image(name: str) -> bool:
         return name.lower().endswith(IMAGE_EXTENSIONS) and not os.path.basename(name).startswith(".")
@@ -116,8 +116,8 @@ def _same_file(a: str, b: str) -> bool:
 
 def derain_file(model, src: str, dst: str, device, dtype, tile: int, overlap: int) -> None:
     """Read ``src``, derain, write ``dst`` (PNG, same size/mode/bit depth, alpha kept)."""
-    from ddsa_model.imageio import read_image, write_png
-    from ddsa_model.inference import derain_array
+    from ddsa_model.pipeline.imageio import read_image, write_png
+    from ddsa_model.pipeline.inference import derain_array
 
     img = read_image(src)
     out = derain_array(model, img.rgb, device=device, tile=tile or None, overlap=overlap, dtype=dtype)
@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError("--tile and --overlap must be >= 0")
     if args.tile and args.overlap >= args.tile:
         raise CLIError(f"--overlap ({args.overlap}) must be smaller than --tile ({args.tile})")
-    from ddsa_model.inference import MIN_TILE
+    from ddsa_model.pipeline.inference import MIN_TILE
 
     if args.tile and args.tile < MIN_TILE:
         raise CLIError(f"--tile must be 0 or at least {MIN_TILE}")
@@ -150,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from ddsa_model.imageio import ImageReadError
+    from ddsa_model.pipeline.imageio import ImageReadError
 
     failed = len(problems)
     bar = tqdm(list(plan.items()), unit="img", disable=args.quiet, file=sys.stderr, dynamic_ncols=True)

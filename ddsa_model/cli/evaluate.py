@@ -6,7 +6,7 @@
 
 --data is one set (a folder with input/ and target/, or input/ only, or a folder of images) or a
 folder of such sets. Paired sets get PSNR and SSIM on the Y channel (ITU-R BT.601, MATLAB
-rgb2ycbcr, 8-bit; SSIM with an 11×11 Gaussian window, σ = 1.5; see ddsa_model.metrics); sets
+rgb2ycbcr, 8-bit; SSIM with an 11×11 Gaussian window, σ = 1.5; see ddsa_model.pipeline.metrics); sets
 without targets get NIQE and BRISQUE (lower is better) from the parameter files in --iqa-dir.
 Outputs are quantised to 8 bit before scoring, exactly as saved PNGs would be.
 """
@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
 # ------------------------------------------------------------------------------- set discovery
 
 def _images_in(folder: str) -> List[str]:
-    from ddsa_model.imageio import IMAGE_EXTENSIONS
+    from ddsa_model.pipeline.imageio import IMAGE_EXTENSIONS
 
     return sorted(os.path.join(folder, f) for f in os.listdir(folder)
                   if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith(".")
@@ -84,7 +84,7 @@ def _images_in(folder: str) -> List[str]:
 
 def _as_set(folder: str) -> Optional[EvalSet]:
     """The set in ``folder`` or None when it is not one (raises CLIError on a broken paired set)."""
-    from ddsa_model.data import DatasetError, find_pairs
+    from ddsa_model.pipeline.data import DatasetError, find_pairs
 
     name = os.path.basename(os.path.normpath(folder))
     inp, tgt = os.path.join(folder, "input"), os.path.join(folder, "target")
@@ -146,7 +146,7 @@ class _NoRef:
         if self.niqe_path is None:
             raise CLIError("sets without target/ are scored with NIQE and BRISQUE: pass --iqa-dir DIR "
                            f"(holding {NIQE_FILE}, {BRISQUE_MODEL}, {BRISQUE_RANGE}) or --niqe-params")
-        from ddsa_model import iqa
+        from ddsa_model.pipeline import iqa
 
         try:
             self.niqe = iqa.NIQE(self.niqe_path)
@@ -163,7 +163,7 @@ class _NoRef:
                 self.brisque_ok = False
 
     def __call__(self, img) -> Dict[str, Optional[float]]:
-        from ddsa_model import iqa
+        from ddsa_model.pipeline import iqa
 
         out: Dict[str, Optional[float]] = {"niqe": None, "brisque": None}
         try:
@@ -184,9 +184,9 @@ def evaluate_set(s: EvalSet, model, args, device, dtype, noref: Optional[_NoRef]
     """Per-image and mean scores of one set."""
     from tqdm import tqdm
 
-    from ddsa_model.imageio import ImageReadError, read_image, write_png
-    from ddsa_model.inference import derain_array
-    from ddsa_model.metrics import psnr_y, ssim_y, to_uint8
+    from ddsa_model.pipeline.imageio import ImageReadError, read_image, write_png
+    from ddsa_model.pipeline.inference import derain_array
+    from ddsa_model.pipeline.metrics import psnr_y, ssim_y, to_uint8
 
     items = s.items[: args.limit] if args.limit else s.items
     rows, failures = [], []
@@ -270,7 +270,7 @@ def _json_safe(obj):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ddsa_model.imageio import atomic_write_bytes
+    from ddsa_model.pipeline.imageio import atomic_write_bytes
 
     if args.limit is not None and args.limit < 1:
         raise CLIError("--limit must be >= 1")

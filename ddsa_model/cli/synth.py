@@ -20,8 +20,8 @@ import numpy as np
 from PIL import Image
 
 from ddsa_model.atomic import atomic_path, atomic_write_text
-from ddsa_model.data import IMAGE_EXTENSIONS, DatasetError, read_image
-from ddsa_model.synth import add_rain
+from ddsa_model.pipeline.data import IMAGE_EXTENSIONS, DatasetError, read_image
+from ddsa_model.pipeline.synth import add_rain
 
 PARAMS = ("density", "length", "angle", "blur", "brightness")
 DEFAULTS = {"density": "0.005", "length": "20", "angle": "0", "blur": "0.8", "brightness": "0.7"}

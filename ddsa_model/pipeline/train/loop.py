@@ -1,13 +1,12 @@
 """The trainer: L1 loss, AdamW, constant-then-cosine lr, AMP, grad clipping and accumulation,
 DDP via torchrun (gloo on CPU, nccl on CUDA), atomic checkpoints and exact resume.
 
-    from ddsa_model.train import train
-    from ddsa_model.train_config import load_config
+    from ddsa_model.pipeline.train import load_config, train
     summary = train(load_config("run.yaml", ["train.iterations=1000"]), resume="auto")
 
 Exact resume: a checkpoint holds model, optimizer, scheduler, grad scaler, the RNG states and
 the iteration; the training data of iteration t is a pure function of (seed, t) (see
-:class:`ddsa_model.data.ResumableSampler`), so stopping at n and resuming reproduces the
+:class:`ddsa_model.pipeline.data.ResumableSampler`), so stopping at n and resuming reproduces the
 uninterrupted run bit for bit on the same device and thread count.
 
 Output folder: ``config.yaml`` (resolved config), ``metrics.jsonl`` (one JSON record per log,
@@ -35,9 +34,11 @@ import torch.distributed as dist
 import torch.nn.functional as F
 import yaml
 
-from .atomic import atomic_path, atomic_write
-from .data import PairedImageDataset, ResumableSampler, crop_at
-from .train_config import ConfigError, RunConfig
+from ddsa_model import build_model, save_model
+from ddsa_model.atomic import atomic_path, atomic_write
+
+from ..data import PairedImageDataset, ResumableSampler, crop_at
+from .config import ConfigError, RunConfig
 
 CHECKPOINT_RE = re.compile(r"^iter_(\d+)\.pt$")
 CHECKPOINT_FORMAT = "ddsa-train-checkpoint-v1"
@@ -243,7 +244,7 @@ class _Logger:
 # ----------------------------------------------------------------------------- validation
 def _psnr_y(out: np.ndarray, ref: np.ndarray) -> float:
     try:
-        from .metrics import psnr_y
+        from ..metrics import psnr_y
     except ImportError:  # pragma: no cover - metrics.py ships with the package
         psnr_y = None
     if psnr_y is not None:
@@ -293,7 +294,6 @@ def _autocast(amp: str, device: torch.device) -> contextlib.AbstractContextManag
 
 
 def _build_model(cfg: RunConfig) -> torch.nn.Module:
-    from . import build_model
     try:
         return build_model(cfg.model.preset, attention_backend=cfg.model.attention_backend, **cfg.model.overrides)
     except (ValueError, TypeError) as exc:
@@ -505,7 +505,6 @@ def _train(cfg: RunConfig, resume: str | None, info: DistInfo) -> dict[str, Any]
     digest = _check_ranks_agree(run.model, info)
     final = None
     if stop == t_cfg.iterations and info.is_main:
-        from . import save_model
         final = out_dir / "model.safetensors"
         save_model(run.model, final, metadata={"iterations": str(stop), "train_config": json.dumps(cfg.to_dict())})
         log.record(event="finished", iteration=stop, weights=str(final), weights_sha256=digest)

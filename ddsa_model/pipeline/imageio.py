@@ -6,7 +6,7 @@ network eats — plus what is needed to write the result back in the input's own
 * gray (L / I;16) inputs are replicated to RGB and written back as gray (BT.601 luma of the output);
 * alpha (RGBA / LA / palette transparency) is kept and written back unchanged;
 * 16-bit PNGs (gray, RGB, RGBA) stay 16-bit (Pillow cannot read 48-bit RGB: OpenCV is used when
-  installed, else the small codec in :mod:`ddsa_model.png16`);
+  installed, else the small codec in :mod:`ddsa_model.pipeline.png16`);
 * the EXIF orientation tag is applied, so the output is upright and has the displayed size.
 
 Any failure to read becomes :class:`ImageReadError` naming the file.
@@ -23,7 +23,7 @@ from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
 
 from . import png16
-from .atomic import atomic_write_bytes  # re-exported: ddsa-eval and older callers import it from here
+from ddsa_model.atomic import atomic_write_bytes  # re-exported: ddsa-eval and older callers import it from here
 
 __all__ = ["Image", "ImageReadError", "read_image", "write_png", "atomic_write_bytes", "IMAGE_EXTENSIONS"]
 
