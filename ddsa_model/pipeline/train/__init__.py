@@ -5,10 +5,10 @@ AMP, DDP via torchrun, atomic checkpoints and exact resume).
     summary = train(load_config("run.yaml", ["train.iterations=1000"]), resume="auto")
 """
 from .config import ConfigError, RunConfig, config_from_dict, load_config, parse_override
-from .loop import (
-    ConstantCosineLR, TrainingDiverged, config_summary, list_checkpoints, parameter_digest, resolve_resume, train,
-    validate,
-)
+from .checkpoints import list_checkpoints, resolve_resume
+from .distributed import parameter_digest
+from .loop import TrainingDiverged, config_summary, train, validate
+from .schedule import ConstantCosineLR
 
 __all__ = [
     "train", "validate", "TrainingDiverged", "ConstantCosineLR", "parameter_digest", "list_checkpoints",

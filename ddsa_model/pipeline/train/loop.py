@@ -1,5 +1,5 @@
-"""The trainer: L1 loss, AdamW, constant-then-cosine lr, AMP, grad clipping and accumulation,
-DDP via torchrun (gloo on CPU, nccl on CUDA), atomic checkpoints and exact resume.
+"""The training loop: L1 loss, AdamW, constant-then-cosine lr, AMP, grad clipping and
+accumulation, DDP via torchrun, periodic validation (PSNR-Y), logging and checkpoints.
 
     from ddsa_model.pipeline.train import load_config, train
     summary = train(load_config("run.yaml", ["train.iterations=1000"]), resume="auto")
@@ -16,14 +16,10 @@ weights for ``ddsa-eval`` / ``ddsa-derain``) and TensorBoard events when tensorb
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
-import os
 import random
-import re
 import time
-from dataclasses import dataclass, field
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,157 +31,21 @@ import torch.nn.functional as F
 import yaml
 
 from ddsa_model import build_model, save_model
-from ddsa_model.atomic import atomic_path, atomic_write
+from ddsa_model.atomic import atomic_write
 
 from ..data import PairedImageDataset, ResumableSampler, crop_at
+from .checkpoints import (
+    TrainState, checkpoint_path, list_checkpoints, prune_checkpoints, resolve_resume, restore, save_checkpoint,
+)
 from .config import ConfigError, RunConfig
-
-CHECKPOINT_RE = re.compile(r"^iter_(\d+)\.pt$")
-CHECKPOINT_FORMAT = "ddsa-train-checkpoint-v1"
+from .distributed import (
+    DistInfo, all_mean, check_ranks_agree, setup_distributed, sync_buffers, teardown_distributed,
+)
+from .schedule import ConstantCosineLR
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
-
-
-# ----------------------------------------------------------------------------- lr schedule
-class ConstantCosineLR(torch.optim.lr_scheduler.LRScheduler):
-    """lr = base for t < ``constant_steps``, then cosine from base to ``eta_min`` at ``total_steps``.
-
-    The paper's schedule (constant 1e-4 for 92K of 300K iterations, then cosine annealing).
-    ``t`` is the number of optimizer steps taken so far.
-    """
-
-    def __init__(self, optimizer: torch.optim.Optimizer, total_steps: int, constant_steps: int,
-                 eta_min: float = 1e-6, last_epoch: int = -1) -> None:
-        self.total_steps, self.constant_steps, self.eta_min = total_steps, constant_steps, eta_min
-        super().__init__(optimizer, last_epoch)
-
-    def lr_at(self, step: int, base: float) -> float:
-        if step < self.constant_steps:
-            return base
-        span = max(1, self.total_steps - self.constant_steps)
-        progress = min(1.0, (step - self.constant_steps) / span)
-        return self.eta_min + (base - self.eta_min) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-    def get_lr(self) -> list[float]:
-        return [self.lr_at(self.last_epoch, base) for base in self.base_lrs]
-
-
-# ----------------------------------------------------------------------------- distributed
-@dataclass
-class DistInfo:
-    world_size: int = 1
-    rank: int = 0
-    local_rank: int = 0
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def _setup_distributed(device_pref: str) -> DistInfo:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = device_pref == "cuda" or (device_pref == "auto" and torch.cuda.is_available())
-    if device_pref == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train.device=cuda but no CUDA device is available (use train.device=cpu)")
-    if use_cuda:
-        torch.cuda.set_device(local_rank)
-        device = torch.device("cuda", local_rank)
-    else:
-        device = torch.device("cpu")
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    return DistInfo(world, rank, local_rank, device)
-
-
-def _all_mean(values: list[float], info: DistInfo) -> list[float]:
-    if not info.enabled:
-        return values
-    t = torch.tensor(values, dtype=torch.float64, device=info.device)
-    dist.all_reduce(t)
-    return (t / info.world_size).tolist()
-
-
-def parameter_digest(model: torch.nn.Module) -> str:
-    """SHA-256 over every parameter's name and bytes (identical weights ⇔ identical digests)."""
-    h = hashlib.sha256()
-    for name, p in model.named_parameters():
-        h.update(name.encode())
-        h.update(p.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-# ----------------------------------------------------------------------------- checkpoints
-def _rng_state() -> dict[str, Any]:
-    """Global RNG states in types that ``torch.load(weights_only=True)`` accepts."""
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {"python": random.getstate(), "torch": torch.get_rng_state(),
-             "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                       "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    n = state["numpy"]
-    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
-                         n["cached_gaussian"]))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-
-
-def list_checkpoints(out_dir: str | os.PathLike) -> list[tuple[int, Path]]:
-    """(iteration, path) of the checkpoints in ``out_dir/checkpoints``, oldest first."""
-    folder = Path(out_dir) / "checkpoints"
-    if not folder.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := CHECKPOINT_RE.match(p.name))]
-    return sorted(found)
-
-
-def resolve_resume(resume: str | None, out_dir: str) -> Path | None:
-    """``None`` → None; ``"auto"`` → latest checkpoint in out_dir or None; a path → that path."""
-    if not resume:
-        return None
-    if resume == "auto":
-        found = list_checkpoints(out_dir)
-        return found[-1][1] if found else None
-    path = Path(resume)
-    if path.is_dir():
-        found = list_checkpoints(path)
-        if not found:
-            raise ConfigError(f"--resume {resume}: no checkpoints (checkpoints/iter_*.pt) in that folder")
-        return found[-1][1]
-    if not path.is_file():
-        raise ConfigError(f"--resume {resume}: no such checkpoint file")
-    return path
-
-
-def _load_checkpoint(path: Path) -> dict[str, Any]:
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any loading failure means an unusable file
-        raise ConfigError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ConfigError(f"{path} is not a ddsa-train checkpoint (for weights-only files use ddsa-eval/derain)")
-    return ckpt
 
 
 # ----------------------------------------------------------------------------- logging
@@ -313,24 +173,11 @@ def train(cfg: RunConfig, resume: str | None = None) -> dict[str, Any]:
     """
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
-    info = _setup_distributed(cfg.train.device)
+    info = setup_distributed(cfg.train.device)
     try:
         return _train(cfg, resume, info)
     finally:
-        if info.enabled and dist.is_initialized():
-            dist.destroy_process_group()
-
-
-@dataclass
-class _Run:
-    """Everything a checkpoint captures, plus the DDP wrapper."""
-
-    model: torch.nn.Module
-    net: torch.nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: ConstantCosineLR
-    scaler: torch.amp.GradScaler
-    iteration: int = 0
+        teardown_distributed(info)
 
 
 def _datasets(cfg: RunConfig) -> tuple[PairedImageDataset, PairedImageDataset | None]:
@@ -343,7 +190,7 @@ def _datasets(cfg: RunConfig) -> tuple[PairedImageDataset, PairedImageDataset | 
     return train_set, val_set
 
 
-def _new_run(cfg: RunConfig, info: DistInfo) -> _Run:
+def _new_state(cfg: RunConfig, info: DistInfo) -> TrainState:
     t, o = cfg.train, cfg.optim
     random.seed(t.seed)
     np.random.seed(t.seed)
@@ -353,57 +200,29 @@ def _new_run(cfg: RunConfig, info: DistInfo) -> _Run:
     optimizer = torch.optim.AdamW(model.parameters(), lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
     scheduler = ConstantCosineLR(optimizer, t.iterations, round(o.constant_fraction * t.iterations), o.eta_min)
     scaler = torch.amp.GradScaler(info.device.type, enabled=t.amp == "fp16")
-    return _Run(model, model, optimizer, scheduler, scaler)
+    return TrainState(model, optimizer, scheduler, scaler)
 
 
-def _restore(run: _Run, path: Path, cfg: RunConfig) -> None:
-    ckpt = _load_checkpoint(path)
-    stored, current = ckpt["model_config"], run.model.config.to_dict()
-    if stored != current:
-        diff = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
-        raise ConfigError(f"checkpoint {path} holds a different model (fields differ: {', '.join(diff)}); "
-                          "use the same model.preset / model.overrides or a new log.out_dir")
-    if int(ckpt["iteration"]) > cfg.train.iterations:
-        raise ConfigError(f"checkpoint {path} is at iteration {ckpt['iteration']}, beyond train.iterations="
-                          f"{cfg.train.iterations}")
-    run.model.load_state_dict(ckpt["model"])
-    run.optimizer.load_state_dict(ckpt["optimizer"])
-    run.scheduler.load_state_dict(ckpt["scheduler"])
-    # the schedule follows the current config (e.g. more iterations); an unchanged config resumes exactly
-    run.scheduler.total_steps = cfg.train.iterations
-    run.scheduler.constant_steps = round(cfg.optim.constant_fraction * cfg.train.iterations)
-    run.scheduler.eta_min = cfg.optim.eta_min
-    run.scaler.load_state_dict(ckpt["scaler"])
-    _set_rng_state(ckpt["rng"])
-    run.iteration = int(ckpt["iteration"])
-
-
-def _save(run: _Run, cfg: RunConfig, info: DistInfo, log: _Logger) -> Path:
+def _save(run: TrainState, cfg: RunConfig, info: DistInfo, log: _Logger) -> Path:
     """Checkpoint of ``run`` at ``run.iteration`` (rank 0 writes; every rank must call)."""
-    path = Path(cfg.log.out_dir) / "checkpoints" / f"iter_{run.iteration:07d}.pt"
-    _sync_buffers(run.model, info)
-    digest = _check_ranks_agree(run.model, info)
+    path = checkpoint_path(cfg.log.out_dir, run.iteration)
+    sync_buffers(run.model, info)
+    digest = check_ranks_agree(run.model, info)
     if info.is_main:
         t = cfg.train
-        _atomic_torch_save({
-            "format": CHECKPOINT_FORMAT, "iteration": run.iteration, "model": run.model.state_dict(),
-            "model_config": run.model.config.to_dict(), "optimizer": run.optimizer.state_dict(),
-            "scheduler": run.scheduler.state_dict(), "scaler": run.scaler.state_dict(), "rng": _rng_state(),
-            # the data position: the sampler restarts at this iteration (its order is a function of seed)
-            "sampler": {"next_iteration": run.iteration, "seed": t.seed, "world_size": info.world_size,
-                        "batch_size": t.batch_size, "grad_accum": t.grad_accum},
-            "config": cfg.to_dict(), "weights_sha256": digest,
-        }, path)
-        if cfg.log.keep_checkpoints:
-            for _, old in list_checkpoints(cfg.log.out_dir)[:-cfg.log.keep_checkpoints]:
-                old.unlink(missing_ok=True)
+        # the data position: the sampler restarts at this iteration (its order is a function of seed)
+        sampler = {"next_iteration": run.iteration, "seed": t.seed, "world_size": info.world_size,
+                   "batch_size": t.batch_size, "grad_accum": t.grad_accum}
+        save_checkpoint(run, path, config=cfg.to_dict(), sampler=sampler, weights_sha256=digest)
+        prune_checkpoints(cfg.log.out_dir, cfg.log.keep_checkpoints)
         log.record(event="checkpoint", iteration=run.iteration, path=str(path), weights_sha256=digest)
     return path
 
 
-def _step(run: _Run, batches: Iterator, cfg: RunConfig, info: DistInfo,
+def _step(run: TrainState, net: torch.nn.Module, batches: Iterator, cfg: RunConfig, info: DistInfo,
           autocast: contextlib.AbstractContextManager) -> torch.Tensor:
-    """One optimizer step over ``grad_accum`` micro-batches; returns the mean L1 loss (a device tensor)."""
+    """One optimizer step over ``grad_accum`` micro-batches of ``net`` (``run.model`` or its DDP
+    wrapper); returns the mean L1 loss (a device tensor)."""
     accum = cfg.train.grad_accum
     total = torch.zeros((), device=info.device)
     for micro in range(accum):
@@ -411,9 +230,9 @@ def _step(run: _Run, batches: Iterator, cfg: RunConfig, info: DistInfo,
         inp = inp.to(info.device, non_blocking=True)
         tgt = tgt.to(info.device, non_blocking=True)
         last = micro == accum - 1
-        with (run.net.no_sync() if info.enabled and not last else contextlib.nullcontext()):
+        with (net.no_sync() if info.enabled and not last else contextlib.nullcontext()):
             with autocast:
-                out = run.net(inp)
+                out = net(inp)
             loss = F.l1_loss(out.float(), tgt) / accum
             run.scaler.scale(loss).backward()
         total += loss.detach()
@@ -438,15 +257,16 @@ def _train(cfg: RunConfig, resume: str | None, info: DistInfo) -> dict[str, Any]
                           "or choose a new log.out_dir")
     # Every input (data folders, model config, checkpoint) is checked before anything is written.
     train_set, val_set = _datasets(cfg)
-    run = _new_run(cfg, info)
+    run = _new_state(cfg, info)
     if ckpt_path is not None:
-        _restore(run, ckpt_path, cfg)
+        restore(run, ckpt_path, cfg)
     start = run.iteration
     if info.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         _write_config(cfg, out_dir)
+    net = run.model
     if info.enabled:
-        run.net = torch.nn.parallel.DistributedDataParallel(
+        net = torch.nn.parallel.DistributedDataParallel(
             run.model, device_ids=[info.local_rank] if info.device.type == "cuda" else None)
 
     sampler = ResumableSampler(len(train_set), batch_size=t_cfg.batch_size, seed=t_cfg.seed,
@@ -474,12 +294,12 @@ def _train(cfg: RunConfig, resume: str | None, info: DistInfo) -> dict[str, Any]
     while run.iteration < stop:
         lr = run.scheduler.get_last_lr()[0]
         crop = crop_at(run.iteration, d_cfg.crop, d_cfg.progressive)
-        loss_sum += _step(run, batches, cfg, info, autocast)
+        loss_sum += _step(run, net, batches, cfg, info, autocast)
         loss_count += 1
         done = run.iteration
         log.progress(1)
         if done % l_cfg.log_interval == 0 or done == stop:
-            mean_loss = _all_mean([float(loss_sum) / loss_count], info)[0]  # one device sync per log
+            mean_loss = all_mean([float(loss_sum) / loss_count], info)[0]  # one device sync per log
             if not math.isfinite(mean_loss):
                 raise TrainingDiverged(f"the loss became {mean_loss} at iteration {done} (lr {lr:.3g}); lower "
                                    "optim.lr, set train.amp=none or bf16, or enable train.grad_clip")
@@ -493,7 +313,7 @@ def _train(cfg: RunConfig, resume: str | None, info: DistInfo) -> dict[str, Any]
             loss_sum.zero_()
             loss_count = 0
         if val_set is not None and ((l_cfg.val_interval and done % l_cfg.val_interval == 0) or done == t_cfg.iterations):
-            _sync_buffers(run.model, info)
+            sync_buffers(run.model, info)
             psnr = validate(run.model, val_set, info, autocast, d_cfg.val_max_images)
             val_history.append((done, psnr))
             log.record(iteration=done, val_psnr_y=psnr)
@@ -501,8 +321,8 @@ def _train(cfg: RunConfig, resume: str | None, info: DistInfo) -> dict[str, Any]
         if (l_cfg.ckpt_interval and done % l_cfg.ckpt_interval == 0) or done == stop:
             _save(run, cfg, info, log)
 
-    _sync_buffers(run.model, info)
-    digest = _check_ranks_agree(run.model, info)
+    sync_buffers(run.model, info)
+    digest = check_ranks_agree(run.model, info)
     final = None
     if stop == t_cfg.iterations and info.is_main:
         final = out_dir / "model.safetensors"
@@ -515,26 +335,6 @@ def _train(cfg: RunConfig, resume: str | None, info: DistInfo) -> dict[str, Any]
             "world_size": info.world_size, "model": run.model}
 
 
-def _sync_buffers(model: torch.nn.Module, info: DistInfo) -> None:
-    """Give every rank rank 0's buffers (BatchNorm running stats). DDP broadcasts them before each
-    forward, so after the last training step the other ranks still hold their own updates."""
-    if info.enabled:
-        for b in model.buffers():
-            dist.broadcast(b, src=0)
-
-
-def _check_ranks_agree(model: torch.nn.Module, info: DistInfo) -> str:
-    """Parameter digest of this rank; under DDP raises if any rank's weights differ."""
-    digest = parameter_digest(model)
-    if info.enabled:
-        digests: list[str | None] = [None] * info.world_size
-        dist.all_gather_object(digests, digest)
-        if len(set(digests)) != 1:
-            raise RuntimeError(f"DDP ranks hold different weights (digests {digests}); "
-                               "this is a bug — please report it")
-    return digest
-
-
 def config_summary(cfg: RunConfig) -> str:
     """One-line description of a run for logs."""
     t = cfg.train
@@ -542,5 +342,4 @@ def config_summary(cfg: RunConfig) -> str:
             f"×{t.grad_accum}, crop {cfg.data.crop}, lr {cfg.optim.lr:g}→{cfg.optim.eta_min:g}, amp {t.amp}")
 
 
-__all__ = ["train", "validate", "TrainingDiverged", "ConstantCosineLR", "parameter_digest", "list_checkpoints", "resolve_resume",
-           "config_summary"]
+__all__ = ["train", "validate", "TrainingDiverged", "config_summary"]
