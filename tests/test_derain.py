@@ -11,9 +11,10 @@ import torch
 from PIL import Image, ImageOps
 
 from ddsa_model import build_model, save_model
-from ddsa_model.pipeline import png16
+from ddsa_model.atomic import atomic_write_bytes
 from ddsa_model.cli import derain as cli
-from ddsa_model.pipeline.imageio import ImageReadError, atomic_write_bytes, read_image
+from ddsa_model.pipeline import png16
+from ddsa_model.pipeline.imageio import ImageReadError, read_image
 from ddsa_model.pipeline.inference import blend_ramp, derain_tensor, tile_starts
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -57,8 +57,7 @@ def _sample_images() -> List[Tuple[str, np.ndarray]]:
 
 
 def _user_images(items: Sequence[str]) -> List[Tuple[str, np.ndarray]]:
-    from ddsa_model.cli.derain import expand_inputs
-    from ddsa_model.pipeline.imageio import ImageReadError, read_image
+    from ddsa_model.pipeline.imageio import ImageReadError, expand_inputs, read_image
 
     files, problems = expand_inputs(items)
     for p in problems:

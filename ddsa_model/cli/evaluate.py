@@ -21,7 +21,11 @@ from typing import Optional, Sequence
 from ddsa_model.cli._common import (
     CLIError, add_model_args, error, load_model_for_cli, resolve_device, run_cli,
 )
-from ddsa_model.pipeline.evaluate import BRISQUE_MODEL, BRISQUE_RANGE, NIQE_FILE, EvalError, NoReferenceScorer
+from ddsa_model.atomic import atomic_write_bytes
+from ddsa_model.pipeline.evaluate import (
+    BRISQUE_MODEL, BRISQUE_RANGE, NIQE_FILE, EvalError, NoReferenceScorer, build_report, csv_text, discover_sets,
+    evaluate_set, format_table, json_safe,
+)
 
 __all__ = ["main", "build_parser"]
 
@@ -70,9 +74,6 @@ def _noref(args: argparse.Namespace) -> NoReferenceScorer:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ddsa_model.atomic import atomic_write_bytes
-    from ddsa_model.pipeline.evaluate import build_report, csv_text, discover_sets, evaluate_set, format_table, json_safe
-
     if args.limit is not None and args.limit < 1:
         raise CLIError("--limit must be >= 1")
     if args.input_only and args.weights:

@@ -17,6 +17,13 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
 
 import torch
+from tqdm import tqdm
+
+from . import iqa
+from .data import DatasetError, find_pairs
+from .imageio import ImageReadError, list_images, read_image, write_png
+from .inference import derain_array
+from .metrics import psnr_y, ssim_y, to_uint8
 
 __all__ = ["EvalError", "EvalSet", "NoReferenceScorer", "discover_sets", "evaluate_set", "format_table",
            "csv_text", "build_report", "json_safe", "NIQE_FILE", "BRISQUE_MODEL", "BRISQUE_RANGE"]
@@ -45,18 +52,8 @@ class EvalSet:
 
 # ------------------------------------------------------------------------------- set discovery
 
-def _images_in(folder: str) -> List[str]:
-    from .imageio import IMAGE_EXTENSIONS
-
-    return sorted(os.path.join(folder, f) for f in os.listdir(folder)
-                  if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith(".")
-                  and os.path.isfile(os.path.join(folder, f)))
-
-
 def _as_set(folder: str) -> Optional[EvalSet]:
     """The set in ``folder`` or None when it is not one (raises EvalError on a broken paired set)."""
-    from .data import DatasetError, find_pairs
-
     name = os.path.basename(os.path.normpath(folder))
     inp, tgt = os.path.join(folder, "input"), os.path.join(folder, "target")
     if os.path.isdir(inp) and os.path.isdir(tgt):
@@ -66,9 +63,9 @@ def _as_set(folder: str) -> Optional[EvalSet]:
             raise EvalError(str(e)) from None
         return EvalSet(name, folder, [(str(p.input), str(p.target)) for p in pairs])
     if os.path.isdir(inp):
-        images = _images_in(inp)
+        images = list_images(inp)
         return EvalSet(name, folder, [(f, None) for f in images]) if images else None
-    images = _images_in(folder)
+    images = list_images(folder)
     return EvalSet(name, folder, [(f, None) for f in images]) if images else None
 
 
@@ -79,7 +76,7 @@ def discover_sets(root: str, names: Optional[Sequence[str]] = None) -> List[Eval
     """
     if not os.path.isdir(root):
         raise EvalError(f"--data {root}: no such folder")
-    own = os.path.isdir(os.path.join(root, "input")) or bool(_images_in(root))
+    own = os.path.isdir(os.path.join(root, "input")) or bool(list_images(root))
     if own:
         s = _as_set(root)
         if s is None:
@@ -117,8 +114,6 @@ class NoReferenceScorer:
     """
 
     def __init__(self, niqe_params: str, brisque_model: Optional[str], brisque_range: Optional[str]) -> None:
-        from . import iqa
-
         self.niqe = iqa.NIQE(niqe_params)
         self.brisque_paths = (brisque_model, brisque_range)
         self.brisque_problem: Optional[str] = None
@@ -133,8 +128,6 @@ class NoReferenceScorer:
 
     def __call__(self, img) -> Dict[str, Optional[float]]:
         """{"niqe", "brisque"} of a uint8 (H, W, 3) image (None when not computed)."""
-        from . import iqa
-
         out: Dict[str, Optional[float]] = {"niqe": None, "brisque": None}
         try:
             out["niqe"] = self.niqe(img)
@@ -159,12 +152,6 @@ def evaluate_set(s: EvalSet, model: Optional[torch.nn.Module], *, device: torch.
     ``tile`` 0: whole images; ``limit``: only the first N images; ``save_dir``: outputs are written
     to ``save_dir/<set>/<name>.png``. Images that cannot be scored are listed under "failed".
     """
-    from tqdm import tqdm
-
-    from .imageio import ImageReadError, read_image, write_png
-    from .inference import derain_array
-    from .metrics import psnr_y, ssim_y, to_uint8
-
     items = s.items[:limit] if limit else s.items
     rows, failures = [], []
     out_dir = os.path.join(save_dir, s.name) if save_dir else None
