@@ -18,15 +18,15 @@ import numpy as np
 import torch
 
 from ddsa_model.atomic import atomic_path
+from ddsa_model.checkpoint import TRAIN_CHECKPOINT_FORMAT
 
 from .config import ConfigError, RunConfig
 from .schedule import ConstantCosineLR
 
-__all__ = ["CHECKPOINT_FORMAT", "TrainState", "checkpoint_path", "list_checkpoints", "resolve_resume",
+__all__ = ["TrainState", "checkpoint_path", "list_checkpoints", "resolve_resume",
            "load_checkpoint", "save_checkpoint", "restore", "prune_checkpoints"]
 
 CHECKPOINT_RE = re.compile(r"^iter_(\d+)\.pt$")
-CHECKPOINT_FORMAT = "ddsa-train-checkpoint-v1"
 
 
 @dataclass
@@ -99,7 +99,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any loading failure means an unusable file
         raise ConfigError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+    if not isinstance(ckpt, dict) or ckpt.get("format") != TRAIN_CHECKPOINT_FORMAT:
         raise ConfigError(f"{path} is not a ddsa-train checkpoint (for weights-only files use ddsa-eval/derain)")
     return ckpt
 
@@ -110,7 +110,7 @@ def save_checkpoint(state: TrainState, path: Path, *, config: dict[str, Any], sa
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         torch.save({
-            "format": CHECKPOINT_FORMAT, "iteration": state.iteration, "model": state.model.state_dict(),
+            "format": TRAIN_CHECKPOINT_FORMAT, "iteration": state.iteration, "model": state.model.state_dict(),
             "model_config": state.model.config.to_dict(), "optimizer": state.optimizer.state_dict(),
             "scheduler": state.scheduler.state_dict(), "scaler": state.scaler.state_dict(), "rng": _rng_state(),
             "sampler": sampler, "config": config, "weights_sha256": weights_sha256,
