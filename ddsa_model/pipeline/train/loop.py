@@ -34,6 +34,8 @@ from ddsa_model import build_model, save_model
 from ddsa_model.atomic import atomic_write
 
 from ..data import PairedImageDataset, ResumableSampler, crop_at
+from ..inference import precision_context
+from ..metrics import psnr_y, to_uint8
 from .checkpoints import (
     TrainState, checkpoint_path, list_checkpoints, prune_checkpoints, resolve_resume, restore, save_checkpoint,
 )
@@ -102,26 +104,6 @@ class _Logger:
 
 
 # ----------------------------------------------------------------------------- validation
-def _psnr_y(out: np.ndarray, ref: np.ndarray) -> float:
-    try:
-        from ..metrics import psnr_y
-    except ImportError:  # pragma: no cover - metrics.py ships with the package
-        psnr_y = None
-    if psnr_y is not None:
-        return float(psnr_y(out, ref))
-    # MATLAB rgb2ycbcr Y (BT.601, 8-bit), rounded as MATLAB does for uint8 input.
-    def y(a: np.ndarray) -> np.ndarray:
-        a = a.astype(np.float64)
-        return np.round(16.0 + (65.481 * a[..., 0] + 128.553 * a[..., 1] + 24.966 * a[..., 2]) / 255.0)
-    mse = float(np.mean((y(out) - y(ref)) ** 2))
-    return float("inf") if mse == 0 else 10.0 * math.log10(255.0 ** 2 / mse)
-
-
-def _to_uint8(t: torch.Tensor) -> np.ndarray:
-    """(3, H, W) float in [0, 1] → (H, W, 3) uint8, rounded."""
-    return t.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-
-
 @torch.no_grad()
 def validate(model: torch.nn.Module, dataset: PairedImageDataset, info: DistInfo,
              autocast: contextlib.AbstractContextManager | None = None, max_images: int = 0) -> float:
@@ -134,7 +116,7 @@ def validate(model: torch.nn.Module, dataset: PairedImageDataset, info: DistInfo
         inp, tgt, _name = dataset[i]
         with autocast if autocast is not None else contextlib.nullcontext():
             out = model(inp.unsqueeze(0).to(info.device))
-        total += _psnr_y(_to_uint8(out[0]), _to_uint8(tgt))
+        total += psnr_y(to_uint8(out[0]), to_uint8(tgt))
     model.train(was_training)
     if info.enabled:
         t = torch.tensor([total], dtype=torch.float64, device=info.device)
@@ -144,13 +126,14 @@ def validate(model: torch.nn.Module, dataset: PairedImageDataset, info: DistInfo
 
 
 # ----------------------------------------------------------------------------- the loop
+_AMP_DTYPES = {"none": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 def _autocast(amp: str, device: torch.device) -> contextlib.AbstractContextManager:
-    if amp == "none":
-        return contextlib.nullcontext()
+    """The autocast context of ``train.amp`` ("none", "bf16", "fp16") on ``device``."""
     if amp == "fp16" and device.type != "cuda":
         raise ConfigError("train.amp=fp16 needs a CUDA device; use train.amp=bf16 or none on CPU")
-    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
+    return precision_context(device, _AMP_DTYPES[amp])
 
 
 def _build_model(cfg: RunConfig) -> torch.nn.Module:
