@@ -1,4 +1,4 @@
-"""The building blocks of DDSANet (DESIGN §4), one class each, named as in the paper.
+"""The building blocks of DDSANet, one class each, named as in the paper.
 
 All tensors are (B, C, H, W) feature maps; every convolution is bias-free.
 """

@@ -17,7 +17,7 @@ and the stages ``patch_embed.proj → patch_embed``, ``refinement0 → refinemen
 ``decoder_level{i} → decoder{i}``, ``refinement → refinement_out``, ``output → output``.
 
 ``attn.attn`` is taken as the dense branch's weight and ``attn.attn1`` as the top-k branch's
-(DESIGN §2: w₀ dense, w₁ top-k; both initialised to 0.2 by the authors).
+(the op's branch weights are ordered w₀ dense, w₁ top-k; the authors initialise both to 0.2).
 
 Which weights: a BasicSR checkpoint may hold ``params`` and ``params_ema`` (the exponential
 moving average, which BasicSR evaluates when EMA is on). With ``param_key="auto"`` the EMA

@@ -1,4 +1,4 @@
-"""DDSANet: the 4-level U-Net of DATB blocks (DESIGN §4) and its presets."""
+"""DDSANet: the 4-level U-Net of DATB blocks (dual-attention Transformer blocks) and its presets."""
 from __future__ import annotations
 
 from typing import Any

@@ -1,8 +1,8 @@
 """ddsa-eval: measure a deraining model the way the papers do.
 
-    ddsa-eval --data ../shared/data --sets Rain100L RealRain --iqa-dir ../shared/data/iqa \
+    ddsa-eval --data data --sets Rain100L RealRain --iqa-dir data/iqa \
         [--weights W] [--json out.json] [--csv out.csv] [--save-images DIR] [--tile N]
-    ddsa-eval --data ../shared/data/Rain100L --input-only      # the rainy input itself: 26.90 / 0.838
+    ddsa-eval --data data/Rain100L --input-only      # the rainy input itself: 26.90 / 0.838
 
 --data is one set (a folder with input/ and target/, or input/ only, or a folder of images) or a
 folder of such sets. Paired sets get PSNR and SSIM on the Y channel (ITU-R BT.601, MATLAB
