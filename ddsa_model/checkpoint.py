@@ -98,6 +98,16 @@ def read_checkpoint(path: PathLike) -> tuple[DDSAConfig, dict[str, torch.Tensor]
     return config, tensors, extra
 
 
+def load_torch_file(path: PathLike) -> Any:
+    """``torch.load(path)`` on the CPU with ``weights_only=True`` (tensors and plain containers, no
+    arbitrary unpickling); ValueError naming the file when it cannot be read that way."""
+    try:
+        return torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle errors, truncated zip files, non-tensor objects, ...
+        raise ValueError(f"cannot read checkpoint {os.fspath(path)} with torch.load(weights_only=True): "
+                         f"{type(exc).__name__}: {exc}") from None
+
+
 def extract_state_dict(obj: Any, param_key: str = "auto") -> dict[str, torch.Tensor]:
     """The network state dict inside a loaded checkpoint object.
 
@@ -177,5 +187,5 @@ def config_of_checkpoint(path: PathLike) -> DDSAConfig:
 
 
 __all__ = ["save_model", "load_model", "read_checkpoint", "checkpoint_metadata", "config_of_checkpoint",
-           "load_state_dict_strict", "check_state_dict", "extract_state_dict", "TRAIN_CHECKPOINT_FORMAT",
+           "load_state_dict_strict", "check_state_dict", "extract_state_dict", "load_torch_file", "TRAIN_CHECKPOINT_FORMAT",
            "STATE_DICT_KEYS"]

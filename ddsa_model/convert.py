@@ -33,7 +33,7 @@ from typing import Any, Union
 
 import torch
 
-from .checkpoint import check_state_dict, extract_state_dict, load_state_dict_strict
+from .checkpoint import check_state_dict, extract_state_dict, load_state_dict_strict, load_torch_file
 from .config import DDSAConfig
 from .network import DDSANet
 
@@ -197,10 +197,7 @@ def _read(path: Union[str, os.PathLike]) -> Any:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"authors' checkpoint not found: {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle errors, truncated zip files, non-tensor objects, ...
-        raise ValueError(f"{path} could not be read as a PyTorch checkpoint with weights_only=True: {exc}") from None
+    return load_torch_file(path)
 
 
 def load_official_checkpoint(

@@ -12,7 +12,7 @@ from typing import Optional
 
 import torch
 
-from .checkpoint import TRAIN_CHECKPOINT_FORMAT, extract_state_dict, load_model, load_state_dict_strict
+from .checkpoint import TRAIN_CHECKPOINT_FORMAT, extract_state_dict, load_model, load_state_dict_strict, load_torch_file
 from .config import DDSAConfig
 from .convert import load_official_checkpoint
 from .network import DDSANet, build_model
@@ -43,10 +43,7 @@ def load_default_model(attention_backend: str = "auto", map_location: str = "cpu
 
 def _load_torch_file(path: str, attention_backend: str) -> torch.nn.Module:
     """A ddsa-train checkpoint (``.pt``) or an authors' BasicSR checkpoint (``.pth``)."""
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from None
+    obj = load_torch_file(path)
     if isinstance(obj, dict) and obj.get("format") == TRAIN_CHECKPOINT_FORMAT:
         model = DDSANet(DDSAConfig.from_dict(obj["model_config"]), attention_backend=attention_backend)
         load_state_dict_strict(model, obj["model"], f"training checkpoint {path}")
@@ -61,7 +58,7 @@ def _load_bare_state_dict(path: str, preset: str, attention_backend: str) -> tor
 
         obj = load_file(path, device="cpu")
     else:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = load_torch_file(path)
     model = build_model(preset, attention_backend=attention_backend)
     load_state_dict_strict(model, extract_state_dict(obj), f"state dict {path}")
     return model

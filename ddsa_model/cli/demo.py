@@ -58,6 +58,7 @@ def _sample_images() -> List[Tuple[str, np.ndarray]]:
 
 def _user_images(items: Sequence[str]) -> List[Tuple[str, np.ndarray]]:
     from ddsa_model.pipeline.imageio import ImageReadError, expand_inputs, read_image
+    from ddsa_model.pipeline.metrics import to_uint8
 
     files, problems = expand_inputs(items)
     for p in problems:
@@ -69,7 +70,7 @@ def _user_images(items: Sequence[str]) -> List[Tuple[str, np.ndarray]]:
         except ImageReadError as e:
             error(str(e))
             continue
-        out.append((os.path.splitext(os.path.basename(f))[0], np.round(img.rgb * 255).astype(np.uint8)))
+        out.append((os.path.splitext(os.path.basename(f))[0], to_uint8(img.rgb)))
     if not out:
         raise CLIError("no readable images among --images", status=1)
     return out

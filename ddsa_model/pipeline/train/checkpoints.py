@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ddsa_model.atomic import atomic_path
-from ddsa_model.checkpoint import TRAIN_CHECKPOINT_FORMAT
+from ddsa_model.checkpoint import TRAIN_CHECKPOINT_FORMAT, load_torch_file
 
 from .config import ConfigError, RunConfig
 from .schedule import ConstantCosineLR
@@ -96,9 +96,9 @@ def resolve_resume(resume: str | None, out_dir: str) -> Path | None:
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """The checkpoint dict at ``path``; ConfigError when unreadable or not a training checkpoint."""
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any loading failure means an unusable file
-        raise ConfigError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from None
+        ckpt = load_torch_file(path)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != TRAIN_CHECKPOINT_FORMAT:
         raise ConfigError(f"{path} is not a ddsa-train checkpoint (for weights-only files use ddsa-eval/derain)")
     return ckpt
