@@ -7,6 +7,7 @@
     metrics      PSNR / SSIM on the Y channel, as deraining papers report them
     iqa          no-reference quality (NIQE, BRISQUE)
     inference    whole-image and tiled inference
+    evaluate     evaluation sets, per-image scores and reports (what ddsa-eval runs)
     train        the trainer: config, lr schedule, DDP, checkpoints, loop
 
 It builds on the network package :mod:`ddsa_model` and never the other way round; the
