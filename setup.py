@@ -97,7 +97,6 @@ setup(
     install_requires=[
         "torch>=2.4",
         "numpy",
-        "einops",
         "pyyaml",
         "pillow",
         "tqdm",

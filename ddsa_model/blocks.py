@@ -1,4 +1,4 @@
-"""The building blocks of DDSANet (DESIGN §4), one class each, named as in the paper.
+"""The building blocks of DDSANet, one class each, named as in the paper.
 
 All tensors are (B, C, H, W) feature maps; every convolution is bias-free.
 """
@@ -32,15 +32,16 @@ class DualSelfAttention(nn.Module):
     """The DDSA attention block: 1×1 conv n→3n, 3×3 depth-wise conv, per-head dual attention, 1×1 conv.
 
     q, k, v are (B, heads, n/heads, H·W); the attention itself is the fused op of ``ddsa_kernels``
-    (transposed attention over channels: the attention matrix is (n/heads)², not pixels²).
+    (transposed attention over channels: the attention matrix is (n/heads)², not pixels²), run by
+    its backend ``attention_backend`` ("auto", "reference", "eager", ...; not validated here).
     """
 
-    def __init__(self, channels: int, heads: int, topk: Sequence[Optional[int]], backend: str = "auto") -> None:
+    def __init__(self, channels: int, heads: int, topk: Sequence[Optional[int]], attention_backend: str = "auto") -> None:
         super().__init__()
         self.heads = heads
         self.qkv = nn.Conv2d(channels, channels * 3, 1, bias=False)
         self.qkv_dwconv = nn.Conv2d(channels * 3, channels * 3, 3, padding=1, groups=channels * 3, bias=False)
-        self.core = DualSelfAttentionCore(heads, channels // heads, topk, backend=backend)
+        self.core = DualSelfAttentionCore(heads, channels // heads, topk, backend=attention_backend)
         self.project_out = nn.Conv2d(channels, channels, 1, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -115,13 +116,13 @@ class DATB(nn.Module):
         topk: Sequence[Optional[int]],
         ffn: str = "sefn",
         expansion: float = 2.66,
-        backend: str = "auto",
+        attention_backend: str = "auto",
         bn_momentum: float = 0.01,
         layernorm_eps: float = 1e-5,
     ) -> None:
         super().__init__()
         self.norm1 = LayerNorm2d(channels, layernorm_eps)
-        self.attn = DualSelfAttention(channels, heads, topk, backend)
+        self.attn = DualSelfAttention(channels, heads, topk, attention_backend)
         self.norm2 = LayerNorm2d(channels, layernorm_eps)
         if ffn == "gdfn":
             self.ffn: nn.Module = GDFN(channels, expansion)

@@ -3,12 +3,16 @@
 A file holds every tensor of ``model.state_dict()`` (parameters and BatchNorm buffers) and the
 metadata keys ``format`` ("ddsa-model"), ``format_version`` and ``config`` (DDSAConfig JSON),
 plus any caller-supplied string metadata. Loading never unpickles anything.
+
+Also here, for every loader of the package: the format tag of the trainer's ``iter_*.pt``
+checkpoints, the one unwrapper of state dicts inside checkpoint objects and the one strict
+name/shape check with its report.
 """
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from typing import Optional, Union
+from collections.abc import Mapping, Sequence
+from typing import Any, Optional, Union
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -21,6 +25,12 @@ from .network import DDSANet
 FORMAT = "ddsa-model"
 FORMAT_VERSION = "1"
 _RESERVED = ("format", "format_version", "config")
+# The "format" entry of the trainer's checkpoints (torch.save dicts, checkpoints/iter_*.pt); they
+# hold the network as "model" (state dict) and "model_config" (DDSAConfig dict).
+TRAIN_CHECKPOINT_FORMAT = "ddsa-train-checkpoint-v1"
+# Entries that wrap the network's state dict in checkpoint objects, in order of preference:
+# BasicSR's EMA and raw weights, then the common PyTorch Lightning / plain-script wrappers.
+STATE_DICT_KEYS = ("params_ema", "params", "state_dict", "model")
 
 PathLike = Union[str, os.PathLike]
 
@@ -88,14 +98,58 @@ def read_checkpoint(path: PathLike) -> tuple[DDSAConfig, dict[str, torch.Tensor]
     return config, tensors, extra
 
 
-def load_state_dict_strict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
-    """Copy ``state`` into ``model``; one ValueError lists every missing, unexpected or mis-shaped tensor."""
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
+def load_torch_file(path: PathLike) -> Any:
+    """``torch.load(path)`` on the CPU with ``weights_only=True`` (tensors and plain containers, no
+    arbitrary unpickling); ValueError naming the file when it cannot be read that way."""
+    try:
+        return torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle errors, truncated zip files, non-tensor objects, ...
+        raise ValueError(f"cannot read checkpoint {os.fspath(path)} with torch.load(weights_only=True): "
+                         f"{type(exc).__name__}: {exc}") from None
+
+
+def extract_state_dict(obj: Any, param_key: str = "auto") -> dict[str, torch.Tensor]:
+    """The network state dict inside a loaded checkpoint object.
+
+    ``obj``: a bare state dict, or a dict wrapping one under a :data:`STATE_DICT_KEYS` entry
+    (BasicSR's ``{"params": sd, "params_ema": sd}``, ``{"state_dict": sd}``, ``{"model": sd}``).
+    ``param_key``: "auto" (the first of those entries holding a dict, else ``obj`` itself) or the
+    entry to take. DataParallel / DDP ``module.`` prefixes are removed. ValueError when there is
+    no state dict of tensors.
+    """
+    if not isinstance(obj, Mapping):
+        raise ValueError(f"a checkpoint must be a dict, got {type(obj).__name__}")
+    if param_key == "auto":
+        key = next((k for k in STATE_DICT_KEYS if isinstance(obj.get(k), Mapping)), None)
+    elif param_key in obj:
+        key = param_key
+    else:
+        raise ValueError(f"the checkpoint has no {param_key!r} entry (it has: {', '.join(map(str, obj))})")
+    state = obj[key] if key is not None else obj
+    if not isinstance(state, Mapping):
+        raise ValueError(f"checkpoint entry {key!r} is not a state dict but {type(state).__name__}")
+    bad = [str(k) for k, v in state.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if bad:
+        raise ValueError(f"the checkpoint's state dict has non-tensor entries: {', '.join(bad[:10])}"
+                         f"{' ...' if len(bad) > 10 else ''}")
+    # DataParallel / DistributedDataParallel wrappers prefix every name with "module.".
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return dict(state)
+
+
+def check_state_dict(state: Mapping[str, torch.Tensor], expected: Mapping[str, Sequence[int]], source: str,
+                     optional: Sequence[str] = ()) -> None:
+    """Raise one ValueError listing every missing, unexpected or mis-shaped tensor of ``state``.
+
+    ``expected``: tensor name → shape; names ending in one of ``optional`` may be missing.
+    ``source`` names the state dict in the message ("checkpoint m.safetensors", ...).
+    """
+    missing = sorted(n for n in set(expected) - set(state) if not (optional and n.endswith(tuple(optional))))
     unexpected = sorted(set(state) - set(expected))
     misshaped = sorted(
-        f"{n} (file {tuple(state[n].shape)}, model {tuple(expected[n].shape)})"
-        for n in set(state) & set(expected) if tuple(state[n].shape) != tuple(expected[n].shape)
+        f"{n} (checkpoint {tuple(state[n].shape)}, model {tuple(expected[n])})"
+        for n in set(state) & set(expected) if tuple(state[n].shape) != tuple(expected[n])
     )
     problems = []
     for label, names in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshaped)):
@@ -103,6 +157,11 @@ def load_state_dict_strict(model: torch.nn.Module, state: Mapping[str, torch.Ten
             problems.append(f"{label} ({len(names)}): " + ", ".join(names))
     if problems:
         raise ValueError(f"{source} does not match the model:\n  " + "\n  ".join(problems))
+
+
+def load_state_dict_strict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Copy ``state`` into ``model`` after :func:`check_state_dict` (one ValueError lists every problem)."""
+    check_state_dict(state, {n: t.shape for n, t in model.state_dict().items()}, source)
     with torch.no_grad():
         model.load_state_dict(dict(state), strict=True)
 
@@ -128,4 +187,5 @@ def config_of_checkpoint(path: PathLike) -> DDSAConfig:
 
 
 __all__ = ["save_model", "load_model", "read_checkpoint", "checkpoint_metadata", "config_of_checkpoint",
-           "load_state_dict_strict"]
+           "load_state_dict_strict", "check_state_dict", "extract_state_dict", "load_torch_file", "TRAIN_CHECKPOINT_FORMAT",
+           "STATE_DICT_KEYS"]

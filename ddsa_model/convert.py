@@ -17,7 +17,7 @@ and the stages ``patch_embed.proj → patch_embed``, ``refinement0 → refinemen
 ``decoder_level{i} → decoder{i}``, ``refinement → refinement_out``, ``output → output``.
 
 ``attn.attn`` is taken as the dense branch's weight and ``attn.attn1`` as the top-k branch's
-(DESIGN §2: w₀ dense, w₁ top-k; both initialised to 0.2 by the authors).
+(the op's branch weights are ordered w₀ dense, w₁ top-k; the authors initialise both to 0.2).
 
 Which weights: a BasicSR checkpoint may hold ``params`` and ``params_ema`` (the exponential
 moving average, which BasicSR evaluates when EMA is on). With ``param_key="auto"`` the EMA
@@ -33,7 +33,7 @@ from typing import Any, Union
 
 import torch
 
-from .checkpoint import load_state_dict_strict
+from .checkpoint import check_state_dict, extract_state_dict, load_state_dict_strict, load_torch_file
 from .config import DDSAConfig
 from .network import DDSANet
 
@@ -193,53 +193,11 @@ def detect_config(state: Mapping[str, torch.Tensor]) -> DDSAConfig:
 
 
 # -- loading -----------------------------------------------------------------------------------
-def extract_state_dict(obj: Any, param_key: str = "auto") -> dict[str, torch.Tensor]:
-    """The network state dict inside a loaded checkpoint object (BasicSR dict or bare state dict)."""
-    if not isinstance(obj, Mapping):
-        raise ValueError(f"an authors' checkpoint must be a dict, got {type(obj).__name__}")
-    if param_key == "auto":
-        key = next((k for k in ("params_ema", "params") if k in obj), None)
-    elif param_key in obj:
-        key = param_key
-    else:
-        raise ValueError(f"the checkpoint has no {param_key!r} entry (it has: {', '.join(map(str, obj))})")
-    state = obj[key] if key is not None else obj
-    if not isinstance(state, Mapping):
-        raise ValueError(f"checkpoint entry {key!r} is not a state dict but {type(state).__name__}")
-    bad = [str(k) for k, v in state.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
-    if bad:
-        raise ValueError(f"the checkpoint's state dict has non-tensor entries: {', '.join(bad[:10])}"
-                         f"{' ...' if len(bad) > 10 else ''}")
-    # DataParallel / DistributedDataParallel wrappers prefix every name with "module.".
-    if state and all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
-    return dict(state)
-
-
 def _read(path: Union[str, os.PathLike]) -> Any:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"authors' checkpoint not found: {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle errors, truncated zip files, non-tensor objects, ...
-        raise ValueError(f"{path} could not be read as a PyTorch checkpoint with weights_only=True: {exc}") from None
-
-
-def _check_names_and_shapes(state: Mapping[str, torch.Tensor], model: DDSANet) -> None:
-    expected = {n: tuple(t.shape) for n, t in ddsa_to_official(model.state_dict()).items()}
-    missing = sorted(n for n in set(expected) - set(state) if not n.endswith(_OPTIONAL))
-    unknown = sorted(set(state) - set(expected))
-    misshaped = sorted(
-        f"{n} (checkpoint {tuple(state[n].shape)}, expected {expected[n]})"
-        for n in set(state) & set(expected) if tuple(state[n].shape) != expected[n]
-    )
-    problems = []
-    for label, names in (("missing", missing), ("unknown", unknown), ("wrong shape", misshaped)):
-        if names:
-            problems.append(f"{label} ({len(names)}): " + ", ".join(names))
-    if problems:
-        raise ValueError("the authors' checkpoint does not match the detected configuration:\n  " + "\n  ".join(problems))
+    return load_torch_file(path)
 
 
 def load_official_checkpoint(
@@ -265,7 +223,9 @@ def load_official_checkpoint(
     state = extract_state_dict(obj, param_key)
     config = detect_config(state)
     model = DDSANet(config, attention_backend=attention_backend)
-    _check_names_and_shapes(state, model)
+    expected = {n: t.shape for n, t in ddsa_to_official(model.state_dict()).items()}
+    check_state_dict(state, expected, "the authors' checkpoint (configuration detected from its tensors)",
+                     optional=_OPTIONAL)
     converted = official_to_ddsa(state)
     own = model.state_dict()
     for name in own:  # fill optional buffers the checkpoint lacks from the fresh model

@@ -1,4 +1,4 @@
-"""DDSANet: the 4-level U-Net of DATB blocks (DESIGN §4) and its presets."""
+"""DDSANet: the 4-level U-Net of DATB blocks (dual-attention Transformer blocks) and its presets."""
 from __future__ import annotations
 
 from typing import Any
@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ddsa_kernels import DualSelfAttentionCore, build_info
+from ddsa_kernels import DualSelfAttentionCore, check_backend_name
 
 from .blocks import DATB, Downsample, Upsample
 from .config import PRESETS, DDSAConfig, get_preset_config
@@ -37,10 +37,10 @@ def pad_to_multiple(x: torch.Tensor, multiple: int = PAD_MULTIPLE) -> torch.Tens
     return x
 
 
-def _stage(config: DDSAConfig, channels: int, heads: int, depth: int, backend: str) -> nn.Sequential:
+def _stage(config: DDSAConfig, channels: int, heads: int, depth: int, attention_backend: str) -> nn.Sequential:
     topk = config.topk(channels // heads)
     return nn.Sequential(*[
-        DATB(channels, heads, topk, config.ffn, config.ffn_expansion_factor, backend,
+        DATB(channels, heads, topk, config.ffn, config.ffn_expansion_factor, attention_backend,
              config.bn_momentum, config.layernorm_eps)
         for _ in range(depth)
     ])
@@ -51,7 +51,8 @@ class DDSANet(nn.Module):
 
     ``forward(x)``: x is (B, 3, H, W) float (rainy image, [0, 1]) of any H, W ≥ 1; returns the
     derained (B, 3, H, W) = x + net(x). Internally x is reflect-padded to multiples of 8 and the
-    result cropped back.
+    result cropped back. ``attention_backend`` picks the attention op's backend ("auto",
+    "reference", "eager", ...; see ``ddsa_kernels.build_info()``); it is not part of the config.
     """
 
     def __init__(self, config: DDSAConfig, attention_backend: str = "auto") -> None:
@@ -59,44 +60,44 @@ class DDSANet(nn.Module):
         if not isinstance(config, DDSAConfig):
             raise TypeError(f"DDSANet needs a DDSAConfig, got {type(config).__name__}")
         self.config = config
-        _check_backend_name(attention_backend)
+        check_backend_name(attention_backend)
         c = config
         d, h, n = c.dim, c.heads, c.num_blocks
-        be = attention_backend
         self.patch_embed = nn.Conv2d(3, d, 3, padding=1, bias=False)
-        self.refinement_in = _stage(c, d, h[0], c.num_refinement_blocks, be)
-        self.encoder1 = _stage(c, d, h[0], n[0], be)
+        self.refinement_in = _stage(c, d, h[0], c.num_refinement_blocks, attention_backend)
+        self.encoder1 = _stage(c, d, h[0], n[0], attention_backend)
         self.down12 = Downsample(d)
-        self.encoder2 = _stage(c, 2 * d, h[1], n[1], be)
+        self.encoder2 = _stage(c, 2 * d, h[1], n[1], attention_backend)
         self.down23 = Downsample(2 * d)
-        self.encoder3 = _stage(c, 4 * d, h[2], n[2], be)
+        self.encoder3 = _stage(c, 4 * d, h[2], n[2], attention_backend)
         self.down34 = Downsample(4 * d)
-        self.latent = _stage(c, 8 * d, h[3], n[3], be)
+        self.latent = _stage(c, 8 * d, h[3], n[3], attention_backend)
         self.up43 = Upsample(8 * d)
         self.reduce3 = nn.Conv2d(8 * d, 4 * d, 1, bias=False)
-        self.decoder3 = _stage(c, 4 * d, h[2], n[2], be)
+        self.decoder3 = _stage(c, 4 * d, h[2], n[2], attention_backend)
         self.up32 = Upsample(4 * d)
         self.reduce2 = nn.Conv2d(4 * d, 2 * d, 1, bias=False)
-        self.decoder2 = _stage(c, 2 * d, h[1], n[1], be)
+        self.decoder2 = _stage(c, 2 * d, h[1], n[1], attention_backend)
         self.up21 = Upsample(2 * d)
         # Decoder L1 keeps the concatenated 2·dim channels (no 1×1 reduction), as the authors do.
-        self.decoder1 = _stage(c, 2 * d, h[0], n[0], be)
-        self.refinement_out = _stage(c, 2 * d, h[0], c.num_refinement_blocks, be)
+        self.decoder1 = _stage(c, 2 * d, h[0], n[0], attention_backend)
+        self.refinement_out = _stage(c, 2 * d, h[0], c.num_refinement_blocks, attention_backend)
         self.output = nn.Conv2d(2 * d, 3, 3, padding=1, bias=False)
-        self._attention_backend = attention_backend
 
     # -- attention backend ----------------------------------------------------------------
+    def _attention_cores(self) -> list[DualSelfAttentionCore]:
+        return [m for m in self.modules() if isinstance(m, DualSelfAttentionCore)]
+
     @property
     def attention_backend(self) -> str:
-        return self._attention_backend
+        """The attention op backend of the blocks (all share one; see :meth:`set_attention_backend`)."""
+        return self._attention_cores()[0].backend
 
     def set_attention_backend(self, name: str) -> "DDSANet":
         """Switch every attention block to backend ``name`` ("auto", "reference", "eager", ...)."""
-        _check_backend_name(name)
-        for module in self.modules():
-            if isinstance(module, DualSelfAttentionCore):
-                module.backend = name
-        self._attention_backend = name
+        check_backend_name(name)
+        for core in self._attention_cores():
+            core.backend = name
         return self
 
     def num_parameters(self) -> int:
@@ -122,13 +123,7 @@ class DDSANet(nn.Module):
         return self.output(self.refinement_out(dec1))
 
     def extra_repr(self) -> str:
-        return f"attention_backend={self._attention_backend!r}"
-
-
-def _check_backend_name(name: str) -> None:
-    known = ("auto", "eager", *build_info())
-    if not isinstance(name, str) or name not in known:
-        raise ValueError(f"attention_backend={name!r} is not a known backend; choose one of: {', '.join(known)}")
+        return f"attention_backend={self.attention_backend!r}"
 
 
 def _check_input(x: torch.Tensor) -> None:

@@ -12,6 +12,11 @@ from typing import Optional
 
 import torch
 
+from .checkpoint import TRAIN_CHECKPOINT_FORMAT, extract_state_dict, load_model, load_state_dict_strict, load_torch_file
+from .config import DDSAConfig
+from .convert import load_official_checkpoint
+from .network import DDSANet, build_model
+
 __all__ = ["DEFAULT_WEIGHTS", "default_weights_path", "load_default_model", "load_weights"]
 
 DEFAULT_WEIGHTS = "ddsa_small_rainl.safetensors"
@@ -36,45 +41,26 @@ def load_default_model(attention_backend: str = "auto", map_location: str = "cpu
     return load_weights(None, attention_backend=attention_backend, map_location=map_location)
 
 
-
-
-
-TRAIN_CHECKPOINT_FORMAT = "ddsa-train-checkpoint-v1"  # ddsa-train's checkpoints/iter_*.pt
-
-
 def _load_torch_file(path: str, attention_backend: str) -> torch.nn.Module:
     """A ddsa-train checkpoint (``.pt``) or an authors' BasicSR checkpoint (``.pth``)."""
-    from . import DDSAConfig, DDSANet, load_official_checkpoint
-
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from None
+    obj = load_torch_file(path)
     if isinstance(obj, dict) and obj.get("format") == TRAIN_CHECKPOINT_FORMAT:
         model = DDSANet(DDSAConfig.from_dict(obj["model_config"]), attention_backend=attention_backend)
-        model.load_state_dict(obj["model"], strict=True)
+        load_state_dict_strict(model, obj["model"], f"training checkpoint {path}")
         return model
     return load_official_checkpoint(obj, attention_backend=attention_backend)
 
 
 def _load_bare_state_dict(path: str, preset: str, attention_backend: str) -> torch.nn.Module:
-    from . import build_model
-
+    """A state dict of this package's network for ``preset`` (safetensors or torch file, possibly wrapped)."""
     if path.endswith(".safetensors"):
         from safetensors.torch import load_file
 
-        state = load_file(path, device="cpu")
+        obj = load_file(path, device="cpu")
     else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("params_ema", "params", "state_dict", "model"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-            break
-    if not isinstance(state, dict):
-        raise ValueError(f"{path}: does not hold a state dict")
-    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+        obj = load_torch_file(path)
     model = build_model(preset, attention_backend=attention_backend)
-    model.load_state_dict(state, strict=True)
+    load_state_dict_strict(model, extract_state_dict(obj), f"state dict {path}")
     return model
 
 
@@ -89,8 +75,6 @@ def load_weights(path: Optional[str] = None, attention_backend: str = "auto", ma
     ``preset``: ``path`` is a bare state dict of this package's network for that preset.
     Raises FileNotFoundError / ValueError naming the file when it is missing or unusable.
     """
-    from . import load_model
-
     if path is None:
         path = default_weights_path()
     path = os.fspath(path)

@@ -133,7 +133,7 @@ def test_project_writers_give_plain_mode(tmp_path, umask):
     """The outputs users share (PNGs, checkpoints, benchmark JSON) are not owner-only."""
     from benchmarks.common import write_json
     from ddsa_model import build_model, save_model
-    from ddsa_model.imageio import write_png
+    from ddsa_model.pipeline.imageio import write_png
 
     umask(0o022)
     expected = _plain_mode(tmp_path)

@@ -10,15 +10,15 @@ import pytest
 import torch
 from PIL import Image
 
-from ddsa_model.data import (
+from ddsa_model.pipeline.data import (
     DatasetError,
     PairedImageDataset,
     ResumableSampler,
     crop_at,
     find_pairs,
-    read_image,
     to_tensor,
 )
+from ddsa_model.pipeline.imageio import ImageReadError, read_image
 
 
 def _save(path: Path, arr: np.ndarray) -> Path:
@@ -92,7 +92,7 @@ def test_missing_folders_and_empty_input(tmp_path):
 def test_read_image_modes(tmp_path):
     gray16 = (np.arange(6 * 5, dtype=np.uint16).reshape(6, 5) * 2000)
     Image.fromarray(gray16).save(tmp_path / "g16.png")
-    arr = read_image(tmp_path / "g16.png")
+    arr = read_image(tmp_path / "g16.png").pixels()
     assert arr.dtype == np.uint16 and arr.shape == (6, 5, 3)
     np.testing.assert_array_equal(arr[..., 1], gray16)
     torch.testing.assert_close(to_tensor(arr)[0], torch.from_numpy(gray16.astype(np.float32) / 65535.0))
@@ -100,10 +100,10 @@ def test_read_image_modes(tmp_path):
     rgba = np.zeros((4, 3, 4), np.uint8)
     rgba[..., 0], rgba[..., 3] = 200, 10
     Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
-    out = read_image(tmp_path / "a.png")
+    out = read_image(tmp_path / "a.png").pixels()
     assert out.shape == (4, 3, 3) and (out[..., 0] == 200).all()
 
-    with pytest.raises(DatasetError, match="bad.png"):
+    with pytest.raises(ImageReadError, match="bad.png"):
         (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
         read_image(tmp_path / "bad.png")
 
@@ -118,7 +118,7 @@ def test_exif_orientation_counts_for_pairing(tmp_path):
     _save(tmp_path / "target" / "p.png", _rand_img(rng, 16, 8))   # displayed size: 8 wide, 16 high
     (pair,) = find_pairs(tmp_path)
     assert pair.size == (8, 16)
-    assert read_image(pair.input).shape == (16, 8, 3)
+    assert read_image(pair.input).pixels().shape == (16, 8, 3)
 
 
 def _dataset(tmp_path, img, target=None, **kw):

@@ -11,10 +11,11 @@ import torch
 from PIL import Image, ImageOps
 
 from ddsa_model import build_model, save_model
-from ddsa_model import png16
+from ddsa_model.atomic import atomic_write_bytes
 from ddsa_model.cli import derain as cli
-from ddsa_model.imageio import ImageReadError, atomic_write_bytes, read_image
-from ddsa_model.inference import blend_ramp, derain_tensor, tile_starts
+from ddsa_model.pipeline import png16
+from ddsa_model.pipeline.imageio import ImageReadError, read_image
+from ddsa_model.pipeline.inference import blend_ramp, derain_tensor, tile_starts
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -287,7 +288,7 @@ def test_tiling_changes_little_with_shipped_weights(shared_data):
     """With the trained default model on a real rainy image, tiling (256 px, overlap 32) moves
     PSNR-Y against the clean target by less than 0.3 dB and pixels by < 2/255 on average."""
     from ddsa_model import pretrained
-    from ddsa_model.metrics import psnr_y
+    from ddsa_model.pipeline.metrics import psnr_y
     try:
         model = pretrained.load_default_model()
     except FileNotFoundError:

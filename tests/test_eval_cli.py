@@ -12,7 +12,7 @@ from image_oracles import skimage_y as _y
 import torch
 from PIL import Image
 
-from ddsa_model import iqa
+from ddsa_model.pipeline import iqa
 from ddsa_model.cli import evaluate as cli
 
 skm = pytest.importorskip("skimage.metrics")

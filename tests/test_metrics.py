@@ -2,7 +2,7 @@
 NIQE against an independently written slow reference; BRISQUE wiring against OpenCV itself.
 
 NIQE was also cross-checked once (not in CI: pyiqa pulls in its own torch) against pyiqa 0.1.16's
-``niqe`` core run in float64 on the same MATLAB-gray images of ../shared/data/RealRain: 8 of 21
+``niqe`` core run in float64 on the same MATLAB-gray images of the RealRain test photos: 8 of 21
 images agree to < 1e-6, 11 to < 1e-2 (AGGD shape grid ties in near-flat blocks), and two differ by
 0.45 / 1.7 — 134.jpg has only two 96×96 blocks (degenerate covariance) and 50.jpg has saturated flat
 blocks whose MSCN values are float rounding noise in either implementation.
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ddsa_model import iqa
-from ddsa_model.metrics import psnr, psnr_y, rgb_to_y, ssim, ssim_y, to_uint8
+from ddsa_model.pipeline import iqa
+from ddsa_model.pipeline.metrics import psnr, psnr_y, rgb_to_y, ssim, ssim_y, to_uint8
 
 skm = pytest.importorskip("skimage.metrics")
 skc = pytest.importorskip("skimage.color")

@@ -91,7 +91,7 @@ def test_dual_self_attention_block(attention):
     channels, heads = 12, 2
     cfg = DDSAConfig(dim=12, heads=(2, 2, 2, 2), attention=attention)
     topk = cfg.topk(channels // heads)
-    block = DualSelfAttention(channels, heads, topk, backend="reference")
+    block = DualSelfAttention(channels, heads, topk, attention_backend="reference")
     _randomize(block)
     with torch.no_grad():
         block.core.temperature.uniform_(0.5, 3.0)
@@ -181,7 +181,7 @@ def test_gdfn():
 
 
 def test_datb_residual_structure():
-    block = DATB(8, 2, (None, 2), ffn="sefn", expansion=1.5, backend="reference")
+    block = DATB(8, 2, (None, 2), ffn="sefn", expansion=1.5, attention_backend="reference")
     _randomize(block)
     block.eval()
     x = torch.randn(2, 8, 4, 6, dtype=torch.float64)

@@ -13,8 +13,9 @@ import pytest
 from PIL import Image
 
 from ddsa_model.cli.synth import main as synth_main
-from ddsa_model.data import find_pairs, read_image
-from ddsa_model.synth import add_rain, rain_layer, streak_kernel
+from ddsa_model.pipeline.data import find_pairs
+from ddsa_model.pipeline.imageio import read_image
+from ddsa_model.pipeline.synth import add_rain, rain_layer, streak_kernel
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -149,9 +150,9 @@ def test_cli_writes_pairs_deterministically(tmp_path, capsys):
     pairs = find_pairs(tmp_path / "a")
     assert sorted(p.input.name for p in pairs) == ["clean0.png", "clean1.png"]
     for p in pairs:
-        src = read_image(tmp_path / "clean" / p.target.name)
-        np.testing.assert_array_equal(read_image(p.target), src)
-        rainy = read_image(p.input)
+        src = read_image(tmp_path / "clean" / p.target.name).pixels()
+        np.testing.assert_array_equal(read_image(p.target).pixels(), src)
+        rainy = read_image(p.input).pixels()
         assert (rainy >= src).all() and rainy.mean() > src.mean()
     meta = json.loads((tmp_path / "a" / "synth.json").read_text())
     angles = [v["angle"] for v in meta["images"].values()]

@@ -17,9 +17,10 @@ from PIL import Image
 
 from ddsa_model import load_model
 from ddsa_model.cli.train import main as train_main
-from ddsa_model.synth import add_rain
-from ddsa_model.train import ConstantCosineLR, list_checkpoints, parameter_digest, train
-from ddsa_model.train_config import ConfigError, load_config
+from ddsa_model.pipeline.synth import add_rain
+from ddsa_model.pipeline.train import (
+    ConfigError, ConstantCosineLR, list_checkpoints, load_config, parameter_digest, train,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
@@ -209,8 +210,7 @@ def test_ddp_two_processes_match_gradient_accumulation(pairs, tmp_path):
     driver = tmp_path / "driver.py"
     driver.write_text(textwrap.dedent("""
         import os, sys, torch
-        from ddsa_model.train import train
-        from ddsa_model.train_config import load_config
+        from ddsa_model.pipeline.train import load_config, train
         summary = train(load_config(None, sys.argv[2:]))
         state = {k: v.detach().clone() for k, v in summary["model"].state_dict().items()}
         torch.save(state, os.path.join(sys.argv[1], f"rank{os.environ['RANK']}.pt"))
@@ -282,7 +282,7 @@ def test_cli_bad_config_as_a_user_runs_it(tmp_path):
 
 
 def test_shipped_configs_load_and_example_documents_the_defaults():
-    from ddsa_model.train_config import RunConfig
+    from ddsa_model.pipeline.train import RunConfig
     configs = REPO / "ddsa_model" / "configs"
     example = load_config(configs / "example.yaml").to_dict()
     defaults = RunConfig().to_dict()

@@ -4,10 +4,11 @@ Without a GPU the kernels run on CPU tensors under the Triton interpreter (conft
 TRITON_INTERPRET=1); on a CUDA machine the same tests run on the GPU, compiled. Tests marked
 ``gpu`` add the sizes of the real network and need CUDA without the interpreter.
 
-Accuracy rule (flash-attention's, DESIGN §7): for every output and gradient,
+Accuracy rule (flash-attention's): for every output and gradient,
     max|triton − oracle| ≤ 2 · max|reference run in the same dtype − oracle| + atol · scale,
 where the oracle is the reference in float64 on the very same (rounded) inputs and scale is the
-largest |oracle| value of the tensor. dq = P k − s_q⊙q and dk = Pᵀ q − s_k⊙k (DESIGN §2) can be
+largest |oracle| value of the tensor. dq = P k − s_q⊙q and dk = Pᵀ q − s_k⊙k (the gradients through
+the L2 normalisation of q and k) can be
 pure cancellation (at N = 1 they are 0 in exact arithmetic), so their scale also includes the
 size of those summands, computed in float64.
 """

@@ -25,7 +25,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (CUDA when available)")
     p.add_argument("--half", action="store_true",
                    help="run under float16 autocast on CUDA (bfloat16 on CPU)")
-    p.add_argument("--attention-backend", default="auto", help="attention op backend (default: auto)")
+    p.add_argument("--attention-backend", default="auto",
+                   help="attention op backend, e.g. reference or cuda (default: auto; an unknown name is "
+                        "reported with the names this build knows)")
 
 
 def resolve_device(name: str, half: bool) -> Tuple[torch.device, torch.dtype]:
@@ -44,13 +46,13 @@ def resolve_device(name: str, half: bool) -> Tuple[torch.device, torch.dtype]:
     return device, dtype
 
 
-def load_model_for_cli(weights: Optional[str], preset: Optional[str], backend: str, device: torch.device
-                       ) -> torch.nn.Module:
+def load_model_for_cli(weights: Optional[str], preset: Optional[str], attention_backend: str,
+                       device: torch.device) -> torch.nn.Module:
     """The model for --weights (or the shipped default) on ``device``; CLIError with the reason."""
     from ddsa_model.pretrained import load_weights
 
     try:
-        return load_weights(weights, attention_backend=backend, map_location=str(device), preset=preset)
+        return load_weights(weights, attention_backend=attention_backend, map_location=str(device), preset=preset)
     except (FileNotFoundError, ValueError) as e:
         raise CLIError(str(e)) from None
 

@@ -5,7 +5,7 @@
     ddsa-demo --images rainy_photos/ --rainy        # real rain: rainy | derained, no clean panel
 
 Without --images the clean photos shipped with scikit-image (astronaut, coffee, chelsea) are used
-(``pip install scikit-image``). Synthetic rain comes from ``ddsa_model.synth.add_rain`` with a fixed
+(``pip install scikit-image``). Synthetic rain comes from ``ddsa_model.pipeline.synth.add_rain`` with a fixed
 seed, so the demo is reproducible. Captions give PSNR-Y (dB) against the clean image.
 """
 from __future__ import annotations
@@ -57,8 +57,8 @@ def _sample_images() -> List[Tuple[str, np.ndarray]]:
 
 
 def _user_images(items: Sequence[str]) -> List[Tuple[str, np.ndarray]]:
-    from ddsa_model.cli.derain import expand_inputs
-    from ddsa_model.imageio import ImageReadError, read_image
+    from ddsa_model.pipeline.imageio import ImageReadError, expand_inputs, read_image
+    from ddsa_model.pipeline.metrics import to_uint8
 
     files, problems = expand_inputs(items)
     for p in problems:
@@ -70,7 +70,7 @@ def _user_images(items: Sequence[str]) -> List[Tuple[str, np.ndarray]]:
         except ImageReadError as e:
             error(str(e))
             continue
-        out.append((os.path.splitext(os.path.basename(f))[0], np.round(img.rgb * 255).astype(np.uint8)))
+        out.append((os.path.splitext(os.path.basename(f))[0], to_uint8(img.rgb)))
     if not out:
         raise CLIError("no readable images among --images", status=1)
     return out
@@ -113,9 +113,9 @@ def compose(panels: Sequence[Tuple[np.ndarray, str]]) -> np.ndarray:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ddsa_model.imageio import write_png
-    from ddsa_model.inference import derain_array
-    from ddsa_model.metrics import psnr_y, to_uint8
+    from ddsa_model.pipeline.imageio import write_png
+    from ddsa_model.pipeline.inference import derain_array
+    from ddsa_model.pipeline.metrics import psnr_y, to_uint8
 
     if args.size < 8:
         raise CLIError("--size must be at least 8")
@@ -126,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
     images = _user_images(args.images) if args.images else _sample_images()
     device, dtype = resolve_device(args.device, args.half)
     model = load_model_for_cli(args.weights, args.preset, args.attention_backend, device)
-    from ddsa_model.synth import add_rain
+    from ddsa_model.pipeline.synth import add_rain
 
     os.makedirs(args.out, exist_ok=True)
     rows = []

@@ -11,7 +11,6 @@ atomically (temporary file + rename).
 from __future__ import annotations
 
 import argparse
-import glob
 import os
 import sys
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -20,7 +19,7 @@ from ddsa_model.cli._common import (
     CLIError, add_model_args, error, load_model_for_cli, resolve_device, run_cli,
 )
 
-__all__ = ["main", "expand_inputs", "plan_outputs"]
+__all__ = ["main", "plan_outputs"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,46 +34,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recursive", action="store_true", help="also take images from sub-folders of folder inputs")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
-
-
-def expand_inputs(items: Sequence[str], recursive: bool = False) -> Tuple[List[str], List[str]]:
-    """Files, folders (their images, sorted) and glob patterns -> (file paths, problems).
-
-    An explicitly named file is always taken (so a non-image is reported, not silently dropped);
-    folders and globs contribute only files with image extensions.
-    """
-    from ddsa_model.imageio import IMAGE_EXTENSIONS
-
-    def is_image(name: str) -> bool:
-        return name.lower().endswith(IMAGE_EXTENSIONS) and not os.path.basename(name).startswith(".")
-
-    files: List[str] = []
-    problems: List[str] = []
-    for item in items:
-        if os.path.isdir(item):
-            if recursive:
-                found = sorted(os.path.join(d, f) for d, _, fs in os.walk(item) for f in fs if is_image(f))
-            else:
-                found = sorted(os.path.join(item, f) for f in os.listdir(item)
-                               if is_image(f) and os.path.isfile(os.path.join(item, f)))
-            if not found:
-                problems.append(f"{item}: folder holds no images")
-            files += found
-        elif os.path.isfile(item):
-            files.append(item)
-        else:
-            found = sorted(m for m in glob.glob(item, recursive=recursive) if os.path.isfile(m) and is_image(m))
-            if not found:
-                problems.append(f"{item}: no such file, folder or matching images")
-            files += found
-    seen = set()
-    unique = []
-    for f in files:
-        key = os.path.realpath(f)
-        if key not in seen:
-            seen.add(key)
-            unique.append(f)
-    return unique, problems
 
 
 def plan_outputs(files: Sequence[str], outdir: str) -> Tuple[Dict[str, str], List[str]]:
@@ -116,8 +75,8 @@ def _same_file(a: str, b: str) -> bool:
 
 def derain_file(model, src: str, dst: str, device, dtype, tile: int, overlap: int) -> None:
     """Read ``src``, derain, write ``dst`` (PNG, same size/mode/bit depth, alpha kept)."""
-    from ddsa_model.imageio import read_image, write_png
-    from ddsa_model.inference import derain_array
+    from ddsa_model.pipeline.imageio import read_image, write_png
+    from ddsa_model.pipeline.inference import derain_array
 
     img = read_image(src)
     out = derain_array(model, img.rgb, device=device, tile=tile or None, overlap=overlap, dtype=dtype)
@@ -129,10 +88,12 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError("--tile and --overlap must be >= 0")
     if args.tile and args.overlap >= args.tile:
         raise CLIError(f"--overlap ({args.overlap}) must be smaller than --tile ({args.tile})")
-    from ddsa_model.inference import MIN_TILE
+    from ddsa_model.pipeline.inference import MIN_TILE
 
     if args.tile and args.tile < MIN_TILE:
         raise CLIError(f"--tile must be 0 or at least {MIN_TILE}")
+    from ddsa_model.pipeline.imageio import expand_inputs
+
     files, problems = expand_inputs(args.inputs, args.recursive)
     outdir = args.output
     if os.path.exists(outdir) and not os.path.isdir(outdir):
@@ -150,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from ddsa_model.imageio import ImageReadError
+    from ddsa_model.pipeline.imageio import ImageReadError
 
     failed = len(problems)
     bar = tqdm(list(plan.items()), unit="img", disable=args.quiet, file=sys.stderr, dynamic_ncols=True)

@@ -1,50 +1,33 @@
 """ddsa-eval: measure a deraining model the way the papers do.
 
-    ddsa-eval --data ../shared/data --sets Rain100L RealRain --iqa-dir ../shared/data/iqa \
+    ddsa-eval --data data --sets Rain100L RealRain --iqa-dir data/iqa \
         [--weights W] [--json out.json] [--csv out.csv] [--save-images DIR] [--tile N]
-    ddsa-eval --data ../shared/data/Rain100L --input-only      # the rainy input itself: 26.90 / 0.838
+    ddsa-eval --data data/Rain100L --input-only      # the rainy input itself: 26.90 / 0.838
 
 --data is one set (a folder with input/ and target/, or input/ only, or a folder of images) or a
 folder of such sets. Paired sets get PSNR and SSIM on the Y channel (ITU-R BT.601, MATLAB
-rgb2ycbcr, 8-bit; SSIM with an 11×11 Gaussian window, σ = 1.5; see ddsa_model.metrics); sets
+rgb2ycbcr, 8-bit; SSIM with an 11×11 Gaussian window, σ = 1.5; see ddsa_model.pipeline.metrics); sets
 without targets get NIQE and BRISQUE (lower is better) from the parameter files in --iqa-dir.
 Outputs are quantised to 8 bit before scoring, exactly as saved PNGs would be.
 """
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
-import math
 import os
 import sys
-import time
-from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Optional, Sequence
 
 from ddsa_model.cli._common import (
     CLIError, add_model_args, error, load_model_for_cli, resolve_device, run_cli,
 )
+from ddsa_model.atomic import atomic_write_bytes
+from ddsa_model.pipeline.evaluate import (
+    BRISQUE_MODEL, BRISQUE_RANGE, NIQE_FILE, EvalError, NoReferenceScorer, build_report, csv_text, discover_sets,
+    evaluate_set, format_table, json_safe,
+)
 
-__all__ = ["main", "discover_sets", "EvalSet"]
-
-NIQE_FILE = "niqe_pris_params.npz"
-BRISQUE_MODEL = "brisque_model_live.yml"
-BRISQUE_RANGE = "brisque_range_live.yml"
-
-
-@dataclass
-class EvalSet:
-    """One evaluation set: ``items`` are (input path, target path or None)."""
-
-    name: str
-    root: str
-    items: List[tuple] = field(default_factory=list)
-
-    @property
-    def paired(self) -> bool:
-        return bool(self.items) and self.items[0][1] is not None
+__all__ = ["main", "build_parser"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,206 +55,25 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-# ------------------------------------------------------------------------------- set discovery
-
-def _images_in(folder: str) -> List[str]:
-    from ddsa_model.imageio import IMAGE_EXTENSIONS
-
-    return sorted(os.path.join(folder, f) for f in os.listdir(folder)
-                  if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith(".")
-                  and os.path.isfile(os.path.join(folder, f)))
-
-
-def _as_set(folder: str) -> Optional[EvalSet]:
-    """The set in ``folder`` or None when it is not one (raises CLIError on a broken paired set)."""
-    from ddsa_model.data import DatasetError, find_pairs
-
-    name = os.path.basename(os.path.normpath(folder))
-    inp, tgt = os.path.join(folder, "input"), os.path.join(folder, "target")
-    if os.path.isdir(inp) and os.path.isdir(tgt):
-        try:
-            pairs = find_pairs(folder, check_readable=False)
-        except DatasetError as e:
-            raise CLIError(str(e)) from None
-        return EvalSet(name, folder, [(str(p.input), str(p.target)) for p in pairs])
-    if os.path.isdir(inp):
-        images = _images_in(inp)
-        return EvalSet(name, folder, [(f, None) for f in images]) if images else None
-    images = _images_in(folder)
-    return EvalSet(name, folder, [(f, None) for f in images]) if images else None
-
-
-def discover_sets(root: str, names: Optional[Sequence[str]] = None) -> List[EvalSet]:
-    """Sets under ``root`` (itself a set, or a folder of sets), optionally restricted to ``names``."""
-    if not os.path.isdir(root):
-        raise CLIError(f"--data {root}: no such folder")
-    own = os.path.isdir(os.path.join(root, "input")) or bool(_images_in(root))
-    if own:
-        s = _as_set(root)
-        if s is None:
-            raise CLIError(f"--data {root}: no images found")
-        if names and s.name not in names:
-            raise CLIError(f"--data {root} is the set {s.name!r}, not {', '.join(names)}")
-        return [s]
-    subdirs = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)) and not d.startswith("."))
-    if names:
-        missing = [n for n in names if n not in subdirs]
-        if missing:
-            raise CLIError(f"--sets: {', '.join(missing)} not found under {root} "
-                           f"(available: {', '.join(subdirs) or 'none'})")
-        subdirs = list(names)
-    sets = []
-    for d in subdirs:
-        s = _as_set(os.path.join(root, d))
-        if s is not None:
-            sets.append(s)
-        elif names:
-            raise CLIError(f"{os.path.join(root, d)}: holds neither input/ + target/ nor images")
-    if not sets:
-        raise CLIError(f"--data {root}: no evaluation sets found (expected <set>/input + <set>/target, "
-                       "or folders of images)")
-    return sets
-
-
-# ------------------------------------------------------------------------------------- scoring
-
-class _NoRef:
-    """NIQE / BRISQUE scorers built once from the parameter files."""
-
-    def __init__(self, args: argparse.Namespace):
-        d = args.iqa_dir
-        self.niqe_path = args.niqe_params or (os.path.join(d, NIQE_FILE) if d else None)
-        self.brisque_paths = (args.brisque_model or (os.path.join(d, BRISQUE_MODEL) if d else None),
-                              args.brisque_range or (os.path.join(d, BRISQUE_RANGE) if d else None))
-        if self.niqe_path is None:
-            raise CLIError("sets without target/ are scored with NIQE and BRISQUE: pass --iqa-dir DIR "
-                           f"(holding {NIQE_FILE}, {BRISQUE_MODEL}, {BRISQUE_RANGE}) or --niqe-params")
-        from ddsa_model import iqa
-
-        try:
-            self.niqe = iqa.NIQE(self.niqe_path)
-        except (FileNotFoundError, ValueError) as e:
-            raise CLIError(str(e)) from None
-        self.brisque_ok = all(p and os.path.isfile(p) for p in self.brisque_paths)
-        if not self.brisque_ok:
-            error(f"BRISQUE model files not found ({', '.join(str(p) for p in self.brisque_paths)}): BRISQUE skipped")
-        else:
-            try:
-                iqa._cv2_quality()
-            except RuntimeError as e:
-                error(f"{e}; BRISQUE skipped")
-                self.brisque_ok = False
-
-    def __call__(self, img) -> Dict[str, Optional[float]]:
-        from ddsa_model import iqa
-
-        out: Dict[str, Optional[float]] = {"niqe": None, "brisque": None}
-        try:
-            out["niqe"] = self.niqe(img)
-        except ValueError as e:
-            out["niqe_error"] = str(e)
-        if self.brisque_ok:
-            out["brisque"] = iqa.brisque(img, *self.brisque_paths)
-        return out
-
-
-def _mean(values: List[Optional[float]]) -> Optional[float]:
-    vals = [v for v in values if v is not None and math.isfinite(v)]
-    return sum(vals) / len(vals) if vals else None
-
-
-def evaluate_set(s: EvalSet, model, args, device, dtype, noref: Optional[_NoRef]) -> dict:
-    """Per-image and mean scores of one set."""
-    from tqdm import tqdm
-
-    from ddsa_model.imageio import ImageReadError, read_image, write_png
-    from ddsa_model.inference import derain_array
-    from ddsa_model.metrics import psnr_y, ssim_y, to_uint8
-
-    items = s.items[: args.limit] if args.limit else s.items
-    rows, failures = [], []
-    out_dir = os.path.join(args.save_images, s.name) if args.save_images else None
-    if out_dir:
-        os.makedirs(out_dir, exist_ok=True)
-    t0 = time.perf_counter()
-    for inp, tgt in tqdm(items, desc=s.name, unit="img", disable=args.quiet, file=sys.stderr, dynamic_ncols=True):
-        name = os.path.basename(inp)
-        try:
-            img = read_image(inp)
-            out = img.rgb if model is None else derain_array(
-                model, img.rgb, device=device, tile=args.tile or None, overlap=args.overlap, dtype=dtype)
-            out8 = to_uint8(out)
-            row: Dict[str, object] = {"image": name}
-            if tgt is not None:
-                target = to_uint8(read_image(tgt).rgb)
-                if target.shape != out8.shape:
-                    raise ValueError(f"{tgt}: size {target.shape[1]}x{target.shape[0]} differs from the "
-                                     f"input's {out8.shape[1]}x{out8.shape[0]}")
-                row["psnr"] = psnr_y(out8, target, args.crop_border)
-                row["ssim"] = ssim_y(out8, target, args.crop_border)
-            else:
-                row.update(noref(out8))
-            if out_dir:
-                write_png(os.path.join(out_dir, os.path.splitext(name)[0] + ".png"), out8 / 255.0,
-                          alpha=img.alpha, gray=img.gray)
-            rows.append(row)
-        except (ImageReadError, ValueError) as e:
-            failures.append(str(e))
-            tqdm.write(f"error: {e}", file=sys.stderr)
-    keys = ("psnr", "ssim") if s.paired else ("niqe", "brisque")
-    summary = {"set": s.name, "root": os.path.abspath(s.root), "paired": s.paired, "n": len(rows),
-               "failed": failures, "seconds": round(time.perf_counter() - t0, 3)}
-    for k in keys:
-        summary[k] = _mean([r.get(k) for r in rows])
-    summary["images"] = rows
-    return summary
-
-
-# -------------------------------------------------------------------------------------- output
-
-def _fmt(v: Optional[float], digits: int) -> str:
-    if v is None:
-        return "-"
-    return "inf" if math.isinf(v) else f"{v:.{digits}f}"
-
-
-def format_table(summary: dict) -> str:
-    if summary["paired"]:
-        head = f"{'set':<16} {'images':>6} {'PSNR-Y (dB)':>12} {'SSIM-Y':>8}"
-        line = (f"{summary['set']:<16} {summary['n']:>6} {_fmt(summary['psnr'], 2):>12} "
-                f"{_fmt(summary['ssim'], 4):>8}")
-    else:
-        head = f"{'set':<16} {'images':>6} {'NIQE':>8} {'BRISQUE':>8}   (lower is better)"
-        line = f"{summary['set']:<16} {summary['n']:>6} {_fmt(summary['niqe'], 3):>8} {_fmt(summary['brisque'], 3):>8}"
-    return head + "\n" + line
-
-
-def _csv_text(results: List[dict]) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["set", "image", "psnr", "ssim", "niqe", "brisque"])
-    for s in results:
-        for r in s["images"]:
-            w.writerow([s["set"], r["image"]] + [r.get(k, "") if r.get(k) is not None else ""
-                                                 for k in ("psnr", "ssim", "niqe", "brisque")])
-        w.writerow([s["set"], "MEAN"] + [s.get(k, "") if s.get(k) is not None else ""
-                                         for k in ("psnr", "ssim", "niqe", "brisque")])
-    return buf.getvalue()
-
-
-def _json_safe(obj):
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return str(obj)
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_json_safe(v) for v in obj]
-    return obj
+def _noref(args: argparse.Namespace) -> NoReferenceScorer:
+    """The NIQE / BRISQUE scorer from --iqa-dir / --niqe-params / --brisque-*; CLIError when NIQE is unusable."""
+    d = args.iqa_dir
+    niqe_path = args.niqe_params or (os.path.join(d, NIQE_FILE) if d else None)
+    if niqe_path is None:
+        raise CLIError("sets without target/ are scored with NIQE and BRISQUE: pass --iqa-dir DIR "
+                       f"(holding {NIQE_FILE}, {BRISQUE_MODEL}, {BRISQUE_RANGE}) or --niqe-params")
+    try:
+        scorer = NoReferenceScorer(niqe_path,
+                                   args.brisque_model or (os.path.join(d, BRISQUE_MODEL) if d else None),
+                                   args.brisque_range or (os.path.join(d, BRISQUE_RANGE) if d else None))
+    except (FileNotFoundError, ValueError) as e:
+        raise CLIError(str(e)) from None
+    if scorer.brisque_problem:
+        error(scorer.brisque_problem)
+    return scorer
 
 
 def run(args: argparse.Namespace) -> int:
-    from ddsa_model.imageio import atomic_write_bytes
-
     if args.limit is not None and args.limit < 1:
         raise CLIError("--limit must be >= 1")
     if args.input_only and args.weights:
@@ -281,30 +83,27 @@ def run(args: argparse.Namespace) -> int:
     for out in (args.json, args.csv):
         if out and os.path.isdir(out):
             raise CLIError(f"{out}: is a folder, expected a file name")
-    sets = discover_sets(args.data, args.sets)
-    noref = _NoRef(args) if any(not s.paired for s in sets) else None
+    try:
+        sets = discover_sets(args.data, args.sets)
+    except EvalError as e:
+        raise CLIError(str(e)) from None
+    noref = _noref(args) if any(not s.paired for s in sets) else None
     device, dtype = resolve_device(args.device, args.half)
     model = None if args.input_only else load_model_for_cli(args.weights, args.preset, args.attention_backend, device)
     weights = "input-only" if args.input_only else (args.weights or "default (shipped ddsa-small)")
 
     results = []
     for s in sets:
-        summary = evaluate_set(s, model, args, device, dtype, noref)
+        summary = evaluate_set(s, model, device=device, dtype=dtype, tile=args.tile, overlap=args.overlap,
+                               crop_border=args.crop_border, limit=args.limit, save_dir=args.save_images,
+                               noref=noref, progress=not args.quiet)
         results.append(summary)
         print(format_table(summary), flush=True)
-    report = {
-        "weights": weights,
-        "protocol": {"psnr_ssim": "Y of BT.601 YCbCr (MATLAB rgb2ycbcr, 8-bit, Y rounded), "
-                                  "SSIM 11x11 Gaussian sigma 1.5, valid region",
-                     "crop_border": args.crop_border, "tile": args.tile or None,
-                     "niqe": "MATLAB release algorithm, lower is better",
-                     "brisque": "OpenCV quality.QualityBRISQUE, lower is better"},
-        "sets": {r["set"]: r for r in results},
-    }
+    report = build_report(results, weights, crop_border=args.crop_border, tile=args.tile)
     if args.json:
-        atomic_write_bytes(args.json, (json.dumps(_json_safe(report), indent=2) + "\n").encode())
+        atomic_write_bytes(args.json, (json.dumps(json_safe(report), indent=2) + "\n").encode())
     if args.csv:
-        atomic_write_bytes(args.csv, _csv_text(results).encode())
+        atomic_write_bytes(args.csv, csv_text(results).encode())
     failed = sum(len(r["failed"]) for r in results)
     if failed:
         error(f"{failed} image(s) could not be scored (listed above)")

@@ -10,18 +10,17 @@ reported by name and skipped; the exit status is then 1.
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import sys
 import zlib
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from ddsa_model.atomic import atomic_path, atomic_write_text
-from ddsa_model.data import IMAGE_EXTENSIONS, DatasetError, read_image
-from ddsa_model.synth import add_rain
+from ddsa_model.atomic import atomic_write_text
+from ddsa_model.pipeline.imageio import ImageReadError, expand_inputs, read_image, write_png
+from ddsa_model.pipeline.metrics import to_uint8
+from ddsa_model.pipeline.synth import add_rain
 
 PARAMS = ("density", "length", "angle", "blur", "brightness")
 DEFAULTS = {"density": "0.005", "length": "20", "angle": "0", "blur": "0.8", "brightness": "0.7"}
@@ -39,32 +38,6 @@ def parse_range(text: str, name: str) -> tuple[float, float]:
     if len(values) != 2 or values[0] > values[1]:
         raise ValueError(f"--{name}: expected LOW:HIGH with LOW <= HIGH, got {text!r}")
     return values[0], values[1]
-
-
-def expand_inputs(items: list[str]) -> tuple[list[Path], list[str]]:
-    """Files, folders (their images, sorted) and glob patterns → (image paths, problems)."""
-    paths: list[Path] = []
-    problems: list[str] = []
-    for item in items:
-        p = Path(item)
-        if p.is_dir():
-            found = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in IMAGE_EXTENSIONS)
-            if not found:
-                problems.append(f"{item}: folder holds no images")
-            paths += found
-        elif p.is_file():
-            paths.append(p)
-        else:
-            matches = sorted(Path(m) for m in glob.glob(item) if Path(m).is_file())
-            if not matches:
-                problems.append(f"{item}: no such file, folder or matching glob")
-            paths += matches
-    return list(dict.fromkeys(paths)), problems
-
-
-def _atomic_png(array: np.ndarray, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        Image.fromarray(array).save(tmp, format="PNG")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -119,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
-    paths, problems = expand_inputs(args.inputs)
+    files, problems = expand_inputs(args.inputs)
+    paths = [Path(f) for f in files]
     out = Path(args.out)
     in_dir, tg_dir = out / "input", out / "target"
     in_dir.mkdir(parents=True, exist_ok=True)
@@ -148,9 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, (path, _copy) in bar:
         if current[0] != path:
             try:
-                img = read_image(path)
-                current = (path, img if img.dtype == np.uint8 else np.round(img / 257.0).astype(np.uint8))
-            except DatasetError as exc:
+                current = (path, to_uint8(read_image(path).rgb))
+            except ImageReadError as exc:
                 problems.append(str(exc))
                 current = (path, None)
         clean = current[1]
@@ -159,8 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         rng = np.random.default_rng([args.seed, zlib.crc32(name.encode())])
         params = {k: float(rng.uniform(lo, hi)) if lo < hi else lo for k, (lo, hi) in ranges.items()}
         rainy = add_rain(clean, rng=rng, **params)  # parameters were validated above
-        _atomic_png(rainy, in_dir / f"{name}.png")
-        _atomic_png(clean, tg_dir / f"{name}.png")
+        write_png(in_dir / f"{name}.png", rainy / 255.0)
+        write_png(tg_dir / f"{name}.png", clean / 255.0)
         record["images"][name] = {"source": str(path), **params}
 
     atomic_write_text(out / "synth.json", json.dumps(record, indent=1))

@@ -13,9 +13,8 @@ import argparse
 import os
 import sys
 
-from ddsa_model.data import DatasetError
-from ddsa_model.train import TrainingDiverged, config_summary, train
-from ddsa_model.train_config import ConfigError, load_config
+from ddsa_model.pipeline.data import DatasetError
+from ddsa_model.pipeline.train import ConfigError, TrainingDiverged, config_summary, load_config, train
 
 PROG = "ddsa-train"
 

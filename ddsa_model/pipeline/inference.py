@@ -19,7 +19,7 @@ from typing import Iterator, List, Optional, Tuple
 import numpy as np
 import torch
 
-__all__ = ["tile_starts", "blend_ramp", "run_model", "derain_tensor", "derain_array"]
+__all__ = ["tile_starts", "blend_ramp", "precision_context", "run_model", "derain_tensor", "derain_array"]
 
 MIN_TILE = 16  # smaller tiles would be mostly padding inside the U-Net (it pads to multiples of 8)
 
@@ -52,7 +52,8 @@ def blend_ramp(length: int, overlap: int, ramp_start: bool, ramp_end: bool) -> n
     return w
 
 
-def _autocast(device: torch.device, dtype: torch.dtype):
+def precision_context(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:
+    """Autocast to ``dtype`` (float16 / bfloat16) on ``device``'s type; float32: a no-op context."""
     if dtype == torch.float32:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
@@ -66,7 +67,7 @@ def run_model(model: torch.nn.Module, x: torch.Tensor, device: torch.device, dty
     The network accepts any size (it pads internally). ``dtype`` float16/bfloat16 runs under
     autocast (the weights stay float32).
     """
-    with _autocast(device, dtype):
+    with precision_context(device, dtype):
         y = model(x.to(device, non_blocking=True))
     if y.shape != x.shape:
         raise RuntimeError(f"the model returned shape {tuple(y.shape)} for an input of shape {tuple(x.shape)}")

@@ -1,4 +1,4 @@
-"""Paired deraining data: folder pairing, image decoding, random crops and a resumable sampler.
+"""Paired deraining data: folder pairing, random crops and a resumable sampler.
 
 Layout (Restormer/MPRNet family): ``<root>/input/*`` (rainy) and ``<root>/target/*`` (clean),
 matched by file name; Rain13K-style names (``rain-12.png`` ↔ ``norain-12.png``) and a different
@@ -19,9 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
+from .imageio import IMAGE_EXTENSIONS, ImageReadError, list_images, read_image
+
 _MAX_LISTED = 20
 
 
@@ -40,13 +41,6 @@ class ImagePair:
     @property
     def name(self) -> str:
         return self.input.name
-
-
-def _list_images(folder: Path) -> list[Path]:
-    return sorted(
-        p for p in folder.iterdir()
-        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
-    )
 
 
 def _target_candidates(name: str) -> list[str]:
@@ -100,7 +94,7 @@ def find_pairs(root: str | os.PathLike, *, check_readable: bool = True) -> list[
             f"{root} is not a paired data folder: missing {', '.join(missing)} "
             "(expected <root>/input/* rainy images and <root>/target/* clean images)"
         )
-    inputs, targets = _list_images(in_dir), _list_images(tg_dir)
+    inputs, targets = (list(map(Path, list_images(d))) for d in (in_dir, tg_dir))
     if not inputs:
         raise DatasetError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in {in_dir}")
 
@@ -148,28 +142,16 @@ def find_pairs(root: str | os.PathLike, *, check_readable: bool = True) -> list[
     return pairs
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Decode an image file to an (H, W, 3) RGB array: uint8, or uint16 for 16-bit sources.
+def _read_pixels(path: str | os.PathLike) -> np.ndarray:
+    """Decode an image file to (H, W, 3) RGB pixels: uint8, or uint16 for 16-bit sources.
 
-    EXIF orientation is applied; gray and palette images are expanded to RGB, alpha is dropped.
-    Raises :class:`DatasetError` naming the file when it cannot be decoded.
+    :func:`ddsa_model.pipeline.imageio.read_image` (EXIF orientation applied, gray expanded to
+    RGB, alpha dropped); raises :class:`DatasetError` naming the file when it cannot be decoded.
     """
     try:
-        with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im)
-            if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-                arr = np.asarray(im).astype(np.int64)
-                arr = np.clip(arr, 0, 65535).astype(np.uint16)
-            elif im.mode == "F":
-                arr = np.clip(np.asarray(im, dtype=np.float32), 0.0, 1.0)
-                arr = np.round(arr * 65535.0).astype(np.uint16)
-            else:
-                arr = np.array(im.convert("RGB"))  # a writable copy
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DatasetError(f"cannot decode image {path}: {type(exc).__name__}: {exc}") from None
-    if arr.ndim == 2:
-        arr = np.repeat(arr[:, :, None], 3, axis=2)
-    return np.ascontiguousarray(arr)
+        return read_image(path).pixels()
+    except ImageReadError as exc:
+        raise DatasetError(str(exc)) from None
 
 
 def to_tensor(arr: np.ndarray) -> torch.Tensor:
@@ -177,11 +159,6 @@ def to_tensor(arr: np.ndarray) -> torch.Tensor:
     scale = 65535.0 if arr.dtype == np.uint16 else 255.0
     t = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)
     return t.to(torch.float32).div_(scale)
-
-
-def load_rgb(path: str | os.PathLike) -> torch.Tensor:
-    """Read an image as a (3, H, W) float32 tensor in [0, 1]."""
-    return to_tensor(read_image(path))
 
 
 def pad_to(arr: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -252,7 +229,7 @@ class PairedImageDataset(torch.utils.data.Dataset):
 
     def _decode(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         pair = self.pairs[i]
-        inp, tgt = read_image(pair.input), read_image(pair.target)
+        inp, tgt = _read_pixels(pair.input), _read_pixels(pair.target)
         if inp.shape != tgt.shape:
             raise DatasetError(f"{pair.input} decodes to {inp.shape[1]}x{inp.shape[0]} but "
                                f"{pair.target} to {tgt.shape[1]}x{tgt.shape[0]}")

@@ -1,4 +1,4 @@
-"""Reading and writing images for the CLIs: every common format in, PNG out, nothing half-written.
+"""Image files: finding them, every common format in, PNG out, nothing half-written.
 
 ``read_image`` returns an :class:`Image` whose ``rgb`` is float32 (H, W, 3) in [0, 1] — what the
 network eats — plus what is needed to write the result back in the input's own format:
@@ -6,28 +6,33 @@ network eats — plus what is needed to write the result back in the input's own
 * gray (L / I;16) inputs are replicated to RGB and written back as gray (BT.601 luma of the output);
 * alpha (RGBA / LA / palette transparency) is kept and written back unchanged;
 * 16-bit PNGs (gray, RGB, RGBA) stay 16-bit (Pillow cannot read 48-bit RGB: OpenCV is used when
-  installed, else the small codec in :mod:`ddsa_model.png16`);
+  installed, else the small codec in :mod:`ddsa_model.pipeline.png16`);
 * the EXIF orientation tag is applied, so the output is upright and has the displayed size.
 
-Any failure to read becomes :class:`ImageReadError` naming the file.
+Any failure to read becomes :class:`ImageReadError` naming the file. :meth:`Image.pixels` gives
+the decoded integer pixels back (uint8 / uint16) for code that keeps images compactly (training).
 """
 from __future__ import annotations
 
+import glob
 import io
 import os
 from dataclasses import dataclass
-from typing import Optional
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
 
 from . import png16
-from .atomic import atomic_write_bytes  # re-exported: ddsa-eval and older callers import it from here
+from ddsa_model.atomic import atomic_write_bytes
 
-__all__ = ["Image", "ImageReadError", "read_image", "write_png", "atomic_write_bytes", "IMAGE_EXTENSIONS"]
+__all__ = ["Image", "ImageReadError", "read_image", "write_png", "IMAGE_EXTENSIONS", "is_image_name",
+           "list_images", "expand_inputs"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".gif")
+
+PathLike = Union[str, os.PathLike]
 
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # BT.601, as Pillow's convert("L")
 
@@ -50,6 +55,62 @@ class Image:
     def size(self) -> tuple:
         """(height, width) in pixels."""
         return self.rgb.shape[0], self.rgb.shape[1]
+
+    def pixels(self) -> np.ndarray:
+        """``rgb`` as the integers it was decoded from: (H, W, 3) uint8, or uint16 for 16-bit images."""
+        top, dtype = (65535.0, np.uint16) if self.bits == 16 else (255.0, np.uint8)
+        return np.round(self.rgb * np.float32(top)).astype(dtype)
+
+
+# ------------------------------------------------------------------------------------- finding
+def is_image_name(name: PathLike) -> bool:
+    """True for a file name with an image extension that is not hidden (no leading dot)."""
+    base = os.path.basename(os.fspath(name))
+    return base.lower().endswith(IMAGE_EXTENSIONS) and not base.startswith(".")
+
+
+def list_images(folder: PathLike, recursive: bool = False) -> List[str]:
+    """Sorted paths of the image files in ``folder`` (and its sub-folders if ``recursive``)."""
+    folder = os.fspath(folder)
+    if recursive:
+        return sorted(os.path.join(d, f) for d, _, fs in os.walk(folder) for f in fs if is_image_name(f))
+    return sorted(os.path.join(folder, f) for f in os.listdir(folder)
+                  if is_image_name(f) and os.path.isfile(os.path.join(folder, f)))
+
+
+def expand_inputs(items: Sequence[str], recursive: bool = False) -> Tuple[List[str], List[str]]:
+    """Files, folders (their images, sorted) and glob patterns -> (file paths, problems).
+
+    An explicitly named file is always taken (so a non-image is reported when read, not silently
+    dropped); folders and globs contribute only files with image extensions. Duplicates (the same
+    file reached twice) are dropped.
+    """
+    files: List[str] = []
+    problems: List[str] = []
+    for item in items:
+        if os.path.isdir(item):
+            found = list_images(item, recursive)
+            if not found:
+                problems.append(f"{item}: folder holds no images")
+            files += found
+        elif os.path.isfile(item):
+            files.append(item)
+        else:
+            found = sorted(m for m in glob.glob(item, recursive=recursive) if os.path.isfile(m) and is_image_name(m))
+            if not found:
+                problems.append(f"{item}: no such file, folder or matching images")
+            files += found
+    seen = set()
+    unique = []
+    for f in files:
+        key = os.path.realpath(f)
+        if key not in seen:
+            seen.add(key)
+            unique.append(f)
+    return unique, problems
+
+
+# ------------------------------------------------------------------------------------- reading
 
 
 def _orient(arr: np.ndarray, orientation: int) -> np.ndarray:
@@ -105,7 +166,7 @@ def _from_array(arr: np.ndarray, scale: float, path: str, bits: int) -> Image:
     return Image(np.ascontiguousarray(rgb), None if alpha is None else np.ascontiguousarray(alpha), gray, bits, path)
 
 
-def read_image(path: str) -> Image:
+def read_image(path: PathLike) -> Image:
     """Decode an image file (EXIF orientation applied). Raises ImageReadError naming the file."""
     path = os.fspath(path)
     try:
@@ -160,13 +221,14 @@ def read_image(path: str) -> Image:
         raise ImageReadError(f"{path}: {e}") from None
 
 
+# ------------------------------------------------------------------------------------- writing
 def _quantise(x: np.ndarray, bits: int) -> np.ndarray:
     top = 65535.0 if bits == 16 else 255.0
     q = np.round(np.clip(x.astype(np.float32), 0.0, 1.0) * np.float32(top))
     return q.astype(np.uint16 if bits == 16 else np.uint8)
 
 
-def write_png(path: str, rgb: np.ndarray, alpha: Optional[np.ndarray] = None, gray: bool = False,
+def write_png(path: PathLike, rgb: np.ndarray, alpha: Optional[np.ndarray] = None, gray: bool = False,
               bits: int = 8) -> None:
     """Write float (H, W, 3) in [0, 1] (+ optional alpha (H, W)) atomically as PNG.
 
