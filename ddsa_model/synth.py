@@ -161,6 +161,8 @@ MIXED_SEVERITY: Range = (-0.15, 1.05)
 
 
 def _lerp_range(a: Range, b: Range, s: float, geometric: bool) -> Range:
+    if s == 0.0 or s == 1.0:
+        return tuple(a if s == 0.0 else b)  # type: ignore[return-value]
     out = []
     for x, y in zip(a, b):
         if geometric and x > 0 and y > 0:
@@ -184,12 +186,12 @@ def interpolate_params(a: RainParams, b: RainParams, s: float) -> RainParams:
     if len(a.layers) != len(b.layers):
         raise ValueError(f"cannot interpolate {len(a.layers)} layers with {len(b.layers)}")
 
+    bounds = {"brightness": (0.0, 1.0), "veil": (0.0, 1.0), "atmosphere": (0.0, 1.0), "angle": (-90.0, 90.0),
+              "angle_offset": (-90.0, 90.0), "length": (0.5, np.inf), "width": (0.1, np.inf)}
+
     def clip(name: str, r: Range) -> Range:
-        lo, hi = {"brightness": (0.0, 1.0), "veil": (0.0, 1.0), "atmosphere": (0.0, 1.0),
-                  "angle": (-90.0, 90.0), "length": (0.5, None), "width": (0.1, None)}.get(name, (0.0, None))
-        if name in ("angle", "angle_offset"):
-            lo = -90.0
-        return tuple(float(np.clip(v, lo, hi if hi is not None else np.inf)) for v in r)  # type: ignore
+        lo, hi = bounds.get(name, (0.0, np.inf))
+        return float(np.clip(r[0], lo, hi)), float(np.clip(r[1], lo, hi))
 
     layers = []
     for la, lb in zip(a.layers, b.layers):
