@@ -351,3 +351,40 @@ def test_presets_match_their_calibrated_psnr_on_real_photos(shared_data):
     for i in range(2):  # per-image PSNR-Y as scikit-image computes it (Y rounding may differ by 1e-5)
         rainy = synthesize_rain(imgs[i], "light", np.random.default_rng([0, i]))
         assert abs(_psnr_y_oracle(rainy, imgs[i]) - light["psnr"][i]) < 1e-3
+
+
+def test_cli_presets_and_holdout_set(tmp_path, capsys):
+    from ddsa_model.metrics import psnr_y
+    from ddsa_model.synthetic_data import split_holdout
+
+    clean = _write_clean(tmp_path / "clean", 6)
+    base = [str(tmp_path / "clean"), "--no-progress", "--seed", "2"]
+    assert synth_main(base + ["--preset", "light", "-o", str(tmp_path / "l")]) == 0
+    assert synth_main(base + ["--preset", "light", "-o", str(tmp_path / "l2")]) == 0
+    assert synth_main(base + ["--preset", "heavy", "-o", str(tmp_path / "h")]) == 0
+    light, heavy = [], []
+    for p in clean:
+        a = (tmp_path / "l" / "input" / p.name).read_bytes()
+        assert a == (tmp_path / "l2" / "input" / p.name).read_bytes()
+        src = read_image(p)
+        light.append(psnr_y(read_image(tmp_path / "l" / "input" / p.name), src))
+        heavy.append(psnr_y(read_image(tmp_path / "h" / "input" / p.name), src))
+    assert np.mean(light) > np.mean(heavy) + 8
+    assert json.loads((tmp_path / "h" / "synth.json").read_text())["preset"] == "heavy"
+    # the rain of one image is the documented function of (seed, output name)
+    import zlib
+    expect = synthesize_rain(read_image(clean[0]), "heavy", np.random.default_rng([2, zlib.crc32(b"clean0")]))
+    np.testing.assert_array_equal(read_image(tmp_path / "h" / "input" / "clean0.png"), expect)
+
+    # --holdout N: exactly the images split_holdout holds out, nothing else
+    assert synth_main(base + ["--preset", "heavy", "--holdout", "2", "-o", str(tmp_path / "v")]) == 0
+    held = split_holdout(clean, 2, 0)[1]
+    assert sorted(p.name for p in (tmp_path / "v" / "input").iterdir()) == [p.name for p in held]
+    assert sorted(p.name for p in (tmp_path / "v" / "target").iterdir()) == [p.name for p in held]
+    assert [p.name for p in find_pairs(tmp_path / "v")] == [p.name for p in held]
+
+    capsys.readouterr()
+    assert synth_main(base + ["--preset", "heavy", "--density", "0.01", "-o", str(tmp_path / "x")]) == 2
+    assert "--preset cannot be combined with --density" in capsys.readouterr().err
+    assert synth_main(base + ["--holdout", "7", "-o", str(tmp_path / "y")]) == 2
+    assert "only 6 input image(s)" in capsys.readouterr().err
