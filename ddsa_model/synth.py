@@ -514,17 +514,7 @@ def add_rain(
     blur: Gaussian σ in px of the streaks; brightness: peak streak intensity in [0, 1].
     rng: a numpy Generator or an int seed; the same seed gives the same rain.
     """
-    image = np.asarray(image)
-    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 2, 3, 4)):
-        raise ValueError(f"image must be (H, W) or (H, W, C) with C in 1..4, got shape {image.shape}")
-    if image.dtype == np.uint8:
-        scale = 255.0
-    elif image.dtype == np.uint16:
-        scale = 65535.0
-    elif np.issubdtype(image.dtype, np.floating):
-        scale = 1.0
-    else:
-        raise ValueError(f"image dtype must be uint8, uint16 or float, got {image.dtype}")
+    image, scale, colour = _split_dtype(image)
     h, w = image.shape[:2]
     rain = rain_layer(h, w, density=density, length=length, angle=angle, blur=blur,
                       brightness=brightness, rng=rng).astype(np.float64)
@@ -532,10 +522,7 @@ def add_rain(
     if img.ndim == 2:
         out = img + rain - img * rain
     else:
-        colour = img.shape[2] if img.shape[2] in (1, 3) else img.shape[2] - 1
         out = img.copy()
         c = img[:, :, :colour]
         out[:, :, :colour] = c + rain[:, :, None] - c * rain[:, :, None]
-    if scale == 1.0:
-        return out.astype(image.dtype)
-    return np.clip(np.round(out * scale), 0, scale).astype(image.dtype)
+    return _join_dtype(out, image, scale)
