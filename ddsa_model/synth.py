@@ -35,8 +35,8 @@ Calibration: rainy-vs-clean PSNR-Y (dB, 8-bit, MATLAB Y) over the first 40 Clean
     mixed   21.58 ± 4.44     20.98   12.83 … 30.54
     ======  ===============  ======  ===============
 
-Speed (one core, float32 RGB): about 0.5 ms for a 64×64 crop, 1 ms for 128×128 and 10–13 ms for
-481×321 (light … heavy).
+Speed (one core, float32 RGB, light … heavy): 0.5–1 ms for a 64×64 crop, 1–1.5 ms for 128×128 and
+10–22 ms for 481×321 (the range spans machine load).
 
 **Single-layer streaks** (:func:`add_rain`, :func:`rain_layer`, the per-parameter mode of
 ``ddsa-synth``): a seed field S (each pixel a seed with probability ``density``, intensity
