@@ -18,6 +18,7 @@ import os
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Union
 
 import numpy as np
 import torch
@@ -27,7 +28,7 @@ from ddsa_model.synth import RainParams, preset_params, synthesize_rain
 
 __all__ = ["list_clean_images", "split_holdout", "name_seed", "SyntheticRainDataset", "MixedDataset"]
 
-PathLike = str | os.PathLike
+PathLike = Union[str, os.PathLike]
 
 
 def list_clean_images(sources: PathLike | Sequence[PathLike]) -> list[Path]:
