@@ -300,6 +300,17 @@ def _build_model(cfg: RunConfig) -> torch.nn.Module:
         raise ConfigError(f"model: {exc}") from None
 
 
+def _init_from(model: torch.nn.Module, path: str) -> None:
+    """Copy weights from ``path`` (any file ``load_weights`` reads) into ``model``; every tensor must match."""
+    from .pretrained import load_weights
+
+    try:
+        source = load_weights(path, attention_backend="reference")
+        model.load_state_dict(source.state_dict(), strict=True)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise ConfigError(f"model.init_weights: cannot initialise the model from {path}: {exc}") from None
+
+
 def _write_config(cfg: RunConfig, out_dir: Path) -> None:
     with atomic_write(out_dir / "config.yaml", "w") as fh:
         yaml.safe_dump(cfg.to_dict(), fh, sort_keys=False)
@@ -333,11 +344,29 @@ class _Run:
     iteration: int = 0
 
 
-def _datasets(cfg: RunConfig) -> tuple[PairedImageDataset, PairedImageDataset | None]:
+def _datasets(cfg: RunConfig) -> tuple[torch.utils.data.Dataset, PairedImageDataset | None]:
+    """The training set (real pairs, synthetic rain on clean images, or a weighted mix) and the
+    validation set."""
+    from .synthetic_data import MixedDataset, SyntheticRainDataset, list_clean_images, split_holdout
+
     d = cfg.data
     max_crop = max([d.crop] + [c for _, c in d.progressive])
-    train_set = PairedImageDataset(d.train, train=True, flips=d.flips, rot90=d.rot90, small_images=d.small_images,
-                                   max_crop=max_crop, cache=d.cache, max_items=d.max_train_pairs)
+    parts, weights = [], []
+    if d.train:
+        parts.append(PairedImageDataset(d.train, train=True, flips=d.flips, rot90=d.rot90,
+                                        small_images=d.small_images, max_crop=max_crop, cache=d.cache,
+                                        max_items=d.max_train_pairs))
+        weights.append(1.0 - d.synthetic_weight if d.synthetic else 1.0)
+    if d.synthetic:
+        # The hold-out comes from the first source alone: the same split as
+        # `ddsa-synth FIRST --holdout N --split-seed S`, which writes the held-out check set.
+        clean = list_clean_images(d.synthetic[0])
+        if d.synthetic_holdout:
+            clean, _ = split_holdout(clean, n_holdout=d.synthetic_holdout, seed=d.synthetic_split_seed)
+        clean += [p for p in list_clean_images(d.synthetic[1:]) if p not in set(clean)] if d.synthetic[1:] else []
+        parts.append(SyntheticRainDataset(clean, d.synthetic_preset, flips=d.flips, rot90=d.rot90, cache=d.cache))
+        weights.append(d.synthetic_weight if d.train else 1.0)
+    train_set = parts[0] if len(parts) == 1 else MixedDataset(parts, weights)
     val_set = (PairedImageDataset(d.val, train=False, cache=d.cache, max_items=d.val_max_images)
                if d.val else None)
     return train_set, val_set
@@ -348,7 +377,10 @@ def _new_run(cfg: RunConfig, info: DistInfo) -> _Run:
     random.seed(t.seed)
     np.random.seed(t.seed)
     torch.manual_seed(t.seed)
-    model = _build_model(cfg).to(info.device)
+    model = _build_model(cfg)
+    if cfg.model.init_weights:
+        _init_from(model, cfg.model.init_weights)
+    model = model.to(info.device)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
     scheduler = ConstantCosineLR(optimizer, t.iterations, round(o.constant_fraction * t.iterations), o.eta_min)
