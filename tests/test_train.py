@@ -119,7 +119,7 @@ def test_config_file_overrides_and_errors(tmp_path):
         with pytest.raises(ConfigError) as exc:
             load_config(cfg_file, [override])
         assert message in str(exc.value), (override, str(exc.value))
-    with pytest.raises(ConfigError, match="data.train is required"):
+    with pytest.raises(ConfigError, match="data.train .* or data.synthetic .* is required"):
         load_config(None, [])
     (tmp_path / "list.yaml").write_text("- a\n- b\n")
     with pytest.raises(ConfigError, match="must hold a mapping of sections"):
@@ -338,3 +338,43 @@ def test_cli_print_config_with_resume_flag_before_overrides(capsys):
     assert train_main(["--resume", "train.iterations=5", "data.train=/x", "optim.lr=3e-4", "--print-config"]) == 0
     cfg = yaml.safe_load(capsys.readouterr().out)
     assert cfg["train"]["iterations"] == 5 and cfg["optim"]["lr"] == 3e-4 and cfg["data"]["train"] == ["/x"]
+
+
+def test_synthetic_mix_resumes_bitwise_and_never_draws_held_out_images(pairs, tmp_path):
+    """data.synthetic renders rain on clean images per crop, mixed with the real pairs by weight;
+    the hold-out of the first source is never drawn and a resumed run equals the full one."""
+    from ddsa_model.pipeline.synthetic_data import list_clean_images, split_holdout
+
+    common = dict(train__iterations=6, data__synthetic=[str(pairs / "target")], data__synthetic_weight=0.5,
+                  data__synthetic_preset="heavy", data__synthetic_holdout=3, log__keep_checkpoints=2)
+    full = _run(pairs, tmp_path / "full", **common)
+    _run(pairs, tmp_path / "split", train__stop_at=3, **common)
+    resumed = _run(pairs, tmp_path / "split", resume="auto", **common)
+    assert resumed["weights_sha256"] == full["weights_sha256"]
+    assert _records(tmp_path / "full")[0]["train_pairs"] == 8 + 5   # 8 real pairs + 8 − 3 clean images
+
+    from ddsa_model.pipeline.train.loop import _datasets
+
+    cfg = load_config(None, _overrides(pairs, tmp_path / "x", **common))
+    train_set, _ = _datasets(cfg)
+    synthetic = train_set.datasets[1]
+    _, held = split_holdout(list_clean_images(pairs / "target"), n_holdout=3)
+    assert set(synthetic.paths).isdisjoint(held) and len(synthetic.paths) == 5
+
+
+def test_init_weights_starts_from_the_given_model(pairs, tmp_path):
+    from ddsa_model import build_model, save_model
+
+    torch.manual_seed(123)
+    start = build_model("tiny")
+    save_model(start, str(tmp_path / "start.safetensors"))
+    summary = _run(pairs, tmp_path / "run", train__iterations=1, optim__lr=1e-12, optim__eta_min=0.0,
+                   model__init_weights=str(tmp_path / "start.safetensors"))
+    trained = load_model(summary["weights"])
+    trained_params = dict(trained.named_parameters())
+    for name, value in start.named_parameters():   # an lr of 1e-12 leaves the weights where they started
+        assert torch.allclose(trained_params[name], value, atol=1e-6), name
+    fresh = dict(build_model("tiny").named_parameters())
+    assert any(not torch.allclose(fresh[n], v) for n, v in start.named_parameters())  # not a default init
+    with pytest.raises(ConfigError, match="model.init_weights"):
+        _run(pairs, tmp_path / "bad", model__init_weights=str(tmp_path / "missing.safetensors"))

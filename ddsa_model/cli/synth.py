@@ -1,11 +1,17 @@
 """ddsa-synth: add synthetic rain to clean images and write ``OUT/input`` + ``OUT/target`` pairs.
 
-    ddsa-synth clean_photos/ extra.jpg "more/*.png" -o synthetic --density 0.003:0.01 \
-        --length 15:30 --angle -20:20 --blur 0.8 --brightness 0.7 --seed 0
+    ddsa-synth clean_photos/ extra.jpg "more/*.png" -o synthetic --preset mixed --seed 0
+    ddsa-synth clean_photos/ -o synthetic --density 0.003:0.01 --length 15:30 --angle -20:20 \
+        --blur 0.8 --brightness 0.7
+    ddsa-synth Clean208/ --holdout 28 --preset heavy -o data/heavy_val
 
-Each parameter is a number or a ``LOW:HIGH`` range sampled uniformly per image. The rain of an
-image depends only on --seed and its output name, so reruns are identical. Unreadable inputs are
-reported by name and skipped; the exit status is then 1.
+``--preset light|heavy|mixed`` draws layered rain (streak layers + veil, see ddsa_model.pipeline.synth).
+Without it the single-layer generator is used with per-parameter flags, each a number or a
+``LOW:HIGH`` range sampled uniformly per image. ``--holdout N`` keeps only the N images that
+``ddsa_model.pipeline.synthetic_data.split_holdout(inputs, N, --split-seed)`` holds out of training: with
+``--preset heavy`` this writes the heavy-rain validation set for ``ddsa-eval --data OUT``.
+The rain of an image depends only on --seed and its output name, so reruns are identical.
+Unreadable inputs are reported by name and skipped; the exit status is then 1.
 """
 from __future__ import annotations
 
@@ -20,7 +26,8 @@ import numpy as np
 from ddsa_model.atomic import atomic_write_text
 from ddsa_model.pipeline.imageio import ImageReadError, expand_inputs, read_image, write_png
 from ddsa_model.pipeline.metrics import to_uint8
-from ddsa_model.pipeline.synth import add_rain
+from ddsa_model.pipeline.synth import PRESET_NAMES, add_rain, synthesize_rain
+from ddsa_model.pipeline.synthetic_data import split_holdout
 
 PARAMS = ("density", "length", "angle", "blur", "brightness")
 DEFAULTS = {"density": "0.005", "length": "20", "angle": "0", "blur": "0.8", "brightness": "0.7"}
@@ -43,19 +50,29 @@ def parse_range(text: str, name: str) -> tuple[float, float]:
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="ddsa-synth",
-        description="Add synthetic rain streaks to clean images; writes OUT/input/<name>.png (rainy) "
-                    "and OUT/target/<name>.png (clean). Parameters take a value or a LOW:HIGH range.",
+        description="Add synthetic rain to clean images; writes OUT/input/<name>.png (rainy) and "
+                    "OUT/target/<name>.png (clean). Layered rain with --preset, or single-layer streaks "
+                    "whose parameters take a value or a LOW:HIGH range. The rain of an image depends "
+                    "only on --seed and its output name.",
     )
     ap.add_argument("inputs", nargs="+", help="clean images: files, folders or glob patterns")
     ap.add_argument("-o", "--out", required=True, help="output folder (gets input/ and target/)")
-    ap.add_argument("--density", default=DEFAULTS["density"],
-                    help="fraction of pixels seeding a streak, 0.002 light .. 0.05 heavy (default %(default)s)")
-    ap.add_argument("--length", default=DEFAULTS["length"], help="streak length in px (default %(default)s)")
-    ap.add_argument("--angle", default=DEFAULTS["angle"],
-                    help="degrees from vertical, positive = top-left to bottom-right (default %(default)s)")
-    ap.add_argument("--blur", default=DEFAULTS["blur"], help="Gaussian sigma of the streaks in px (default %(default)s)")
-    ap.add_argument("--brightness", default=DEFAULTS["brightness"],
-                    help="peak streak intensity in [0, 1] (default %(default)s)")
+    ap.add_argument("--preset", choices=PRESET_NAMES,
+                    help="layered rain preset (streak layers + veil): light ~27 dB, heavy ~14 dB rainy "
+                         "PSNR-Y, mixed = a severity between them drawn per image; excludes the "
+                         "single-layer flags below")
+    single = ap.add_argument_group("single-layer rain (used without --preset)")
+    single.add_argument("--density", help="fraction of pixels seeding a streak, 0.002 light .. 0.05 heavy "
+                                          f"(default {DEFAULTS['density']})")
+    single.add_argument("--length", help=f"streak length in px (default {DEFAULTS['length']})")
+    single.add_argument("--angle", help="degrees from vertical, positive = top-left to bottom-right "
+                                        f"(default {DEFAULTS['angle']})")
+    single.add_argument("--blur", help=f"Gaussian sigma of the streaks in px (default {DEFAULTS['blur']})")
+    single.add_argument("--brightness", help=f"peak streak intensity in [0, 1] (default {DEFAULTS['brightness']})")
+    ap.add_argument("--holdout", type=int, default=0, metavar="N",
+                    help="write only the N images held out of training by split_holdout(inputs, N, "
+                         "--split-seed), e.g. --holdout 28 --preset heavy for the validation set")
+    ap.add_argument("--split-seed", type=int, default=0, help="seed of the --holdout split (default 0)")
     ap.add_argument("--copies", type=int, default=1, help="rainy versions per clean image (default 1)")
     ap.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     ap.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -83,17 +100,29 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(_glue_negative_values(argv))
     prog = "ddsa-synth"
     try:
-        ranges = {name: parse_range(getattr(args, name), name) for name in PARAMS}
+        given = [f"--{name}" for name in PARAMS if getattr(args, name) is not None]
+        if args.preset and given:
+            raise ValueError(f"--preset cannot be combined with {', '.join(given)}")
+        ranges = {} if args.preset else {
+            name: parse_range(getattr(args, name) if getattr(args, name) is not None else DEFAULTS[name], name)
+            for name in PARAMS}
         if args.copies < 1:
             raise ValueError(f"--copies must be >= 1, got {args.copies}")
+        if args.holdout < 0:
+            raise ValueError(f"--holdout must be >= 0, got {args.holdout}")
         probe = np.zeros((2, 2, 3), np.uint8)
-        for end in (0, 1):  # both ends of every range, before anything is written
+        for end in (0, 1) if ranges else ():  # both ends of every range, before anything is written
             add_rain(probe, rng=0, **{k: r[end] for k, r in ranges.items()})
     except ValueError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     files, problems = expand_inputs(args.inputs)
     paths = [Path(f) for f in files]
+    if args.holdout:
+        if args.holdout > len(paths):
+            print(f"{prog}: error: --holdout {args.holdout} but only {len(paths)} input image(s)", file=sys.stderr)
+            return 2
+        paths = split_holdout(paths, args.holdout, args.split_seed)[1]
     out = Path(args.out)
     in_dir, tg_dir = out / "input", out / "target"
     in_dir.mkdir(parents=True, exist_ok=True)
@@ -117,7 +146,9 @@ def main(argv: list[str] | None = None) -> int:
         bar = tqdm(jobs.items(), desc=prog, unit="img", disable=args.no_progress or None)
     except ImportError:  # pragma: no cover - tqdm is a dependency
         bar = jobs.items()
-    record = {"seed": args.seed, "ranges": ranges, "images": {}}
+    record = {"seed": args.seed, "preset": args.preset, "ranges": ranges, "images": {}}
+    if args.holdout:
+        record["holdout"] = {"n": args.holdout, "split_seed": args.split_seed}
     current: tuple[Path | None, np.ndarray | None] = (None, None)  # copies of one image are consecutive
     for name, (path, _copy) in bar:
         if current[0] != path:
@@ -130,8 +161,12 @@ def main(argv: list[str] | None = None) -> int:
         if clean is None:
             continue
         rng = np.random.default_rng([args.seed, zlib.crc32(name.encode())])
-        params = {k: float(rng.uniform(lo, hi)) if lo < hi else lo for k, (lo, hi) in ranges.items()}
-        rainy = add_rain(clean, rng=rng, **params)  # parameters were validated above
+        if args.preset:
+            params: dict = {}
+            rainy = synthesize_rain(clean, args.preset, rng)
+        else:
+            params = {k: float(rng.uniform(lo, hi)) if lo < hi else lo for k, (lo, hi) in ranges.items()}
+            rainy = add_rain(clean, rng=rng, **params)  # parameters were validated above
         write_png(in_dir / f"{name}.png", rainy / 255.0)
         write_png(tg_dir / f"{name}.png", clean / 255.0)
         record["images"][name] = {"source": str(path), **params}

@@ -142,7 +142,7 @@ def find_pairs(root: str | os.PathLike, *, check_readable: bool = True) -> list[
     return pairs
 
 
-def _read_pixels(path: str | os.PathLike) -> np.ndarray:
+def read_pixels(path: str | os.PathLike) -> np.ndarray:
     """Decode an image file to (H, W, 3) RGB pixels: uint8, or uint16 for 16-bit sources.
 
     :func:`ddsa_model.pipeline.imageio.read_image` (EXIF orientation applied, gray expanded to
@@ -229,7 +229,7 @@ class PairedImageDataset(torch.utils.data.Dataset):
 
     def _decode(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         pair = self.pairs[i]
-        inp, tgt = _read_pixels(pair.input), _read_pixels(pair.target)
+        inp, tgt = read_pixels(pair.input), read_pixels(pair.target)
         if inp.shape != tgt.shape:
             raise DatasetError(f"{pair.input} decodes to {inp.shape[1]}x{inp.shape[0]} but "
                                f"{pair.target} to {tgt.shape[1]}x{tgt.shape[0]}")

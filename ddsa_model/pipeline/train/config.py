@@ -30,6 +30,7 @@ class ModelSection:
     preset: str = "ddsa-small"          # "tiny", "ddsa-small", "ddsa", "ddsa-official"
     attention_backend: str = "auto"
     overrides: dict = field(default_factory=dict)  # DDSAConfig fields, e.g. {attention: dense}
+    init_weights: str = ""              # start a fresh run from these weights (fine-tuning); "" = random init
 
 
 @dataclass
@@ -45,6 +46,13 @@ class DataSection:
     num_workers: int = 0                           # DataLoader worker processes per rank
     val_max_images: int = 0                        # 0 = all validation pairs
     max_train_pairs: int = 0                       # 0 = all training pairs (debugging aid)
+    synthetic: list = field(default_factory=list)  # clean images (folders, files, or <root>s with target/)
+                                                   # rendered with new rain for every crop
+    synthetic_preset: str = "mixed"                # "light", "heavy" or "mixed"
+    synthetic_weight: float = 0.5                  # share of samples drawn from `synthetic` when `train` is set too
+    synthetic_holdout: int = 0                     # images of the FIRST synthetic source held out (never drawn),
+                                                   # the split of `ddsa-synth FIRST --holdout N --split-seed S`
+    synthetic_split_seed: int = 0
 
 
 @dataclass
@@ -136,7 +144,7 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
     if isinstance(default, list):
         if value is None:
             return []
-        if key in ("data.train", "data.val") and isinstance(value, (str, os.PathLike)):
+        if key in ("data.train", "data.val", "data.synthetic") and isinstance(value, (str, os.PathLike)):
             return [str(value)]
         if isinstance(value, (list, tuple)):
             return list(value)
@@ -187,8 +195,9 @@ def validate(cfg: RunConfig) -> RunConfig:
             raise ConfigError(msg)
 
     d, o, t, lg = cfg.data, cfg.optim, cfg.train, cfg.log
-    need(bool(d.train), "data.train is required: one or more folders holding input/ and target/")
-    for key, paths in (("data.train", d.train), ("data.val", d.val)):
+    need(bool(d.train) or bool(d.synthetic),
+         "data.train (folders holding input/ and target/) or data.synthetic (clean images) is required")
+    for key, paths in (("data.train", d.train), ("data.val", d.val), ("data.synthetic", d.synthetic)):
         need(all(isinstance(p, str) and p for p in paths), f"{key} must be folder path(s), got {paths!r}")
     need(d.crop >= 8, f"data.crop must be >= 8 px, got {d.crop}")
     for entry in d.progressive:
@@ -197,6 +206,10 @@ def validate(cfg: RunConfig) -> RunConfig:
              and entry[0] >= 0 and entry[1] >= 8,
              f"data.progressive entries must be [start_iteration, crop] with crop >= 8, got {entry!r}")
     need(d.small_images in ("pad", "reject"), f"data.small_images must be 'pad' or 'reject', got {d.small_images!r}")
+    need(d.synthetic_preset in ("light", "heavy", "mixed"),
+         f"data.synthetic_preset must be 'light', 'heavy' or 'mixed', got {d.synthetic_preset!r}")
+    need(0 <= d.synthetic_weight <= 1, f"data.synthetic_weight must be in [0, 1], got {d.synthetic_weight}")
+    need(d.synthetic_holdout >= 0, f"data.synthetic_holdout must be >= 0, got {d.synthetic_holdout}")
     need(d.num_workers >= 0, f"data.num_workers must be >= 0, got {d.num_workers}")
     need(d.val_max_images >= 0 and d.max_train_pairs >= 0, "data.val_max_images / data.max_train_pairs must be >= 0")
     need(o.lr > 0, f"optim.lr must be > 0, got {o.lr}")

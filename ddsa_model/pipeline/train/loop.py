@@ -32,10 +32,12 @@ import yaml
 
 from ddsa_model import build_model, save_model
 from ddsa_model.atomic import atomic_write
+from ddsa_model.pretrained import load_weights
 
 from ..data import PairedImageDataset, ResumableSampler, crop_at
 from ..inference import precision_context
 from ..metrics import psnr_y, to_uint8
+from ..synthetic_data import MixedDataset, SyntheticRainDataset, list_clean_images, split_holdout
 from .checkpoints import (
     TrainState, checkpoint_path, list_checkpoints, prune_checkpoints, resolve_resume, restore, save_checkpoint,
 )
@@ -143,6 +145,15 @@ def _build_model(cfg: RunConfig) -> torch.nn.Module:
         raise ConfigError(f"model: {exc}") from None
 
 
+def _init_from(model: torch.nn.Module, path: str) -> None:
+    """Copy weights from ``path`` (any file ``load_weights`` reads) into ``model``; every tensor must match."""
+    try:
+        source = load_weights(path, attention_backend="reference")
+        model.load_state_dict(source.state_dict(), strict=True)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise ConfigError(f"model.init_weights: cannot initialise the model from {path}: {exc}") from None
+
+
 def _write_config(cfg: RunConfig, out_dir: Path) -> None:
     with atomic_write(out_dir / "config.yaml", "w") as fh:
         yaml.safe_dump(cfg.to_dict(), fh, sort_keys=False)
@@ -163,11 +174,30 @@ def train(cfg: RunConfig, resume: str | None = None) -> dict[str, Any]:
         teardown_distributed(info)
 
 
-def _datasets(cfg: RunConfig) -> tuple[PairedImageDataset, PairedImageDataset | None]:
+def _datasets(cfg: RunConfig) -> tuple[torch.utils.data.Dataset, PairedImageDataset | None]:
+    """The training set (real pairs, synthetic rain on clean images, or a weighted mix of both)
+    and the validation set."""
     d = cfg.data
     max_crop = max([d.crop] + [c for _, c in d.progressive])
-    train_set = PairedImageDataset(d.train, train=True, flips=d.flips, rot90=d.rot90, small_images=d.small_images,
-                                   max_crop=max_crop, cache=d.cache, max_items=d.max_train_pairs)
+    parts: list[torch.utils.data.Dataset] = []
+    weights: list[float] = []
+    if d.train:
+        parts.append(PairedImageDataset(d.train, train=True, flips=d.flips, rot90=d.rot90,
+                                        small_images=d.small_images, max_crop=max_crop, cache=d.cache,
+                                        max_items=d.max_train_pairs))
+        weights.append(1.0 - d.synthetic_weight if d.synthetic else 1.0)
+    if d.synthetic:
+        # The hold-out comes from the first source alone: the same split as
+        # `ddsa-synth FIRST --holdout N --split-seed S`, which writes the held-out check set.
+        clean = list_clean_images(d.synthetic[0])
+        if d.synthetic_holdout:
+            clean, _ = split_holdout(clean, n_holdout=d.synthetic_holdout, seed=d.synthetic_split_seed)
+        if d.synthetic[1:]:
+            seen = set(clean)
+            clean += [p for p in list_clean_images(d.synthetic[1:]) if p not in seen]
+        parts.append(SyntheticRainDataset(clean, d.synthetic_preset, flips=d.flips, rot90=d.rot90, cache=d.cache))
+        weights.append(d.synthetic_weight if d.train else 1.0)
+    train_set = parts[0] if len(parts) == 1 else MixedDataset(parts, weights)
     val_set = (PairedImageDataset(d.val, train=False, cache=d.cache, max_items=d.val_max_images)
                if d.val else None)
     return train_set, val_set
@@ -178,7 +208,10 @@ def _new_state(cfg: RunConfig, info: DistInfo) -> TrainState:
     random.seed(t.seed)
     np.random.seed(t.seed)
     torch.manual_seed(t.seed)
-    model = _build_model(cfg).to(info.device)
+    model = _build_model(cfg)
+    if cfg.model.init_weights:
+        _init_from(model, cfg.model.init_weights)
+    model = model.to(info.device)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
     scheduler = ConstantCosineLR(optimizer, t.iterations, round(o.constant_fraction * t.iterations), o.eta_min)
