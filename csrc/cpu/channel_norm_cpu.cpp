@@ -111,7 +111,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_impl(const at::Tensor& x_
   A* rp = rstd.data_ptr<A>();
   const NormSplit sp(B, C, N, sizeof(A));
   const int64_t T = sp.tile;
-  const A inv_c = A(1) / static_cast<A>(C), eps_a = static_cast<A>(eps);
+  const A c_a = static_cast<A>(C), inv_c = A(1) / c_a, eps_a = static_cast<A>(eps);
   const bool convert = !std::is_same_v<scalar_t, A>;
   for_items<A>(B * sp.chunks, 2 * T + (convert ? C * T : 0), [&](int64_t item, A* scratch) {
     const int64_t b = item / sp.chunks, s = item % sp.chunks;
@@ -127,8 +127,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_impl(const at::Tensor& x_
         const A* __restrict xr = rows + c * ld;
         for (int64_t p = 0; p < len; ++p) m[p] += xr[p];
       }
-      for (int64_t p = 0; p < len; ++p) {
-        m[p] *= inv_c;
+      for (int64_t p = 0; p < len; ++p) {  // a division, as torch's mean: a constant pixel gives x − μ = 0
+        m[p] /= c_a;
         r[p] = 0;
       }
       for (int64_t c = 0; c < C; ++c) {
