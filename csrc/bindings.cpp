@@ -23,12 +23,18 @@ bool has_cuda() {
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "Compiled CPU (and, when built with CUDA, GPU) kernels of ddsa_kernels.dual_attention";
+  m.doc() = "Compiled CPU (and, when built with CUDA, GPU) kernels of ddsa_kernels.dual_attention and channel_norm";
   m.def("forward_cpu", &ddsa::forward_cpu, "(out, probs, gram, norms) of the fused op on CPU", py::arg("q"),
         py::arg("k"), py::arg("v"), py::arg("temperature"), py::arg("weights"), py::arg("keep"), py::arg("eps"));
   m.def("backward_cpu", &ddsa::backward_cpu, "(dq, dk, dv, d_temperature, d_weights) of the fused op on CPU",
         py::arg("grad_out"), py::arg("q"), py::arg("k"), py::arg("v"), py::arg("temperature"), py::arg("weights"),
         py::arg("probs"), py::arg("gram"), py::arg("norms"), py::arg("keep"), py::arg("eps"));
+  m.def("channel_norm_forward_cpu", &ddsa::channel_norm_forward_cpu,
+        "(y, mean, rstd) of the channel LayerNorm of x (B, C, H, W) on CPU", py::arg("x"), py::arg("weight"),
+        py::arg("bias"), py::arg("eps"), py::arg("subtract_mean"));
+  m.def("channel_norm_backward_cpu", &ddsa::channel_norm_backward_cpu, "(dx, dw, db) of the channel LayerNorm on CPU",
+        py::arg("grad_y"), py::arg("x"), py::arg("weight"), py::arg("mean"), py::arg("rstd"),
+        py::arg("subtract_mean"));
   m.def("cpu_gemm_provider", &ddsa::cpu_gemm_provider, "Which GEMM the CPU kernels call");
   m.def("has_cuda", &has_cuda, "True when the extension was compiled with its CUDA kernels");
 #ifdef DDSA_WITH_CUDA
@@ -37,5 +43,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("backward_cuda", &ddsa::backward_cuda, "(dq, dk, dv, d_temperature, d_weights) of the fused op on CUDA",
         py::arg("grad_out"), py::arg("q"), py::arg("k"), py::arg("v"), py::arg("temperature"), py::arg("weights"),
         py::arg("probs"), py::arg("gram"), py::arg("norms"), py::arg("keep"), py::arg("eps"));
+  m.def("channel_norm_forward_cuda", &ddsa::channel_norm_forward_cuda,
+        "(y, mean, rstd) of the channel LayerNorm of x (B, C, H, W) on CUDA", py::arg("x"), py::arg("weight"),
+        py::arg("bias"), py::arg("eps"), py::arg("subtract_mean"));
+  m.def("channel_norm_backward_cuda", &ddsa::channel_norm_backward_cuda,
+        "(dx, dw, db) of the channel LayerNorm on CUDA", py::arg("grad_y"), py::arg("x"), py::arg("weight"),
+        py::arg("mean"), py::arg("rstd"), py::arg("subtract_mean"));
 #endif
 }

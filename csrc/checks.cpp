@@ -45,6 +45,43 @@ void check_backward_args(const at::Tensor& grad_out, const at::Tensor& q, const 
     TORCH_CHECK(t->device() == q.device(), "ddsa: saved statistics must be on q's device");
 }
 
+void check_channel_norm_args(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                             double eps, bool subtract_mean) {
+  TORCH_CHECK(x.dim() == 4, "ddsa channel_norm: x must have shape (B, C, H, W), got ", x.sizes());
+  const auto st = x.scalar_type();
+  TORCH_CHECK(st == at::kFloat || st == at::kDouble || st == at::kHalf || st == at::kBFloat16,
+              "ddsa channel_norm: unsupported dtype ", st, " of x (expected float32, float64, float16 or bfloat16)");
+  const int64_t C = x.size(1);
+  TORCH_CHECK(C >= 1, "ddsa channel_norm: x needs at least one channel");
+  TORCH_CHECK(weight.dim() == 1 && weight.size(0) == C, "ddsa channel_norm: weight must have shape (C,) with C=", C,
+              ", got ", weight.sizes());
+  TORCH_CHECK(weight.device() == x.device(), "ddsa channel_norm: weight is on ", weight.device(), " but x is on ",
+              x.device());
+  if (bias.has_value()) {
+    TORCH_CHECK(subtract_mean, "ddsa channel_norm: bias must be None when subtract_mean=False");
+    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == C, "ddsa channel_norm: bias must have shape (C,) with C=", C,
+                ", got ", bias->sizes());
+    TORCH_CHECK(bias->device() == x.device(), "ddsa channel_norm: bias is on ", bias->device(), " but x is on ",
+                x.device());
+  }
+  TORCH_CHECK(eps > 0, "ddsa channel_norm: eps must be positive, got ", eps);
+}
+
+void check_channel_norm_backward_args(const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& mean,
+                                      const at::Tensor& rstd) {
+  TORCH_CHECK(grad_y.sizes() == x.sizes(), "ddsa channel_norm: grad_y has shape ", grad_y.sizes(),
+              " but x has shape ", x.sizes());
+  TORCH_CHECK(grad_y.scalar_type() == x.scalar_type(), "ddsa channel_norm: grad_y has dtype ", grad_y.scalar_type(),
+              " but x has dtype ", x.scalar_type());
+  for (const auto* t : {&mean, &rstd}) {
+    TORCH_CHECK(t->dim() == 3 && t->size(0) == x.size(0) && t->size(1) == x.size(2) && t->size(2) == x.size(3),
+                "ddsa channel_norm: mean and rstd must have shape (B, H, W), got ", t->sizes());
+    TORCH_CHECK(t->device() == x.device(), "ddsa channel_norm: saved statistics must be on x's device");
+  }
+  TORCH_CHECK(grad_y.device() == x.device(), "ddsa channel_norm: grad_y is on ", grad_y.device(), " but x is on ",
+              x.device());
+}
+
 at::Tensor rows_unit_stride(const at::Tensor& x) {
   const int64_t C = x.size(2), N = x.size(3);
   const bool unit = N <= 1 || x.stride(3) == 1;

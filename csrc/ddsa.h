@@ -5,6 +5,7 @@
 #include <ATen/ATen.h>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -23,12 +24,26 @@ Bwd backward_cpu(const at::Tensor& grad_out, const at::Tensor& q, const at::Tens
                  const at::Tensor& gram, const at::Tensor& norms, const std::vector<int64_t>& keep, double eps);
 std::string cpu_gemm_provider();
 
+// Channel LayerNorm of x (B, C, H, W), any strides, over C per pixel; weight, bias (C,).
+using NormFwd = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
+using NormBwd = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
+// (y (B, C, H, W) contiguous, mean (B, H, W), rstd (B, H, W)); statistics in float32 (float64 for float64).
+NormFwd channel_norm_forward_cpu(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                                 double eps, bool subtract_mean);
+// (dx (B, C, H, W) contiguous, dw (C,), db (C,)) with dw, db in the statistics' dtype.
+NormBwd channel_norm_backward_cpu(const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& weight,
+                                  const at::Tensor& mean, const at::Tensor& rstd, bool subtract_mean);
+
 #ifdef DDSA_WITH_CUDA
 Fwd forward_cuda(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& temperature,
                  const at::Tensor& weights, const std::vector<int64_t>& keep, double eps);
 Bwd backward_cuda(const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                   const at::Tensor& temperature, const at::Tensor& weights, const at::Tensor& probs,
                   const at::Tensor& gram, const at::Tensor& norms, const std::vector<int64_t>& keep, double eps);
+NormFwd channel_norm_forward_cuda(const at::Tensor& x, const at::Tensor& weight,
+                                  const std::optional<at::Tensor>& bias, double eps, bool subtract_mean);
+NormBwd channel_norm_backward_cuda(const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& weight,
+                                   const at::Tensor& mean, const at::Tensor& rstd, bool subtract_mean);
 #endif
 
 namespace detail {
@@ -37,6 +52,11 @@ void check_forward_args(const at::Tensor& q, const at::Tensor& k, const at::Tens
                         const at::Tensor& weights, const std::vector<int64_t>& keep, double eps);
 void check_backward_args(const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor& probs,
                          const at::Tensor& gram, const at::Tensor& norms, const std::vector<int64_t>& keep);
+// Channel norm checks shared by both devices; name the offending argument.
+void check_channel_norm_args(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                             double eps, bool subtract_mean);
+void check_channel_norm_backward_args(const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& mean,
+                                      const at::Tensor& rstd);
 // A view whose last dimension has stride 1 and whose rows do not overlap (copies otherwise).
 at::Tensor rows_unit_stride(const at::Tensor& x);
 }  // namespace detail

@@ -2,24 +2,30 @@
 
     from ddsa_kernels import dual_attention, available_backends
     out = dual_attention(q, k, v, temperature, weights, topk=(None, C * 7 // 10))
+    y = channel_norm(x, weight, bias)            # LayerNorm over the channels of an NCHW map
 
-Layout: one folder per op under ``ops/`` (``ops/dual_attention/``: the public function and its autograd in
-``__init__``, ``naive.py`` oracle and baseline, ``reference.py`` torch backend, ``triton.py``,
-``extension.py`` for the compiled ``_C``), ``_registry.py`` the table of backends, ``module.py``
-the nn.Modules.
+Layout: one folder per op under ``ops/`` (``ops/dual_attention/``, ``ops/channel_norm/``: the public
+function and its autograd in ``__init__``, ``naive.py`` oracle and baseline, ``reference.py`` torch
+backend, ``triton.py``, ``extension.py`` for the compiled ``_C``), ``_registry.py`` the table of
+backends, ``module.py`` the nn.Modules.
 """
 from ._registry import available_backends, build_info, check_backend_name, resolve_backend
 from .ops.dual_attention import dual_attention, eager_dual_attention, reference_dual_attention
-from .module import DualSelfAttentionCore, ddsa_topk, drsformer_topk, restormer_topk
+from .ops.channel_norm import channel_norm, eager_channel_norm, reference_channel_norm
+from .module import ChannelNorm, DualSelfAttentionCore, ddsa_topk, drsformer_topk, restormer_topk
 
 __all__ = [
     "dual_attention",
+    "channel_norm",
     "available_backends",
     "build_info",
     "check_backend_name",
     "resolve_backend",
     "reference_dual_attention",
     "eager_dual_attention",
+    "reference_channel_norm",
+    "eager_channel_norm",
+    "ChannelNorm",
     "DualSelfAttentionCore",
     "ddsa_topk",
     "drsformer_topk",

@@ -60,11 +60,25 @@ BACKENDS: dict[str, tuple[BackendSpec, ...]] = {
                     "the authors'-style unfused computation with plain autograd (the benchmarks' baseline)",
                     fused=False),
     ),
+    "channel_norm": (
+        BackendSpec("reference", "ddsa_kernels.ops.channel_norm.reference", _ANY_DEVICE, _ALL_FLOATS,
+                    "two-pass statistics and explicit backward in plain PyTorch (float64 capable)"),
+        BackendSpec("triton", "ddsa_kernels.ops.channel_norm.triton", ("cuda",), _LOW_AND_FP32,
+                    "fused Triton kernels over pixel tiles", interpreter_on_cpu=True),
+        BackendSpec("cpu", "ddsa_kernels.ops.channel_norm.extension:CPU", ("cpu",), _ALL_FLOATS,
+                    "C++ kernels of the compiled extension"),
+        BackendSpec("cuda", "ddsa_kernels.ops.channel_norm.extension:CUDA", ("cuda",), _LOW_AND_FP32,
+                    "CUDA kernels of the compiled extension"),
+        BackendSpec("eager", "ddsa_kernels.ops.channel_norm.naive:eager_channel_norm", _ANY_DEVICE, _ALL_FLOATS,
+                    "the authors' permute + LayerNorm + permute with plain autograd (the benchmarks' baseline)",
+                    fused=False),
+    ),
 }
 
 # backend="auto": the first backend in this order that is available and supports the tensors.
 AUTO_ORDER: dict[str, dict[str, tuple[str, ...]]] = {
     "dual_attention": {"cuda": ("cuda", "triton", "reference"), "cpu": ("cpu", "reference")},
+    "channel_norm": {"cuda": ("triton", "cuda", "reference"), "cpu": ("cpu", "reference")},
 }
 _AUTO_FALLBACK = "reference"
 

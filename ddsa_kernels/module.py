@@ -1,4 +1,5 @@
-"""``DualSelfAttentionCore``: the op with its learnable temperature and branch weights."""
+"""The ops as nn.Modules: ``DualSelfAttentionCore`` (learnable temperature and branch weights) and
+``ChannelNorm`` (learnable per-channel weight and bias)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -7,6 +8,7 @@ from typing import Optional
 import torch
 from torch import nn
 
+from .ops.channel_norm import channel_norm
 from .ops.dual_attention import dual_attention
 from .ops.dual_attention._common import normalize_topk
 
@@ -43,6 +45,44 @@ class DualSelfAttentionCore(nn.Module):
 
     def extra_repr(self) -> str:
         return f"heads={self.heads}, channels={self.channels}, topk={self.topk}, backend={self.backend!r}"
+
+
+class ChannelNorm(nn.Module):
+    """LayerNorm over the channels of a (B, C, H, W) map, per pixel, with no permute.
+
+    ``subtract_mean=True`` is the authors' WithBias_LayerNorm (``bias=False`` drops b),
+    ``subtract_mean=False`` their BiasFree_LayerNorm (``x/σ · w``; needs ``bias=False``).
+    Parameters ``weight`` (C,) initialised to ones and ``bias`` (C,) to zeros (None without bias).
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        *,
+        bias: bool = True,
+        subtract_mean: bool = True,
+        eps: float = 1e-5,
+        backend: str = "auto",
+    ) -> None:
+        super().__init__()
+        if bias and not subtract_mean:
+            raise ValueError("bias=True needs subtract_mean=True (the bias-free variant has no bias)")
+        if not (isinstance(eps, (int, float)) and eps > 0):
+            raise ValueError(f"eps must be a positive float, got {eps!r}")
+        self.channels = channels
+        self.subtract_mean = subtract_mean
+        self.eps = eps
+        self.backend = backend
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels)) if bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return channel_norm(x, self.weight, self.bias, self.eps, subtract_mean=self.subtract_mean,
+                            backend=self.backend)
+
+    def extra_repr(self) -> str:
+        return (f"{self.channels}, bias={self.bias is not None}, subtract_mean={self.subtract_mean}, "
+                f"eps={self.eps}, backend={self.backend!r}")
 
 
 def ddsa_topk(channels: int) -> tuple[Optional[int], int]:

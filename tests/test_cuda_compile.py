@@ -97,3 +97,11 @@ def test_cuda_host_code_compiles_with_torch_headers(compiled, src):
         pytest.skip("no host C++ compiler or no cuda_runtime.h found")
     result = compiled[src]
     assert result.returncode == 0, f"host compile of {src} with DDSA_WITH_CUDA failed:\n{result.stdout[-6000:]}"
+
+
+def test_channel_norm_cuda_sources_are_checked():
+    """The channel norm's kernels and host code are among the files compiled above."""
+    rel_cu = {os.path.relpath(p, ROOT) for p in CU_FILES}
+    rel_host = {os.path.relpath(p, ROOT) for p in HOST_FILES}
+    assert os.path.join("csrc", "cuda", "channel_norm.cu") in rel_cu
+    assert os.path.join("csrc", "cuda", "channel_norm_cuda.cpp") in rel_host
