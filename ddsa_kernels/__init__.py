@@ -11,6 +11,7 @@ the nn.Modules.
 from ._registry import available_backends, build_info, check_backend_name, resolve_backend
 from .ops.dual_attention import dual_attention, eager_dual_attention, reference_dual_attention
 from .module import DualSelfAttentionCore, ddsa_topk, drsformer_topk, restormer_topk
+from .patch import PatchReport, patch, unpatch
 
 __all__ = [
     "dual_attention",
@@ -24,5 +25,8 @@ __all__ = [
     "ddsa_topk",
     "drsformer_topk",
     "restormer_topk",
+    "patch",
+    "unpatch",
+    "PatchReport",
 ]
 __version__ = "0.1.0"
