@@ -79,7 +79,7 @@ def _topk_softmax(attn: torch.Tensor, keep: int) -> torch.Tensor:
 
 
 class _AttentionBase(nn.Module):
-    def __init__(self, dim: int, num_heads: int, bias: bool) -> None:
+    def __init__(self, dim: int, num_heads: int, bias: bool = False) -> None:
         super().__init__()
         self.num_heads = num_heads
         self.temperature = nn.Parameter(torch.ones(num_heads, 1, 1))
@@ -108,7 +108,7 @@ class RestormerAttention(_AttentionBase):
 
 
 class DDSAAttention(_AttentionBase):
-    def __init__(self, dim: int, num_heads: int, bias: bool) -> None:
+    def __init__(self, dim: int, num_heads: int, bias: bool = False) -> None:
         super().__init__(dim, num_heads, bias)
         self.attn = nn.Parameter(torch.tensor([0.2]))
         self.attn1 = nn.Parameter(torch.tensor([0.2]))
@@ -121,7 +121,7 @@ class DDSAAttention(_AttentionBase):
 
 
 class DRSformerAttention(_AttentionBase):
-    def __init__(self, dim: int, num_heads: int, bias: bool) -> None:
+    def __init__(self, dim: int, num_heads: int, bias: bool = False) -> None:
         super().__init__(dim, num_heads, bias)
         self.attn_drop = nn.Dropout(0.0)
         self.attn1 = nn.Parameter(torch.tensor([0.2]))

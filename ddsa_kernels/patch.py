@@ -136,6 +136,8 @@ def _match_attention(m: nn.Module) -> tuple[Optional[str], str, tuple]:
     if isinstance(heads, bool) or not isinstance(heads, int) or heads < 1:
         return None, f"num_heads is {heads!r}, not a positive int", ()
     children = dict(m.named_children())
+    if "qkv" in children and not isinstance(children["qkv"], nn.Conv2d):
+        return None, f"qkv is {type(children['qkv']).__name__}, not Conv2d", ()
     for name in _ATTENTION_CHILDREN:
         if name not in children:
             return None, f"no submodule {name!r}", ()
@@ -149,10 +151,7 @@ def _match_attention(m: nn.Module) -> tuple[Optional[str], str, tuple]:
                 return None, f"attn_drop is Dropout(p={drop.p}) (only p=0 is patched)", ()
         elif not isinstance(drop, nn.Identity):
             return None, f"attn_drop is {type(drop).__name__}, not Dropout(p=0)", ()
-    qkv = children["qkv"]
-    if not isinstance(qkv, nn.Conv2d):
-        return None, f"qkv is {type(qkv).__name__}, not Conv2d", ()
-    dim = qkv.in_channels
+    dim = children["qkv"].in_channels
     for name, want in (("qkv", (dim, 3 * dim, 1, 0, 1)), ("qkv_dwconv", (3 * dim, 3 * dim, 3, 1, 3 * dim)),
                        ("project_out", (dim, dim, 1, 0, 1))):
         why = _is_conv(children[name], *want)
