@@ -301,3 +301,40 @@ def test_verify_false_skips_only_the_behaviour_check():
     model = _single(fa.SixTenthsAttention(8, 1))
     report = patch(model, verify=False)
     assert report.counts == {"attention:ddsa": 1}
+
+
+def test_independent_official_ddsa_oracle_is_patched_exactly():
+    from official_arch import OfficialDDSA
+
+    torch.manual_seed(0)
+    net = OfficialDDSA(dim=8, num_blocks=(1, 1, 1, 1), num_refinement_blocks=1, heads=(1, 2, 2, 4)).double()
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if name.endswith(("attn", "attn1", "temperature")):
+                p.uniform_(0.3, 1.7)
+    net.eval()  # its SALayer's BatchNorm: running statistics, so both passes see the same function
+    x = _x(batch=1)
+    want = _grads(net, x)
+    report = patch(net, backend="reference")
+    assert report.counts == {"attention:ddsa": 9, "layer_norm:with_bias": 18} and not report.skipped
+    _assert_all_close(_grads(net, x), want, rtol=1e-9, atol=1e-10)
+
+
+def test_distributed_data_parallel_single_process(tmp_path):
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        pytest.skip("torch.distributed unavailable")
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        plain = _net("restormer")
+        fused = copy.deepcopy(plain)
+        patch(fused)
+        ddp = nn.parallel.DistributedDataParallel(fused)
+        x, y = _x(seed=7), _x(seed=8)
+        for m in (plain, ddp):
+            F.l1_loss(m(x), y).backward()
+        for (n, p), q in zip(plain.named_parameters(), fused.parameters()):
+            torch.testing.assert_close(q.grad, p.grad, rtol=1e-9, atol=1e-10, msg=lambda m: f"{n}: {m}")
+    finally:
+        dist.destroy_process_group()
