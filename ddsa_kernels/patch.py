@@ -184,8 +184,10 @@ def _match_attention(m: nn.Module) -> tuple[Optional[str], str, tuple]:
 
 def _is_layer_norm_candidate(m: nn.Module) -> bool:
     body = getattr(m, "body", None)
-    return isinstance(body, nn.Module) and isinstance(body._parameters.get("weight"), nn.Parameter) \
-        and not any(True for _ in body.children())
+    if not isinstance(body, nn.Module) or any(True for _ in body.children()):
+        return False
+    weight = body._parameters.get("weight")
+    return isinstance(weight, nn.Parameter) and weight.dim() == 1
 
 
 def _match_layer_norm(m: nn.Module) -> tuple[Optional[str], str]:
@@ -196,8 +198,6 @@ def _match_layer_norm(m: nn.Module) -> tuple[Optional[str], str]:
         return None, f"the wrapper has submodules {sorted(dict(m.named_children()))}, expected only body"
     params = dict(body.named_parameters(recurse=False))
     weight = params["weight"]
-    if weight.dim() != 1:
-        return None, f"body.weight has shape {tuple(weight.shape)}, expected (dim,)"
     if list(body.named_buffers(recurse=False)):
         return None, "body has buffers"
     if set(params) == {"weight"}:

@@ -14,6 +14,7 @@ from benchmarks.family_nets import (  # noqa: F401  (re-exported for the tests)
     BiasFree_LayerNorm,
     DDSAAttention,
     DRSformerAttention,
+    Downsample,
     FamilyNet,
     LayerNorm,
     RestormerAttention,

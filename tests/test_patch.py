@@ -286,6 +286,20 @@ def test_near_misses_are_reported_and_left_alone(make, reason):
     assert reason.split("(")[0] in str(report) or "skipped 0" in str(report)
 
 
+def test_unrelated_modules_are_not_reported():
+    class ConvBody(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Conv2d(8, 8, 3, padding=1)
+
+        def forward(self, x):
+            return self.body(x)
+
+    model = nn.Sequential(ConvBody(), fa.Downsample(8), nn.LayerNorm(8), nn.MultiheadAttention(8, 2))
+    report = patch(model)
+    assert not report.patched and not report.skipped and not report.already_patched
+
+
 def test_handled_exactly_dropout_zero_and_bias_free():
     torch.manual_seed(0)
     model = nn.Sequential(fa.LayerNorm(8, "BiasFree"), fa.DRSformerAttention(8, 2, bias=True)).double()
