@@ -3,6 +3,8 @@
     ddsa-bench op    [--device cpu|cuda] [--quick|--full] [--out DIR] ...
     ddsa-bench model [--device ...] [--quick|--full] [--presets ...]
     ddsa-bench all   (op, then model)
+    ddsa-bench patch [--device ...] [--families ddsa,drsformer,restormer] [--out DIR]
+                     (the authors'-style networks, unpatched vs ddsa_kernels.patch: patch.json, patch.md)
     ddsa-bench report --out DIR   (re-render report.md and plots from the JSON there)
 
 Results go to benchmarks/results/<device-slug>/ (op.json, model.json, report.md, PNG plots).
@@ -69,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     common_args(both)
     _op_args(both)
     _model_args(both)
+    pat = sub.add_parser("patch", help="authors'-style networks of each family, unpatched vs ddsa_kernels.patch")
+    _patch_args(pat)
     rep = sub.add_parser("report", help="re-render report.md and the plots from JSON in --out")
     rep.add_argument("--out", type=Path, required=True, nargs="+", help="results folder(s)")
     rep.add_argument("--readme", type=Path, default=None,
@@ -102,6 +106,39 @@ def _model_args(p: argparse.ArgumentParser) -> None:
                    help="also time the training step at the largest batch that fits (default: on for CUDA)")
     p.add_argument("--model-compile", choices=["none", "infer", "all"], default=None,
                    help="torch.compile variants of the model (default: all on CUDA, none on CPU)")
+
+
+def _patch_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto (default: cuda when available)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output folder (default: benchmarks/results/<device-slug>)")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads before running")
+    p.add_argument("--min-run-time", type=float, default=None,
+                   help="seconds per timing and round (default 0.2 on CPU, 0.5 on CUDA)")
+    p.add_argument("--time-budget", type=float, default=None,
+                   help="seconds after which no new family starts (the rest is recorded as skipped)")
+    p.add_argument("--families", type=_csv, default=None, help="ddsa,drsformer,restormer (default: all)")
+    p.add_argument("--net", choices=["small", "tiny"], default="small",
+                   help="network size: small = ddsa-small U-Net (default); tiny for smoke tests")
+    p.add_argument("--backend", default="auto", help="backend passed to ddsa_kernels.patch (default auto)")
+    p.add_argument("--infer-size", type=int, default=256, help="inference image side (default 256)")
+    p.add_argument("--train-batch", type=int, default=2, help="training batch (default 2)")
+    p.add_argument("--train-size", type=int, default=128, help="training crop side (default 128)")
+    p.add_argument("--rounds", type=int, default=None,
+                   help="interleaved rounds, median over rounds (default 3 on CPU, 5 on CUDA)")
+
+
+def _run_patch(args, device: torch.device, out: Path) -> Path:
+    from . import patch_bench
+
+    _log(f"[patch] device {common.device_name(device)}; net {args.net}; writing {out}/patch.json")
+    result = patch_bench.run_patch_bench(
+        device, families=args.families, net=args.net, backend=args.backend, infer_size=args.infer_size,
+        train_batch=args.train_batch, train_size=args.train_size, rounds=args.rounds,
+        min_run_time=args.min_run_time, time_budget_s=args.time_budget,
+        on_family=lambda r: patch_bench.write_outputs(out, r), log=_log,
+    )
+    return patch_bench.write_outputs(out, result)
 
 
 def _log(msg: str) -> None:
@@ -165,10 +202,18 @@ def main(argv: Optional[list[str]] = None) -> int:
     device = _device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    quick = args.quick if args.quick is not None else device.type == "cpu"
+    quick = getattr(args, "quick", None)
+    quick = quick if quick is not None else device.type == "cpu"
     out = args.out or common.default_out_dir(device)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+    if args.command == "patch":
+        try:
+            path = _run_patch(args, device, out)
+        except (ValueError, RuntimeError) as exc:
+            raise SystemExit(f"ddsa-bench patch: {exc}") from None
+        _log(f"wrote {path} ({time.perf_counter() - t0:.0f} s)")
+        return 0
     try:
         if args.command in ("op", "all"):
             _run_op(args, device, out, quick)

@@ -7,12 +7,13 @@
 Layout: one folder per op under ``ops/`` (``ops/dual_attention/``, ``ops/channel_norm/``: the public
 function and its autograd in ``__init__``, ``naive.py`` oracle and baseline, ``reference.py`` torch
 backend, ``triton.py``, ``extension.py`` for the compiled ``_C``), ``_registry.py`` the table of
-backends, ``module.py`` the nn.Modules.
+backends, ``module.py`` the nn.Modules, ``patch.py`` the drop-in patch of the authors' networks.
 """
 from ._registry import available_backends, build_info, check_backend_name, resolve_backend
 from .ops.dual_attention import dual_attention, eager_dual_attention, reference_dual_attention
 from .ops.channel_norm import channel_norm, eager_channel_norm, reference_channel_norm
 from .module import ChannelNorm, DualSelfAttentionCore, ddsa_topk, drsformer_topk, restormer_topk
+from .patch import PatchReport, patch, unpatch
 
 __all__ = [
     "dual_attention",
@@ -30,5 +31,8 @@ __all__ = [
     "ddsa_topk",
     "drsformer_topk",
     "restormer_topk",
+    "patch",
+    "unpatch",
+    "PatchReport",
 ]
 __version__ = "0.1.0"

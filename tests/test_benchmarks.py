@@ -339,3 +339,23 @@ def test_cpu_goal_rows_compare_the_cpu_backend_with_each_baseline():
     assert fwd["speedup_vs_compile(eager)"] == 2.0 and fwd["meets_compile(eager)"]
     assert fwdbwd["speedup_vs_eager"] == 1.5 and not fwdbwd["meets_eager"]  # goal 1.8×
     assert "speedup_vs_compile(eager)" not in fwdbwd
+
+
+def test_patch_bench_cli_writes_both_variants_per_family(tmp_path, one_thread):
+    rc = bench_main(["patch", "--device", "cpu", "--net", "tiny", "--families", "ddsa,restormer",
+                     "--infer-size", "16", "--train-size", "16", "--train-batch", "1", "--rounds", "2",
+                     "--min-run-time", "0.01", "--out", str(tmp_path), *one_thread])
+    assert rc == 0
+    data = json.loads((tmp_path / "patch.json").read_text())
+    assert [r["family"] for r in data["families"]] == ["ddsa", "restormer"]
+    for rec in data["families"]:
+        assert rec["status"] == "ok" and not rec["skipped"]
+        assert rec["patched"] == {f"attention:{rec['family']}": 8, "layer_norm:with_bias": 16}
+        for task, t in rec["tasks"].items():
+            assert t["status"] == "ok", t
+            assert t["max_abs_diff"] < 1e-4  # same weights, same function
+            for v in ("plain", "patched"):
+                assert len(t[v]["round_medians_ms"]) == 2 and t[v]["median_ms"] > 0
+            assert t["speedup"] == pytest.approx(t["plain"]["median_ms"] / t["patched"]["median_ms"])
+    md = (tmp_path / "patch.md").read_text()
+    assert "| ddsa | infer b1 16² |" in md and "| restormer | train b1 16² |" in md

@@ -1,0 +1,222 @@
+"""``ddsa-bench patch``: the authors'-style networks of each family, unpatched vs ``ddsa_kernels.patch``.
+
+For each family (DDSA, DRSformer, Restormer) one network of ``benchmarks.family_nets`` (default
+``small``: Restormer's 4-level U-Net at the DDSA ``ddsa-small`` size, dim 16, blocks (1, 2, 2, 3),
+heads (1, 2, 4, 8), GDFN feed-forward in every family) is built once; a deep copy with the same
+weights is patched. Both are timed side by side, in interleaved rounds (plain, patched, plain,
+patched, ...), and each figure is the median over rounds of the per-round median:
+
+* ``infer``: forward of one image of side ``infer_size`` (default 256) under ``torch.no_grad``, eval mode;
+* ``train``: forward, L1 loss and backward on a batch (default 2) of ``train_size``² crops (default 128),
+  train mode (no optimizer step: it is the same for both).
+
+Only public APIs are used (``ddsa_kernels.patch``). Results: ``patch.json`` and ``patch.md``.
+"""
+from __future__ import annotations
+
+import copy
+import gc
+import statistics
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+
+from . import common, family_nets
+
+NETS = {"small": family_nets.small_net, "tiny": family_nets.tiny_net}
+TASKS = ("infer", "train")
+NET_NOTES = {
+    "small": "net small: Restormer's U-Net at the ddsa-small size (dim 16, blocks (1, 2, 2, 3), heads (1, 2, 4, 8), "
+             "one refinement block), GDFN feed-forward in every family.",
+    "tiny": "net tiny: Restormer's U-Net at dim 8, one block per level, heads (1, 2, 2, 4) (a smoke test, "
+            "not a measurement).",
+}
+
+
+def _error(exc: BaseException) -> str:
+    return traceback.format_exception_only(type(exc), exc)[-1].strip()[:500]
+
+
+def _task_fn(model: torch.nn.Module, task: str, x: torch.Tensor, y: Optional[torch.Tensor]) -> Callable[[], Any]:
+    if task == "infer":
+        def run():
+            with torch.no_grad():
+                return model(x)
+        return run
+
+    def step():
+        model.zero_grad(set_to_none=True)
+        loss = F.l1_loss(model(x), y)
+        loss.backward()
+        return loss
+    return step
+
+
+def bench_family(
+    family: str,
+    *,
+    device: torch.device,
+    net: str,
+    backend: str,
+    infer_size: int,
+    train_batch: int,
+    train_size: int,
+    rounds: int,
+    min_run_time: float,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """Both variants of one family: the patch report, the output agreement and the timings per task."""
+    from ddsa_kernels import patch
+
+    torch.manual_seed(0)
+    plain = NETS[net](family).to(device)
+    fused = copy.deepcopy(plain)
+    report = patch(fused, backend=backend)
+    rec: dict[str, Any] = {"family": family, "net": net, "status": "ok", "error": None,
+                           "patched": report.counts, "skipped": report.skipped, "resolved_backends": report.resolved,
+                           "params": sum(p.numel() for p in plain.parameters()), "tasks": {}}
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    for task in TASKS:
+        batch, size = (1, infer_size) if task == "infer" else (train_batch, train_size)
+        x = torch.rand(batch, 3, size, size, generator=gen).to(device)
+        y = torch.rand(batch, 3, size, size, generator=gen).to(device) if task == "train" else None
+        t: dict[str, Any] = {"batch": batch, "size": size, "status": "ok", "error": None}
+        try:
+            for m in (plain, fused):
+                m.train(task == "train")
+            with torch.no_grad():
+                t["max_abs_diff"] = float((fused(x) - plain(x)).abs().max())
+            runs = {"plain": _task_fn(plain, task, x, y), "patched": _task_fn(fused, task, x, y)}
+            for fn in runs.values():  # first calls (allocator, autotuning) outside the timings
+                fn()
+            common.synchronize(device)
+            per_round: dict[str, list[float]] = {k: [] for k in runs}
+            mins: dict[str, list[float]] = {k: [] for k in runs}
+            for _ in range(rounds):
+                for name, fn in runs.items():
+                    timing = common.time_fn(fn, device, min_run_time=min_run_time, warmup=1)
+                    per_round[name].append(timing.median_ms)
+                    if timing.min_ms is not None:
+                        mins[name].append(timing.min_ms)
+            for name in runs:
+                t[name] = {"median_ms": statistics.median(per_round[name]), "round_medians_ms": per_round[name],
+                           "min_ms": min(mins[name]) if mins[name] else None,
+                           "images_per_s": batch / (statistics.median(per_round[name]) * 1e-3)}
+            t["speedup"] = common.ratio(t["plain"]["median_ms"], t["patched"]["median_ms"])
+            log(f"[patch] {family:<10} {task:<5} b{batch} {size}²  plain {t['plain']['median_ms']:.4g} ms  "
+                f"patched {t['patched']['median_ms']:.4g} ms  ×{t['speedup']:.2f}")
+        except Exception as exc:  # an OOM or a missing backend: recorded, the other tasks still run
+            t.update(status="error", error=_error(exc))
+            log(f"[patch] {family:<10} {task:<5} error: {t['error']}")
+        finally:
+            for m in (plain, fused):
+                m.zero_grad(set_to_none=True)
+            gc.collect()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+        rec["tasks"][task] = t
+    return rec
+
+
+def run_patch_bench(
+    device: torch.device,
+    *,
+    families: Optional[Sequence[str]] = None,
+    net: str = "small",
+    backend: str = "auto",
+    infer_size: int = 256,
+    train_batch: int = 2,
+    train_size: int = 128,
+    rounds: Optional[int] = None,
+    min_run_time: Optional[float] = None,
+    time_budget_s: Optional[float] = None,
+    on_family: Optional[Callable[[dict[str, Any]], None]] = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run the benchmark; returns the JSON-able result (families not started within
+    ``time_budget_s`` are recorded as skipped)."""
+    families = list(families or family_nets.FAMILIES)
+    unknown = [f for f in families if f not in family_nets.FAMILIES]
+    if unknown:
+        raise ValueError(f"unknown families {unknown}; choose among {', '.join(family_nets.FAMILIES)}")
+    if net not in NETS:
+        raise ValueError(f"unknown net {net!r}; choose among {', '.join(NETS)}")
+    if min(infer_size, train_size) < 8 or infer_size % 8 or train_size % 8 or train_batch < 1:
+        raise ValueError(f"image sides must be multiples of 8 and the batch ≥ 1, got inference {infer_size}, "
+                         f"crop {train_size}, batch {train_batch}")
+    rounds = rounds or (3 if device.type == "cpu" else 5)
+    min_run_time = min_run_time or (0.2 if device.type == "cpu" else 0.5)
+    result: dict[str, Any] = {
+        "benchmark": "patch",
+        "machine": common.machine_info(device),
+        "config": {"families": families, "net": net, "backend": backend, "infer_size": infer_size,
+                   "train_batch": train_batch, "train_size": train_size, "rounds": rounds,
+                   "min_run_time_s": min_run_time, "time_budget_s": time_budget_s,
+                   "notes": [
+                       "plain = the authors'-style network as written (benchmarks/family_nets.py); patched = a deep "
+                       "copy with the same weights after ddsa_kernels.patch(model). fp32.",
+                       NET_NOTES[net],
+                       "infer = one image under torch.no_grad, eval mode. train = forward + L1 + backward "
+                       "(no optimizer step), train mode.",
+                       "interleaved rounds: plain then patched, repeated; each figure is the median over rounds.",
+                   ]},
+        "families": [],
+    }
+    start = time.perf_counter()
+    for family in families:
+        if time_budget_s is not None and time.perf_counter() - start > time_budget_s:
+            rec = {"family": family, "net": net, "status": "skipped",
+                   "error": f"time budget of {time_budget_s:.0f} s spent", "tasks": {}}
+        else:
+            try:
+                rec = bench_family(family, device=device, net=net, backend=backend, infer_size=infer_size,
+                                   train_batch=train_batch, train_size=train_size, rounds=rounds,
+                                   min_run_time=min_run_time, log=log)
+            except Exception as exc:
+                rec = {"family": family, "net": net, "status": "error", "error": _error(exc), "tasks": {}}
+        result["families"].append(rec)
+        result["machine"]["loadavg_at_end"] = common.loadavg()
+        if on_family is not None:
+            on_family(result)
+    return result
+
+
+def render_markdown(result: dict[str, Any]) -> str:
+    """The result as a markdown section: one row per family and task, plain vs patched."""
+    m, cfg = result["machine"], result["config"]
+    lines = [f"## `ddsa_kernels.patch` on the authors'-style networks ({m['device_name']})", ""]
+    warning = common.busy_warning(m)
+    if warning:
+        lines += [f"> **Warning:** {warning}", ""]
+    rows = []
+    for rec in result["families"]:
+        if rec["status"] != "ok":
+            rows.append([rec["family"], "–", None, None, None, None, f"{rec['status']}: {rec['error']}"])
+            continue
+        for task, t in rec["tasks"].items():
+            if t["status"] != "ok":
+                rows.append([rec["family"], task, None, None, None, None, f"error: {t['error']}"])
+                continue
+            rows.append([rec["family"], f"{task} b{t['batch']} {t['size']}²", common.fmt(t["plain"]["median_ms"]),
+                         common.fmt(t["patched"]["median_ms"]),
+                         f"×{t['speedup']:.2f}" if t["speedup"] else None, f"{t['max_abs_diff']:.1e}",
+                         ", ".join(f"{k} {v}" for k, v in rec["patched"].items())])
+    lines.append(common.markdown_table(
+        ["family", "task", "plain ms", "patched ms", "speed-up", "max abs Δ out", "patched modules"], rows))
+    lines += ["", f"torch {m['torch']}, {m['torch_threads']} thread(s), backend={cfg['backend']!r}, "
+              f"commit {(m['commit'] or {}).get('sha') or '?'}.", ""]
+    lines += [f"* {note}" for note in cfg["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(out: Path, result: dict[str, Any]) -> Path:
+    """Write ``patch.json`` and ``patch.md`` into ``out``; returns the markdown path."""
+    common.write_json(out / "patch.json", result)
+    path = out / "patch.md"
+    common.write_text(path, render_markdown(result))
+    return path

@@ -1,0 +1,416 @@
+"""``patch(model)``: swap the attention and LayerNorm modules of an existing Restormer-family network
+for the fused ops, in place, without touching its parameters.
+
+Modules are recognised by structure (attribute names, module types and parameter shapes), never by
+class name or import path, so that the authors' repositories (Restormer, DRSformer, IDT-DDSA) and their
+forks are handled without importing them:
+
+* attention: ``num_heads`` (int), ``temperature`` (Parameter (heads, 1, 1)), ``qkv`` (1×1 Conv2d
+  dim → 3·dim), ``qkv_dwconv`` (3×3 depth-wise Conv2d on 3·dim, padding 1), ``project_out`` (1×1
+  Conv2d dim → dim), optionally ``attn_drop`` (Dropout with p = 0), and branch weights telling the family
+  apart: none (Restormer's MDTA, one dense branch), ``attn`` + ``attn1`` (DDSA: dense + top-⌊7C/10⌋)
+  or ``attn1``..``attn4`` (DRSformer: top-⌊C/2⌋, ⌊2C/3⌋, ⌊3C/4⌋, ⌊4C/5⌋), each of shape (1,);
+* LayerNorm: a wrapper whose ``body`` holds ``weight`` (dim,) and optionally ``bias`` (dim,): WithBias
+  (centred) or BiasFree (scale only) LayerNorm over channels, eps 1e-5, applied to an NCHW input.
+
+Every candidate is also checked by behaviour once, at patch time: a float64 CPU copy with random
+parameters runs its own ``forward`` and the fused computation on a tiny input; a fork whose math
+differs (another eps, a changed formula) is reported and left alone.
+
+Mechanism: the instance's ``forward`` is set to a ``functools.partial`` of a module-level function
+with the module as first argument. The class, the parameters (objects and names), buffers and hooks are
+unchanged; the partial survives ``copy.deepcopy`` (rebound to the copy), ``pickle``/``torch.save``,
+and is traced by ``torch.compile`` (``fullgraph=True``). ``unpatch`` deletes the instance attribute.
+"""
+from __future__ import annotations
+
+import copy
+import functools
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Optional, Union
+
+import torch
+from torch import nn
+
+from . import _registry
+from .ops.channel_norm import channel_norm
+from .ops.dual_attention import dual_attention
+from .ops.dual_attention.naive import reference_dual_attention
+
+Tensor = torch.Tensor
+
+LN_EPS = 1e-5
+_FAMILY_WEIGHTS = {
+    "restormer": (),
+    "ddsa": ("attn", "attn1"),
+    "drsformer": ("attn1", "attn2", "attn3", "attn4"),
+}
+_ATTENTION_CHILDREN = ("qkv", "qkv_dwconv", "project_out")
+_OPS = {"attention": "dual_attention", "layer_norm": "channel_norm"}
+
+
+def family_topk(family: str, channels: int) -> tuple[Optional[int], ...]:
+    """Keep-counts of each branch for ``channels`` channels per head (None = dense branch), in the
+    order of the family's weight parameters."""
+    if family == "restormer":
+        return (None,)
+    if family == "ddsa":
+        return (None, channels * 7 // 10)
+    if family == "drsformer":
+        return (channels // 2, channels * 2 // 3, channels * 3 // 4, channels * 4 // 5)
+    raise ValueError(f"unknown attention family {family!r}")
+
+
+# ----------------------------------------------------------------------------- fused forwards
+def _attention_core(module: nn.Module, x: Tensor, family: str, topk: tuple, attend) -> Tensor:
+    b, c, h, w = x.shape
+    heads = module.num_heads
+    q, k, v = module.qkv_dwconv(module.qkv(x)).chunk(3, dim=1)
+    # views of the depth-wise conv output, (B, heads, C, H·W)
+    q = q.reshape(b, heads, c // heads, h * w)
+    k = k.reshape(b, heads, c // heads, h * w)
+    v = v.reshape(b, heads, c // heads, h * w)
+    names = _FAMILY_WEIGHTS[family]
+    if names:
+        weights = torch.cat([getattr(module, n) for n in names])
+    else:
+        weights = module.temperature.new_ones(1)
+    out = attend(q, k, v, module.temperature, weights, topk)
+    return module.project_out(out.reshape(b, c, h, w))
+
+
+def fused_attention_forward(module: nn.Module, x: Tensor, *, kind: str, topk: tuple, backend: str) -> Tensor:
+    """Patched ``forward`` of a transposed channel attention module: (B, dim, H, W) → (B, dim, H, W).
+
+    The module's own convs, then one :func:`dual_attention` call on views of the depth-wise conv
+    output, with ``temperature`` and the branch weights read from the module at call time.
+    """
+    return _attention_core(module, x, kind.split(":", 1)[1], topk,
+                           functools.partial(dual_attention, backend=backend))
+
+
+def fused_layer_norm_forward(module: nn.Module, x: Tensor, *, kind: str, backend: str) -> Tensor:
+    """Patched ``forward`` of a Restormer-style LayerNorm wrapper: (B, C, H, W) → (B, C, H, W),
+    normalised over C by :func:`channel_norm` with the body's ``weight`` (and ``bias``)."""
+    body = module.body
+    with_bias = kind == "layer_norm:with_bias"
+    return channel_norm(x, body.weight, body.bias if with_bias else None, LN_EPS,
+                        subtract_mean=with_bias, backend=backend)
+
+
+_FUSED = {fused_attention_forward: "attention", fused_layer_norm_forward: "layer_norm"}
+
+
+def patched_kind(module: nn.Module) -> Optional[str]:
+    """The kind (e.g. "attention:ddsa") when ``module`` is patched by :func:`patch`, else None."""
+    fwd = module.__dict__.get("forward")
+    if isinstance(fwd, functools.partial) and fwd.func in _FUSED:
+        return fwd.keywords["kind"]
+    return None
+
+
+# ----------------------------------------------------------------------------- structural matching
+def _is_conv(m, cin, cout, kernel, padding, groups) -> str:
+    if not isinstance(m, nn.Conv2d):
+        return f"is {type(m).__name__}, not Conv2d"
+    want = (cin, cout, (kernel, kernel), (1, 1), (padding, padding), (1, 1), groups, "zeros")
+    got = (m.in_channels, m.out_channels, tuple(m.kernel_size), tuple(m.stride),
+           m.padding if isinstance(m.padding, str) else tuple(m.padding), tuple(m.dilation), m.groups,
+           m.padding_mode)
+    if got != want:
+        return (f"is Conv2d({m.in_channels}→{m.out_channels}, kernel {tuple(m.kernel_size)}, stride "
+                f"{tuple(m.stride)}, padding {m.padding}, dilation {tuple(m.dilation)}, groups {m.groups}, "
+                f"{m.padding_mode}); expected {cin}→{cout}, kernel {kernel}, padding {padding}, groups {groups}")
+    return ""
+
+
+def _is_attention_candidate(m: nn.Module) -> bool:
+    return hasattr(m, "qkv") and (hasattr(m, "temperature") or hasattr(m, "num_heads"))
+
+
+def _match_attention(m: nn.Module) -> tuple[Optional[str], str, tuple]:
+    """(kind, "", topk) when ``m`` is a supported attention module, else (None, reason, ())."""
+    heads = getattr(m, "num_heads", None)
+    if isinstance(heads, bool) or not isinstance(heads, int) or heads < 1:
+        return None, f"num_heads is {heads!r}, not a positive int", ()
+    children = dict(m.named_children())
+    if "qkv" in children and not isinstance(children["qkv"], nn.Conv2d):
+        return None, f"qkv is {type(children['qkv']).__name__}, not Conv2d", ()
+    for name in _ATTENTION_CHILDREN:
+        if name not in children:
+            return None, f"no submodule {name!r}", ()
+    extra = sorted(set(children) - {*_ATTENTION_CHILDREN, "attn_drop"})
+    if extra:
+        return None, f"unknown submodules {extra}", ()
+    if "attn_drop" in children:
+        drop = children["attn_drop"]
+        if isinstance(drop, nn.Dropout):
+            if drop.p != 0:
+                return None, f"attn_drop is Dropout(p={drop.p}) (only p=0 is patched)", ()
+        elif not isinstance(drop, nn.Identity):
+            return None, f"attn_drop is {type(drop).__name__}, not Dropout(p=0)", ()
+    dim = children["qkv"].in_channels
+    for name, want in (("qkv", (dim, 3 * dim, 1, 0, 1)), ("qkv_dwconv", (3 * dim, 3 * dim, 3, 1, 3 * dim)),
+                       ("project_out", (dim, dim, 1, 0, 1))):
+        why = _is_conv(children[name], *want)
+        if why:
+            return None, f"{name} {why}", ()
+    if dim % heads:
+        return None, f"dim {dim} is not divisible by num_heads {heads}", ()
+    channels = dim // heads
+    params = dict(m.named_parameters(recurse=False))
+    temp = params.get("temperature")
+    if temp is None:
+        return None, "no Parameter 'temperature'", ()
+    if tuple(temp.shape) != (heads, 1, 1):
+        return None, f"temperature has shape {tuple(temp.shape)}, expected ({heads}, 1, 1)", ()
+    others = set(params) - {"temperature"}
+    family = next((f for f, names in _FAMILY_WEIGHTS.items() if set(names) == others), None)
+    if family is None:
+        return None, f"unknown branch-weight parameters {sorted(others)}", ()
+    for name in _FAMILY_WEIGHTS[family]:
+        if tuple(params[name].shape) != (1,):
+            return None, f"{name} has shape {tuple(params[name].shape)}, expected (1,)", ()
+    buffers = [n for n, _ in m.named_buffers(recurse=False)]
+    if buffers:
+        return None, f"unknown buffers {sorted(buffers)}", ()
+    topk = family_topk(family, channels)
+    if any(k is not None and k < 1 for k in topk):
+        return None, f"C={channels} channels per head gives a top-k keep-count of 0", ()
+    return f"attention:{family}", "", topk
+
+
+def _is_layer_norm_candidate(m: nn.Module) -> bool:
+    body = getattr(m, "body", None)
+    if not isinstance(body, nn.Module) or any(True for _ in body.children()):
+        return False
+    weight = body._parameters.get("weight")
+    return isinstance(weight, nn.Parameter) and weight.dim() == 1
+
+
+def _match_layer_norm(m: nn.Module) -> tuple[Optional[str], str]:
+    body = m.body
+    if list(m._parameters) or list(m._buffers):
+        return None, "the wrapper has parameters or buffers of its own"
+    if set(dict(m.named_children())) != {"body"}:
+        return None, f"the wrapper has submodules {sorted(dict(m.named_children()))}, expected only body"
+    params = dict(body.named_parameters(recurse=False))
+    weight = params["weight"]
+    if list(body.named_buffers(recurse=False)):
+        return None, "body has buffers"
+    if set(params) == {"weight"}:
+        if getattr(body, "bias", None) is not None:
+            return None, "body.bias is set but is not a Parameter"
+        return "layer_norm:bias_free", ""
+    if set(params) == {"weight", "bias"}:
+        if params["bias"].shape != weight.shape:
+            return None, f"body.bias has shape {tuple(params['bias'].shape)}, expected {tuple(weight.shape)}"
+        return "layer_norm:with_bias", ""
+    return None, f"body has parameters {sorted(params)}, expected weight (and bias)"
+
+
+# ----------------------------------------------------------------------------- behavioural check
+def _float64_copy(m: nn.Module) -> nn.Module:
+    twin = copy.deepcopy(m).to("cpu", torch.float64)
+    return twin
+
+
+def _close(a: Tensor, b: Tensor) -> bool:
+    scale = max(1.0, float(b.abs().max()))
+    return a.shape == b.shape and bool((a - b).abs().max() <= 1e-9 * scale)
+
+
+def _check_attention(m: nn.Module, kind: str, topk: tuple) -> str:
+    """Empty string when the module's own forward equals the fused computation (float64, CPU)."""
+    gen = torch.Generator().manual_seed(0)
+    twin = _float64_copy(m)
+    with torch.no_grad():
+        for name, p in twin.named_parameters():
+            lo, hi = (0.5, 2.0) if name == "temperature" else (0.1, 1.0) if p.dim() == 1 and p.numel() == 1 \
+                else (-1.0, 1.0)
+            p.copy_(torch.rand(p.shape, generator=gen, dtype=torch.float64) * (hi - lo) + lo)
+        x = torch.randn(1, twin.qkv.in_channels, 4, 5, generator=gen, dtype=torch.float64)
+        own = type(m).forward(twin, x)
+        fused = _attention_core(twin, x, kind.split(":", 1)[1], topk, reference_dual_attention)
+    if not _close(fused, own):
+        return "its forward differs from the fused computation on a float64 test input (changed math?)"
+    return ""
+
+
+def _check_layer_norm(m: nn.Module, kind: str) -> str:
+    gen = torch.Generator().manual_seed(0)
+    twin = _float64_copy(m)
+    with torch.no_grad():
+        for p in twin.parameters():
+            p.copy_(torch.rand(p.shape, generator=gen, dtype=torch.float64) + 0.5)
+        c = twin.body.weight.shape[0]
+        # pixels of very different scale, down to a variance comparable to eps
+        scale = torch.tensor([1e-3, 3e-3, 1e-2, 0.1, 1.0, 10.0], dtype=torch.float64).view(1, 1, 2, 3)
+        x = torch.randn(1, c, 2, 3, generator=gen, dtype=torch.float64) * scale + 0.3 * scale
+        own = type(m).forward(twin, x)
+        body = twin.body
+        var = x.var(1, keepdim=True, unbiased=False)
+        w = body.weight.view(1, c, 1, 1)
+        if kind == "layer_norm:with_bias":
+            want = (x - x.mean(1, keepdim=True)) / torch.sqrt(var + LN_EPS) * w + body.bias.view(1, c, 1, 1)
+        else:
+            want = x / torch.sqrt(var + LN_EPS) * w
+    if not _close(want, own):
+        return (f"its forward differs from {kind.split(':')[1]} LayerNorm over channels with eps {LN_EPS:g} "
+                "on a float64 test input (another eps or formula?)")
+    return ""
+
+
+# ----------------------------------------------------------------------------- report
+@dataclass
+class PatchReport:
+    """What :func:`patch` did.
+
+    patched: (module path, kind) of every module patched by this call; kinds are "attention:ddsa",
+    "attention:drsformer", "attention:restormer", "layer_norm:with_bias", "layer_norm:bias_free".
+    already_patched: (path, kind) of modules that were patched before this call (left as they are).
+    skipped: (path, reason) of modules that look like a supported module but are not one.
+    backend: the backend name given to each op ("attention", "layer_norm").
+    resolved: for each kind patched, the backends the op resolves to for the model's parameters'
+    device and dtype at patch time (what "auto" picks; it can differ per channel count).
+    """
+
+    patched: list[tuple[str, str]] = field(default_factory=list)
+    already_patched: list[tuple[str, str]] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    backend: dict[str, str] = field(default_factory=dict)
+    resolved: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Number of modules patched by this call, per kind."""
+        return dict(sorted(Counter(kind for _, kind in self.patched).items()))
+
+    def __str__(self) -> str:
+        lines = [f"ddsa_kernels.patch: {len(self.patched)} module(s) patched"
+                 + (f", {len(self.already_patched)} already patched" if self.already_patched else "")
+                 + (f", {len(self.skipped)} skipped" if self.skipped else "")]
+        for kind, n in self.counts.items():
+            res = self.resolved.get(kind)
+            lines.append(f"  {kind:<22} {n:>3}" + (f"   backend: {', '.join(res)}" if res else ""))
+        if self.already_patched:
+            lines.append("  already patched (left as they are): "
+                         + ", ".join(p or "<root>" for p, _ in self.already_patched))
+        for path, why in self.skipped:
+            lines.append(f"  skipped {path or '<root>'}: {why}")
+        lines.append("  backends requested: " + ", ".join(f"{k}={v}" for k, v in self.backend.items()))
+        return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- public functions
+def _backend_names(backend: Union[str, Mapping[str, str]]) -> dict[str, str]:
+    names = dict(backend) if isinstance(backend, Mapping) else {kind: backend for kind in _OPS}
+    unknown = set(names) - set(_OPS)
+    if unknown:
+        raise ValueError(f"backend keys must be among {sorted(_OPS)}, got {sorted(unknown)}")
+    for kind, op in _OPS.items():
+        names.setdefault(kind, "auto")
+        if op in _registry.BACKENDS:
+            _registry.check_backend_name(names[kind], op)
+        elif not isinstance(names[kind], str):
+            raise ValueError(f"backend for {kind} must be a string, got {names[kind]!r}")
+    return names
+
+
+def _resolve(op: str, name: str, model: nn.Module, channels: Optional[int]) -> str:
+    if op not in _registry.BACKENDS:
+        return name
+    p = next(model.parameters(), None)
+    device, dtype = (p.device, p.dtype) if p is not None else (torch.device("cpu"), torch.float32)
+    if dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+        dtype = torch.float32
+    try:
+        return _registry.resolve_backend(name, device, dtype, channels=channels, op=op)
+    except RuntimeError as exc:
+        return f"{name} (unusable here: {exc})"
+
+
+def patch(
+    model: nn.Module,
+    *,
+    attention: bool = True,
+    layer_norm: bool = True,
+    backend: Union[str, Mapping[str, str]] = "auto",
+    verify: bool = True,
+) -> PatchReport:
+    """Make the attention and LayerNorm modules of ``model`` run the fused ops, in place.
+
+    Walks every submodule (``model`` included). Supported modules get an instance ``forward`` that
+    calls :func:`ddsa_kernels.dual_attention` / :func:`ddsa_kernels.channel_norm` with the module's own
+    convs and parameters; nothing else changes (same parameters, names, state dict, optimizer).
+
+    Args:
+        model: any ``nn.Module``, on any device and dtype.
+        attention: patch transposed channel attention modules (Restormer / DDSA / DRSformer).
+        layer_norm: patch Restormer-style channel LayerNorm wrappers (WithBias and BiasFree).
+        backend: a backend name for both ops ("auto", or a name of :func:`ddsa_kernels.build_info`), or a
+            mapping {"attention": name, "layer_norm": name}. To change it later, :func:`unpatch` first.
+        verify: compare each candidate's own forward with the fused computation once, on a float64
+            CPU copy and a tiny random input, and skip the module on a mismatch (recommended).
+
+    Returns:
+        A :class:`PatchReport` (``print`` it for a summary).
+    """
+    names = _backend_names(backend)
+    report = PatchReport(backend=names)
+    resolved: dict[str, set[str]] = {}
+    for path, m in model.named_modules():
+        done = patched_kind(m)
+        if done is not None:
+            report.already_patched.append((path, done))
+            continue
+        if attention and _is_attention_candidate(m):
+            kind, why, topk = _match_attention(m)
+            if kind is not None and "forward" in m.__dict__:
+                kind, why = None, "its forward is already overridden on the instance"
+            if kind is not None and verify:
+                try:
+                    why = _check_attention(m, kind, topk)
+                except Exception as exc:  # a fork whose forward does not even run on the test input
+                    why = f"behaviour check failed: {type(exc).__name__}: {exc}"
+            if kind is None or why:
+                report.skipped.append((path, why))
+                continue
+            m.forward = functools.partial(fused_attention_forward, m, kind=kind, topk=topk,
+                                          backend=names["attention"])
+            report.patched.append((path, kind))
+            resolved.setdefault(kind, set()).add(
+                _resolve(_OPS["attention"], names["attention"], model, m.qkv.in_channels // m.num_heads))
+        elif layer_norm and _is_layer_norm_candidate(m):
+            kind, why = _match_layer_norm(m)
+            if kind is not None and "forward" in m.__dict__:
+                kind, why = None, "its forward is already overridden on the instance"
+            if kind is not None and verify:
+                try:
+                    why = _check_layer_norm(m, kind)
+                except Exception as exc:
+                    why = f"behaviour check failed: {type(exc).__name__}: {exc}"
+            if kind is None or why:
+                report.skipped.append((path, why))
+                continue
+            m.forward = functools.partial(fused_layer_norm_forward, m, kind=kind, backend=names["layer_norm"])
+            report.patched.append((path, kind))
+            resolved.setdefault(kind, set()).add(_resolve(_OPS["layer_norm"], names["layer_norm"], model, None))
+    report.resolved = {k: sorted(v) for k, v in sorted(resolved.items())}
+    return report
+
+
+def unpatch(model: nn.Module) -> list[tuple[str, str]]:
+    """Undo :func:`patch` on every submodule of ``model`` (in place); returns the (path, kind) restored."""
+    restored = []
+    for path, m in model.named_modules():
+        kind = patched_kind(m)
+        if kind is not None:
+            del m.__dict__["forward"]
+            restored.append((path, kind))
+    return restored
+
+
+__all__ = ["patch", "unpatch", "PatchReport", "patched_kind", "family_topk"]

@@ -1,0 +1,137 @@
+"""Test models for ``ddsa_kernels.patch``: the authors'-style networks of the three families (shared with
+``ddsa-bench patch``, see ``benchmarks/family_nets.py``) and near-misses that look like them but are not.
+
+Plain eager PyTorch; imports nothing from ``ddsa_kernels`` or ``ddsa_model``.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from benchmarks.family_nets import (  # noqa: F401  (re-exported for the tests)
+    ATTENTION,
+    FAMILIES,
+    BiasFree_LayerNorm,
+    DDSAAttention,
+    DRSformerAttention,
+    Downsample,
+    FamilyNet,
+    LayerNorm,
+    RestormerAttention,
+    TransformerBlock,
+    WithBias_LayerNorm,
+    _topk_softmax,
+    tiny_net,
+    to_3d,
+    to_4d,
+)
+
+
+def block_stack(family: str, dims=(8, 16), heads=(1, 2), LayerNorm_type: str = "WithBias",
+                bias: bool = False) -> nn.Sequential:
+    """A conv embed, one block per (dim, heads) with 1×1 convs between dims, a conv out: (B, 3, H, W)."""
+    layers: list[nn.Module] = [nn.Conv2d(3, dims[0], 3, padding=1)]
+    for i, (d, h) in enumerate(zip(dims, heads)):
+        if i and dims[i - 1] != d:
+            layers.append(nn.Conv2d(dims[i - 1], d, 1))
+        layers.append(TransformerBlock(d, h, 2.0, bias, LayerNorm_type, family))
+    layers.append(nn.Conv2d(dims[-1], 3, 3, padding=1))
+    return nn.Sequential(*layers)
+
+
+# ----------------------------------------------------------------------------- near-misses
+class WrongKernelAttention(DDSAAttention):
+    """qkv is a 3×3 conv instead of 1×1 (same attribute names)."""
+
+    def __init__(self, dim: int, num_heads: int, bias: bool = False) -> None:
+        super().__init__(dim, num_heads, bias)
+        self.qkv = nn.Conv2d(dim, dim * 3, kernel_size=3, padding=1, bias=bias)
+
+
+class FlatTemperatureAttention(RestormerAttention):
+    """temperature of shape (heads,) instead of (heads, 1, 1); its forward broadcasts it."""
+
+    def __init__(self, dim: int, num_heads: int, bias: bool = False) -> None:
+        super().__init__(dim, num_heads, bias)
+        self.temperature = nn.Parameter(torch.ones(num_heads))
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        q, k, v = self.qkv_dwconv(self.qkv(x)).chunk(3, dim=1)
+        q, k, v = (t.reshape(b, self.num_heads, c // self.num_heads, h * w) for t in (q, k, v))
+        q, k = torch.nn.functional.normalize(q, dim=-1), torch.nn.functional.normalize(k, dim=-1)
+        attn = (q @ k.transpose(-2, -1)) * self.temperature.view(-1, 1, 1)
+        return self.finish(attn.softmax(dim=-1) @ v, x)
+
+
+class ExtraParamAttention(DDSAAttention):
+    """DDSA attention with an extra learnable output gain."""
+
+    def __init__(self, dim: int, num_heads: int, bias: bool = False) -> None:
+        super().__init__(dim, num_heads, bias)
+        self.gamma = nn.Parameter(torch.ones(1))
+
+    def forward(self, x):
+        return super().forward(x) * self.gamma
+
+
+class ThreeBranchAttention(DRSformerAttention):
+    """An unknown set of branch weights: attn1..attn3 only."""
+
+    def __init__(self, dim: int, num_heads: int, bias: bool = False) -> None:
+        super().__init__(dim, num_heads, bias)
+        del self.attn4
+
+    def forward(self, x):
+        attn, v = self.scores(x)
+        C = attn.shape[-1]
+        out = sum(_topk_softmax(attn, k) @ v * w for k, w in
+                  ((C // 2, self.attn1), (C * 2 // 3, self.attn2), (C * 3 // 4, self.attn3)))
+        return self.finish(out, x)
+
+
+class SixTenthsAttention(DDSAAttention):
+    """Same structure as DDSA's attention but keeps top-⌊6C/10⌋: only the behaviour check can tell."""
+
+    def forward(self, x):
+        attn, v = self.scores(x)
+        C = attn.shape[-1]
+        out = (attn.softmax(dim=-1) @ v) * self.attn + (_topk_softmax(attn, int(C * 6 / 10)) @ v) * self.attn1
+        return self.finish(out, x)
+
+
+class DropoutAttention(DRSformerAttention):
+    """DRSformer attention whose attn_drop has p > 0 (applied to the probabilities)."""
+
+    def __init__(self, dim: int, num_heads: int, bias: bool = False, p: float = 0.1) -> None:
+        super().__init__(dim, num_heads, bias)
+        self.attn_drop = nn.Dropout(p)
+
+
+class LinearQKV(nn.Module):
+    """Attribute names of an attention module, but Linear layers on (B, N, dim) tokens."""
+
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.temperature = nn.Parameter(torch.ones(num_heads, 1, 1))
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.project_out = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        return self.project_out(self.qkv(x)[..., : x.shape[-1]])
+
+
+class _Eps6Body(WithBias_LayerNorm):
+    def forward(self, x):
+        mu = x.mean(-1, keepdim=True)
+        sigma = x.var(-1, keepdim=True, unbiased=False)
+        return (x - mu) / torch.sqrt(sigma + 1e-6) * self.weight + self.bias
+
+
+class Eps6LayerNorm(LayerNorm):
+    """A WithBias LayerNorm whose body uses eps 1e-6."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__(dim, "WithBias")
+        self.body = _Eps6Body(dim)

@@ -1,0 +1,354 @@
+"""``ddsa_kernels.patch``: authors'-style networks of the three families, patched vs unpatched."""
+from __future__ import annotations
+
+import copy
+import io
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import ddsa_kernels
+from ddsa_kernels import PatchReport, patch, unpatch
+from ddsa_kernels.patch import patched_kind
+import family_arch as fa
+
+patch_module = sys.modules["ddsa_kernels.patch"]
+F64 = torch.float64
+
+
+def _net(family, *, LayerNorm_type="WithBias", bias=False, dtype=F64, seed=0):
+    torch.manual_seed(seed)
+    net = fa.tiny_net(family, LayerNorm_type=LayerNorm_type, bias=bias).to(dtype)
+    with torch.no_grad():  # move the branch weights and temperature off their initial values
+        for name, p in net.named_parameters():
+            if name.endswith(("attn", "attn1", "attn2", "attn3", "attn4")) or name.endswith("temperature"):
+                p.uniform_(0.3, 1.7)
+            elif name.endswith(("norm1.body.weight", "norm2.body.weight")):
+                p.uniform_(0.5, 1.5)
+            elif name.endswith(("norm1.body.bias", "norm2.body.bias")):
+                p.uniform_(-0.5, 0.5)
+    return net
+
+
+def _grads(net, x):
+    x = x.detach().clone().requires_grad_(True)
+    net.zero_grad(set_to_none=True)
+    out = net(x)
+    gen = torch.Generator().manual_seed(1)
+    (out * torch.randn(out.shape, generator=gen, dtype=out.dtype)).sum().backward()
+    grads = {name.removeprefix("_orig_mod."): p.grad.detach().clone() for name, p in net.named_parameters()}
+    return out.detach(), x.grad.detach(), grads
+
+
+def _x(batch=2, side=16, dtype=F64, seed=3):
+    return torch.randn(batch, 3, side, side, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+def _assert_all_close(a, b, rtol, atol):
+    out_a, gx_a, g_a = a
+    out_b, gx_b, g_b = b
+    torch.testing.assert_close(out_a, out_b, rtol=rtol, atol=atol)
+    torch.testing.assert_close(gx_a, gx_b, rtol=rtol, atol=atol)
+    assert g_a.keys() == g_b.keys()
+    for name in g_a:
+        torch.testing.assert_close(g_a[name], g_b[name], rtol=rtol, atol=atol, msg=lambda m: f"{name}: {m}")
+
+
+# ----------------------------------------------------------------------------- equivalence
+@pytest.mark.parametrize("family", fa.FAMILIES)
+@pytest.mark.parametrize("backend,ln_type,bias", [("reference", "WithBias", False), ("cpu", "BiasFree", True),
+                                                  ("cpu", "WithBias", False)])
+def test_float64_outputs_and_every_gradient(family, backend, ln_type, bias):
+    if backend not in ddsa_kernels.available_backends("cpu"):
+        pytest.skip(f"backend {backend} not available")
+    net = _net(family, LayerNorm_type=ln_type, bias=bias)
+    x = _x()
+    want = _grads(net, x)
+    report = patch(net, backend=backend)
+    ln_kind = "layer_norm:with_bias" if ln_type == "WithBias" else "layer_norm:bias_free"
+    assert report.counts == {f"attention:{family}": 8, ln_kind: 16}, str(report)
+    assert not report.skipped
+    got = _grads(net, x)
+    _assert_all_close(got, want, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("family", fa.FAMILIES)
+def test_float32_cpu(family):
+    net = _net(family, dtype=torch.float32)
+    x = _x(dtype=torch.float32)
+    want = _grads(net, x)
+    patch(net)  # auto
+    _assert_all_close(_grads(net, x), want, rtol=2e-4, atol=2e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("family", ["ddsa", "restormer"])
+def test_low_precision_error_within_twice_the_unpatched_error(family, dtype):
+    ref_net = _net(family)
+    x = _x(batch=1)
+    exact = _grads(ref_net, x)
+    net = copy.deepcopy(ref_net).to(dtype)
+    try:
+        plain = _grads(net, x.to(dtype))
+    except RuntimeError as exc:  # a CPU kernel missing for this dtype
+        pytest.skip(f"{dtype} unsupported on CPU here: {exc}")
+    patch(net)
+    fused = _grads(net, x.to(dtype))
+
+    def err(a, b):
+        return (a.double() - b).abs().max().item()
+
+    for i in (0, 1):  # output, input gradient
+        assert err(fused[i], exact[i]) <= 2 * err(plain[i], exact[i]) + 2e-2 * exact[i].abs().max().item()
+    for name in exact[2]:
+        bound = 2 * err(plain[2][name], exact[2][name]) + 2e-2 * exact[2][name].abs().max().item() + 1e-3
+        assert err(fused[2][name], exact[2][name]) <= bound, name
+
+
+def test_views_not_copies_and_one_call(monkeypatch):
+    net = _net("ddsa")
+    patch(net)
+    calls = []
+    real = patch_module.dual_attention
+
+    def spy(q, k, v, temperature, weights, topk, **kw):
+        calls.append((q.untyped_storage().data_ptr(), k.untyped_storage().data_ptr(),
+                      v.untyped_storage().data_ptr(), temperature, weights, topk))
+        return real(q, k, v, temperature, weights, topk, **kw)
+
+    monkeypatch.setattr(patch_module, "dual_attention", spy)
+    attn = net.encoder_level1[0].attn
+    attn(torch.randn(1, 8, 6, 7, dtype=F64))
+    assert len(calls) == 1
+    q_ptr, k_ptr, v_ptr, temperature, weights, topk = calls[0]
+    assert q_ptr == k_ptr == v_ptr
+    assert temperature is attn.temperature
+    assert topk == (None, 8 * 7 // 10)
+    assert weights.requires_grad and torch.equal(weights, torch.cat([attn.attn, attn.attn1]))
+
+
+# ----------------------------------------------------------------------------- state and copies
+def test_state_dict_unchanged():
+    net = _net("drsformer")
+    before = net.state_dict()
+    params_before = {n: p for n, p in net.named_parameters()}
+    patch(net)
+    after = net.state_dict()
+    assert list(before) == list(after)
+    assert all(before[k].data_ptr() == after[k].data_ptr() and torch.equal(before[k], after[k]) for k in before)
+    assert all(p is params_before[n] for n, p in net.named_parameters())
+
+
+def test_save_load_patch_and_patch_load():
+    src = _net("ddsa", seed=1)
+    x = _x(batch=1)
+    want = src(x)
+    buf = io.BytesIO()
+    torch.save(src.state_dict(), buf)
+    # load, then patch
+    a = _net("ddsa", seed=5)
+    buf.seek(0)
+    a.load_state_dict(torch.load(buf))
+    patch(a)
+    # patch, then load
+    b = _net("ddsa", seed=6)
+    patch(b)
+    buf.seek(0)
+    b.load_state_dict(torch.load(buf))
+    torch.testing.assert_close(a(x), want, rtol=1e-9, atol=1e-10)
+    torch.testing.assert_close(b(x), want, rtol=1e-9, atol=1e-10)
+
+
+def test_torch_save_whole_patched_model():
+    net = _net("restormer")
+    patch(net, backend="reference")
+    x = _x(batch=1)
+    want = net(x)
+    buf = io.BytesIO()
+    torch.save(net, buf)
+    buf.seek(0)
+    loaded = torch.load(buf, weights_only=False)
+    attn = loaded.latent[0].attn
+    assert patched_kind(attn) == "attention:restormer"
+    assert attn.forward.args[0] is attn
+    assert torch.equal(loaded(x), want)
+
+
+def test_deepcopy_of_a_patched_model_is_patched_and_independent():
+    net = _net("drsformer")
+    patch(net)
+    x = _x(batch=1)
+    want = net(x)
+    twin = copy.deepcopy(net)
+    kinds = {p: patched_kind(m) for p, m in twin.named_modules() if patched_kind(m)}
+    assert len(kinds) == 24
+    for _, m in twin.named_modules():
+        if patched_kind(m):
+            assert m.forward.args[0] is m
+    torch.testing.assert_close(twin(x), want, rtol=0, atol=0)
+    with torch.no_grad():
+        twin.latent[0].attn.attn1.add_(1.0)  # an EMA update of the copy must not reach the original
+    assert torch.equal(net(x), want)
+    assert not torch.equal(twin(x), want)
+
+
+def test_training_step_equals_unpatched():
+    plain = _net("ddsa", bias=True)
+    fused = copy.deepcopy(plain)
+    opts = [torch.optim.AdamW(m.parameters(), lr=1e-2) for m in (plain, fused)]  # built before patching
+    patch(fused)
+    x, y = _x(seed=7), _x(seed=8)
+    for _ in range(2):  # the second step reads the parameters the first one updated
+        for m, opt in zip((plain, fused), opts):
+            opt.zero_grad()
+            F.l1_loss(m(x), y).backward()
+            opt.step()
+    for (n, p), q in zip(plain.named_parameters(), fused.parameters()):
+        torch.testing.assert_close(q, p, rtol=1e-9, atol=1e-10, msg=lambda m: f"{n}: {m}")
+    torch.testing.assert_close(fused(x), plain(x), rtol=1e-9, atol=1e-10)
+
+
+# ----------------------------------------------------------------------------- patch/unpatch bookkeeping
+def test_unpatch_restores_bitwise_and_twice_is_harmless():
+    net = _net("ddsa")
+    x = _x(batch=1)
+    want = net(x)
+    first = patch(net)
+    assert len(first.patched) == 24 and not first.already_patched
+    second = patch(net)
+    assert not second.patched and len(second.already_patched) == 24
+    assert "already patched" in str(second)
+    restored = unpatch(net)
+    assert sorted(restored) == sorted(first.patched)
+    assert all(patched_kind(m) is None and "forward" not in m.__dict__ for m in net.modules())
+    assert torch.equal(net(x), want)
+    assert unpatch(net) == []
+
+
+def test_report_fields_and_selection():
+    net = _net("ddsa", LayerNorm_type="BiasFree")
+    report = patch(net, layer_norm=False, backend={"attention": "reference"})
+    assert isinstance(report, PatchReport)
+    assert report.counts == {"attention:ddsa": 8}
+    assert report.backend == {"attention": "reference", "layer_norm": "auto"}
+    assert report.resolved == {"attention:ddsa": ["reference"]}
+    assert ("encoder_level1.0.attn", "attention:ddsa") in report.patched
+    text = str(report)
+    assert "attention:ddsa" in text and "8" in text
+    report = patch(net, attention=False)
+    assert report.counts == {"layer_norm:bias_free": 16}
+    with pytest.raises(ValueError, match="not a known backend"):
+        patch(net, backend="nonsense")
+    with pytest.raises(ValueError, match="backend keys"):
+        patch(net, backend={"attn": "auto"})
+
+
+def test_torch_compile_fullgraph_no_graph_break():
+    torch.manual_seed(0)
+    net = fa.block_stack("ddsa", dims=(8,), heads=(2,))
+    x = torch.randn(1, 3, 8, 8)
+    want = _grads(net, x)
+    patch(net)
+    explained = torch._dynamo.explain(net)(x)
+    assert explained.graph_break_count == 0 and explained.graph_count == 1
+    compiled = torch.compile(net, fullgraph=True, backend="aot_eager")
+    _assert_all_close(_grads(compiled, x), want, rtol=1e-4, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- near-misses
+def _single(module):
+    return nn.Sequential(module)
+
+
+@pytest.mark.parametrize("make,reason", [
+    (lambda: fa.WrongKernelAttention(8, 2), "qkv is Conv2d"),
+    (lambda: fa.FlatTemperatureAttention(8, 2), "temperature has shape (2,)"),
+    (lambda: fa.ExtraParamAttention(8, 2), "unknown branch-weight parameters ['attn', 'attn1', 'gamma']"),
+    (lambda: fa.ThreeBranchAttention(8, 2), "unknown branch-weight parameters ['attn1', 'attn2', 'attn3']"),
+    (lambda: fa.SixTenthsAttention(8, 1), "differs from the fused computation"),
+    (lambda: fa.DropoutAttention(8, 2, p=0.1), "Dropout(p=0.1)"),
+    (lambda: fa.LinearQKV(8, 2), "qkv is Linear"),
+    (lambda: fa.Eps6LayerNorm(8), "eps 1e-05"),
+    (lambda: fa.DDSAAttention(3, 3), "keep-count of 0"),
+])
+def test_near_misses_are_reported_and_left_alone(make, reason):
+    torch.manual_seed(0)
+    model = _single(make())
+    report = patch(model)
+    assert not report.patched
+    assert len(report.skipped) == 1
+    path, why = report.skipped[0]
+    assert path == "0" and reason in why, why
+    assert "forward" not in model[0].__dict__
+    assert reason.split("(")[0] in str(report) or "skipped 0" in str(report)
+
+
+def test_unrelated_modules_are_not_reported():
+    class ConvBody(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Conv2d(8, 8, 3, padding=1)
+
+        def forward(self, x):
+            return self.body(x)
+
+    model = nn.Sequential(ConvBody(), fa.Downsample(8), nn.LayerNorm(8), nn.MultiheadAttention(8, 2))
+    report = patch(model)
+    assert not report.patched and not report.skipped and not report.already_patched
+
+
+def test_handled_exactly_dropout_zero_and_bias_free():
+    torch.manual_seed(0)
+    model = nn.Sequential(fa.LayerNorm(8, "BiasFree"), fa.DRSformerAttention(8, 2, bias=True)).double()
+    assert model[1].attn_drop.p == 0
+    x = torch.randn(2, 8, 5, 6, dtype=F64)
+    want = _grads(model, x)
+    report = patch(model)
+    assert report.counts == {"attention:drsformer": 1, "layer_norm:bias_free": 1}
+    _assert_all_close(_grads(model, x), want, rtol=1e-9, atol=1e-10)
+
+
+def test_verify_false_skips_only_the_behaviour_check():
+    model = _single(fa.SixTenthsAttention(8, 1))
+    report = patch(model, verify=False)
+    assert report.counts == {"attention:ddsa": 1}
+
+
+def test_independent_official_ddsa_oracle_is_patched_exactly():
+    from official_arch import OfficialDDSA
+
+    torch.manual_seed(0)
+    net = OfficialDDSA(dim=8, num_blocks=(1, 1, 1, 1), num_refinement_blocks=1, heads=(1, 2, 2, 4)).double()
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if name.endswith(("attn", "attn1", "temperature")):
+                p.uniform_(0.3, 1.7)
+    net.eval()  # its SALayer's BatchNorm: running statistics, so both passes see the same function
+    x = _x(batch=1)
+    want = _grads(net, x)
+    report = patch(net, backend="reference")
+    assert report.counts == {"attention:ddsa": 9, "layer_norm:with_bias": 18} and not report.skipped
+    _assert_all_close(_grads(net, x), want, rtol=1e-9, atol=1e-10)
+
+
+def test_distributed_data_parallel_single_process(tmp_path):
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        pytest.skip("torch.distributed unavailable")
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        plain = _net("restormer")
+        fused = copy.deepcopy(plain)
+        patch(fused)
+        ddp = nn.parallel.DistributedDataParallel(fused)
+        x, y = _x(seed=7), _x(seed=8)
+        for m in (plain, ddp):
+            F.l1_loss(m(x), y).backward()
+        for (n, p), q in zip(plain.named_parameters(), fused.parameters()):
+            torch.testing.assert_close(q.grad, p.grad, rtol=1e-9, atol=1e-10, msg=lambda m: f"{n}: {m}")
+    finally:
+        dist.destroy_process_group()
