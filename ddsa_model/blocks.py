@@ -11,11 +11,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ddsa_kernels import DualSelfAttentionCore
+from ddsa_kernels import DualSelfAttentionCore, channel_norm
 
 
 class LayerNorm2d(nn.Module):
-    """LayerNorm over the channels of every pixel, with weight and bias (Restormer's 'WithBias')."""
+    """LayerNorm over the channels of every pixel of a (B, C, H, W) map, with weight and bias
+    (Restormer's 'WithBias'): the fused ``ddsa_kernels.channel_norm``, which reads NCHW directly
+    (no permute copies)."""
 
     def __init__(self, channels: int, eps: float = 1e-5) -> None:
         super().__init__()
@@ -24,8 +26,7 @@ class LayerNorm2d(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), self.weight, self.bias, self.eps)
-        return y.permute(0, 3, 1, 2)
+        return channel_norm(x, self.weight, self.bias, self.eps)
 
 
 class DualSelfAttention(nn.Module):
