@@ -7,10 +7,12 @@ reference accumulates in fp32 (as every backend must), and scale is the largest 
 the tensor. dq = P k − s_q⊙q and dk = Pᵀ q − s_k⊙k can be pure cancellation (at N = 1 they are 0
 in exact arithmetic), so their scale also includes the size of those summands, computed in
 float64: an error bound proportional to the result alone would fail whatever the kernel does.
+Likewise for dτ and dw, sums over B·H·C² terms of either sign.
 """
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from ddsa_kernels import dual_attention, reference_dual_attention
 from ddsa_kernels.ops.dual_attention import reference as reference_backend
@@ -65,9 +67,20 @@ def error_scales(oracle, q, k, v, temperature, weights, grad_out, topk, eps=1e-1
     p, scale_q, scale_k, _, _ = backward_epilogue(grad_attn, probs, gram, norms, temperature, weights, eps)
     summand_q = (p.abs() @ k.abs() + (scale_q.unsqueeze(-1) * q).abs()).max().item()
     summand_k = (p.transpose(-2, -1).abs() @ q.abs() + (scale_k.unsqueeze(-1) * k).abs()).max().item()
+    # dτ_h = Σ dS ⊙ Ŝ and dw_i = Σ dA ⊙ P_i (sums over b, rows, columns) cancel as well: their
+    # scales are the sums of the terms' magnitudes, with dS = Σ_i w_i P_i ⊙ (dA − rowsum(dA ⊙ P_i)).
+    s_hat = F.normalize(q, dim=-1, eps=eps) @ F.normalize(k, dim=-1, eps=eps).transpose(-2, -1)
+    ga = grad_attn.unsqueeze(2)  # (B, H, 1, C, C) against probs (B, H, n_branches, C, C)
+    rowsum = (ga * probs).sum(-1, keepdim=True)
+    ds_abs = (weights.abs().view(1, 1, -1, 1, 1) * probs * (ga.abs() + rowsum.abs())).sum(2)
+    summand_t = (ds_abs * s_hat.abs()).sum(dim=(0, 2, 3)).max().item()
+    summand_w = (ga.abs() * probs).sum(dim=(0, 1, 3, 4)).max().item()
     scales = [o.abs().max().item() for o in oracle]
     scales[1] = max(scales[1], summand_q)
     scales[2] = max(scales[2], summand_k)
+    if len(scales) > 5:
+        scales[4] = max(scales[4], summand_t)
+        scales[5] = max(scales[5], summand_w)
     return scales
 
 
