@@ -5,7 +5,7 @@ The C++ CPU kernels in csrc/cpu are always built when torch is importable at bui
 csrc/cuda are added when a CUDA toolkit and a CUDA build of torch are present, or when
 DDSA_FORCE_CUDA=1. DDSA_NO_EXTENSION=1 skips the extension entirely (the package then runs on
 its reference and Triton backends). MAX_JOBS and TORCH_CUDA_ARCH_LIST are honoured by torch's
-build tooling.
+build tooling; without TORCH_CUDA_ARCH_LIST the CUDA kernels are built for sm_80, 86, 89, 90 + PTX.
 """
 from __future__ import annotations
 
@@ -20,6 +20,17 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 def _log(msg: str) -> None:
     print(f"[ddsa setup] {msg}", file=sys.stderr)
+
+
+# CUDA archs built when TORCH_CUDA_ARCH_LIST is unset: A100 (8.0), RTX 30xx / A40 (8.6),
+# L40 / RTX 40xx (8.9), H100 / H200 (9.0), and PTX of 9.0 for newer GPUs to JIT.
+DEFAULT_CUDA_ARCHS = "8.0;8.6;8.9;9.0+PTX"
+
+
+def cuda_arch_list(environ=os.environ) -> str:
+    """TORCH_CUDA_ARCH_LIST for the CUDA build: the user's when set, else DEFAULT_CUDA_ARCHS (rather
+    than torch's default of the GPU visible at build time, so one build serves the usual GPUs)."""
+    return environ.get("TORCH_CUDA_ARCH_LIST") or DEFAULT_CUDA_ARCHS
 
 
 def extension_modules():
@@ -58,6 +69,7 @@ def extension_modules():
         cxx_flags.remove("-fopenmp")
     if with_cuda and cuda_sources:
         define_macros.append(("DDSA_WITH_CUDA", None))
+        os.environ["TORCH_CUDA_ARCH_LIST"] = cuda_arch_list()
         ext = CUDAExtension(
             "ddsa_kernels._C",
             sources=binding + cpu_sources + cuda_host_sources + cuda_sources,
@@ -65,7 +77,8 @@ def extension_modules():
             extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-lineinfo"]},
             extra_link_args=["-fopenmp"] if "-fopenmp" in cxx_flags else [],
         )
-        _log(f"building ddsa_kernels._C with CPU and CUDA kernels (CUDA_HOME={CUDA_HOME})")
+        _log(f"building ddsa_kernels._C with CPU and CUDA kernels (CUDA_HOME={CUDA_HOME}, "
+             f"TORCH_CUDA_ARCH_LIST={os.environ['TORCH_CUDA_ARCH_LIST']})")
     else:
         reason = "no CUDA sources" if not cuda_sources else (
             "torch is a CPU build" if torch.version.cuda is None else

@@ -1,101 +1,186 @@
 #!/usr/bin/env bash
-# One prepared GPU session (~8 minutes): build the extension, run the tests with the GPU, run the
-# benchmarks, and leave everything under $OUT. Run from anywhere inside the checkout:
+# One prepared GPU session, in stages, each under its own time cap and each leaving its results in
+# $OUT as soon as it ends (a later crash or timeout keeps them). Run from anywhere in the checkout:
 #
 #     OUT=/some/folder bash benchmarks/gpu_run.sh
+#     DRY_RUN=1 OUT=/tmp/x bash benchmarks/gpu_run.sh      # every stage's code path on the CPU, seconds
 #
-# Knobs (environment): PYTHON (default python3), DEADLINE_S (default 540: every stage's timeout is
-# cut to fit), SKIP_BUILD=1, SKIP_TESTS=1, TORCH_CUDA_ARCH_LIST (default: the visible GPU's);
-# DRY_RUN=1 rehearses the whole script on the CPU with tiny shapes (no build, no tests).
-# Writes to $OUT: gpu_run.log, build.log, pytest.log, report.md, results.tar.gz (the folder
-# benchmarks/results/<device-slug>/; unpack with `tar xzf results.tar.gz -C benchmarks/results`).
+# Stages (cap in seconds; DEADLINE_S, default 420, cuts every cap to what is left):
+#   1 build       150  compile ddsa_kernels._C in place for this GPU's arch; versions -> env.json
+#   2 gpu_tests   110  pytest -m gpu (every GPU test), then the op's test files -> tests_gpu.json
+#   3 sanitize     70  compute-sanitizer memcheck + racecheck, small fwd+bwd per backend -> sanitize.json
+#   4 op_bench    110  per-kernel breakdown (kernels.json), then the op benchmark (op.json, report.md)
+#   5 train        60  ddsa-official AMP training step, fused vs eager; batch-1 peak memory -> train.json
+#   6 rest_tests  rest the remaining test suite -> tests_rest.json
+# After every stage: stages.json, summary.json and summary.md (device, versions, commit, what ran or
+# was skipped and why, the measured tables). Copy $OUT/*.json $OUT/*.md $OUT/*.png to
+# benchmarks/results/<device-slug>/ (the slug is in env.json and summary.md).
+#
+# Knobs: PYTHON (default python3), DEADLINE_S, MAX_JOBS (default: CPU count), TORCH_CUDA_ARCH_LIST
+# (default: the visible GPU's capability), SKIP_BUILD=1, DRY_RUN=1.
 set -uo pipefail
 
 : "${OUT:?set OUT to the folder that receives the results}"
 mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-DEADLINE_S=${DEADLINE_S:-540}
+DRY=${DRY_RUN:-0}
+DEADLINE_S=${DEADLINE_S:-420}
 exec > >(tee -a "$OUT/gpu_run.log") 2>&1
 unset TRITON_INTERPRET
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
 say() { printf '[gpu_run %4ds] %s\n' "$SECONDS" "$*"; }
-# timeout for a stage: at most $1 seconds, and never past the deadline minus 20 s for packing.
-budget() {
-  local left=$((DEADLINE_S - SECONDS - 20))
-  [ "$left" -lt 30 ] && left=30
+# cap of a stage: at most $1 seconds, never past the deadline (at least 10 s, to record a skip).
+cap() {
+  local left=$((DEADLINE_S - SECONDS))
+  [ "$left" -lt 10 ] && left=10
   [ "$left" -lt "$1" ] && echo "$left" || echo "$1"
 }
-
-say "machine: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo 'no nvidia-smi')"
-DEV=cuda
-OP_ARGS=(--full --min-run-time 0.1 --compile-dtypes float16
-         --compile-shapes infer-1024,infer-2048,train-L1,train-L2,train-L4)
-MODEL_ARGS=(--model-compile infer)
-if [ "${DRY_RUN:-0}" = 1 ]; then
-  DEV=cpu SKIP_BUILD=1 SKIP_TESTS=1
-  OP_ARGS=(--quick --shapes infer-128,infer-256 --no-compile --min-run-time 0.02 --threads 1)
-  MODEL_ARGS=(--presets tiny --train-batch 1 --train-size 16 --infer-sizes 16,32 --min-run-time 0.02 --threads 1)
-  say "DRY_RUN: rehearsal on the CPU with tiny shapes"
-fi
-[ "$DEV" = cpu ] || $PY - <<'EOF' || { say "python/torch/CUDA not usable: stopping"; exit 1; }
-import torch, sys
-print(f"python {sys.version.split()[0]}, torch {torch.__version__}, CUDA {torch.version.cuda}, "
-      f"GPU {torch.cuda.get_device_name() if torch.cuda.is_available() else 'NONE'}")
-try:
-    import triton; print("triton", triton.__version__)
-except ImportError:
-    print("triton not installed")
-assert torch.cuda.is_available(), "torch sees no CUDA device"
-EOF
-
-if [ "${SKIP_BUILD:-0}" != 1 ]; then
-  arch=${TORCH_CUDA_ARCH_LIST:-$($PY -c 'import torch; print("%d.%d" % torch.cuda.get_device_capability())')}
-  t=$(budget 200)
-  say "building ddsa_kernels._C in place (TORCH_CUDA_ARCH_LIST=$arch, timeout ${t}s)"
-  if TORCH_CUDA_ARCH_LIST="$arch" MAX_JOBS=${MAX_JOBS:-16} timeout "$t" \
-      $PY setup.py build_ext --inplace >"$OUT/build.log" 2>&1; then
-    say "build ok"
-  else
-    say "build FAILED (rc $?); tail of build.log:"; tail -n 25 "$OUT/build.log"
+stages() { $PY -m benchmarks.gpu_stages "$@"; }
+book() { $PY -m benchmarks.run_summary "$@"; }
+# record NAME STATUS RC SECONDS CAP REASON FILES...: stages.json, then summary.{json,md}
+record() {
+  local name=$1 status=$2 rc=$3 secs=$4 cap_s=$5 reason=$6
+  shift 6
+  book stage --out "$OUT" --name "$name" --status "$status" --rc "$rc" --seconds "$secs" --cap "$cap_s" \
+    --reason "$reason" --files "$@" || say "could not record stage $name"
+  say "stage $name: $status (rc $rc, ${secs}s of ${cap_s}s) $reason"
+}
+# run_stage NAME CAP REASON_IF_OK FILES -- COMMAND...: run under `timeout`, record the outcome.
+run_stage() {
+  local name=$1 cap_s=$2 note=$3 files=$4
+  shift 5
+  local t0=$SECONDS rc
+  say "stage $name (cap ${cap_s}s): $*"
+  timeout --kill-after=10 "$cap_s" "$@"
+  rc=$?
+  local status=ok reason=$note
+  if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then status=timeout reason="hit the ${cap_s}s cap; $note"
+  elif [ $rc -ne 0 ]; then status=failed
   fi
-fi
-$PY -c 'import ddsa_kernels; print("backends:", ddsa_kernels.build_info())'
-
-if [ "${SKIP_TESTS:-0}" != 1 ]; then
-  t=$(budget 150)
-  say "tests: every GPU test plus the default suite (-m 'gpu or not slow'), timeout ${t}s"
-  xdist=""
-  $PY -c 'import xdist' 2>/dev/null && xdist="-n 8"
-  timeout "$t" $PY -m pytest tests -q -m "gpu or not slow" $xdist -p no:cacheprovider >"$OUT/pytest.log" 2>&1
-  say "pytest rc $? — $(tail -n 1 "$OUT/pytest.log")"
-  grep -E "^(FAILED|ERROR)" "$OUT/pytest.log" | head -n 20
-fi
-
-slug=$($PY -c "import torch; from benchmarks.common import device_slug; print(device_slug(torch.device('$DEV')))")
-RES="benchmarks/results/$slug"
-[ "${DRY_RUN:-0}" = 1 ] && RES="$(mktemp -d)/$slug"
-mkdir -p "$RES"
-pack() {
-  tar czf "$OUT/results.tar.gz" -C "$(dirname "$RES")" "$slug"
-  [ -f "$RES/report.md" ] && cp "$RES/report.md" "$OUT/report.md"
+  # shellcheck disable=SC2086
+  record "$name" "$status" "$rc" $((SECONDS - t0)) "$cap_s" "$reason" $files
+  return 0
 }
 
-t=$(budget 210)
-say "op benchmark -> $RES (timeout ${t}s)"
-timeout "$t" $PY -m benchmarks op --device "$DEV" --out "$RES" "${OP_ARGS[@]}" \
-  --time-budget $((t > 80 ? t - 40 : t / 2))
-say "op benchmark rc $?"
-pack
+DEV=cuda
+if [ "$DRY" = 1 ]; then
+  DEV=cpu
+  say "DRY_RUN: every stage on the CPU with tiny shapes; what needs CUDA is skipped with the reason"
+elif ! $PY -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)'; then
+  say "torch sees no CUDA device: stopping (use DRY_RUN=1 for a CPU rehearsal)"
+  $PY -c 'import torch; print("torch", torch.__version__, "CUDA", torch.version.cuda)'
+  exit 1
+fi
+DRYFLAG=()
+[ "$DRY" = 1 ] && DRYFLAG=(--dry-run)
+rm -f "$OUT/stages.json"
 
-t=$(budget 170)
-say "model benchmark -> $RES (timeout ${t}s)"
-timeout "$t" $PY -m benchmarks model --device "$DEV" --out "$RES" "${MODEL_ARGS[@]}" \
-  --time-budget $((t > 120 ? t - 60 : t / 2))
-say "model benchmark rc $?"
-$PY -m benchmarks report --out "$RES"
-pack
-say "goals:"
-sed -n '/^## Goals/,/^## Op/p' "$RES/report.md" | grep '^|' || true
-say "done; files in $OUT: $(ls "$OUT" | tr '\n' ' ')"
+# ---------------------------------------------------------------- 1. build + env.json
+# `setup.py build_ext --inplace` and not `pip install -e .`: on a fresh, offline machine pip would try
+# to resolve the dependencies; building in place needs only torch, setuptools (and ninja if present).
+t0=$SECONDS
+c=$(cap 150)
+if [ "$DRY" = 1 ] || [ "${SKIP_BUILD:-0}" = 1 ]; then
+  why=$([ "$DRY" = 1 ] && echo "DRY_RUN: no CUDA build on the CPU" || echo "SKIP_BUILD=1")
+  stages env --out "$OUT" --device "$DEV" --build-skipped "$why"
+  rc=$?
+  record build "$([ $rc -eq 0 ] && echo skipped || echo failed)" "$rc" $((SECONDS - t0)) "$c" "$why" env.json
+else
+  arch=${TORCH_CUDA_ARCH_LIST:-$($PY -c 'import torch; print("%d.%d" % torch.cuda.get_device_capability())')}
+  jobs=${MAX_JOBS:-$(nproc)}
+  cmd="TORCH_CUDA_ARCH_LIST=$arch MAX_JOBS=$jobs $PY setup.py build_ext --inplace"
+  say "stage build (cap ${c}s): $cmd"
+  TORCH_CUDA_ARCH_LIST="$arch" MAX_JOBS=$jobs timeout --kill-after=10 "$c" $PY setup.py build_ext --inplace \
+    >"$OUT/build.log" 2>&1
+  rc=$?
+  secs=$((SECONDS - t0))
+  [ $rc -ne 0 ] && { say "build FAILED (rc $rc); tail of build.log:"; tail -n 30 "$OUT/build.log"; }
+  TORCH_CUDA_ARCH_LIST="$arch" MAX_JOBS=$jobs stages env --out "$OUT" --device "$DEV" --build-seconds "$secs" \
+    --build-rc "$rc" --build-log build.log --build-command "$cmd"
+  status=$([ $rc -eq 0 ] && echo ok || { [ $rc -eq 124 ] && echo timeout || echo failed; })
+  record build "$status" "$rc" "$secs" "$c" "TORCH_CUDA_ARCH_LIST=$arch MAX_JOBS=$jobs" env.json build.log
+fi
+
+# ---------------------------------------------------------------- 2. GPU tests of the op
+OP_TESTS=(tests/test_gpu_op.py tests/test_extension_cuda.py tests/test_triton.py tests/test_op.py
+          tests/test_extension_cpu.py)
+OP_TESTS=($(for f in "${OP_TESTS[@]}"; do [ -f "$f" ] && echo "$f"; done))
+c=$(cap 110)
+if [ "$DRY" = 1 ]; then
+  # Collect and skip every GPU test (no CUDA here): the code path, in seconds.
+  run_stage gpu_tests "$c" "DRY_RUN: GPU tests collected and skipped; op files' CPU tests not run" \
+    "tests_gpu.json tests_gpu.xml" -- \
+    bash -c "$PY -m pytest ${OP_TESTS[*]} -q -m gpu -rfE -p no:cacheprovider --junitxml='$OUT/tests_gpu.xml' \
+      >'$OUT/tests_gpu.log' 2>&1; rc=\$?; $PY -m benchmarks.run_summary junit --xml '$OUT/tests_gpu.xml' \
+      --out '$OUT/tests_gpu.json' --rc \$rc; [ \$rc -eq 5 ] && exit 0; exit \$rc"
+else
+  # GPU tests first (the whole suite's), then the op test files' other tests, one junit file each.
+  run_stage gpu_tests "$c" "" "tests_gpu.json tests_gpu.xml tests_op.xml" -- \
+    bash -c "$PY -m pytest tests -q -m gpu -rfE -x --maxfail=20 -p no:cacheprovider \
+      --junitxml='$OUT/tests_gpu.xml' >'$OUT/tests_gpu.log' 2>&1; rc=\$?; \
+      $PY -m benchmarks.run_summary junit --xml '$OUT/tests_gpu.xml' --out '$OUT/tests_gpu.json' --rc \$rc; \
+      $PY -m pytest ${OP_TESTS[*]} -q -m 'not gpu and not slow' -rfE -p no:cacheprovider \
+      --junitxml='$OUT/tests_op.xml' >'$OUT/tests_op.log' 2>&1; rc2=\$?; \
+      $PY -m benchmarks.run_summary junit --xml '$OUT/tests_op.xml' --out '$OUT/tests_op.json' --rc \$rc2; \
+      exit \$(( rc > rc2 ? rc : rc2 ))"
+fi
+tail -n 3 "$OUT/tests_gpu.log" 2>/dev/null
+
+# ---------------------------------------------------------------- 3. compute-sanitizer
+c=$(cap 70)
+t0=$SECONDS
+SAN=$(command -v compute-sanitizer || true)
+[ -z "$SAN" ] && [ -n "${CUDA_HOME:-}" ] && [ -x "$CUDA_HOME/bin/compute-sanitizer" ] && SAN="$CUDA_HOME/bin/compute-sanitizer"
+[ -z "$SAN" ] && [ -x /usr/local/cuda/bin/compute-sanitizer ] && SAN=/usr/local/cuda/bin/compute-sanitizer
+mkdir -p "$OUT/sanitize"
+if [ "$DRY" = 1 ] || [ -z "$SAN" ]; then
+  why=$([ "$DRY" = 1 ] && echo "DRY_RUN: cases run on the CPU without compute-sanitizer" \
+        || echo "compute-sanitizer not found: cases run without it")
+  backends=$([ "$DRY" = 1 ] && echo cpu || $PY -c 'from benchmarks.gpu_stages import gpu_backends; import torch; print(" ".join(gpu_backends(torch.device("cuda"))))')
+  dev=$([ "$DRY" = 1 ] && echo cpu || echo cuda)
+  dt=$([ "$DRY" = 1 ] && echo float32 || echo float16,bfloat16,float32)
+  ch=$([ "$DRY" = 1 ] && echo 48 || echo 48,96)
+  run_stage sanitize "$c" "$why" "sanitize.json" -- \
+    $PY -m benchmarks.sanitize_stage --out "$OUT" --device "$dev" --dtypes "$dt" --channels "$ch" --backends $backends
+else
+  backends=$($PY -c 'from benchmarks.gpu_stages import gpu_backends; import torch; print(" ".join(gpu_backends(torch.device("cuda"))))')
+  run_stage sanitize "$c" "$SAN" "sanitize.json" -- \
+    $PY -m benchmarks.sanitize_stage --out "$OUT" --device cuda --sanitizer "$SAN" --backends $backends \
+      --per-run-cap $(( c / 4 > 15 ? c / 4 : 15 ))
+fi
+
+# ---------------------------------------------------------------- 4. op: kernel breakdown + benchmark
+c=$(cap 110)
+run_stage op_bench "$c" "" "kernels.json op.json report.md" -- \
+  bash -c "$PY -m benchmarks.gpu_stages kernels --out '$OUT' --device $DEV ${DRYFLAG[*]}; rk=\$?; \
+    $PY -m benchmarks.gpu_stages op --out '$OUT' --device $DEV ${DRYFLAG[*]} --time-budget $(( c * 2 / 3 - 20 > 20 ? c * 2 / 3 - 20 : 20 )); ro=\$?; \
+    $PY -m benchmarks report --out '$OUT' >/dev/null; exit \$(( rk > ro ? rk : ro ))"
+
+# ---------------------------------------------------------------- 5. training step
+c=$(cap 60)
+run_stage train "$c" "" "train.json" -- $PY -m benchmarks.gpu_stages train --out "$OUT" --device "$DEV" "${DRYFLAG[@]}"
+
+# ---------------------------------------------------------------- 6. the rest of the test suite
+c=$(cap 600)
+t0=$SECONDS
+if [ "$DRY" = 1 ]; then
+  book junit --xml "$OUT/none.xml" --out "$OUT/tests_rest.json" --rc 0
+  record rest_tests skipped 0 0 "$c" "DRY_RUN: the CPU suite runs in CI, not in the rehearsal" tests_rest.json
+elif [ $((DEADLINE_S - SECONDS)) -lt 30 ]; then
+  book junit --xml "$OUT/none.xml" --out "$OUT/tests_rest.json" --rc 0
+  record rest_tests skipped 0 0 "$c" "no time left before the ${DEADLINE_S}s deadline" tests_rest.json
+else
+  ignore=$(for f in "${OP_TESTS[@]}" tests/test_gpu_run_script.py; do printf -- '--ignore=%s ' "$f"; done)
+  xdist=""
+  $PY -c 'import xdist' 2>/dev/null && xdist="-n 8"
+  run_stage rest_tests "$c" "" "tests_rest.json tests_rest.xml" -- \
+    bash -c "$PY -m pytest tests -q -m 'not gpu and not slow' $ignore $xdist -rfE -p no:cacheprovider \
+      --junitxml='$OUT/tests_rest.xml' >'$OUT/tests_rest.log' 2>&1; rc=\$?; \
+      $PY -m benchmarks.run_summary junit --xml '$OUT/tests_rest.xml' --out '$OUT/tests_rest.json' --rc \$rc; exit \$rc"
+fi
+book summary --out "$OUT"
+say "done in ${SECONDS}s; summary: $OUT/summary.md"
+sed -n '/^## Stages/,/^## [^S]/p' "$OUT/summary.md" | grep '^|' || true

@@ -182,6 +182,7 @@ def bench_case(
     compile_fn: Optional[Callable] = None,
     compile_error: Optional[str] = None,
     rounds: int = 1,
+    skip: Optional[dict[str, str]] = None,
 ) -> dict[str, Any]:
     """Time every implementation on one (shape, dtype, mode); returns the case record.
 
@@ -218,6 +219,9 @@ def bench_case(
                                "saved_bytes_excluding_inputs": None, "peak_mem_bytes": None,
                                "max_abs_err_vs_fp32_reference": None}
         case["results"][impl] = rec
+        if skip and impl in skip:
+            rec.update(status="skipped", error=skip[impl])
+            continue
         if impl == "compile(eager)" and compile_fn is None:
             skipped = compile_error is None or compile_error.startswith("not run")
             rec.update(status="skipped" if skipped else "error", error=compile_error or "not run")
@@ -330,6 +334,7 @@ def run_op_bench(
     backends: Optional[Sequence[str]] = None,
     compile_dtypes: Optional[Sequence[str]] = None,
     compile_shapes: Optional[Sequence[str]] = None,
+    baseline_shapes: Optional[Sequence[str]] = None,
     min_run_time: float = 0.3,
     rounds: Optional[int] = None,
     time_budget_s: Optional[float] = None,
@@ -341,6 +346,8 @@ def run_op_bench(
     ``compile_dtypes``: dtypes at which the torch.compile baseline runs (default: all on CPU,
     float16 only on CUDA, to keep compile time inside a short GPU lease); [] disables it.
     ``compile_shapes``: shape names at which it runs (default: every shape).
+    ``baseline_shapes``: shape names at which the eager and compile baselines run at all (default:
+    every shape); elsewhere they are recorded as skipped, to spend a short GPU lease on the kernels.
     ``rounds``: interleaved timing rounds per case (default 3 on CPU, where other load comes in
     bursts, 1 on CUDA); ``min_run_time`` is split between them.
     ``on_case`` is called with the partial result after every case (to write it incrementally).
@@ -387,6 +394,7 @@ def run_op_bench(
             "impls": impls,
             "compile_dtypes": list(compile_dtypes),
             "compile_shapes": None if compile_shapes is None else list(compile_shapes),
+            "baseline_shapes": None if baseline_shapes is None else list(baseline_shapes),
             "compile_options": "torch.compile(eager_dual_attention, dynamic=False), default mode, reset per shape",
             "min_run_time_s": min_run_time,
             "rounds": rounds,
@@ -425,9 +433,13 @@ def run_op_bench(
                     why = f"not run at {shape.name} (compile_shapes={list(compile_shapes)})"
                 elif "compile(eager)" in impls and dtype_name in compile_dtypes:
                     compiled, why = _make_compiled(device)
+                skip = None
+                if baseline_shapes is not None and shape.name not in baseline_shapes:
+                    skip = {b: f"baselines run only at {list(baseline_shapes)}" for b in BASELINES}
+                    compiled = None
                 t0 = time.perf_counter()
                 case = bench_case(shape, dtype_name, mode, device, impls, min_run_time=min_run_time,
-                                  compile_fn=compiled, compile_error=why, rounds=rounds)
+                                  compile_fn=compiled, compile_error=why, rounds=rounds, skip=skip)
                 result["cases"].append(case)
                 log(_case_line(case, time.perf_counter() - t0))
                 result["machine"]["loadavg_at_end"] = common.loadavg()

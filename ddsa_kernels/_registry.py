@@ -8,8 +8,9 @@ with ``forward(...)`` and ``backward(...)`` functions (their signatures are the 
 import error (no Triton, extension not compiled) makes that backend unavailable with the error as the
 reason, never an import error of this package.
 
-Availability is probed once per process and kept as plain Python values, so that resolving
-``backend="auto"`` inside a ``torch.compile``-traced function reads a dict and calls nothing opaque.
+Availability is probed once per process, all backends of an op together, and kept as plain Python
+values, so that resolving ``backend="auto"`` inside a ``torch.compile``-traced function reads a dict
+and calls nothing opaque (a first probe during tracing runs outside the traced code).
 """
 from __future__ import annotations
 
@@ -76,8 +77,10 @@ BACKENDS: dict[str, tuple[BackendSpec, ...]] = {
 }
 
 # backend="auto": the first backend in this order that is available and supports the tensors.
+# On CUDA, Triton comes first until the per-kernel timings of benchmarks/gpu_run.sh say otherwise
+# (benchmarks/README.md, "Choosing the auto order").
 AUTO_ORDER: dict[str, dict[str, tuple[str, ...]]] = {
-    "dual_attention": {"cuda": ("cuda", "triton", "reference"), "cpu": ("cpu", "reference")},
+    "dual_attention": {"cuda": ("triton", "cuda", "reference"), "cpu": ("cpu", "reference")},
     "channel_norm": {"cuda": ("triton", "cuda", "reference"), "cpu": ("cpu", "reference")},
 }
 _AUTO_FALLBACK = "reference"
@@ -114,12 +117,37 @@ def _load(op: str, spec: BackendSpec) -> tuple[bool, str]:
     return check() if check is not None else (True, "")
 
 
-def availability(op: str, name: str) -> tuple[bool, str]:
-    """(available, reason) of backend ``name`` of ``op`` in this process; probed once, then cached."""
+def _probe_all(op: str) -> None:
+    """Probe every backend of ``op`` not probed yet (imports, extension queries), caching the results."""
+    for spec in _specs(op).values():
+        key = (op, spec.name)
+        if key not in _probed:
+            _probed[key] = _load(op, spec)
+
+
+def _availability(op: str, name: str) -> tuple[bool, str]:
     key = (op, name)
     if key not in _probed:
-        _probed[key] = _load(op, _specs(op)[name])
+        _specs(op)[name]  # an unknown name raises KeyError
+        _probe_all(op)
     return _probed[key]
+
+
+# Under torch.compile the lookup runs as plain Python while tracing and its result is used as a
+# constant: the traced code neither probes (imports, extension calls: graph breaks) nor guards on
+# the cache (whose first fill would invalidate the guards of the frame being traced). Results
+# never change once probed, so the constant stays valid.
+_availability_constant = torch._dynamo.assume_constant_result(_availability)
+
+
+def availability(op: str, name: str) -> tuple[bool, str]:
+    """(available, reason) of backend ``name`` of ``op`` in this process.
+
+    The first call probes every backend of ``op`` at once; later calls read the cached plain values.
+    """
+    if torch.compiler.is_compiling():
+        return _availability_constant(op, name)
+    return _availability(op, name)
 
 
 def implementation(op: str, name: str) -> Any:

@@ -57,7 +57,10 @@ def pairs(tmp_path_factory) -> Path:
 def _overrides(data: Path, out: Path, **kw) -> list[str]:
     base = {"data.train": str(data), "model.preset": "tiny", "train.iterations": 6, "train.batch_size": 2,
             "data.crop": 16, "log.out_dir": str(out), "log.progress": False, "log.tensorboard": False,
-            "log.log_interval": 1, "log.ckpt_interval": 0, "optim.lr": 2e-3, "train.num_threads": 1}
+            "log.log_interval": 1, "log.ckpt_interval": 0, "optim.lr": 2e-3, "train.num_threads": 1,
+            # CPU unless a test asks for CUDA: the bitwise stop-and-resume checks need deterministic
+            # kernels, which cuDNN is not by default.
+            "train.device": "cpu"}
     base.update({k.replace("__", "."): v for k, v in kw.items()})
     return [f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in base.items()]
 
@@ -317,6 +320,32 @@ def test_fp16_with_grad_scaler_on_cuda(pairs, tmp_path):
     a, b = summary["model"].state_dict(), final["model"].state_dict()
     for name in a:  # CUDA kernels may not be bitwise deterministic; the runs must still agree closely
         torch.testing.assert_close(a[name].float(), b[name].float(), rtol=1e-2, atol=1e-3)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("preset", ["tiny", "ddsa-small"])
+def test_model_output_on_cuda_matches_cpu(preset):
+    """The same weights on CUDA (attention backend "auto") and on the CPU, both in fp32 with TF32
+    off. Outputs are x + residual with |x| ≤ 1; every layer differs only in summation order
+    (~1e-7 relative per fp32 sum), which some 100 layers grow to ~1e-5: atol 1e-4 leaves a margin
+    and still fails on any real kernel error (those are ≥ 1e-3 at these sizes)."""
+    from ddsa_model import build_model
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    torch.manual_seed(0)
+    model = build_model(preset).eval()
+    x = torch.rand(2, 3, 40, 48, generator=torch.Generator().manual_seed(1))
+    flags = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        with torch.no_grad():
+            want = model(x)
+            got = model.cuda()(x.cuda()).cpu()
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = flags
+    assert not torch.equal(got, x)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-4)
 
 
 def test_tensorboard_scalars_when_installed(pairs, tmp_path):

@@ -4,13 +4,8 @@ Without a GPU the kernels run on CPU tensors under the Triton interpreter (conft
 TRITON_INTERPRET=1); on a CUDA machine the same tests run on the GPU, compiled. Tests marked
 ``gpu`` add the sizes of the real network and need CUDA without the interpreter.
 
-Accuracy rule (flash-attention's): for every output and gradient,
-    max|triton − oracle| ≤ 2 · max|reference run in the same dtype − oracle| + atol · scale,
-where the oracle is the reference in float64 on the very same (rounded) inputs and scale is the
-largest |oracle| value of the tensor. dq = P k − s_q⊙q and dk = Pᵀ q − s_k⊙k (the gradients through
-the L2 normalisation of q and k) can be
-pure cancellation (at N = 1 they are 0 in exact arithmetic), so their scale also includes the
-size of those summands, computed in float64.
+Accuracy rule: flash-attention's, with the summand scale for dq and dk (see tests/op_cases.py,
+which holds the helpers shared with the CUDA backend's tests).
 """
 from __future__ import annotations
 
@@ -23,15 +18,14 @@ pytest.importorskip("triton")
 
 from ddsa_kernels import available_backends, build_info, dual_attention, reference_dual_attention  # noqa: E402
 from ddsa_kernels.ops.dual_attention import triton as tda  # noqa: E402
-from ddsa_kernels.ops.dual_attention import reference as reference_backend  # noqa: E402
 from ddsa_kernels._registry import device_types, spec  # noqa: E402
-from ddsa_kernels.ops.dual_attention.reference import backward_epilogue  # noqa: E402
 from ddsa_kernels.module import ddsa_topk, drsformer_topk, restormer_topk  # noqa: E402
+
+import op_cases  # noqa: E402
+from op_cases import ATOL, F64, NAMES, error_scales, make_inputs, params, run  # noqa: E402,F401
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 DEVICE = "cpu" if INTERPRET else "cuda"
-F64 = torch.float64
-ATOL = {torch.float32: 1e-5, torch.float16: 2.0**-11, torch.bfloat16: 2.0**-8}
 
 if not INTERPRET and not torch.cuda.is_available():
     pytest.skip("no CUDA device and TRITON_INTERPRET is not set", allow_module_level=True)
@@ -44,92 +38,9 @@ BRANCHES = {"ddsa": ddsa_topk, "drsformer": drsformer_topk, "restormer": restorm
 # ---------------------------------------------------------------------------------------------
 
 
-def make_inputs(batch, heads, channels, pixels, *, seed=0, scale=1.0):
-    gen = torch.Generator().manual_seed(seed)
-    q, k, v = (scale * torch.randn(batch, heads, channels, pixels, generator=gen, dtype=F64) for _ in range(3))
-    return q, k, v
-
-
-def lay_out(q, k, v, dtype, device, layout="contiguous"):
-    """q, k, v in ``dtype`` on ``device`` with the given memory layout (same values)."""
-    batch, heads, channels, pixels = q.shape
-    if layout == "contiguous":
-        return tuple(t.to(device=device, dtype=dtype) for t in (q, k, v))
-    if layout == "qkv":  # the model's case: chunks of one (B, 3·H·C, N) tensor
-        qkv = torch.cat([t.reshape(batch, heads * channels, pixels) for t in (q, k, v)], dim=1)
-        qkv = qkv.to(device=device, dtype=dtype)
-        return tuple(t.view(batch, heads, channels, pixels) for t in qkv.chunk(3, dim=1))
-    if layout == "n_major":  # pixels fastest-varying last: stride 1 along C
-        return tuple(t.transpose(-1, -2).contiguous().to(device=device, dtype=dtype).transpose(-1, -2) for t in (q, k, v))
-    raise ValueError(layout)
-
-
-def run(fn, q, k, v, temperature, weights, grad_out):
-    """Output and the five gradients of ``fn`` (autograd), detached."""
-    leaves = [t.detach().requires_grad_() for t in (q, k, v, temperature, weights)]
-    out = fn(*leaves)
-    out.backward(grad_out)
-    return [out.detach()] + [t.grad for t in leaves]
-
-
-NAMES = ("out", "dq", "dk", "dv", "dtemperature", "dweights")
-
-
-def error_scales(oracle, q, k, v, temperature, weights, grad_out, topk, eps=1e-12):
-    """Per output of NAMES, the magnitude errors are measured against (float64)."""
-    keep = tuple(0 if x is None else x for x in topk)
-    _, probs, gram, norms = reference_backend.forward(q, k, v, temperature, weights, keep, eps)
-    grad_attn = grad_out @ v.transpose(-2, -1)
-    p, scale_q, scale_k, _, _ = backward_epilogue(grad_attn, probs, gram, norms, temperature, weights, eps)
-    summand_q = (p.abs() @ k.abs() + (scale_q.unsqueeze(-1) * q).abs()).max().item()
-    summand_k = (p.transpose(-2, -1).abs() @ q.abs() + (scale_k.unsqueeze(-1) * k).abs()).max().item()
-    scales = [o.abs().max().item() for o in oracle]
-    scales[1] = max(scales[1], summand_q)
-    scales[2] = max(scales[2], summand_k)
-    return scales
-
-
-def check_case(q64, k64, v64, temperature, weights, topk, *, dtype=torch.float32, layout="contiguous", seed=1):
-    """Run triton, the same-dtype reference and the float64 oracle; apply the accuracy rule."""
-    q, k, v = lay_out(q64, k64, v64, dtype, DEVICE, layout)
-    temp = temperature.to(device=DEVICE, dtype=torch.float32)
-    w = weights.to(device=DEVICE, dtype=torch.float32)
-    gen = torch.Generator().manual_seed(seed)
-    go64 = torch.randn(q.shape, generator=gen, dtype=F64)
-    go = go64.to(device=DEVICE, dtype=dtype)
-
-    got = run(lambda *a: dual_attention(*a, topk, backend="triton"), q, k, v, temp, w, go)
-    base = run(lambda *a: reference_dual_attention(*a, topk), q, k, v, temp, w, go)
-    oracle = run(
-        lambda *a: reference_dual_attention(*a, topk),
-        *(t.detach().cpu().to(F64) for t in (q, k, v, temp, w)),
-        go.cpu().to(F64),
-    )
-    assert got[0].dtype == dtype and got[0].shape == q.shape
-    for i, name in enumerate(NAMES):
-        assert got[i].dtype == base[i].dtype, f"{name}: dtype {got[i].dtype} != {base[i].dtype}"
-    scales = error_scales(oracle, *(t.detach().cpu().to(F64) for t in (q, k, v, temp, w, go)), topk)
-    errors = {}
-    for i, name in enumerate(NAMES):
-        ref = oracle[i]
-        g = got[i].detach().cpu().to(F64)
-        b = base[i].detach().cpu().to(F64)
-        assert torch.isfinite(g).all(), f"{name}: non-finite values from triton"
-        scale = scales[i]
-        err, base_err = (g - ref).abs().max().item(), (b - ref).abs().max().item()
-        # dτ and dw are fp32 sums in every dtype: hold them to fp32's atol.
-        atol = ATOL[torch.float32] if name in ("dtemperature", "dweights") else ATOL[dtype]
-        bound = 2 * base_err + atol * max(scale, 1e-30)
-        errors[name] = (err, bound)
-        assert err <= bound, f"{name}: max error {err:.3e} > bound {bound:.3e} (reference {dtype}: {base_err:.3e})"
-    return got, oracle, errors
-
-
-def params(heads, n_branches, seed=2):
-    gen = torch.Generator().manual_seed(seed)
-    temperature = 0.5 + torch.rand(heads, generator=gen, dtype=F64)
-    weights = 0.1 + torch.rand(n_branches, generator=gen, dtype=F64)
-    return temperature.float().double(), weights.float().double()
+def check_case(*args, **kwargs):
+    """:func:`op_cases.check_case` on the Triton backend and this module's device."""
+    return op_cases.check_case(*args, backend="triton", device=DEVICE, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------

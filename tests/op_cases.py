@@ -1,0 +1,141 @@
+"""Shared cases and the accuracy rule of the op tests (Triton on CPU and GPU, the CUDA backend).
+
+Accuracy rule (flash-attention's): for every output and gradient,
+    max|backend − oracle| ≤ 2 · max|reference run in the same dtype − oracle| + atol · scale,
+where the oracle is the reference in float64 on the very same (rounded) inputs, the same-dtype
+reference accumulates in fp32 (as every backend must), and scale is the largest |oracle| value of
+the tensor. dq = P k − s_q⊙q and dk = Pᵀ q − s_k⊙k can be pure cancellation (at N = 1 they are 0
+in exact arithmetic), so their scale also includes the size of those summands, computed in
+float64: an error bound proportional to the result alone would fail whatever the kernel does.
+Likewise for dτ and dw, sums over B·H·C² terms of either sign.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ddsa_kernels import dual_attention, reference_dual_attention
+from ddsa_kernels.ops.dual_attention import reference as reference_backend
+from ddsa_kernels.ops.dual_attention.reference import backward_epilogue
+
+F64 = torch.float64
+ATOL = {torch.float32: 1e-5, torch.float16: 2.0**-11, torch.bfloat16: 2.0**-8}
+
+
+def make_inputs(batch, heads, channels, pixels, *, seed=0, scale=1.0):
+    gen = torch.Generator().manual_seed(seed)
+    q, k, v = (scale * torch.randn(batch, heads, channels, pixels, generator=gen, dtype=F64) for _ in range(3))
+    return q, k, v
+
+
+def lay_out(q, k, v, dtype, device, layout="contiguous"):
+    """q, k, v in ``dtype`` on ``device`` with the given memory layout (same values)."""
+    batch, heads, channels, pixels = q.shape
+    if layout == "contiguous":
+        return tuple(t.to(device=device, dtype=dtype) for t in (q, k, v))
+    if layout == "qkv":  # the model's case: chunks of one (B, 3·H·C, N) tensor
+        qkv = torch.cat([t.reshape(batch, heads * channels, pixels) for t in (q, k, v)], dim=1)
+        qkv = qkv.to(device=device, dtype=dtype)
+        return tuple(t.view(batch, heads, channels, pixels) for t in qkv.chunk(3, dim=1))
+    if layout == "qkv_shifted":  # as "qkv", in a storage that starts one element in (no row aligned)
+        qkv = torch.cat([t.reshape(batch, heads * channels, pixels) for t in (q, k, v)], dim=1)
+        flat = torch.empty(qkv.numel() + 1, dtype=dtype, device=device)
+        flat[1:] = qkv.flatten().to(device=device, dtype=dtype)
+        qkv = flat[1:].view(qkv.shape)
+        return tuple(t.view(batch, heads, channels, pixels) for t in qkv.chunk(3, dim=1))
+    if layout == "n_major":  # pixels fastest-varying last: stride 1 along C
+        return tuple(t.transpose(-1, -2).contiguous().to(device=device, dtype=dtype).transpose(-1, -2) for t in (q, k, v))
+    raise ValueError(layout)
+
+
+def run(fn, q, k, v, temperature, weights, grad_out):
+    """Output and the five gradients of ``fn`` (autograd), detached."""
+    leaves = [t.detach().requires_grad_() for t in (q, k, v, temperature, weights)]
+    out = fn(*leaves)
+    out.backward(grad_out)
+    return [out.detach()] + [t.grad for t in leaves]
+
+
+NAMES = ("out", "dq", "dk", "dv", "dtemperature", "dweights")
+
+
+def error_scales(oracle, q, k, v, temperature, weights, grad_out, topk, eps=1e-12):
+    """Per output of NAMES, the magnitude errors are measured against (float64)."""
+    keep = tuple(0 if x is None else x for x in topk)
+    _, probs, gram, norms = reference_backend.forward(q, k, v, temperature, weights, keep, eps)
+    grad_attn = grad_out @ v.transpose(-2, -1)
+    p, scale_q, scale_k, _, _ = backward_epilogue(grad_attn, probs, gram, norms, temperature, weights, eps)
+    summand_q = (p.abs() @ k.abs() + (scale_q.unsqueeze(-1) * q).abs()).max().item()
+    summand_k = (p.transpose(-2, -1).abs() @ q.abs() + (scale_k.unsqueeze(-1) * k).abs()).max().item()
+    # dτ_h = Σ dS ⊙ Ŝ and dw_i = Σ dA ⊙ P_i (sums over b, rows, columns) cancel as well: their
+    # scales are the sums of the terms' magnitudes, with dS = Σ_i w_i P_i ⊙ (dA − rowsum(dA ⊙ P_i)).
+    s_hat = F.normalize(q, dim=-1, eps=eps) @ F.normalize(k, dim=-1, eps=eps).transpose(-2, -1)
+    ga = grad_attn.unsqueeze(2)  # (B, H, 1, C, C) against probs (B, H, n_branches, C, C)
+    rowsum = (ga * probs).sum(-1, keepdim=True)
+    ds_abs = (weights.abs().view(1, 1, -1, 1, 1) * probs * (ga.abs() + rowsum.abs())).sum(2)
+    summand_t = (ds_abs * s_hat.abs()).sum(dim=(0, 2, 3)).max().item()
+    summand_w = (ga.abs() * probs).sum(dim=(0, 1, 3, 4)).max().item()
+    scales = [o.abs().max().item() for o in oracle]
+    scales[1] = max(scales[1], summand_q)
+    scales[2] = max(scales[2], summand_k)
+    if len(scales) > 5:
+        scales[4] = max(scales[4], summand_t)
+        scales[5] = max(scales[5], summand_w)
+    return scales
+
+
+def check_case(q64, k64, v64, temperature, weights, topk, *, backend, device, dtype=torch.float32,
+               layout="contiguous", seed=1):
+    """Run ``backend``, the same-dtype reference and the float64 oracle; apply the accuracy rule.
+
+    q64, k64, v64: (B, H, C, N) float64 values (rounded to ``dtype`` before any run); temperature
+    (H,), weights (n_branches,). Returns (got, oracle, {name: (error, bound)}).
+    """
+    q, k, v = lay_out(q64, k64, v64, dtype, device, layout)
+    temp = temperature.to(device=device, dtype=torch.float32)
+    w = weights.to(device=device, dtype=torch.float32)
+    gen = torch.Generator().manual_seed(seed)
+    go64 = torch.randn(q.shape, generator=gen, dtype=F64)
+    go = go64.to(device=device, dtype=dtype)
+
+    got = run(lambda *a: dual_attention(*a, topk, backend=backend), q, k, v, temp, w, go)
+    base = run(lambda *a: reference_dual_attention(*a, topk), q, k, v, temp, w, go)
+    oracle = run(
+        lambda *a: reference_dual_attention(*a, topk),
+        *(t.detach().cpu().to(F64) for t in (q, k, v, temp, w)),
+        go.cpu().to(F64),
+    )
+    assert got[0].dtype == dtype and got[0].shape == q.shape
+    for i, name in enumerate(NAMES):
+        assert got[i].dtype == base[i].dtype, f"{name}: dtype {got[i].dtype} != {base[i].dtype}"
+    scales = error_scales(oracle, *(t.detach().cpu().to(F64) for t in (q, k, v, temp, w, go)), topk)
+    errors = assert_accuracy_rule(got, base, oracle, scales, dtype, backend)
+    return got, oracle, errors
+
+
+def assert_accuracy_rule(got, base, oracle, scales, dtype, backend, names=NAMES):
+    """max|got − oracle| ≤ 2·max|base − oracle| + atol(dtype)·scale for each tensor (see module doc).
+
+    got: the backend's tensors; base: the reference backend run in the same dtype (fp32
+    accumulation); oracle: float64; scales: from :func:`error_scales`. Returns {name: (err, bound)}.
+    """
+    errors = {}
+    for name, g, b, ref, scale in zip(names, got, base, oracle, scales):
+        g = g.detach().cpu().to(F64)
+        b = b.detach().cpu().to(F64)
+        ref = ref.detach().cpu().to(F64)
+        assert torch.isfinite(g).all(), f"{name}: non-finite values from {backend}"
+        err, base_err = (g - ref).abs().max().item(), (b - ref).abs().max().item()
+        # dτ and dw are fp32 sums in every dtype: hold them to fp32's atol.
+        atol = ATOL[torch.float32] if name in ("dtemperature", "dweights") else ATOL[dtype]
+        bound = 2 * base_err + atol * max(scale, 1e-30)
+        errors[name] = (err, bound)
+        assert err <= bound, f"{name}: max error {err:.3e} > bound {bound:.3e} (reference {dtype}: {base_err:.3e})"
+    return errors
+
+
+def params(heads, n_branches, seed=2):
+    gen = torch.Generator().manual_seed(seed)
+    temperature = 0.5 + torch.rand(heads, generator=gen, dtype=F64)
+    weights = 0.1 + torch.rand(n_branches, generator=gen, dtype=F64)
+    return temperature.float().double(), weights.float().double()
