@@ -49,15 +49,16 @@ int multiprocessors(int device) {
 
 // Splits of N in the Gram sweep (1 when B·H blocks already fill the GPU), the smallest of:
 // * about one wave: 2 blocks per SM over all (b, h) — more splits add partial sums, not bandwidth;
-// * tiles / 8 — each split streams ≥ 8 tiles of kGramTile pixels;
+// * tiles / 8 — each split streams ≥ 8 tiles (gram_tile_pixels: 64 pixels at C ≤ 64, 32 above);
 // * the traffic cap: S splits write S·(C² + 2C)·4 bytes of partial sums (read back once by
 //   reduce_splits) while the sweep reads 2·C·N·elem bytes; keeping the former ≤ 1/32 of the
 //   latter gives S ≤ 2·C·N·elem / (32·4·(C² + 2C)) = N·elem / (64·(C + 2)).
-// E.g. (1, 1, 48, 1024²) fp16 on an H200 (132 SMs): wave 264, tiles/8 = 4096, traffic cap 655
+// E.g. (1, 1, 48, 1024²) fp16 on an H200 (132 SMs): wave 264, tiles/8 = 2048, traffic cap 655
 // → 264 splits, 2.5 MB of partials (1.3 % of the 201 MB read), reduced by a ⌈264/32⌉ + 5-deep tree.
 // Depends only on the shape, dtype and device, so results are reproducible run to run.
 int gram_splits(int64_t BH, int64_t C, int64_t N, int64_t elem, int device) {
-  const int64_t tiles = (N + cuda::kGramTile - 1) / cuda::kGramTile;
+  const int64_t tile = cuda::gram_tile_pixels(static_cast<int>(C));
+  const int64_t tiles = (N + tile - 1) / tile;
   const int64_t want = (2 * multiprocessors(device) + BH - 1) / std::max<int64_t>(BH, 1);
   const int64_t traffic_cap = N * elem / (64 * (C + 2));
   return static_cast<int>(std::clamp<int64_t>(std::min({want, tiles / 8, traffic_cap}), 1, 65535));

@@ -21,8 +21,6 @@ enum class DType { kFloat32, kFloat16, kBFloat16 };
 
 constexpr int kMaxChannels = 128;  // rows of the C×C tiles held per block
 constexpr int kMaxBranches = 16;
-constexpr int kGramTile = 32;      // pixels per shared-memory tile in the Gram sweep
-constexpr int kApplyTile = 32;     // pixels per block in the apply sweeps
 
 // A (B, H, C, N) operand with unit stride along N (element strides for b, h, c).
 struct Operand {
@@ -34,6 +32,9 @@ struct Keep {
   int n;                 // number of branches
   int k[kMaxBranches];   // keep-count per branch, 0 = dense
 };
+
+// Pixels per tile of the Gram sweep for C channels (a split covers whole tiles).
+int gram_tile_pixels(int C);
 
 // partial: (splits, B·H, C·C + 2·C) float32 — X Yᵀ and (with_norms) ‖x_r‖², ‖y_r‖².
 void launch_gram_partial(DType dtype, Operand x, Operand y, int B, int H, int C, int64_t N, int splits,
