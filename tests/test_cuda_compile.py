@@ -1,4 +1,6 @@
-"""Compile-check of the CUDA sources without a GPU: every csrc/**/*.cu with `nvcc -c` (no link),
+"""Compile-check of the CUDA sources without a GPU: every csrc/**/*.cu with `nvcc -c` (no link)
+for sm_80, sm_86, sm_89 and sm_90 with `-Xptxas -v` (no register spills, static shared memory
+within the 99 KiB a block may use on sm_86/sm_89),
 and the CUDA backend's host code (csrc/cuda/*.cpp) with the host compiler against torch's headers as
 setup.py would build them with DDSA_WITH_CUDA. Skips when nvcc (or a C++ compiler) is absent.
 
@@ -7,6 +9,7 @@ The objects are written to a temporary folder; all compilers run concurrently to
 import glob
 import os
 import shutil
+import re
 import subprocess
 import sysconfig
 import tempfile
@@ -23,8 +26,9 @@ NVCC = shutil.which("nvcc") or (
     os.path.join(cpp_extension.CUDA_HOME, "bin", "nvcc") if cpp_extension.CUDA_HOME else None
 )
 CXX = shutil.which(os.environ.get("CXX", "c++")) or shutil.which("g++")
-# One architecture is enough to catch what a user's build would hit first; override with DDSA_NVCC_ARCH.
-ARCH = os.environ.get("DDSA_NVCC_ARCH", "sm_80")
+# Ampere (A100, RTX 30xx), Ada and Hopper; override with DDSA_NVCC_ARCHS=sm_80,sm_90.
+ARCHS = os.environ.get("DDSA_NVCC_ARCHS", "sm_80,sm_86,sm_89,sm_90").split(",")
+MAX_SHARED = 99 * 1024
 TIMEOUT_S = 600
 
 
@@ -47,8 +51,26 @@ def _cuda_include() -> list[str]:
 def _nvcc_command(src: str, out_dir: str) -> list[str]:
     includes = [f"-I{p}" for p in cpp_extension.include_paths()]
     obj = os.path.join(out_dir, os.path.basename(src) + ".o")
-    return [NVCC, "-c", src, "-o", obj, "-std=c++17", f"-arch={ARCH}", "-O3", *cpp_extension.COMMON_NVCC_FLAGS,
-            *includes, *_torch_defines(), "-Xcompiler", "-fPIC"]
+    gencode = [f"-gencode=arch=compute_{a[3:]},code={a}" for a in ARCHS]
+    return [NVCC, "-c", src, "-o", obj, "-std=c++17", *gencode, "-O3", "-Xptxas", "-v",
+            *cpp_extension.COMMON_NVCC_FLAGS, *includes, *_torch_defines(), "-Xcompiler", "-fPIC"]
+
+
+def ptxas_usage(log: str) -> list[tuple[str, str, int, int, int]]:
+    """(kernel, arch, spill bytes, registers, static shared bytes) per kernel in `-Xptxas -v` output."""
+    rows, name, arch, spill = [], None, None, 0
+    for line in log.splitlines():
+        m = re.search(r"Compiling entry function '(\S+)' for '(sm_\d+)'", line)
+        if m:
+            name, arch, spill = m.group(1), m.group(2), 0
+        m = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", line)
+        if m and name:
+            spill = int(m.group(1)) + int(m.group(2))
+        m = re.search(r"Used (\d+) registers(?:.*?(\d+) bytes smem)?", line)
+        if m and name:
+            rows.append((name, arch, spill, int(m.group(1)), int(m.group(2) or 0)))
+            name = None
+    return rows
 
 
 def _host_command(src: str) -> list[str]:
@@ -89,6 +111,12 @@ def test_cu_file_compiles_with_nvcc(compiled, src):
     result = compiled[src]
     assert result.returncode == 0, f"nvcc -c {src} failed:\n{result.stdout[-6000:]}"
     assert " error" not in result.stdout
+    usage = ptxas_usage(result.stdout)
+    assert usage, f"no ptxas resource report for {src}:\n{result.stdout[-3000:]}"
+    assert {arch for _, arch, *_ in usage} == set(ARCHS)
+    for kernel, arch, spill, regs, smem in usage:
+        assert spill == 0, f"{kernel} spills {spill} bytes on {arch} ({regs} registers)"
+        assert smem <= MAX_SHARED, f"{kernel} uses {smem} bytes of static shared memory on {arch}"
 
 
 @pytest.mark.parametrize("src", [os.path.relpath(p, ROOT) for p in HOST_FILES])

@@ -104,11 +104,34 @@ def test_split_n_matches_reference(splits):
     go64 = torch.randn(q64.shape, generator=torch.Generator().manual_seed(6), dtype=F64)
     f32 = [t.to(DEVICE, torch.float32) for t in (q64, k64, v64, temperature, weights, go64)]
     got = backend_run(*f32[:5], keep, f32[5], splits)
-    assert tda._outer_sweep(f32[0], f32[1], True, splits)[2] > 1
+    assert tda._outer_sweep(f32[0], f32[1], True, splits)[1] > 1
     oracle = run(lambda *a: reference_dual_attention(*a, topk), q64, k64, v64, temperature, weights, go64)
     scales = error_scales(oracle, q64, k64, v64, temperature, weights, go64, topk)
     for g, ref, scale, name in zip((got[0], *got[4:]), oracle, scales, NAMES):
         assert (g.cpu().double() - ref).abs().max().item() <= 1e-5 * scale, name
+
+
+def test_split_counts_agree_and_reruns_are_bitwise_equal():
+    """The tree reduction of the N-splits: a rerun is bitwise identical, and 1, 5 or 41 splits
+    (more than one reduction block of _REDUCE_BLOCK_S rows) agree to fp32 rounding."""
+    batch, heads, channels, pixels = 1, 2, 16, 2600
+    q64, k64, v64 = make_inputs(batch, heads, channels, pixels, seed=21)
+    keep = (0, 11)
+    temperature, weights = params(heads, 2)
+    go64 = torch.randn(q64.shape, generator=torch.Generator().manual_seed(22), dtype=F64)
+    args = [t.to(DEVICE, torch.float32) for t in (q64, k64, v64, temperature, weights)]
+    go = go64.to(DEVICE, torch.float32)
+    many = 41
+    assert many > tda._REDUCE_BLOCK_S
+    assert tda._outer_sweep(args[0], args[1], True, many)[1] == many
+    runs = {s: backend_run(*args, keep, go, s) for s in (1, 5, many)}
+    again = backend_run(*args, keep, go, many)
+    for a, b in zip(runs[many], again):
+        assert torch.equal(a, b)
+    for s in (5, many):
+        for a, b, name in zip(runs[s], runs[1], ("out", "probs", "gram", "norms", *NAMES[1:])):
+            scale = b.abs().max().item()
+            assert (a - b).abs().max().item() <= 1e-5 * scale, (s, name)
 
 
 def test_int64_offset_path(monkeypatch):
@@ -320,7 +343,7 @@ def test_gpu_deterministic_with_automatic_splits(dtype):
     """B·H = 1 at 128×128 pixels: the heuristic splits N; two runs stay bitwise equal."""
     q64, k64, v64 = make_inputs(1, 1, 48, 128 * 128, seed=17)
     args = [t.to(DEVICE, dtype) for t in (q64, k64, v64)]
-    assert tda._outer_sweep(args[0], args[1], True, None)[2] > 1
+    assert tda._outer_sweep(args[0], args[1], True, None)[1] > 1
     temp, w = (t.to(DEVICE, torch.float32) for t in params(1, 2))
     go = torch.randn_like(args[0])
     first = backend_run(*args, temp, w, (0, 33), go, None)

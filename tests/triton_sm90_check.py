@@ -58,7 +58,7 @@ def compile_kernel(fn, dtype, constexprs, warps, stages):
 
 
 def main(dtype_name, channels):
-    """Compile the five kernels with the launch configuration the backend uses for (dtype, C)."""
+    """Compile the six kernels with the launch configuration the backend uses for (dtype, C)."""
     dtype = {v: k for k, v in NAMES.items()}[dtype_name]
     assert not T._INTERPRET
     block_c, block_n, warps = T._block_sizes(channels, dtype)
@@ -68,6 +68,8 @@ def main(dtype_name, channels):
     keep = (0, channels // 2, channels * 2 // 3, channels * 4 // 5)
     jobs = {
         "outer": (T._outer_sweep_kernel, dict(BLOCK_C=block_c, BLOCK_N=block_n, WITH_NORMS=True, **common), warps, 3),
+        "reduce_splits": (T._reduce_splits_kernel,
+                          dict(BLOCK_S=T._REDUCE_BLOCK_S, BLOCK_E=T._REDUCE_BLOCK_E), 4, 2),
         "forward_epilogue": (T._forward_epilogue_kernel,
                              dict(KEEP=keep, NB=4, HAS_SPARSE=True, BLOCK_C=block_c, BLOCK_R=block_r), 4, 1),
         "forward_apply": (T._forward_apply_kernel, dict(BLOCK_C=block_c, BLOCK_N=block_n, SPLIT=low, **common), warps, 3),

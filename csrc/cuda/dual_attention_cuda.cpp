@@ -47,12 +47,30 @@ int multiprocessors(int device) {
   return cached[device];
 }
 
-// Splits of N in the Gram sweep: about two blocks per SM overall, each split ≥ 8 tiles.
-// Depends only on the shape and the device, so results are reproducible run to run.
-int gram_splits(int64_t BH, int64_t N, int device) {
-  const int64_t tiles = (N + cuda::kGramTile - 1) / cuda::kGramTile;
+// Splits of N in the Gram sweep (1 when B·H blocks already fill the GPU), the smallest of:
+// * about one wave: 2 blocks per SM over all (b, h) — more splits add partial sums, not bandwidth;
+// * tiles / 8 — each split streams ≥ 8 tiles (gram_tile_pixels: 64 pixels at C ≤ 64, 32 above);
+// * the traffic cap: S splits write S·(C² + 2C)·4 bytes of partial sums (read back once by
+//   reduce_splits) while the sweep reads 2·C·N·elem bytes; keeping the former ≤ 1/32 of the
+//   latter gives S ≤ 2·C·N·elem / (32·4·(C² + 2C)) = N·elem / (64·(C + 2)).
+// E.g. (1, 1, 48, 1024²) fp16 on an H200 (132 SMs): wave 264, tiles/8 = 2048, traffic cap 655
+// → 264 splits, 2.5 MB of partials (1.3 % of the 201 MB read), reduced by a ⌈264/32⌉ + 5-deep tree.
+// Depends only on the shape, dtype and device, so results are reproducible run to run.
+int gram_splits(int64_t BH, int64_t C, int64_t N, int64_t elem, int device) {
+  const int64_t tile = cuda::gram_tile_pixels(static_cast<int>(C));
+  const int64_t tiles = (N + tile - 1) / tile;
   const int64_t want = (2 * multiprocessors(device) + BH - 1) / std::max<int64_t>(BH, 1);
-  return static_cast<int>(std::clamp<int64_t>(std::min(want, tiles / 8), 1, 65535));
+  const int64_t traffic_cap = N * elem / (64 * (C + 2));
+  return static_cast<int>(std::clamp<int64_t>(std::min({want, tiles / 8, traffic_cap}), 1, 65535));
+}
+
+// Σ over the splits of sweep 1's partials, (BH, C·C + 2·C): the partials themselves for one split.
+at::Tensor reduce_splits(const at::Tensor& partial, cudaStream_t stream) {
+  const int splits = static_cast<int>(partial.size(0));
+  if (splits == 1) return partial[0];
+  at::Tensor sums = at::empty({partial.size(1), partial.size(2)}, partial.options());
+  cuda::launch_reduce_splits(partial.data_ptr<float>(), splits, sums.numel(), sums.data_ptr<float>(), stream);
+  return sums;
 }
 
 void check_cuda_args(const at::Tensor& q, const std::vector<int64_t>& keep) {
@@ -91,13 +109,14 @@ Fwd forward_cuda(const at::Tensor& q_in, const at::Tensor& k_in, const at::Tenso
   cuda::Keep kp{static_cast<int>(nb), {}};
   for (int64_t i = 0; i < nb; ++i) kp.k[i] = static_cast<int>(keep[i]);
   const auto dt = kernel_dtype(q.scalar_type());
-  const int splits = gram_splits(BH, N, q.get_device());
+  const int splits = gram_splits(BH, C, N, q.element_size(), q.get_device());
   at::Tensor partial = at::empty({splits, BH, C * C + 2 * C}, f32);
   at::Tensor attn = at::empty({BH, C, C}, f32);
 
   cuda::launch_gram_partial(dt, operand(q), operand(k), B, H, C, N, splits, /*with_norms=*/true,
                             rows_aligned(q) && rows_aligned(k), partial.data_ptr<float>(), stream);
-  cuda::launch_forward_epilogue(partial.data_ptr<float>(), splits, BH, H, C, temp.data_ptr<float>(),
+  const at::Tensor sums = reduce_splits(partial, stream);
+  cuda::launch_forward_epilogue(sums.data_ptr<float>(), BH, H, C, temp.data_ptr<float>(),
                                 w.data_ptr<float>(), kp, static_cast<float>(eps), gram.data_ptr<float>(),
                                 norms.data_ptr<float>(), probs.data_ptr<float>(), attn.data_ptr<float>(), stream);
   cuda::launch_forward_apply(dt, attn.data_ptr<float>(), operand(v), B, H, C, N, rows_aligned(v), out.data_ptr(),
@@ -130,7 +149,7 @@ Bwd backward_cuda(const at::Tensor& grad_out, const at::Tensor& q_in, const at::
   const at::Tensor temp = temperature.to(at::kFloat).contiguous();
   const at::Tensor w = weights.to(at::kFloat).contiguous();
   const auto dt = kernel_dtype(q.scalar_type());
-  const int splits = gram_splits(BH, N, q.get_device());
+  const int splits = gram_splits(BH, C, N, q.element_size(), q.get_device());
   at::Tensor partial = at::empty({splits, BH, C * C + 2 * C}, f32);
   at::Tensor P = at::empty({BH, C, C}, f32);
   at::Tensor attn = at::empty({BH, C, C}, f32);
@@ -141,7 +160,8 @@ Bwd backward_cuda(const at::Tensor& grad_out, const at::Tensor& q_in, const at::
 
   cuda::launch_gram_partial(dt, operand(go), operand(v), B, H, C, N, splits, /*with_norms=*/false,
                             rows_aligned(go) && rows_aligned(v), partial.data_ptr<float>(), stream);
-  cuda::launch_backward_epilogue(partial.data_ptr<float>(), splits, BH, H, C, temp.data_ptr<float>(),
+  const at::Tensor sums = reduce_splits(partial, stream);
+  cuda::launch_backward_epilogue(sums.data_ptr<float>(), BH, H, C, temp.data_ptr<float>(),
                                  w.data_ptr<float>(), nb, static_cast<float>(eps), probs.data_ptr<float>(),
                                  gram.data_ptr<float>(), norms.data_ptr<float>(), P.data_ptr<float>(),
                                  attn.data_ptr<float>(), scales.data_ptr<float>(), dgg.data_ptr<float>(),

@@ -1,6 +1,12 @@
-// The C×C epilogues, one block per (b, h), one warp per row: the same math as
-// csrc/cpu/epilogue.h and ddsa_kernels/epilogue.py. The split partials of sweep 1 are summed in
-// split order. The per-row k-th largest score is found in shared memory by counting (a value x
+// The split reduction of sweep 1 and the C×C epilogues.
+//
+// reduce_splits_kernel sums the per-split partials of sweep 1 with a fixed-shape tree: 32 lanes
+// per element each add every 32nd split serially, then a 5-level tree in shared memory. The
+// order of every addition depends only on the split count, so results are bitwise reproducible;
+// the dependent chain is ⌈S/32⌉ + 5 adds instead of S (S = 264 on a 132-SM GPU at B·H = 1).
+//
+// The epilogues, one block per (b, h), one warp per row: the same math as csrc/cpu/epilogue.h
+// and ddsa_kernels/epilogue.py, on the reduced sums. The per-row k-th largest score is found in shared memory by counting (a value x
 // of the row is the k-th largest iff fewer than k values are > x and at least k are ≥ x), so
 // ties at the threshold are all kept, as in the reference.
 #include <math.h>
@@ -12,9 +18,33 @@ namespace {
 
 constexpr int kWarps = 8;
 constexpr int kCols = kMaxChannels / 32;  // columns per lane: c = lane + 32·m
+constexpr int kReduceLanes = 32;          // splits added side by side per element
+
+// sums[e] = Σ_s partial[s·count + e]. Block (32 elements, kReduceLanes lanes): lane ty adds
+// splits ty, ty + 32, ... (coalesced: a warp reads 32 consecutive elements of one split), then
+// the lanes are folded pairwise (ty += ty + 16, + 8, ...), the same tree every run.
+__global__ void __launch_bounds__(32 * kReduceLanes)
+    reduce_splits_kernel(const float* __restrict__ partial, int splits, int64_t count, float* __restrict__ sums) {
+  __shared__ float lane_sums[kReduceLanes][32];
+  const int tx = threadIdx.x, ty = threadIdx.y;
+  const int64_t e = static_cast<int64_t>(blockIdx.x) * 32 + tx;
+  float s = 0.f;
+  if (e < count) {
+#pragma unroll 4
+    for (int sp = ty; sp < splits; sp += kReduceLanes) s += partial[sp * count + e];
+  }
+  lane_sums[ty][tx] = s;
+  __syncthreads();
+#pragma unroll
+  for (int half = kReduceLanes / 2; half > 0; half >>= 1) {
+    if (ty < half) lane_sums[ty][tx] += lane_sums[ty + half][tx];
+    __syncthreads();
+  }
+  if (ty == 0 && e < count) sums[e] = lane_sums[0][tx];
+}
 
 __global__ void __launch_bounds__(kWarps * 32)
-    forward_epilogue_kernel(const float* __restrict__ partial, int splits, int BH, int H, int C,
+    forward_epilogue_kernel(const float* __restrict__ sums, int H, int C,
                             const float* __restrict__ temperature, const float* __restrict__ weights, Keep keep,
                             float eps, float* __restrict__ gram, float* __restrict__ norms,
                             float* __restrict__ probs, float* __restrict__ attn) {
@@ -22,14 +52,10 @@ __global__ void __launch_bounds__(kWarps * 32)
   __shared__ float rows_s[kWarps][kMaxChannels];
   const int bh = blockIdx.x;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const int64_t stride = static_cast<int64_t>(C) * C + 2 * C;
-  const int64_t split_stride = static_cast<int64_t>(BH) * stride;
-  const float* part = partial + bh * stride;
+  const float* part = sums + bh * (static_cast<int64_t>(C) * C + 2 * C);
 
   for (int i = tid; i < 2 * C; i += blockDim.x) {
-    float s = 0.f;
-    for (int sp = 0; sp < splits; ++sp) s += part[sp * split_stride + C * C + i];
-    const float n = sqrtf(s);
+    const float n = sqrtf(part[C * C + i]);
     norm_s[i] = n;
     norms[static_cast<int64_t>(bh) * 2 * C + i] = n;
   }
@@ -42,9 +68,7 @@ __global__ void __launch_bounds__(kWarps * 32)
     const int64_t row_off = (static_cast<int64_t>(bh) * C + r) * C;
     float row_max = -INFINITY;
     for (int c = lane; c < C; c += 32) {
-      float g = 0.f;
-      for (int sp = 0; sp < splits; ++sp) g += part[sp * split_stride + r * C + c];
-      g = g / (nq * fmaxf(norm_s[C + c], eps));
+      const float g = part[r * C + c] / (nq * fmaxf(norm_s[C + c], eps));
       gram[row_off + c] = g;
       const float s = g * tau;
       srow[c] = s;
@@ -106,7 +130,7 @@ __global__ void __launch_bounds__(kWarps * 32)
 }
 
 __global__ void __launch_bounds__(kWarps * 32)
-    backward_epilogue_kernel(const float* __restrict__ partial, int splits, int BH, int H, int C,
+    backward_epilogue_kernel(const float* __restrict__ sums, int H, int C,
                              const float* __restrict__ temperature, const float* __restrict__ weights, int nb,
                              float eps, const float* __restrict__ probs, const float* __restrict__ gram,
                              const float* __restrict__ norms, float* __restrict__ P, float* __restrict__ attn,
@@ -117,9 +141,7 @@ __global__ void __launch_bounds__(kWarps * 32)
   __shared__ float warp_dw[kWarps][kMaxBranches];
   const int bh = blockIdx.x;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const int64_t stride = static_cast<int64_t>(C) * C + 2 * C;
-  const int64_t split_stride = static_cast<int64_t>(BH) * stride;
-  const float* part = partial + bh * stride;
+  const float* part = sums + bh * (static_cast<int64_t>(C) * C + 2 * C);
 
   for (int i = tid; i < 2 * C; i += blockDim.x) norm_s[i] = norms[static_cast<int64_t>(bh) * 2 * C + i];
   if (tid < kWarps) warp_dtemp[tid] = 0.f;
@@ -133,10 +155,7 @@ __global__ void __launch_bounds__(kWarps * 32)
 #pragma unroll
     for (int m = 0; m < kCols; ++m) {
       const int c = lane + 32 * m;
-      float s = 0.f;
-      if (c < C)
-        for (int sp = 0; sp < splits; ++sp) s += part[sp * split_stride + r * C + c];
-      dA[m] = s;
+      dA[m] = c < C ? part[r * C + c] : 0.f;
       ds[m] = 0.f;
       at[m] = 0.f;
     }
@@ -204,25 +223,32 @@ __global__ void __launch_bounds__(kWarps * 32)
 
 }  // namespace
 
-void launch_forward_epilogue(const float* partial, int splits, int BH, int H, int C, const float* temperature,
+void launch_reduce_splits(const float* partial, int splits, int64_t count, float* sums, cudaStream_t stream) {
+  if (count == 0) return;
+  const dim3 block(32, kReduceLanes);
+  reduce_splits_kernel<<<static_cast<unsigned>(ceil_div(count, 32)), block, 0, stream>>>(partial, splits, count,
+                                                                                          sums);
+  check_launch("reduce_splits_kernel");
+}
+
+void launch_forward_epilogue(const float* sums, int BH, int H, int C, const float* temperature,
                              const float* weights, Keep keep, float eps, float* gram, float* norms, float* probs,
                              float* attn, cudaStream_t stream) {
   if (C > kMaxChannels || keep.n > kMaxBranches)
     throw std::runtime_error("ddsa cuda: epilogue supports C <= 128 and at most 16 branches");
-  forward_epilogue_kernel<<<BH, kWarps * 32, 0, stream>>>(partial, splits, BH, H, C, temperature, weights, keep, eps,
-                                                          gram, norms, probs, attn);
+  forward_epilogue_kernel<<<BH, kWarps * 32, 0, stream>>>(sums, H, C, temperature, weights, keep, eps, gram, norms,
+                                                          probs, attn);
   check_launch("forward_epilogue_kernel");
 }
 
-void launch_backward_epilogue(const float* partial, int splits, int BH, int H, int C, const float* temperature,
+void launch_backward_epilogue(const float* sums, int BH, int H, int C, const float* temperature,
                               const float* weights, int nb, float eps, const float* probs, const float* gram,
                               const float* norms, float* P, float* attn, float* scales, float* dgg,
                               float* dtemp_share, float* dw_share, cudaStream_t stream) {
   if (C > kMaxChannels || nb > kMaxBranches)
     throw std::runtime_error("ddsa cuda: epilogue supports C <= 128 and at most 16 branches");
-  backward_epilogue_kernel<<<BH, kWarps * 32, 0, stream>>>(partial, splits, BH, H, C, temperature, weights, nb, eps,
-                                                           probs, gram, norms, P, attn, scales, dgg, dtemp_share,
-                                                           dw_share);
+  backward_epilogue_kernel<<<BH, kWarps * 32, 0, stream>>>(sums, H, C, temperature, weights, nb, eps, probs, gram,
+                                                           norms, P, attn, scales, dgg, dtemp_share, dw_share);
   check_launch("backward_epilogue_kernel");
 }
 

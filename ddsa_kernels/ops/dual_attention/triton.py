@@ -43,9 +43,15 @@ from ..._registry import triton_interpreter
 
 _INTERPRET = triton_interpreter()
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
-# A split of the N axis should cover at least this many tiles, so that writing its C×C
-# partial sums stays small next to the tiles it reads.
+# A split of the N axis covers at least this many tiles (a program that reads fewer spends a
+# large share of its time on start-up and on writing its C×C partial sums).
 _MIN_TILES_PER_SPLIT = 8
+# The partial sums written by all splits (S·(C² + 2C)·4 bytes, read back once by the tree
+# reduction) stay below this fraction of the bytes the sweep reads (2·C·N·elem).
+_PARTIAL_TRAFFIC_FRACTION = 1 / 32
+# Splits summed side by side by one program of the tree reduction (rows of its tile).
+_REDUCE_BLOCK_S = 32
+_REDUCE_BLOCK_E = 128
 
 
 # --------------------------------------------------------------------------------------------
@@ -77,7 +83,7 @@ def _tile_offsets(s_c, s_n, BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr, WIDE: 
 
 @triton.jit
 def _outer_sweep_kernel(
-    a_ptr, b_ptr, part_ptr, sq_ptr,
+    a_ptr, b_ptr, part_ptr,
     C, N, H,
     sa_b, sa_h, sa_c, sa_n,
     sb_b, sb_h, sb_c, sb_n,
@@ -85,7 +91,8 @@ def _outer_sweep_kernel(
     BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr, WITH_NORMS: tl.constexpr,
     PREC: tl.constexpr, UPCAST: tl.constexpr, WIDE: tl.constexpr,
 ):
-    """part[bh, split] = Σ_n a[:, n] b[:, n]ᵀ over this split's tiles (+ Σ a², Σ b² per row)."""
+    """part[bh, split] = Σ_n a[:, n] b[:, n]ᵀ over this split's tiles (BC² values), then (with
+    norms) Σ a² and Σ b² per row (2·BC values)."""
     bh = tl.program_id(0)
     split = tl.program_id(1)
     b = (bh // H).to(tl.int64)
@@ -118,21 +125,52 @@ def _outer_sweep_kernel(
             sqa += af * af
             sqb += bf * bf
     pid = bh.to(tl.int64) * n_splits + split
-    tl.store(part_ptr + pid * (BLOCK_C * BLOCK_C) + rows[:, None] * BLOCK_C + rows[None, :], acc)
     if WITH_NORMS:
-        tl.store(sq_ptr + pid * (2 * BLOCK_C) + rows, tl.sum(sqa, axis=1))
-        tl.store(sq_ptr + pid * (2 * BLOCK_C) + BLOCK_C + rows, tl.sum(sqb, axis=1))
+        out = part_ptr + pid * (BLOCK_C * BLOCK_C + 2 * BLOCK_C)
+    else:
+        out = part_ptr + pid * (BLOCK_C * BLOCK_C)
+    tl.store(out + rows[:, None] * BLOCK_C + rows[None, :], acc)
+    if WITH_NORMS:
+        tl.store(out + BLOCK_C * BLOCK_C + rows, tl.sum(sqa, axis=1))
+        tl.store(out + BLOCK_C * BLOCK_C + BLOCK_C + rows, tl.sum(sqb, axis=1))
+
+
+@triton.jit
+def _reduce_splits_kernel(
+    src_ptr, dst_ptr, n_splits, n_elems,
+    BLOCK_S: tl.constexpr, BLOCK_E: tl.constexpr,
+):
+    """dst[bh, e] = Σ_s src[bh, s, e]: program (bh, block of BLOCK_E elements).
+
+    A (BLOCK_S, BLOCK_E) accumulator adds splits s, s + BLOCK_S, ... element-wise, then one
+    tl.sum over the BLOCK_S rows (a tree whose shape depends only on the constexprs). Every
+    addition happens in an order fixed by (n_splits, BLOCK_S): bitwise reproducible, and
+    n_splits / BLOCK_S + log2(BLOCK_S) dependent adds instead of n_splits.
+    """
+    bh = tl.program_id(0).to(tl.int64)
+    elems = tl.program_id(1) * BLOCK_E + tl.arange(0, BLOCK_E)
+    e_ok = elems < n_elems
+    lanes = tl.arange(0, BLOCK_S)
+    src = src_ptr + bh * n_splits * n_elems + lanes.to(tl.int64)[:, None] * n_elems + elems[None, :]
+    acc = tl.zeros((BLOCK_S, BLOCK_E), dtype=tl.float32)
+    for s0 in range(0, n_splits, BLOCK_S):
+        mask = ((s0 + lanes) < n_splits)[:, None] & e_ok[None, :]
+        acc += tl.load(src, mask=mask, other=0.0)
+        src += BLOCK_S * n_elems
+    tl.store(dst_ptr + bh * n_elems + elems, tl.sum(acc, axis=0), mask=e_ok)
 
 
 @triton.jit
 def _forward_epilogue_kernel(
-    part_ptr, sq_ptr, temp_ptr, w_ptr,
+    sums_ptr, temp_ptr, w_ptr,
     probs_ptr, gram_ptr, norms_ptr, attn_ptr,
-    C, H, n_splits, n_row_blocks, eps,
+    C, H, n_row_blocks, eps,
     KEEP: tl.constexpr, NB: tl.constexpr, HAS_SPARSE: tl.constexpr,
     BLOCK_C: tl.constexpr, BLOCK_R: tl.constexpr,
 ):
-    """Per (b, h, block of BLOCK_R rows): partial sums → gram, norms, branch softmaxes, A.
+    """Per (b, h, block of BLOCK_R rows): Gram sums → gram, norms, branch softmaxes, A.
+
+    sums: (BH, BC·BC + 2·BC) — q kᵀ summed over N, then ‖q_r‖², ‖k_r‖² (the reduced splits).
 
     Rows are independent here, so a (b, h) is spread over C/BLOCK_R programs.
     """
@@ -143,14 +181,10 @@ def _forward_epilogue_kernel(
     rows = rb * BLOCK_R + tl.arange(0, BLOCK_R)
     cols = tl.arange(0, BLOCK_C)
     block = rows[:, None] * BLOCK_C + cols[None, :]
-    qk = tl.zeros((BLOCK_R, BLOCK_C), dtype=tl.float32)
-    sqq = tl.zeros((BLOCK_R,), dtype=tl.float32)
-    sqk = tl.zeros((BLOCK_C,), dtype=tl.float32)
-    for s in range(n_splits):  # fixed order: deterministic
-        split = bh * n_splits + s
-        qk += tl.load(part_ptr + split * (BLOCK_C * BLOCK_C) + block)
-        sqq += tl.load(sq_ptr + split * (2 * BLOCK_C) + rows)
-        sqk += tl.load(sq_ptr + split * (2 * BLOCK_C) + BLOCK_C + cols)
+    sums = sums_ptr + bh * (BLOCK_C * BLOCK_C + 2 * BLOCK_C)
+    qk = tl.load(sums + block)
+    sqq = tl.load(sums + BLOCK_C * BLOCK_C + rows)
+    sqk = tl.load(sums + BLOCK_C * BLOCK_C + BLOCK_C + cols)
     norm_q = tl.sqrt(sqq)
     norm_k = tl.sqrt(sqk)
     gram = qk / (tl.maximum(norm_q, eps)[:, None] * tl.maximum(norm_k, eps)[None, :])
@@ -192,12 +226,15 @@ def _forward_epilogue_kernel(
 
 @triton.jit
 def _backward_epilogue_kernel(
-    part_ptr, probs_ptr, gram_ptr, norms_ptr, temp_ptr, w_ptr,
+    sums_ptr, probs_ptr, gram_ptr, norms_ptr, temp_ptr, w_ptr,
     p_ptr, attn_ptr, scale_q_ptr, ck_ptr, dtemp_ptr, dw_ptr,
-    C, H, n_splits, n_row_blocks, eps,
+    C, H, n_row_blocks, eps,
     NB: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_R: tl.constexpr,
 ):
-    """Per (b, h, block of rows): dA → P, A, s_q, and partial sums of c_k, dτ, dw."""
+    """Per (b, h, block of rows): dA → P, A, s_q, and partial sums of c_k, dτ, dw.
+
+    sums: (BH, BC·BC) — dA = dO vᵀ summed over N (the reduced splits).
+    """
     pid = tl.program_id(0)
     bh = (pid // n_row_blocks).to(tl.int64)
     rb = pid % n_row_blocks
@@ -205,9 +242,7 @@ def _backward_epilogue_kernel(
     rows = rb * BLOCK_R + tl.arange(0, BLOCK_R)
     cols = tl.arange(0, BLOCK_C)
     block = rows[:, None] * BLOCK_C + cols[None, :]
-    d_attn = tl.zeros((BLOCK_R, BLOCK_C), dtype=tl.float32)
-    for s in range(n_splits):  # fixed order: deterministic
-        d_attn += tl.load(part_ptr + (bh * n_splits + s) * (BLOCK_C * BLOCK_C) + block)
+    d_attn = tl.load(sums_ptr + bh * (BLOCK_C * BLOCK_C) + block)
 
     row_ok = rows < C
     col_ok = cols < C
@@ -411,12 +446,29 @@ def _num_stages(default: int) -> int:
     return 1 if _INTERPRET else default
 
 
-def _pick_splits(bh: int, n_tiles: int, device: torch.device) -> int:
-    """Number of N-splits of the reduction sweeps: enough programs for ~2 waves."""
+def _pick_splits(bh: int, n_tiles: int, block_n: int, channels: int, block_c: int, itemsize: int,
+                 device: torch.device) -> int:
+    """Number of N-splits of the reduction sweeps (1 when B·H programs already fill the GPU).
+
+    The smallest of:
+    * about one wave: 2 programs per SM over all (b, h) — more splits add partial sums without
+      adding bandwidth;
+    * n_tiles / _MIN_TILES_PER_SPLIT — each split streams ≥ 8 tiles;
+    * the traffic cap: S splits write S·(BC² + 2·BC)·4 bytes of partial sums (read back once by
+      the tree reduction) while the sweep reads 2·C·N·itemsize bytes; keeping the former below
+      _PARTIAL_TRAFFIC_FRACTION (1/32) of the latter gives
+      S ≤ 2·C·N·itemsize / (32 · 4 · (BC² + 2·BC)).
+    Example (1, 1, 48, 1024²) fp16 on an H200 (132 SMs): wave 264, tiles 8192 / 8 = 1024, traffic
+    2·48·2²⁰·2 / (128 · 4224) = 372 → 264 splits, 2.2 MB of partial sums (1.1 % of the 201 MB
+    read), summed by the tree reduction in ⌈264/32⌉ + 5 dependent adds per element.
+    """
     target = 2 * _sm_count(device)
     if bh >= target:
         return 1
-    return max(1, min(triton.cdiv(target, bh), n_tiles // _MIN_TILES_PER_SPLIT))
+    pixels = n_tiles * block_n
+    traffic_cap = int(2 * channels * pixels * itemsize * _PARTIAL_TRAFFIC_FRACTION) // (
+        4 * (block_c * block_c + 2 * block_c))
+    return max(1, min(triton.cdiv(target, bh), n_tiles // _MIN_TILES_PER_SPLIT, traffic_cap))
 
 
 def _tiles_per_program(bh: int, n_tiles: int, device: torch.device) -> int:
@@ -426,21 +478,22 @@ def _tiles_per_program(bh: int, n_tiles: int, device: torch.device) -> int:
 
 def _outer_sweep(
     a: torch.Tensor, b: torch.Tensor, with_norms: bool, splits: Optional[int]
-) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Partial sums of a bᵀ (and squared row norms) over N: ((BH, S, BC, BC), (BH, S, 2, BC), S)."""
+) -> tuple[torch.Tensor, int]:
+    """a bᵀ (and squared row norms) summed over N: ((BH, BC² [+ 2·BC]) float32, number of splits)."""
     batch, heads, channels, pixels = a.shape
     block_c, block_n, warps = _block_sizes(channels, a.dtype)
     bh = batch * heads
     n_tiles = triton.cdiv(pixels, block_n)
-    n_splits = splits if splits is not None else _pick_splits(bh, n_tiles, a.device)
-    n_splits = max(1, min(int(n_splits), n_tiles, 65535))
+    if splits is None:
+        splits = _pick_splits(bh, n_tiles, block_n, channels, block_c, a.element_size(), a.device)
+    n_splits = max(1, min(int(splits), n_tiles, 65535))
     tiles_per_split = triton.cdiv(n_tiles, n_splits) if n_tiles else 0
     if tiles_per_split:
         n_splits = triton.cdiv(n_tiles, tiles_per_split)  # no empty split
-    part = torch.empty((bh, n_splits, block_c, block_c), dtype=torch.float32, device=a.device)
-    sq = torch.empty((bh, n_splits, 2, block_c) if with_norms else (1,), dtype=torch.float32, device=a.device)
+    n_elems = block_c * block_c + (2 * block_c if with_norms else 0)
+    part = torch.empty((bh, n_splits, n_elems), dtype=torch.float32, device=a.device)
     _outer_sweep_kernel[(bh, n_splits)](
-        a, b, part, sq,
+        a, b, part,
         channels, pixels, heads,
         *a.stride(), *b.stride(),
         n_tiles, tiles_per_split, n_splits,
@@ -449,7 +502,15 @@ def _outer_sweep(
         WIDE=_needs_wide(block_c, block_n, a, b),
         num_warps=warps, num_stages=_num_stages(3),
     )
-    return part, sq, n_splits
+    if n_splits == 1:
+        return part.view(bh, n_elems), 1
+    sums = torch.empty((bh, n_elems), dtype=torch.float32, device=a.device)
+    _reduce_splits_kernel[(bh, triton.cdiv(n_elems, _REDUCE_BLOCK_E))](
+        part, sums, n_splits, n_elems,
+        BLOCK_S=_REDUCE_BLOCK_S, BLOCK_E=_REDUCE_BLOCK_E,
+        num_warps=4, num_stages=_num_stages(2),
+    )
+    return sums, n_splits
 
 
 def _needs_wide(block_c: int, block_n: int, *tensors: torch.Tensor) -> bool:
@@ -509,12 +570,12 @@ def _forward(q, k, v, temperature, weights, keep, eps, splits):
     block_r, n_row_blocks = _row_blocks(block_c)
     split = dtype in _LOW_PRECISION
 
-    part, sq, n_splits = _outer_sweep(q, k, True, splits)
+    sums, _ = _outer_sweep(q, k, True, splits)
     attn = torch.empty((bh, block_c, block_c), **f32)
     _forward_epilogue_kernel[(bh * n_row_blocks,)](
-        part, sq, temperature.contiguous(), weights.contiguous(),
+        sums, temperature.contiguous(), weights.contiguous(),
         probs, gram, norms, attn,
-        channels, heads, n_splits, n_row_blocks, eps,
+        channels, heads, n_row_blocks, eps,
         KEEP=tuple(int(x) for x in keep), NB=n_branches, HAS_SPARSE=any(x != 0 for x in keep),
         BLOCK_C=block_c, BLOCK_R=block_r,
         num_warps=4, num_stages=1,
@@ -570,7 +631,7 @@ def _backward(grad_out, q, k, v, temperature, weights, probs, gram, norms, keep,
     block_r, n_row_blocks = _row_blocks(block_c)
     split = dtype in _LOW_PRECISION
 
-    part, _, n_splits = _outer_sweep(grad_out, v, False, splits)
+    sums, _ = _outer_sweep(grad_out, v, False, splits)
     p_mat = torch.empty((bh, block_c, block_c), **f32)
     attn = torch.empty((bh, block_c, block_c), **f32)
     scale_q = torch.empty((bh, block_c), **f32)
@@ -578,10 +639,10 @@ def _backward(grad_out, q, k, v, temperature, weights, probs, gram, norms, keep,
     d_temp = torch.empty((batch, heads, n_row_blocks), **f32)
     d_w = torch.empty((batch, heads, n_row_blocks, n_branches), **f32)
     _backward_epilogue_kernel[(bh * n_row_blocks,)](
-        part, probs.contiguous(), gram.contiguous(), norms.contiguous(),
+        sums, probs.contiguous(), gram.contiguous(), norms.contiguous(),
         temperature.contiguous(), weights.contiguous(),
         p_mat, attn, scale_q, c_k, d_temp, d_w,
-        channels, heads, n_splits, n_row_blocks, eps,
+        channels, heads, n_row_blocks, eps,
         NB=n_branches, BLOCK_C=block_c, BLOCK_R=block_r,
         num_warps=4, num_stages=1,
     )
