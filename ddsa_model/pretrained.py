@@ -1,8 +1,9 @@
-"""The shipped default model and loading of user weights for the CLIs.
+"""The shipped models and loading of user weights for the CLIs.
 
-The default weights live inside the package (``ddsa_model/weights/ddsa_small_rainl.safetensors``)
-and are found with :mod:`importlib.resources`, so they work from a wheel, an editable install or a
-source checkout.
+Shipped weights live inside the package (``ddsa_model/weights/*.safetensors``, listed in
+:data:`SHIPPED_WEIGHTS` by name) and are found with :mod:`importlib.resources`, so they work from a
+wheel, an editable install or a source checkout. ``--weights NAME`` in the CLIs (and
+``load_weights(NAME)``) picks one by name; no ``--weights`` means :data:`DEFAULT_NAME`.
 """
 from __future__ import annotations
 
@@ -17,21 +18,38 @@ from .config import DDSAConfig
 from .convert import load_official_checkpoint
 from .network import DDSANet, build_model
 
-__all__ = ["DEFAULT_WEIGHTS", "default_weights_path", "load_default_model", "load_weights"]
+__all__ = ["SHIPPED_WEIGHTS", "DEFAULT_NAME", "DEFAULT_WEIGHTS", "default_weights_path", "shipped_weights_path",
+           "load_default_model", "load_weights"]
 
-DEFAULT_WEIGHTS = "ddsa_small_rainl.safetensors"
+# name -> file in ddsa_model/weights (model cards: ddsa_model/weights/README.md)
+SHIPPED_WEIGHTS = {
+    "ddsa-small-rainl": "ddsa_small_rainl.safetensors",   # light rain only (RainTrainL)
+}
+DEFAULT_NAME = "ddsa-small-rainl"
+DEFAULT_WEIGHTS = SHIPPED_WEIGHTS[DEFAULT_NAME]
+
+
+def shipped_weights_path(name: str) -> str:
+    """Filesystem path of the shipped weights called ``name`` (a key of :data:`SHIPPED_WEIGHTS`)."""
+    if name not in SHIPPED_WEIGHTS:
+        raise ValueError(f"no shipped weights called {name!r}; shipped: {', '.join(SHIPPED_WEIGHTS)}")
+    return _resource_path(SHIPPED_WEIGHTS[name])
 
 
 def default_weights_path() -> str:
-    """Filesystem path of the shipped ``ddsa-small`` weights; FileNotFoundError when not installed."""
+    """Filesystem path of the shipped default weights; FileNotFoundError when not installed."""
+    return _resource_path(DEFAULT_WEIGHTS)
+
+
+def _resource_path(filename: str) -> str:
     try:
-        res = resources.files("ddsa_model").joinpath("weights", DEFAULT_WEIGHTS)
+        res = resources.files("ddsa_model").joinpath("weights", filename)
     except (ModuleNotFoundError, TypeError) as e:  # pragma: no cover - broken installs only
         raise FileNotFoundError(f"cannot locate the ddsa_model package resources ({e})") from None
     path = os.fspath(res) if isinstance(res, os.PathLike) else None
     if path is None or not os.path.isfile(path):
         raise FileNotFoundError(
-            f"the default weights ddsa_model/weights/{DEFAULT_WEIGHTS} are not installed with this package "
+            f"the shipped weights ddsa_model/weights/{filename} are not installed with this package "
             f"(looked at {res}); pass --weights PATH to a checkpoint written by ddsa-train / save_model")
     return path
 
@@ -68,7 +86,8 @@ def load_weights(path: Optional[str] = None, attention_backend: str = "auto", ma
                  preset: Optional[str] = None) -> torch.nn.Module:
     """Load a model for inference, in eval mode, from any of the checkpoint kinds the package knows.
 
-    ``path`` None: the shipped default model. ``*.safetensors``: written by ``save_model`` /
+    ``path`` None: the shipped default model; a name in :data:`SHIPPED_WEIGHTS` (that is not an
+    existing file): those shipped weights. ``*.safetensors``: written by ``save_model`` /
     ``ddsa-train`` (``model.safetensors``; it records its own preset). Other files are read with
     ``torch.load(weights_only=True)``: a ``ddsa-train`` checkpoint (``iter_*.pt``) or an authors'
     BasicSR checkpoint (``{"params": ...}``, configuration detected from the tensors).
@@ -77,6 +96,8 @@ def load_weights(path: Optional[str] = None, attention_backend: str = "auto", ma
     """
     if path is None:
         path = default_weights_path()
+    elif isinstance(path, str) and path in SHIPPED_WEIGHTS and not os.path.exists(path):
+        path = shipped_weights_path(path)
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"weights file not found: {path}")

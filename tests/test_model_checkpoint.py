@@ -125,3 +125,18 @@ def test_metadata_validation(tmp_path):
     with pytest.raises(ValueError, match="str to str"):
         save_model(build_model("tiny"), tmp_path / "a.safetensors", metadata={"iteration": 5})
     assert not (tmp_path / "a.safetensors").exists()
+
+
+def test_shipped_weights_are_found_by_name_and_unknown_names_are_refused():
+    from ddsa_model import pretrained
+
+    for name, filename in pretrained.SHIPPED_WEIGHTS.items():
+        path = pretrained.shipped_weights_path(name)
+        assert os.path.basename(path) == filename and os.path.isfile(path)
+        model = pretrained.load_weights(name)
+        reference = pretrained.load_weights(path)
+        for (k, a), (_, b) in zip(model.state_dict().items(), reference.state_dict().items()):
+            assert torch.equal(a, b), k
+    assert pretrained.default_weights_path() == pretrained.shipped_weights_path(pretrained.DEFAULT_NAME)
+    with pytest.raises(ValueError, match="no shipped weights called 'nope'"):
+        pretrained.shipped_weights_path("nope")

@@ -18,8 +18,9 @@ class CLIError(Exception):
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", metavar="W", default=None,
-                   help="checkpoint: model.safetensors from ddsa-train/save_model, a ddsa-train iter_*.pt, or an "
-                        "authors' .pth (default: the shipped ddsa-small model)")
+                   help="checkpoint: model.safetensors from ddsa-train/save_model, a ddsa-train iter_*.pt, an "
+                        "authors' .pth, or the name of shipped weights (ddsa_model.pretrained.SHIPPED_WEIGHTS; "
+                        "default: the shipped default model)")
     p.add_argument("--preset", default=None,
                    help="only for a bare state dict in --weights: the preset it was trained with")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (CUDA when available)")
