@@ -67,7 +67,7 @@ def env_info(device: torch.device) -> dict[str, Any]:
     info["device_slug"] = common.device_slug(device)
     info["torch_cuda_arch_list"] = os.environ.get("TORCH_CUDA_ARCH_LIST")
     try:
-        from ddsa_kernels.ops.dual_attention import extension
+        from ddsa_kernels import _extension as extension
 
         info["extension_has_cuda_kernels"] = extension.has_cuda_kernels()
     except ImportError as exc:

@@ -247,22 +247,33 @@ class PairedImageDataset(torch.utils.data.Dataset):
             return to_tensor(inp), to_tensor(tgt), self.pairs[int(item)].name
         index, seed, position, crop = item
         inp, tgt = self.images(index)
-        rng = np.random.default_rng([seed, position])
-        inp, tgt = pad_to(inp, crop, crop), pad_to(tgt, crop, crop)
-        h, w = inp.shape[:2]
-        top, left = int(rng.integers(0, h - crop + 1)), int(rng.integers(0, w - crop + 1))
-        hflip, vflip, rot = rng.random(3) < 0.5
-        out = []
-        for a in (inp, tgt):
-            a = a[top:top + crop, left:left + crop]
-            if self.flips and hflip:
-                a = a[:, ::-1]
-            if self.flips and vflip:
-                a = a[::-1]
-            if self.rot90 and rot:
-                a = np.rot90(a)
-            out.append(to_tensor(a))
-        return out[0], out[1]
+        inp, tgt = random_crop((inp, tgt), crop, np.random.default_rng([seed, position]), self.flips, self.rot90)
+        return to_tensor(inp), to_tensor(tgt)
+
+
+def random_crop(images: Sequence[np.ndarray], crop: int, rng: np.random.Generator, flips: bool = True,
+                rot90: bool = False) -> list[np.ndarray]:
+    """The same random ``crop``×``crop`` window and flips/rotation of every (H, W, C) array in
+    ``images`` (all the same size; reflect-padded first when smaller than the crop).
+
+    Draws, in this order: the top and left offsets, then three coin flips (horizontal, vertical,
+    90°), always, so the stream does not depend on ``flips``/``rot90``.
+    """
+    padded = [pad_to(a, crop, crop) for a in images]
+    h, w = padded[0].shape[:2]
+    top, left = int(rng.integers(0, h - crop + 1)), int(rng.integers(0, w - crop + 1))
+    hflip, vflip, rot = rng.random(3) < 0.5
+    out = []
+    for a in padded:
+        a = a[top:top + crop, left:left + crop]
+        if flips and hflip:
+            a = a[:, ::-1]
+        if flips and vflip:
+            a = a[::-1]
+        if rot90 and rot:
+            a = np.rot90(a)
+        out.append(a)
+    return out
 
 
 def crop_at(iteration: int, crop: int, progressive: Sequence[Sequence[int]] = ()) -> int:

@@ -23,7 +23,7 @@ from typing import Union
 import numpy as np
 import torch
 
-from .data import DatasetError, pad_to, read_pixels, to_tensor
+from .data import DatasetError, random_crop, read_pixels, to_tensor
 from .imageio import IMAGE_EXTENSIONS, list_images
 from .synth import RainParams, preset_params, synthesize_rain
 
@@ -137,18 +137,8 @@ class SyntheticRainDataset(torch.utils.data.Dataset):
             rng = np.random.default_rng(name_seed(self.paths[i].stem))
             return self._rain(clean, rng), to_tensor(clean), self.paths[i].name
         index, seed, position, crop = item
-        img = pad_to(self.image(int(index)), crop, crop)
-        rng = np.random.default_rng([seed, position])
-        h, w = img.shape[:2]
-        top, left = int(rng.integers(0, h - crop + 1)), int(rng.integers(0, w - crop + 1))
-        hflip, vflip, rot = rng.random(3) < 0.5
-        a = img[top:top + crop, left:left + crop]
-        if self.flips and hflip:
-            a = a[:, ::-1]
-        if self.flips and vflip:
-            a = a[::-1]
-        if self.rot90 and rot:
-            a = np.rot90(a)
+        (a,) = random_crop((self.image(int(index)),), crop, np.random.default_rng([seed, position]),
+                           self.flips, self.rot90)
         rainy = self._rain(a, np.random.default_rng([seed, position, 1]))
         return rainy, to_tensor(a)
 

@@ -7,16 +7,7 @@ the backend registry reports that message (``ddsa_kernels.build_info("channel_no
 """
 from __future__ import annotations
 
-import torch
-
-from ..dual_attention.extension import _C, has_cuda_kernels
-
-
-def _missing(name: str) -> tuple[bool, str]:
-    if not hasattr(_C, name):
-        return False, (f"ddsa_kernels._C has no {name} (compiled from older sources); rebuild with "
-                       "`pip install --no-build-isolation -e .`")
-    return True, ""
+from ..._extension import _C, cuda_availability, kernel_availability
 
 
 class CPU:
@@ -24,7 +15,7 @@ class CPU:
 
     @staticmethod
     def availability() -> tuple[bool, str]:
-        return _missing("channel_norm_forward_cpu")
+        return kernel_availability("channel_norm_forward_cpu")
 
     @staticmethod
     def forward(x, weight, bias, eps, subtract_mean):
@@ -40,14 +31,10 @@ class CUDA:
 
     @staticmethod
     def availability() -> tuple[bool, str]:
-        if not has_cuda_kernels():
-            return False, (
-                "extension built without CUDA kernels (torch was a CPU build, no CUDA toolkit or no GPU at build "
-                "time); rebuild with a CUDA torch and nvcc, or DDSA_FORCE_CUDA=1 pip install --no-build-isolation -e ."
-            )
-        if not torch.cuda.is_available():
-            return False, "extension has CUDA kernels but no CUDA device is visible"
-        return _missing("channel_norm_forward_cuda")
+        ok, why = cuda_availability()
+        if not ok:
+            return ok, why
+        return kernel_availability("channel_norm_forward_cuda")
 
     @staticmethod
     def forward(x, weight, bias, eps, subtract_mean):

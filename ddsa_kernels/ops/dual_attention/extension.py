@@ -1,25 +1,7 @@
-"""The "cpu" and "cuda" backends: kernels of the compiled extension ``ddsa_kernels._C`` (csrc/).
-
-When the extension was not compiled the import raises an ImportError that says how to build it;
-the backend registry reports that message (``ddsa_kernels.build_info()``).
-"""
+"""The "cpu" and "cuda" backends: kernels of the compiled extension ``ddsa_kernels._C`` (csrc/)."""
 from __future__ import annotations
 
-import torch
-
-try:
-    from ... import _C
-except ImportError as exc:  # not compiled, or compiled against another torch
-    raise ImportError(
-        "compiled extension ddsa_kernels._C not built or not loadable "
-        f"({exc}); reinstall with `pip install --no-build-isolation -e .` "
-        "(torch must be installed first; see README)"
-    ) from exc
-
-
-def has_cuda_kernels() -> bool:
-    """True when ``_C`` was compiled with its CUDA kernels."""
-    return bool(_C.has_cuda())
+from ..._extension import _C, cuda_availability
 
 
 class CPU:
@@ -39,14 +21,7 @@ class CUDA:
 
     @staticmethod
     def availability() -> tuple[bool, str]:
-        if not has_cuda_kernels():
-            return False, (
-                "extension built without CUDA kernels (torch was a CPU build, no CUDA toolkit or no GPU at build "
-                "time); rebuild with a CUDA torch and nvcc, or DDSA_FORCE_CUDA=1 pip install --no-build-isolation -e ."
-            )
-        if not torch.cuda.is_available():
-            return False, "extension has CUDA kernels but no CUDA device is visible"
-        return True, ""
+        return cuda_availability()
 
     @staticmethod
     def forward(q, k, v, temperature, weights, keep, eps):
