@@ -6,8 +6,6 @@ flushes the L2 cache between runs), ``torch.utils.benchmark.Timer.blocked_autora
 from __future__ import annotations
 
 import datetime as _dt
-import json
-import math
 import os
 import platform
 import re
@@ -20,6 +18,8 @@ from typing import Any, Optional
 import torch
 
 from ddsa_model.atomic import atomic_write
+
+from .textio import fmt, markdown_table, read_json, write_json, write_text  # noqa: F401  (re-exported)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_ROOT = Path(__file__).resolve().parent / "results"
@@ -282,51 +282,6 @@ def _atomic_write(path: Path, write: Callable[[Any], None], mode: str = "w") -> 
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path, mode) as fh:
         write(fh)
-
-
-def _finite(obj: Any) -> Any:
-    """JSON has no NaN/inf: write them as the strings "nan", "inf", "-inf"."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return str(obj)
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
-
-
-def write_json(path: Path, obj: Any) -> None:
-    """Write ``obj`` as indented JSON, atomically (temp file + os.replace); NaN/inf become strings."""
-    text = json.dumps(_finite(obj), indent=1, allow_nan=False) + "\n"
-    _atomic_write(Path(path), lambda fh: fh.write(text))
-
-
-def write_text(path: Path, text: str) -> None:
-    _atomic_write(Path(path), lambda fh: fh.write(text))
-
-
-def read_json(path: Path) -> Any:
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
-
-
-def markdown_table(headers: list[str], rows: list[list[Any]]) -> str:
-    """A GitHub markdown table; None renders as an en dash."""
-    def cell(x: Any) -> str:
-        return "–" if x is None else str(x)
-
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(cell(x) for x in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def fmt(x: Optional[float], digits: int = 3) -> Optional[str]:
-    """Format a number with ``digits`` significant figures (None stays None)."""
-    if x is None:
-        return None
-    if x == 0:
-        return "0"
-    return f"{x:.{digits}g}" if abs(x) < 10 ** digits else f"{x:.0f}"
 
 
 def have_matplotlib() -> bool:

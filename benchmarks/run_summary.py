@@ -13,50 +13,17 @@ train.json). Every file is written atomically (temp file + rename).
 from __future__ import annotations
 
 import argparse
-import json
-import math
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
+from .textio import fmt as _fmt
+from .textio import markdown_table as _table
+from .textio import read_json as _read_json
+from .textio import write_json as _write_json
+from .textio import write_text as _write_text
+
 STAGES = ("build", "gpu_tests", "sanitize", "op_bench", "train", "rest_tests")
-
-
-def _write_text(path: Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    _write_text(path, json.dumps(obj, indent=1) + "\n")
-
-
-def _read_json(path: Path) -> Any:
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
-
-
-def _table(headers: list[str], rows: list[list[Any]]) -> str:
-    def cell(x: Any) -> str:
-        return "–" if x is None else str(x)
-
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(cell(x) for x in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def _fmt(x: Optional[float], digits: int = 3) -> Optional[str]:
-    if x is None or isinstance(x, str):
-        return x
-    if x == 0 or not math.isfinite(x):
-        return str(x)
-    return f"{x:.{digits}g}" if abs(x) < 10 ** digits else f"{x:.0f}"
 
 
 def cmd_stage(args) -> int:
