@@ -470,15 +470,18 @@ def test_kernels_compile_for_hopper_without_spills_grid(arch_usage, dtype_name, 
     check_arch(arch_usage, "sm_90", dtype_name, channels)
 
 
-def test_block_sizes_per_arch():
-    """The launcher picks its table by compute capability; without a GPU it uses the sm_90 one."""
-    from ddsa_kernels.ops.dual_attention import triton as T
-
+def test_block_sizes_per_arch(monkeypatch):
+    """The launcher picks its table by the device's compute capability (looked up once per
+    device); without a GPU it uses the sm_90 one."""
     for dtype in (torch.float16, torch.float32):
-        assert T._block_sizes(96, dtype) == T._block_sizes(96, dtype, arch=(9, 0))
-        assert T._block_sizes(96, dtype, torch.device("cpu")) == T._block_sizes(96, dtype, arch=(9, 0))
-    assert T._arch_family((8, 6)) == T._arch_family((8, 9)) == "sm86"
-    assert T._arch_family((8, 0)) == "sm80"
-    assert T._arch_family((9, 0)) == "sm90"
-    cfg = T._block_sizes(96, torch.float16, arch=(8, 6))
-    assert (cfg.block_c, cfg.block_r) == (128, 16)
+        assert tda._block_sizes(96, dtype) == tda._block_sizes(96, dtype, arch=(9, 0))
+        assert tda._block_sizes(96, dtype, torch.device("cpu")) == tda._block_sizes(96, dtype, arch=(9, 0))
+    assert tda._arch_family((8, 6)) == tda._arch_family((8, 9)) == "sm86"
+    assert tda._arch_family((8, 0)) == "sm80"
+    assert tda._arch_family((9, 0)) == "sm90"
+    hopper, ampere = (tda._block_sizes(96, torch.float32, arch=a) for a in ((9, 0), (8, 6)))
+    assert (hopper.block_c, hopper.block_m, ampere.block_c, ampere.block_m) == (128, 128, 128, 32)
+    monkeypatch.setattr(tda, "_INTERPRET", False)
+    monkeypatch.setattr(tda, "_device_capability", lambda index: {0: (8, 6), 1: (9, 0)}[index])
+    assert tda._block_sizes(96, torch.float32, torch.device("cuda", 0)) == ampere
+    assert tda._block_sizes(96, torch.float32, torch.device("cuda", 1)) == hopper

@@ -103,14 +103,20 @@ def _outer_sweep_kernel(
     """
     bh = tl.program_id(0)
     split = tl.program_id(1)
-    rb = tl.program_id(2)
     b = (bh // H).to(tl.int64)
     h = (bh % H).to(tl.int64)
     rows = tl.arange(0, BLOCK_C)
-    rows_m = rb * BLOCK_M + tl.arange(0, BLOCK_M)
+    if BLOCK_M == BLOCK_C:  # one row block: the same row indices and masks for a and b
+        rb = 0
+        rows_m = rows
+    else:
+        rb = tl.program_id(2)
+        rows_m = rb * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = tl.arange(0, BLOCK_N)
     row_ok = rows < C
-    a_base = a_ptr + b * sa_b + h * sa_h + (rb * BLOCK_M).to(tl.int64) * sa_c
+    a_base = a_ptr + b * sa_b + h * sa_h
+    if BLOCK_M != BLOCK_C:
+        a_base += (rb * BLOCK_M).to(tl.int64) * sa_c
     b_base = b_ptr + b * sb_b + h * sb_h
     a_offs = _tile_offsets(sa_c, sa_n, BLOCK_M, BLOCK_N, WIDE)
     b_offs = _tile_offsets(sb_c, sb_n, BLOCK_C, BLOCK_N, WIDE)
@@ -142,8 +148,11 @@ def _outer_sweep_kernel(
     tl.store(out + rows_m[:, None] * BLOCK_C + rows[None, :], acc)
     if WITH_NORMS:
         tl.store(out + BLOCK_C * BLOCK_C + rows_m, tl.sum(sqa, axis=1))
-        mine = (rows >= rb * BLOCK_M) & (rows < rb * BLOCK_M + BLOCK_M)
-        tl.store(out + BLOCK_C * BLOCK_C + BLOCK_C + rows, tl.sum(sqb, axis=1), mask=mine)
+        if BLOCK_M == BLOCK_C:
+            tl.store(out + BLOCK_C * BLOCK_C + BLOCK_C + rows, tl.sum(sqb, axis=1))
+        else:
+            mine = (rows >= rb * BLOCK_M) & (rows < rb * BLOCK_M + BLOCK_M)
+            tl.store(out + BLOCK_C * BLOCK_C + BLOCK_C + rows, tl.sum(sqb, axis=1), mask=mine)
 
 
 @triton.jit
@@ -459,13 +468,13 @@ _SWEEP_CONFIGS = {
     "sm90": {  # H100/H200: 227 KB of shared memory per block
         "low": {16: (256, 16, 4, 3), 32: (256, 32, 8, 3), 64: (128, 64, 8, 3), 128: (64, 128, 8, 3),
                 256: (32, 256, 8, 3)},
-        "fp32": {16: (64, 16, 4, 3), 32: (32, 32, 8, 3), 64: (32, 64, 8, 3), 128: (16, 128, 8, 3),
+        "fp32": {16: (64, 16, 4, 2), 32: (32, 32, 8, 3), 64: (32, 64, 8, 3), 128: (16, 128, 8, 3),
                  256: (16, 256, 8, 3)},
     },
     "sm86": {  # RTX 30xx (sm_86), RTX 40xx / L4 / L40 (sm_89): 99 KB per block
         "low": {16: (256, 16, 4, 3), 32: (256, 32, 8, 3), 64: (128, 64, 8, 3), 128: (64, 64, 8, 3),
                 256: (32, 64, 8, 3)},
-        "fp32": {16: (64, 16, 4, 3), 32: (32, 32, 8, 3), 64: (32, 64, 8, 3), 128: (16, 32, 8, 3),
+        "fp32": {16: (64, 16, 4, 2), 32: (32, 32, 8, 3), 64: (32, 64, 8, 3), 128: (16, 32, 8, 3),
                  256: (16, 32, 8, 3)},
     },
 }
