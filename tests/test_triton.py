@@ -143,6 +143,26 @@ def test_int64_offset_path(monkeypatch):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_row_blocked_sweeps_of_ampere_configs(monkeypatch, dtype):
+    """The sm_86 table splits the C×C products of the sweeps into BLOCK_M-row programs (C = 96:
+    BLOCK_C 128, BLOCK_M 32 in fp32 and 64 in fp16): values and gradients vs the oracle, and 3
+    forced N-splits agree with one."""
+    monkeypatch.setattr(tda, "_DEFAULT_CAPABILITY", (8, 6))
+    cfg = tda._block_sizes(96, dtype)
+    assert cfg.block_m < cfg.block_c
+    topk = drsformer_topk(96)
+    temperature, weights = params(2, len(topk))
+    check_case(*make_inputs(1, 2, 96, 45, seed=31), temperature, weights, topk, dtype=dtype, layout="qkv")
+    q64, k64, v64 = make_inputs(1, 2, 96, 300, seed=32)
+    go64 = torch.randn(q64.shape, generator=torch.Generator().manual_seed(33), dtype=F64)
+    args = [t.to(DEVICE, dtype) for t in (q64, k64, v64)] + [temperature.to(DEVICE), weights.to(DEVICE)]
+    keep = tuple(0 if x is None else x for x in topk)
+    one, split = (backend_run(*args, keep, go64.to(DEVICE, dtype), s) for s in (1, 3))
+    for a, b in zip(one, split):
+        assert (a.float() - b.float()).abs().max().item() <= 1e-3 * max(1.0, b.float().abs().max().item())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_deterministic(dtype):
     """Two runs give bitwise-identical outputs, statistics and gradients (split path included)."""
     batch, heads, channels, pixels = 1, 2, 48, 1000
@@ -363,14 +383,18 @@ def test_opcheck_with_triton_backend():
 
 
 # ---------------------------------------------------------------------------------------------
-# Hopper compilation without a GPU
+# Compilation for the GPUs people train on, without a GPU
 # ---------------------------------------------------------------------------------------------
 
-SM90_CHECK = os.path.join(os.path.dirname(__file__), "triton_sm90_check.py")
-H100_MAX_SHARED = 232448  # bytes of shared memory one block may use on sm_90
+ARCH_CHECK = os.path.join(os.path.dirname(__file__), "triton_arch_check.py")
+# Shared memory one block may use (the opt-in maximum), bytes: A100 163 KB, RTX 30xx / RTX 40xx
+# and L4 99 KB, H100/H200 227 KB.
+MAX_SHARED = {"sm_80": 163 * 1024, "sm_86": 99 * 1024, "sm_89": 99 * 1024, "sm_90": 227 * 1024}
+ARCHS = list(MAX_SHARED)
 
 
-def sm90_resources(dtype_name, channels):
+def arch_resources(arch, dtype_name, channels):
+    """{kernel: {regs, stack, shared, ...}} of every launched kernel, compiled offline for arch."""
     import json
     import subprocess
     import sys
@@ -381,26 +405,83 @@ def sm90_resources(dtype_name, channels):
     if not os.path.exists(os.path.join(tools, "cuobjdump")):
         pytest.skip("the Triton wheel has no NVIDIA backend tools (ptxas, cuobjdump)")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    done = subprocess.run([sys.executable, SM90_CHECK, dtype_name, str(channels)],
+    done = subprocess.run([sys.executable, ARCH_CHECK, arch, dtype_name, str(channels)],
                           capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def check_sm90(dtype_name, channels):
-    for kernel, usage in sm90_resources(dtype_name, channels).items():
-        assert usage["stack"] == 0, f"{kernel} ({dtype_name}, C={channels}) spills registers: {usage}"
-        assert usage["shared"] <= H100_MAX_SHARED, f"{kernel} ({dtype_name}, C={channels}) needs {usage}"
+ARCH_TESTS = ("test_kernels_compile_without_spills", "test_kernels_compile_without_spills_grid",
+              "test_kernels_compile_for_hopper_without_spills_grid")
 
 
-@pytest.mark.parametrize("dtype_name", ["fp16", "fp32"])
-def test_kernels_compile_for_hopper_without_spills(dtype_name):
-    """Every kernel at C = 96 (the largest tiles in the paper's nets) compiles for sm_90."""
-    check_sm90(dtype_name, 96)
+@pytest.fixture(scope="session")
+def arch_usage(request):
+    """Resources of every (arch, dtype, C) case selected in this session, compiled up front by
+    parallel subprocesses (DDSA_COMPILE_JOBS of them, default: one per CPU core)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    cases = []
+    for item in request.session.items:
+        if getattr(item, "originalname", None) in ARCH_TESTS:
+            params = item.callspec.params
+            case = (params.get("arch", "sm_90"), params["dtype_name"], params["channels"])
+            if case not in cases:
+                cases.append(case)
+    jobs = int(os.environ.get("DDSA_COMPILE_JOBS", os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        futures = {case: pool.submit(arch_resources, *case) for case in cases}
+    return futures
+
+
+def check_arch(arch_usage, arch, dtype_name, channels):
+    """No register spills and shared memory within the arch's per-block limit, for every kernel."""
+    usage = arch_usage[(arch, dtype_name, channels)].result()
+    assert {"outer_fwd", "reduce_splits", "forward_apply", "backward_apply", "norm_bwd"} <= set(usage)
+    case = f"{arch} {dtype_name} C={channels}"
+    for kernel, res in usage.items():
+        assert res["stack"] == 0, f"{kernel} ({case}) spills registers: {res}"
+        assert res["shared"] <= MAX_SHARED[arch], f"{kernel} ({case}) needs too much shared memory: {res}"
+
+
+# One representative case per architecture in the default run, the rest of the grid with -m slow.
+DEFAULT_CASES = [(arch, "fp16", 96) for arch in ARCHS] + [("sm_90", "fp32", 96)]
+GRID = [(a, d, c) for a in ARCHS for d in ("fp16", "bf16", "fp32") for c in (48, 96)]
+
+
+@pytest.mark.parametrize("arch,dtype_name,channels", DEFAULT_CASES)
+def test_kernels_compile_without_spills(arch_usage, arch, dtype_name, channels):
+    """Every kernel the launchers run at C = 96 (the largest tiles in the paper's nets) compiles for
+    the arch with its launch configuration."""
+    check_arch(arch_usage, arch, dtype_name, channels)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch,dtype_name,channels", [c for c in GRID if c not in DEFAULT_CASES])
+def test_kernels_compile_without_spills_grid(arch_usage, arch, dtype_name, channels):
+    check_arch(arch_usage, arch, dtype_name, channels)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("dtype_name", ["fp16", "bf16", "fp32"])
-@pytest.mark.parametrize("channels", [8, 16, 32, 48, 64, 128])
-def test_kernels_compile_for_hopper_without_spills_grid(dtype_name, channels):
-    check_sm90(dtype_name, channels)
+@pytest.mark.parametrize("channels", [8, 16, 32, 64, 128])
+def test_kernels_compile_for_hopper_without_spills_grid(arch_usage, dtype_name, channels):
+    """Other channel counts (other block sizes) on sm_90."""
+    check_arch(arch_usage, "sm_90", dtype_name, channels)
+
+
+def test_block_sizes_per_arch(monkeypatch):
+    """The launcher picks its table by the device's compute capability (looked up once per
+    device); without a GPU it uses the sm_90 one."""
+    for dtype in (torch.float16, torch.float32):
+        assert tda._block_sizes(96, dtype) == tda._block_sizes(96, dtype, arch=(9, 0))
+        assert tda._block_sizes(96, dtype, torch.device("cpu")) == tda._block_sizes(96, dtype, arch=(9, 0))
+    assert tda._arch_family((8, 6)) == tda._arch_family((8, 9)) == "sm86"
+    assert tda._arch_family((8, 0)) == "sm80"
+    assert tda._arch_family((9, 0)) == "sm90"
+    hopper, ampere = (tda._block_sizes(96, torch.float32, arch=a) for a in ((9, 0), (8, 6)))
+    assert (hopper.block_c, hopper.block_m, ampere.block_c, ampere.block_m) == (128, 128, 128, 32)
+    monkeypatch.setattr(tda, "_INTERPRET", False)
+    monkeypatch.setattr(tda, "_device_capability", lambda index: {0: (8, 6), 1: (9, 0)}[index])
+    assert tda._block_sizes(96, torch.float32, torch.device("cuda", 0)) == ampere
+    assert tda._block_sizes(96, torch.float32, torch.device("cuda", 1)) == hopper

@@ -25,15 +25,18 @@ so fp16 cannot overflow): two tensor-core products that keep ~22 (fp16) / ~16 (b
 the fp32 matrix instead of rounding it to the I/O precision (see _apply_tiles). fp32 inputs
 use 3×TF32 products ("tf32" when ``torch.backends.cuda.matmul.allow_tf32`` is set).
 
-Block sizes compile for sm_90 without register spills (checked offline with ptxas); they have
-not been timed on a GPU yet.
+Launch configurations are chosen per architecture family (_SWEEP_CONFIGS, by the device's
+compute capability): every one compiles without register spills and fits the shared memory of a
+block on sm_80, sm_86, sm_89 and sm_90 (checked offline with ptxas); they have not been timed on
+a GPU yet.
 
 On CPU the kernels run under the Triton interpreter (``TRITON_INTERPRET=1``), for tests.
 """
 from __future__ import annotations
 
 import contextlib
-from typing import Optional
+import functools
+from typing import NamedTuple, Optional
 
 import torch
 import triton  # an ImportError here is reported by the backend registry
@@ -88,34 +91,47 @@ def _outer_sweep_kernel(
     sa_b, sa_h, sa_c, sa_n,
     sb_b, sb_h, sb_c, sb_n,
     n_tiles, tiles_per_split, n_splits,
-    BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr, WITH_NORMS: tl.constexpr,
+    BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, WITH_NORMS: tl.constexpr,
     PREC: tl.constexpr, UPCAST: tl.constexpr, WIDE: tl.constexpr,
 ):
     """part[bh, split] = Σ_n a[:, n] b[:, n]ᵀ over this split's tiles (BC² values), then (with
-    norms) Σ a² and Σ b² per row (2·BC values)."""
+    norms) Σ a² and Σ b² per row (2·BC values).
+
+    Program (bh, split, row block): rows rb·BLOCK_M .. of a against all of b (BLOCK_M < BLOCK_C
+    keeps the accumulator in registers where a block has fewer of them); each row block writes
+    its rows of the BC² values and of both norms.
+    """
     bh = tl.program_id(0)
     split = tl.program_id(1)
     b = (bh // H).to(tl.int64)
     h = (bh % H).to(tl.int64)
     rows = tl.arange(0, BLOCK_C)
+    if BLOCK_M == BLOCK_C:  # one row block: the same row indices and masks for a and b
+        rb = 0
+        rows_m = rows
+    else:
+        rb = tl.program_id(2)
+        rows_m = rb * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = tl.arange(0, BLOCK_N)
     row_ok = rows < C
     a_base = a_ptr + b * sa_b + h * sa_h
+    if BLOCK_M != BLOCK_C:
+        a_base += (rb * BLOCK_M).to(tl.int64) * sa_c
     b_base = b_ptr + b * sb_b + h * sb_h
-    a_offs = _tile_offsets(sa_c, sa_n, BLOCK_C, BLOCK_N, WIDE)
+    a_offs = _tile_offsets(sa_c, sa_n, BLOCK_M, BLOCK_N, WIDE)
     b_offs = _tile_offsets(sb_c, sb_n, BLOCK_C, BLOCK_N, WIDE)
-    acc = tl.zeros((BLOCK_C, BLOCK_C), dtype=tl.float32)
+    acc = tl.zeros((BLOCK_M, BLOCK_C), dtype=tl.float32)
     # Squares accumulate element-wise; the row sums happen once, after the loop.
-    sqa = tl.zeros((BLOCK_C, BLOCK_N), dtype=tl.float32)
+    sqa = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     sqb = tl.zeros((BLOCK_C, BLOCK_N), dtype=tl.float32)
     t_lo = split * tiles_per_split
     t_hi = tl.minimum(t_lo + tiles_per_split, n_tiles)
     a_tile = a_base + t_lo.to(tl.int64) * BLOCK_N * sa_n
     b_tile = b_base + t_lo.to(tl.int64) * BLOCK_N * sb_n
     for t in range(t_lo, t_hi):
-        mask = row_ok[:, None] & ((t * BLOCK_N + cols) < N)[None, :]
-        a = tl.load(a_tile + a_offs, mask=mask, other=0.0)
-        bt = tl.load(b_tile + b_offs, mask=mask, other=0.0)
+        col_ok = ((t * BLOCK_N + cols) < N)[None, :]
+        a = tl.load(a_tile + a_offs, mask=(rows_m < C)[:, None] & col_ok, other=0.0)
+        bt = tl.load(b_tile + b_offs, mask=row_ok[:, None] & col_ok, other=0.0)
         a_tile += BLOCK_N * sa_n
         b_tile += BLOCK_N * sb_n
         acc = _mm(a, tl.trans(bt), acc, PREC, UPCAST)
@@ -129,10 +145,14 @@ def _outer_sweep_kernel(
         out = part_ptr + pid * (BLOCK_C * BLOCK_C + 2 * BLOCK_C)
     else:
         out = part_ptr + pid * (BLOCK_C * BLOCK_C)
-    tl.store(out + rows[:, None] * BLOCK_C + rows[None, :], acc)
+    tl.store(out + rows_m[:, None] * BLOCK_C + rows[None, :], acc)
     if WITH_NORMS:
-        tl.store(out + BLOCK_C * BLOCK_C + rows, tl.sum(sqa, axis=1))
-        tl.store(out + BLOCK_C * BLOCK_C + BLOCK_C + rows, tl.sum(sqb, axis=1))
+        tl.store(out + BLOCK_C * BLOCK_C + rows_m, tl.sum(sqa, axis=1))
+        if BLOCK_M == BLOCK_C:
+            tl.store(out + BLOCK_C * BLOCK_C + BLOCK_C + rows, tl.sum(sqb, axis=1))
+        else:
+            mine = (rows >= rb * BLOCK_M) & (rows < rb * BLOCK_M + BLOCK_M)
+            tl.store(out + BLOCK_C * BLOCK_C + BLOCK_C + rows, tl.sum(sqb, axis=1), mask=mine)
 
 
 @triton.jit
@@ -279,28 +299,32 @@ def _backward_epilogue_kernel(
 @triton.jit
 def _apply_tiles(
     m_ptr, x_ptr, sx_c, sx_n, y_ptr, sy_c, sy_n, y_scale, dst_ptr, sd_c, sd_n,
-    C, N, t_lo, t_hi,
-    BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr, TRANS: tl.constexpr, HAS_Y: tl.constexpr,
-    SPLIT: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr, WIDE: tl.constexpr,
+    C, N, t_lo, t_hi, row0,
+    BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, TRANS: tl.constexpr,
+    HAS_Y: tl.constexpr, SPLIT: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
+    WIDE: tl.constexpr,
 ):
-    """dst[:, tile] = M @ x[:, tile] (− y_scale ⊙ y[:, tile]) for tiles t_lo..t_hi of one (b, h).
+    """dst[r, tile] = M[r, :] @ x[:, tile] (− y_scale ⊙ y[r, tile]) for the BLOCK_M rows r from
+    row0 and tiles t_lo..t_hi of one (b, h).
 
     M: padded fp32 (BLOCK_C, BLOCK_C) at m_ptr (its transpose if TRANS). SPLIT: M is applied to
     fp16/bf16 tiles as diag(scale)·(hi + lo) in the tile dtype, |hi| ≤ 1 row-wise — two tensor
     core products keeping ~22 (fp16) / ~16 (bf16) bits of M, without fp16 overflow.
-    x_ptr, y_ptr, dst_ptr point at (b, h).
+    x_ptr, y_ptr, dst_ptr point at (b, h); y_scale holds BLOCK_M rows (or is a scalar).
     """
     rows = tl.arange(0, BLOCK_C)
+    rows_m = row0 + tl.arange(0, BLOCK_M)
     cols = tl.arange(0, BLOCK_N)
     row_ok = rows < C
+    m_ok = rows_m < C
     x_offs = _tile_offsets(sx_c, sx_n, BLOCK_C, BLOCK_N, WIDE)
-    d_offs = _tile_offsets(sd_c, sd_n, BLOCK_C, BLOCK_N, WIDE)
+    d_offs = _tile_offsets(sd_c, sd_n, BLOCK_M, BLOCK_N, WIDE)
     if HAS_Y:
-        y_offs = _tile_offsets(sy_c, sy_n, BLOCK_C, BLOCK_N, WIDE)
+        y_offs = _tile_offsets(sy_c, sy_n, BLOCK_M, BLOCK_N, WIDE)
     if TRANS:
-        m = tl.load(m_ptr + rows[None, :] * BLOCK_C + rows[:, None])
+        m = tl.load(m_ptr + rows[None, :] * BLOCK_C + rows_m[:, None])
     else:
-        m = tl.load(m_ptr + rows[:, None] * BLOCK_C + rows[None, :])
+        m = tl.load(m_ptr + rows_m[:, None] * BLOCK_C + rows[None, :])
     if SPLIT:
         dt = x_ptr.dtype.element_ty
         amax = tl.max(tl.abs(m), axis=1)
@@ -310,12 +334,13 @@ def _apply_tiles(
         m_lo = (ms - m_hi.to(tl.float32)).to(dt)
     start = t_lo.to(tl.int64) * BLOCK_N
     x_tile = x_ptr + start * sx_n
-    y_tile = y_ptr + start * sy_n
-    d_tile = dst_ptr + start * sd_n
+    y_tile = y_ptr + start * sy_n + row0.to(tl.int64) * sy_c
+    d_tile = dst_ptr + start * sd_n + row0.to(tl.int64) * sd_c
     for t in range(t_lo, t_hi):
-        mask = row_ok[:, None] & ((t * BLOCK_N + cols) < N)[None, :]
-        x = tl.load(x_tile + x_offs, mask=mask, other=0.0)
-        acc = tl.zeros((BLOCK_C, BLOCK_N), dtype=tl.float32)
+        col_ok = ((t * BLOCK_N + cols) < N)[None, :]
+        x = tl.load(x_tile + x_offs, mask=row_ok[:, None] & col_ok, other=0.0)
+        mask = m_ok[:, None] & col_ok
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         if SPLIT:
             acc = _mm(m_lo, x, acc, PREC, UPCAST)
             acc = _mm(m_hi, x, acc, PREC, UPCAST)
@@ -338,11 +363,14 @@ def _forward_apply_kernel(
     sv_b, sv_h, sv_c, sv_n,
     so_b, so_h, so_c, so_n,
     n_tiles, tiles_per_prog, n_progs,
-    BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr, SPLIT: tl.constexpr,
+    BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, SPLIT: tl.constexpr,
     PREC: tl.constexpr, UPCAST: tl.constexpr, WIDE: tl.constexpr,
 ):
-    """out = A v. Flat grid: program = (bh, range of N tiles)."""
+    """out = A v. Flat grid: program = (bh, range of N tiles, block of BLOCK_M output rows); the
+    row blocks of a tile range are neighbours, so v is read from DRAM about once."""
     pid = tl.program_id(0)
+    row0 = (pid % (BLOCK_C // BLOCK_M)) * BLOCK_M
+    pid = pid // (BLOCK_C // BLOCK_M)
     bh = pid // n_progs
     t_lo = (pid % n_progs) * tiles_per_prog
     t_hi = tl.minimum(t_lo + tiles_per_prog, n_tiles)
@@ -352,7 +380,7 @@ def _forward_apply_kernel(
         attn_ptr + bh.to(tl.int64) * (BLOCK_C * BLOCK_C),
         v_ptr + b * sv_b + h * sv_h, sv_c, sv_n, v_ptr, sv_c, sv_n, 0.0,
         out_ptr + b * so_b + h * so_h, so_c, so_n,
-        C, N, t_lo, t_hi, BLOCK_C, BLOCK_N, False, False, SPLIT, PREC, UPCAST, WIDE,
+        C, N, t_lo, t_hi, row0, BLOCK_C, BLOCK_N, BLOCK_M, False, False, SPLIT, PREC, UPCAST, WIDE,
     )
 
 
@@ -366,18 +394,21 @@ def _backward_apply_kernel(
     sg_b, sg_h, sg_c, sg_n,
     sd_b, sd_h, sd_c, sd_n,
     n_tiles, tiles_per_prog, n_progs,
-    BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr, SPLIT: tl.constexpr,
+    BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, SPLIT: tl.constexpr,
     PREC: tl.constexpr, UPCAST: tl.constexpr, WIDE: tl.constexpr,
 ):
     """dq = P k − s_q⊙q, dk = Pᵀ q − s_k⊙k, dv = Aᵀ dO.
 
-    Flat grid: program = (bh, range of N tiles, which of the three). One C×C operand per
-    program keeps registers/shared memory small at C = 128 even in fp32; the dq and dk programs
-    of a tile range are neighbours, so the second read of q and k mostly hits L2.
+    Flat grid: program = (bh, range of N tiles, block of BLOCK_M output rows, which of the
+    three). One C×C operand (BLOCK_M of its rows) per program keeps registers/shared memory
+    small at C = 128 even in fp32; the dq and dk programs of a tile range are neighbours, so the
+    second read of q and k mostly hits L2.
     """
     pid = tl.program_id(0)
     which = pid % 3
     rest = pid // 3
+    row0 = (rest % (BLOCK_C // BLOCK_M)) * BLOCK_M
+    rest = rest // (BLOCK_C // BLOCK_M)
     bh = rest // n_progs
     t_lo = (rest % n_progs) * tiles_per_prog
     t_hi = tl.minimum(t_lo + tiles_per_prog, n_tiles)
@@ -385,27 +416,27 @@ def _backward_apply_kernel(
     h = (bh % H).to(tl.int64)
     bh64 = bh.to(tl.int64)
     square = bh64 * (BLOCK_C * BLOCK_C)
-    rows = tl.arange(0, BLOCK_C)
+    rows = row0 + tl.arange(0, BLOCK_M)
     q = q_ptr + b * sq_b + h * sq_h
     k = k_ptr + b * sk_b + h * sk_h
     d_off = b * sd_b + h * sd_h
     if which == 0:
         scale_q = tl.load(scale_q_ptr + bh64 * BLOCK_C + rows)[:, None]
         _apply_tiles(p_ptr + square, k, sk_c, sk_n, q, sq_c, sq_n, scale_q, dq_ptr + d_off, sd_c, sd_n,
-                     C, N, t_lo, t_hi, BLOCK_C, BLOCK_N, False, True, SPLIT, PREC, UPCAST, WIDE)
+                     C, N, t_lo, t_hi, row0, BLOCK_C, BLOCK_N, BLOCK_M, False, True, SPLIT, PREC, UPCAST, WIDE)
     elif which == 1:
-        c_k = tl.zeros((BLOCK_C,), dtype=tl.float32)
+        c_k = tl.zeros((BLOCK_M,), dtype=tl.float32)
         for rb in range(n_row_blocks):  # fixed order: deterministic
             c_k += tl.load(ck_ptr + (bh64 * n_row_blocks + rb) * BLOCK_C + rows)
         norm_k = tl.load(norms_ptr + bh64 * 2 * C + C + rows, mask=rows < C, other=0.0)
         nk = tl.maximum(norm_k, eps)
         scale_k = tl.where(norm_k >= eps, c_k / (nk * nk), 0.0)[:, None]
         _apply_tiles(p_ptr + square, q, sq_c, sq_n, k, sk_c, sk_n, scale_k, dk_ptr + d_off, sd_c, sd_n,
-                     C, N, t_lo, t_hi, BLOCK_C, BLOCK_N, True, True, SPLIT, PREC, UPCAST, WIDE)
+                     C, N, t_lo, t_hi, row0, BLOCK_C, BLOCK_N, BLOCK_M, True, True, SPLIT, PREC, UPCAST, WIDE)
     else:
         g = g_ptr + b * sg_b + h * sg_h
         _apply_tiles(attn_ptr + square, g, sg_c, sg_n, g, sg_c, sg_n, 0.0, dv_ptr + d_off, sd_c, sd_n,
-                     C, N, t_lo, t_hi, BLOCK_C, BLOCK_N, True, False, SPLIT, PREC, UPCAST, WIDE)
+                     C, N, t_lo, t_hi, row0, BLOCK_C, BLOCK_N, BLOCK_M, True, False, SPLIT, PREC, UPCAST, WIDE)
 
 
 # --------------------------------------------------------------------------------------------
@@ -413,21 +444,84 @@ def _backward_apply_kernel(
 # --------------------------------------------------------------------------------------------
 
 
-# BLOCK_C -> (BLOCK_N, num_warps) of the N-sweeps. tl.dot needs every dimension ≥ 16. Largest
-# tiles that compile for sm_90 without register spills (tests/triton_sm90_check.py); fp32 tiles
-# are smaller because 3×TF32 products need more registers.
+class _SweepConfig(NamedTuple):
+    """Launch configuration of the N-sweeps (outer-product sweeps and apply kernels)."""
+
+    block_c: int
+    block_n: int
+    block_m: int  # rows of the C×C products per program of the sweeps (divides block_c)
+    warps: int
+    stages: int
+    block_r: int  # rows per program of the C×C epilogues
+
+
+# BLOCK_C -> (BLOCK_N, BLOCK_M, num_warps, num_stages) of the N-sweeps, per architecture family
+# and precision ("low": fp16/bf16, "fp32": 3×TF32 products, which need more registers). tl.dot
+# needs every dimension ≥ 16.
+# Each entry is the largest tile that compiles without register spills and whose buffers fit the
+# shared memory one block may use on that family (tests/triton_arch_check.py compiles them
+# offline for sm_80, sm_86, sm_89 and sm_90 at C = 48 and 96; the other entries on sm_90 only).
+# Hopper's wgmma keeps whole C×C products in one program. Ampere/Ada's mma holds its operands and
+# accumulator in registers (and 3×TF32 the hi/lo halves of the C×C operand in shared memory), so
+# from BLOCK_C = 128 a program computes BLOCK_M = 64 (fp16/bf16) or 32 (fp32) rows of them.
 _SWEEP_CONFIGS = {
-    "low": {16: (256, 4), 32: (256, 8), 64: (128, 8), 128: (64, 8), 256: (32, 8)},
-    "fp32": {16: (64, 4), 32: (32, 8), 64: (32, 8), 128: (16, 8), 256: (16, 8)},
+    "sm90": {  # H100/H200: 227 KB of shared memory per block
+        "low": {16: (256, 16, 4, 3), 32: (256, 32, 8, 3), 64: (128, 64, 8, 3), 128: (64, 128, 8, 3),
+                256: (32, 256, 8, 3)},
+        "fp32": {16: (64, 16, 4, 2), 32: (32, 32, 8, 3), 64: (32, 64, 8, 3), 128: (16, 128, 8, 3),
+                 256: (16, 256, 8, 3)},
+    },
+    "sm86": {  # RTX 30xx (sm_86), RTX 40xx / L4 / L40 (sm_89): 99 KB per block
+        "low": {16: (256, 16, 4, 3), 32: (256, 32, 8, 3), 64: (128, 64, 8, 3), 128: (64, 64, 8, 3),
+                256: (32, 64, 8, 3)},
+        "fp32": {16: (64, 16, 4, 2), 32: (32, 32, 8, 3), 64: (32, 64, 8, 3), 128: (16, 32, 8, 3),
+                 256: (16, 32, 8, 3)},
+    },
 }
+# A100 (163 KB per block): registers, not shared memory, limit these tiles, the same as on sm_86.
+_SWEEP_CONFIGS["sm80"] = _SWEEP_CONFIGS["sm86"]
+# BLOCK_C beyond the tables (C > 256): smallest tiles, not compile-checked.
+_FALLBACK_SWEEP = (16, 32, 8, 3)
+# Table used without a GPU (interpreter, offline checks without an explicit arch).
+_DEFAULT_CAPABILITY = (9, 0)
+# The tree reduction of the splits and the C×C epilogues: element-wise work, one config for all.
+_REDUCE_WARPS, _REDUCE_STAGES = 4, 2
+_EPILOGUE_WARPS, _EPILOGUE_STAGES = 4, 1
 
 
-def _block_sizes(channels: int, dtype: torch.dtype) -> tuple[int, int, int]:
-    """(BLOCK_C, BLOCK_N, num_warps) for C channels (C ≤ 256 tuned; larger C still runs)."""
+def _arch_family(capability: tuple[int, int]) -> str:
+    """Key of _SWEEP_CONFIGS for a compute capability, by the shared memory a block may use:
+    sm_80/sm_87 (163 KB), sm_90 and later datacenter parts (227 KB), and the consumer parts
+    sm_86/sm_89/sm_12x (99 KB). Unknown older parts get the smallest (sm86) table."""
+    if capability in ((8, 0), (8, 7)):
+        return "sm80"
+    if capability[0] in (9, 10):
+        return "sm90"
+    return "sm86"
+
+
+@functools.lru_cache(maxsize=None)
+def _device_capability(index: int) -> tuple[int, int]:
+    return torch.cuda.get_device_capability(index)
+
+
+def _capability(device: Optional[torch.device]) -> tuple[int, int]:
+    """Compute capability of a CUDA device (cached per device); _DEFAULT_CAPABILITY otherwise."""
+    if device is None or device.type != "cuda" or _INTERPRET:
+        return _DEFAULT_CAPABILITY
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return _device_capability(index)
+
+
+def _block_sizes(channels: int, dtype: torch.dtype, device: Optional[torch.device] = None, *,
+                 arch: Optional[tuple[int, int]] = None) -> _SweepConfig:
+    """Launch configuration for C channels on ``device`` (or on compute capability ``arch``, as
+    the offline compile checks use it). C ≤ 256 is tuned; larger C still runs."""
+    capability = arch if arch is not None else _capability(device)
     block_c = max(16, triton.next_power_of_2(channels))
-    table = _SWEEP_CONFIGS["low" if dtype in _LOW_PRECISION else "fp32"]
-    block_n, warps = table.get(block_c, (16, 8))
-    return block_c, block_n, warps
+    table = _SWEEP_CONFIGS[_arch_family(capability)]["low" if dtype in _LOW_PRECISION else "fp32"]
+    block_n, block_m, warps, stages = table.get(block_c, _FALLBACK_SWEEP)
+    return _SweepConfig(block_c, block_n, min(block_m, block_c), warps, stages, _row_blocks(block_c)[0])
 
 
 def _sm_count(device: torch.device) -> int:
@@ -481,7 +575,7 @@ def _outer_sweep(
 ) -> tuple[torch.Tensor, int]:
     """a bᵀ (and squared row norms) summed over N: ((BH, BC² [+ 2·BC]) float32, number of splits)."""
     batch, heads, channels, pixels = a.shape
-    block_c, block_n, warps = _block_sizes(channels, a.dtype)
+    block_c, block_n, block_m, warps, stages, _ = _block_sizes(channels, a.dtype, a.device)
     bh = batch * heads
     n_tiles = triton.cdiv(pixels, block_n)
     if splits is None:
@@ -492,15 +586,15 @@ def _outer_sweep(
         n_splits = triton.cdiv(n_tiles, tiles_per_split)  # no empty split
     n_elems = block_c * block_c + (2 * block_c if with_norms else 0)
     part = torch.empty((bh, n_splits, n_elems), dtype=torch.float32, device=a.device)
-    _outer_sweep_kernel[(bh, n_splits)](
+    _outer_sweep_kernel[(bh, n_splits, block_c // block_m)](
         a, b, part,
         channels, pixels, heads,
         *a.stride(), *b.stride(),
         n_tiles, tiles_per_split, n_splits,
-        BLOCK_C=block_c, BLOCK_N=block_n, WITH_NORMS=with_norms,
+        BLOCK_C=block_c, BLOCK_N=block_n, BLOCK_M=block_m, WITH_NORMS=with_norms,
         PREC=_dot_precision(a.dtype), UPCAST=_INTERPRET and a.dtype == torch.bfloat16,
         WIDE=_needs_wide(block_c, block_n, a, b),
-        num_warps=warps, num_stages=_num_stages(3),
+        num_warps=warps, num_stages=_num_stages(stages),
     )
     if n_splits == 1:
         return part.view(bh, n_elems), 1
@@ -508,7 +602,7 @@ def _outer_sweep(
     _reduce_splits_kernel[(bh, triton.cdiv(n_elems, _REDUCE_BLOCK_E))](
         part, sums, n_splits, n_elems,
         BLOCK_S=_REDUCE_BLOCK_S, BLOCK_E=_REDUCE_BLOCK_E,
-        num_warps=4, num_stages=_num_stages(2),
+        num_warps=_REDUCE_WARPS, num_stages=_num_stages(_REDUCE_STAGES),
     )
     return sums, n_splits
 
@@ -566,8 +660,8 @@ def _forward(q, k, v, temperature, weights, keep, eps, splits):
     norms = torch.empty((batch, heads, 2, channels), **f32)
     if bh == 0:
         return out, probs, gram, norms
-    block_c, block_n, warps = _block_sizes(channels, dtype)
-    block_r, n_row_blocks = _row_blocks(block_c)
+    block_c, block_n, block_m, warps, stages, block_r = _block_sizes(channels, dtype, device)
+    n_row_blocks = block_c // block_r
     split = dtype in _LOW_PRECISION
 
     sums, _ = _outer_sweep(q, k, True, splits)
@@ -578,22 +672,22 @@ def _forward(q, k, v, temperature, weights, keep, eps, splits):
         channels, heads, n_row_blocks, eps,
         KEEP=tuple(int(x) for x in keep), NB=n_branches, HAS_SPARSE=any(x != 0 for x in keep),
         BLOCK_C=block_c, BLOCK_R=block_r,
-        num_warps=4, num_stages=1,
+        num_warps=_EPILOGUE_WARPS, num_stages=_EPILOGUE_STAGES,
     )
 
     n_tiles = triton.cdiv(pixels, block_n)
     if n_tiles:
-        per_prog = _tiles_per_program(bh, n_tiles, device)
+        per_prog = _tiles_per_program(bh * (block_c // block_m), n_tiles, device)
         n_progs = triton.cdiv(n_tiles, per_prog)
-        _forward_apply_kernel[(bh * n_progs,)](
+        _forward_apply_kernel[(bh * n_progs * (block_c // block_m),)](
             attn, v, out,
             channels, pixels, heads,
             *v.stride(), *out.stride(),
             n_tiles, per_prog, n_progs,
-            BLOCK_C=block_c, BLOCK_N=block_n, SPLIT=split,
+            BLOCK_C=block_c, BLOCK_N=block_n, BLOCK_M=block_m, SPLIT=split,
             PREC=_dot_precision(dtype), UPCAST=_INTERPRET and dtype == torch.bfloat16,
             WIDE=_needs_wide(block_c, block_n, v, out),
-            num_warps=warps, num_stages=_num_stages(3),
+            num_warps=warps, num_stages=_num_stages(stages),
         )
     return out, probs, gram, norms
 
@@ -627,8 +721,8 @@ def _backward(grad_out, q, k, v, temperature, weights, probs, gram, norms, keep,
     dq, dk, dv = (torch.empty((batch, heads, channels, pixels), dtype=dtype, device=device) for _ in range(3))
     if bh == 0:
         return dq, dk, dv, torch.zeros((heads,), **f32), torch.zeros((n_branches,), **f32)
-    block_c, block_n, warps = _block_sizes(channels, dtype)
-    block_r, n_row_blocks = _row_blocks(block_c)
+    block_c, block_n, block_m, warps, stages, block_r = _block_sizes(channels, dtype, device)
+    n_row_blocks = block_c // block_r
     split = dtype in _LOW_PRECISION
 
     sums, _ = _outer_sweep(grad_out, v, False, splits)
@@ -644,23 +738,23 @@ def _backward(grad_out, q, k, v, temperature, weights, probs, gram, norms, keep,
         p_mat, attn, scale_q, c_k, d_temp, d_w,
         channels, heads, n_row_blocks, eps,
         NB=n_branches, BLOCK_C=block_c, BLOCK_R=block_r,
-        num_warps=4, num_stages=1,
+        num_warps=_EPILOGUE_WARPS, num_stages=_EPILOGUE_STAGES,
     )
 
     n_tiles = triton.cdiv(pixels, block_n)
     if n_tiles:
-        per_prog = _tiles_per_program(3 * bh, n_tiles, device)
+        per_prog = _tiles_per_program(3 * bh * (block_c // block_m), n_tiles, device)
         n_progs = triton.cdiv(n_tiles, per_prog)
-        _backward_apply_kernel[(3 * bh * n_progs,)](
+        _backward_apply_kernel[(3 * bh * n_progs * (block_c // block_m),)](
             p_mat, attn, scale_q, c_k, norms.contiguous(),
             q, k, grad_out, dq, dk, dv,
             channels, pixels, heads, n_row_blocks, eps,
             *q.stride(), *k.stride(), *grad_out.stride(), *dq.stride(),
             n_tiles, per_prog, n_progs,
-            BLOCK_C=block_c, BLOCK_N=block_n, SPLIT=split,
+            BLOCK_C=block_c, BLOCK_N=block_n, BLOCK_M=block_m, SPLIT=split,
             PREC=_dot_precision(dtype), UPCAST=_INTERPRET and dtype == torch.bfloat16,
             WIDE=_needs_wide(block_c, block_n, q, k, grad_out, dq),
-            num_warps=warps, num_stages=_num_stages(3),
+            num_warps=warps, num_stages=_num_stages(stages),
         )
     # Fixed-shape torch reductions are deterministic (no atomics).
     return dq, dk, dv, d_temp.sum(dim=(0, 2)), d_w.sum(dim=(0, 1, 2))
