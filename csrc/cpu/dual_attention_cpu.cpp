@@ -169,13 +169,8 @@ void sweeps(const Rows<scalar_t>& X, const Rows<scalar_t>& Y, int64_t BH, int64_
   const int64_t items2 = sp.chunks > 1 ? items1 : 0;
   std::unique_ptr<std::atomic<int64_t>[]> remaining(new std::atomic<int64_t>[BH]);
   for (int64_t bh = 0; bh < BH; ++bh) remaining[bh].store(sp.chunks, std::memory_order_relaxed);
-  parallel_items<A>(items1 + items2, [&](int64_t item, std::vector<A>& buf) {
-    if (item >= items1) {
-      const int64_t bh = (item - items1) / sp.chunks, s = (item - items1) % sp.chunks;
-      while (remaining[bh].load(std::memory_order_acquire) != -1) std::this_thread::yield();
-      sweep2(bh, s, buf);
-      return;
-    }
+  std::atomic<bool> failed{false};  // a sweep-1 item threw: waiters stop waiting
+  auto sweep1 = [&](int64_t item, std::vector<A>& buf) {
     if constexpr (!std::is_same_v<scalar_t, A>) buf.resize(2 * C * sp.tile_capacity());
     const int64_t bh = item / sp.chunks, s = item % sp.chunks;
     A* G = partial + item * stride;
@@ -202,6 +197,22 @@ void sweeps(const Rows<scalar_t>& X, const Rows<scalar_t>& Y, int64_t BH, int64_
       finish(bh, reduced.data());
       remaining[bh].store(-1, std::memory_order_release);  // sweep 2 of bh may start
     }
+  };
+  parallel_items<A>(items1 + items2, [&](int64_t item, std::vector<A>& buf) {
+    if (item < items1) {
+      try {
+        sweep1(item, buf);
+      } catch (...) {
+        failed.store(true, std::memory_order_release);
+        throw;  // at::parallel_for rethrows it to the caller
+      }
+      return;
+    }
+    const int64_t bh = (item - items1) / sp.chunks, s = (item - items1) % sp.chunks;
+    while (remaining[bh].load(std::memory_order_acquire) != -1)
+      if (failed.load(std::memory_order_acquire)) return;
+      else std::this_thread::yield();
+    sweep2(bh, s, buf);
   });
 }
 
