@@ -2,13 +2,17 @@
 // each way with a C×C epilogue between them, no C×N temporaries.
 //
 // Work is split into (batch·head, N-chunk) items run on at::parallel_for's threads (so
-// torch.get_num_threads() is respected), claimed one at a time. The number of chunks depends
-// only on the shape (one per (b, h) when B·H ≥ 16), and per-chunk partial sums are reduced in
-// chunk order by whichever thread finishes a (b, h) last, which then runs its epilogue (and,
-// with one chunk, its output sweep): results are bitwise identical for any thread count.
-// Inside a chunk, N is walked in tiles that stay in cache; the C×C × C×tile products go to
-// BLAS (blas.h) straight from the caller's strided memory for float32/float64, through a
-// per-tile float32 buffer for float16/bfloat16.
+// torch.get_num_threads() is respected), claimed one at a time. The number of chunks and their
+// pixel ranges depend only on the shape (one per (b, h) when B·H ≥ 16), and per-chunk partial
+// sums are reduced in chunk order by whichever thread finishes a (b, h) last, which then runs its
+// epilogue (and, with one chunk, its output sweep): results are bitwise identical for any thread
+// count. With several chunks, the output sweep's items follow in the same parallel region, each
+// waiting only for its own (b, h)'s epilogue (no barrier between the sweeps).
+// The Gram sweep walks a chunk in near-equal tiles that stay in cache: one BLAS product per
+// tile straight from the caller's strided memory (float32/float64; through a per-tile float32
+// buffer for float16/bfloat16), then the row norms from the same, now cached, tile. The forward
+// output sweep is one BLAS product per chunk for float32/float64 (BLAS blocks it), per tile
+// through float32 buffers otherwise.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <c10/util/BFloat16.h>
@@ -17,6 +21,7 @@
 #include <algorithm>
 #include <atomic>
 #include <memory>
+#include <thread>
 #include <type_traits>
 #include <vector>
 
@@ -56,14 +61,31 @@ int64_t tile_pixels(int64_t C) {
 constexpr int64_t kWholeSlices = 16;
 
 struct Split {
-  int64_t tiles, chunks, tile;
-  Split(int64_t BH, int64_t C, int64_t N) : tile(tile_pixels(C)) {
-    tiles = (N + tile - 1) / tile;
+  int64_t N, tile, chunks;
+  Split(int64_t BH, int64_t C, int64_t N) : N(N), tile(tile_pixels(C)) {
+    const int64_t tiles = (N + tile - 1) / tile;
     const int64_t want = BH >= kWholeSlices ? 1 : (kTargetItems + BH - 1) / std::max<int64_t>(BH, 1);
     chunks = std::max<int64_t>(1, std::min(tiles, want));
   }
-  int64_t tile_begin(int64_t s) const { return s * tiles / chunks; }
+  // Chunk s covers pixels [begin(s), begin(s + 1)): equal shares, boundaries on 16-pixel multiples.
+  int64_t begin(int64_t s) const { return s >= chunks ? N : s * (N / 16) / chunks * 16; }
+  // Pixels a tile may hold (for_tiles' tiles are at most this long).
+  int64_t tile_capacity() const { return tile + 32; }
 };
+
+// Calls f(n0, len) for near-equal tiles covering [n0, n1), each at most tile + 32 pixels long,
+// boundaries on 16-pixel multiples from n0.
+template <typename F>
+void for_tiles(int64_t n0, int64_t n1, int64_t tile, const F& f) {
+  const int64_t len = n1 - n0;
+  if (len <= 0) return;
+  const int64_t nt = (len + tile - 1) / tile;
+  for (int64_t i = 0; i < nt; ++i) {
+    const int64_t a = n0 + i * (len / 16) / nt * 16;
+    const int64_t b = i + 1 == nt ? n1 : n0 + (i + 1) * (len / 16) / nt * 16;
+    f(a, b - a);
+  }
+}
 
 // Sum of squares with 16 independent lanes (vectorises without -ffast-math; fixed order).
 template <typename T>
@@ -133,44 +155,64 @@ void reduce_chunks(const A* partial, int64_t bh, int64_t chunks, int64_t stride,
 // Sweep 1 of either direction: per (b·h, chunk) the partial X Yᵀ (C×C) and, optionally, the
 // partial squared row norms of X and Y; partial: (BH, chunks, C·C + 2·C). The thread that
 // finishes the last chunk of a (b·h) reduces its partials in chunk order and calls
-// finish(bh, reduced) — the epilogue — inside the same parallel region (one barrier fewer;
-// the result does not depend on which thread that is).
-template <typename scalar_t, typename Finish>
-void gram_sweep(const Rows<scalar_t>& X, const Rows<scalar_t>& Y, int64_t BH, int64_t C, int64_t N, const Split& sp,
-                bool with_norms, acc_t<scalar_t>* partial, const Finish& finish) {
+// finish(bh, reduced) — the epilogue — then marks the (b·h) ready. With several chunks, the
+// same parallel region then runs sweep 2: items BH·chunks + bh·chunks + s call
+// sweep2(bh, s, scratch) once the epilogue of bh is done (items are claimed in order, so every
+// sweep-1 item is taken, and its (b·h)'s epilogue running or done, before a thread waits on it;
+// no barrier between the sweeps). Nothing depends on which thread runs what.
+template <typename scalar_t, typename Finish, typename Sweep2>
+void sweeps(const Rows<scalar_t>& X, const Rows<scalar_t>& Y, int64_t BH, int64_t C, const Split& sp,
+            bool with_norms, acc_t<scalar_t>* partial, const Finish& finish, const Sweep2& sweep2) {
   using A = acc_t<scalar_t>;
   const int64_t stride = C * C + 2 * C;
+  const int64_t items1 = BH * sp.chunks;
+  const int64_t items2 = sp.chunks > 1 ? items1 : 0;
   std::unique_ptr<std::atomic<int64_t>[]> remaining(new std::atomic<int64_t>[BH]);
   for (int64_t bh = 0; bh < BH; ++bh) remaining[bh].store(sp.chunks, std::memory_order_relaxed);
-  parallel_items<A>(BH * sp.chunks, [&](int64_t item, std::vector<A>& buf) {
-    {
-      if constexpr (!std::is_same_v<scalar_t, A>) buf.resize(2 * C * sp.tile);
-      const int64_t bh = item / sp.chunks, s = item % sp.chunks;
-      A* G = partial + item * stride;
-      A* nx = G + C * C;
-      A* ny = nx + C;
-      std::fill(G, G + stride, A(0));
-      const scalar_t* x = X.at(bh);
-      const scalar_t* y = Y.at(bh);
-      for (int64_t t = sp.tile_begin(s); t < sp.tile_begin(s + 1); ++t) {
-        const int64_t n0 = t * sp.tile, len = std::min(sp.tile, N - n0);
-        int64_t ldx, ldy;
-        const A* xt = load_tile(x, X.sc, C, n0, len, buf.data(), ldx);
-        const A* yt = load_tile(y, Y.sc, C, n0, len, buf.data() + (buf.empty() ? 0 : C * sp.tile), ldy);
-        if (with_norms)
-          for (int64_t r = 0; r < C; ++r) {
-            nx[r] += sum_squares(xt + r * ldx, len);
-            ny[r] += sum_squares(yt + r * ldy, len);
-          }
-        gemm(false, true, C, C, len, A(1), xt, ldx, yt, ldy, A(1), G, C);
-      }
-      // acq_rel: the last finisher sees every other chunk's partial of this (b·h).
-      if (remaining[bh].fetch_sub(1, std::memory_order_acq_rel) == 1) {
-        std::vector<A> reduced(stride);
-        reduce_chunks(partial, bh, sp.chunks, stride, reduced.data());
-        finish(bh, reduced.data());
-      }
+  std::atomic<bool> failed{false};  // a sweep-1 item threw: waiters stop waiting
+  auto sweep1 = [&](int64_t item, std::vector<A>& buf) {
+    if constexpr (!std::is_same_v<scalar_t, A>) buf.resize(2 * C * sp.tile_capacity());
+    const int64_t bh = item / sp.chunks, s = item % sp.chunks;
+    A* G = partial + item * stride;
+    A* nx = G + C * C;
+    A* ny = nx + C;
+    std::fill(G, G + stride, A(0));
+    const scalar_t* x = X.at(bh);
+    const scalar_t* y = Y.at(bh);
+    for_tiles(sp.begin(s), sp.begin(s + 1), sp.tile, [&](int64_t n0, int64_t len) {
+      int64_t ldx, ldy;
+      const A* xt = load_tile(x, X.sc, C, n0, len, buf.data(), ldx);
+      const A* yt = load_tile(y, Y.sc, C, n0, len, buf.data() + (buf.empty() ? 0 : C * sp.tile_capacity()), ldy);
+      gemm(false, true, C, C, len, A(1), xt, ldx, yt, ldy, A(1), G, C);
+      if (with_norms)  // from the tiles the GEMM just brought into cache
+        for (int64_t r = 0; r < C; ++r) {
+          nx[r] += sum_squares(xt + r * ldx, len);
+          ny[r] += sum_squares(yt + r * ldy, len);
+        }
+    });
+    // acq_rel: the last finisher sees every other chunk's partial of this (b·h).
+    if (remaining[bh].fetch_sub(1, std::memory_order_acq_rel) == 1) {
+      std::vector<A> reduced(stride);
+      reduce_chunks(partial, bh, sp.chunks, stride, reduced.data());
+      finish(bh, reduced.data());
+      remaining[bh].store(-1, std::memory_order_release);  // sweep 2 of bh may start
     }
+  };
+  parallel_items<A>(items1 + items2, [&](int64_t item, std::vector<A>& buf) {
+    if (item < items1) {
+      try {
+        sweep1(item, buf);
+      } catch (...) {
+        failed.store(true, std::memory_order_release);
+        throw;  // at::parallel_for rethrows it to the caller
+      }
+      return;
+    }
+    const int64_t bh = (item - items1) / sp.chunks, s = (item - items1) % sp.chunks;
+    while (remaining[bh].load(std::memory_order_acquire) != -1)
+      if (failed.load(std::memory_order_acquire)) return;
+      else std::this_thread::yield();
+    sweep2(bh, s, buf);
   });
 }
 
@@ -204,39 +246,37 @@ Fwd forward_impl(const at::Tensor& q_in, const at::Tensor& k_in, const at::Tenso
   A* gram_p = gram.data_ptr<A>();
   A* norms_p = norms.data_ptr<A>();
   A* probs_p = probs.data_ptr<A>();
-  // Sweep 2 for one (b·h) over tiles [t0, t1): out = attn · v.
+  // Sweep 2 for one (b·h) over pixels [n0, n1): out = attn · v; one GEMM straight on the
+  // caller's memory for float32/float64, per tile through float32 buffers otherwise.
   scalar_t* out_p = out.data_ptr<scalar_t>();
-  auto apply = [&](int64_t bh, int64_t t0, int64_t t1, std::vector<A>& buf) {
-    if constexpr (!std::is_same_v<scalar_t, A>) buf.resize(2 * C * sp.tile);
+  auto apply = [&](int64_t bh, int64_t n0, int64_t n1, std::vector<A>& buf) {
     const A* a = attn.data() + bh * C * C;
     const scalar_t* vv = V.at(bh);
     scalar_t* o = out_p + bh * C * N;
-    for (int64_t t = t0; t < t1; ++t) {
-      const int64_t n0 = t * sp.tile, len = std::min(sp.tile, N - n0);
-      int64_t ldv;
-      const A* vt = load_tile(vv, V.sc, C, n0, len, buf.data(), ldv);
-      if constexpr (std::is_same_v<scalar_t, A>) {
-        gemm(false, false, C, len, C, A(1), a, C, vt, ldv, A(0), o + n0, N);
-      } else {
-        A* ot = buf.data() + C * sp.tile;
+    if constexpr (std::is_same_v<scalar_t, A>) {
+      gemm(false, false, C, n1 - n0, C, A(1), a, C, vv + n0, V.sc, A(0), o + n0, N);
+    } else {
+      buf.resize(2 * C * sp.tile_capacity());
+      for_tiles(n0, n1, sp.tile, [&](int64_t t0, int64_t len) {
+        int64_t ldv;
+        const A* vt = load_tile(vv, V.sc, C, t0, len, buf.data(), ldv);
+        A* ot = buf.data() + C * sp.tile_capacity();
         gemm(false, false, C, len, C, A(1), a, C, vt, ldv, A(0), ot, len);
-        store_tile(ot, C, len, o + n0, N);
-      }
+        store_tile(ot, C, len, o + t0, N);
+      });
     }
   };
 
-  gram_sweep(Q, K, BH, C, N, sp, /*with_norms=*/true, partial.data(), [&](int64_t bh, const A* reduced) {
-    std::vector<A> scratch(3 * C);
-    EpilogueParams<A> prm{C, temp_p[bh % H], w_p, keep.data(), nb, static_cast<A>(eps)};
-    forward_epilogue(prm, reduced, reduced + C * C, reduced + C * C + C, gram_p + bh * C * C, norms_p + bh * 2 * C,
-                     probs_p + bh * nb * C * C, attn.data() + bh * C * C, scratch.data());
-    if (sp.chunks == 1) apply(bh, 0, sp.tiles, scratch);  // whole slice on this thread
-  });
-  if (sp.chunks > 1)
-    parallel_items<A>(BH * sp.chunks, [&](int64_t item, std::vector<A>& buf) {
-      const int64_t bh = item / sp.chunks, s = item % sp.chunks;
-      apply(bh, sp.tile_begin(s), sp.tile_begin(s + 1), buf);
-    });
+  sweeps(
+      Q, K, BH, C, sp, /*with_norms=*/true, partial.data(),
+      [&](int64_t bh, const A* reduced) {
+        std::vector<A> scratch(3 * C);
+        EpilogueParams<A> prm{C, temp_p[bh % H], w_p, keep.data(), nb, static_cast<A>(eps)};
+        forward_epilogue(prm, reduced, reduced + C * C, reduced + C * C + C, gram_p + bh * C * C,
+                         norms_p + bh * 2 * C, probs_p + bh * nb * C * C, attn.data() + bh * C * C, scratch.data());
+        if (sp.chunks == 1) apply(bh, 0, N, scratch);  // whole slice on this thread
+      },
+      [&](int64_t bh, int64_t s, std::vector<A>& buf) { apply(bh, sp.begin(s), sp.begin(s + 1), buf); });
   return {out, probs, gram, norms};
 }
 
@@ -288,25 +328,25 @@ Bwd backward_impl(const at::Tensor& go_in, const at::Tensor& q_in, const at::Ten
   const A* probs_p = probs.data_ptr<A>();
   const A* gram_p = gram.data_ptr<A>();
   const A* norms_p = norms.data_ptr<A>();
-  // Sweep 2 for one (b·h) over tiles [t0, t1): dq = P k − s_q ⊙ q, dk = Pᵀ q − s_k ⊙ k,
+  // Sweep 2 for one (b·h) over pixels [n0, n1), tile by tile: dq = P k − s_q ⊙ q, dk = Pᵀ q − s_k ⊙ k,
   // dv = attnᵀ dO.
   scalar_t* dq_p = dq.data_ptr<scalar_t>();
   scalar_t* dk_p = dk.data_ptr<scalar_t>();
   scalar_t* dv_p = dv.data_ptr<scalar_t>();
-  auto apply = [&](int64_t bh, int64_t t0, int64_t t1, std::vector<A>& buf) {
+  auto apply = [&](int64_t bh, int64_t n1st, int64_t nend, std::vector<A>& buf) {
     constexpr bool direct = std::is_same_v<scalar_t, A>;
-    if constexpr (!direct) buf.resize(4 * C * sp.tile);
+    const int64_t cap = sp.tile_capacity();
+    if constexpr (!direct) buf.resize(4 * C * cap);
     const A* wk = work.data() + bh * mats;
     const A *P = wk, *attn = wk + C * C, *sq = wk + 2 * C * C, *sk = sq + C;
     const scalar_t *qq = Q.at(bh), *kk = K.at(bh), *gg = GO.at(bh);
     const int64_t off = bh * C * N;
-    for (int64_t t = t0; t < t1; ++t) {
-      const int64_t n0 = t * sp.tile, len = std::min(sp.tile, N - n0);
+    for_tiles(n1st, nend, sp.tile, [&](int64_t n0, int64_t len) {
       int64_t ldq, ldk, ldg;
       A* b = buf.data();
       const A* qt = load_tile(qq, Q.sc, C, n0, len, b, ldq);
-      const A* kt = load_tile(kk, K.sc, C, n0, len, direct ? b : b + C * sp.tile, ldk);
-      const A* gt = load_tile(gg, GO.sc, C, n0, len, direct ? b : b + 2 * C * sp.tile, ldg);
+      const A* kt = load_tile(kk, K.sc, C, n0, len, direct ? b : b + C * cap, ldk);
+      const A* gt = load_tile(gg, GO.sc, C, n0, len, direct ? b : b + 2 * C * cap, ldg);
       if constexpr (direct) {
         A* dqt = dq_p + off + n0;
         A* dkt = dk_p + off + n0;
@@ -317,7 +357,7 @@ Bwd backward_impl(const at::Tensor& go_in, const at::Tensor& q_in, const at::Ten
         gemm(true, false, C, len, C, A(1), P, C, qt, ldq, A(1), dkt, N);
         gemm(true, false, C, len, C, A(1), attn, C, gt, ldg, A(0), dvt, N);
       } else {
-        A* ot = b + 3 * C * sp.tile;
+        A* ot = b + 3 * C * cap;
         fill_scaled(qt, ldq, sq, C, len, ot, len);
         gemm(false, false, C, len, C, A(1), P, C, kt, ldk, A(1), ot, len);
         store_tile(ot, C, len, dq_p + off + n0, N);
@@ -327,22 +367,20 @@ Bwd backward_impl(const at::Tensor& go_in, const at::Tensor& q_in, const at::Ten
         gemm(true, false, C, len, C, A(1), attn, C, gt, ldg, A(0), ot, len);
         store_tile(ot, C, len, dv_p + off + n0, N);
       }
-    }
-  };
-  gram_sweep(GO, V, BH, C, N, sp, /*with_norms=*/false, partial.data(), [&](int64_t bh, const A* reduced) {
-    std::vector<A> scratch(C * C + C);
-    EpilogueParams<A> prm{C, temp_p[bh % H], w_p, keep.data(), nb, static_cast<A>(eps)};
-    A* wk = work.data() + bh * mats;
-    backward_epilogue(prm, reduced, probs_p + bh * nb * C * C, gram_p + bh * C * C, norms_p + bh * 2 * C, wk,
-                      wk + 2 * C * C, wk + 2 * C * C + C, wk + C * C, &dtemp_share[bh], dw_share.data() + bh * nb,
-                      scratch.data());
-    if (sp.chunks == 1) apply(bh, 0, sp.tiles, scratch);  // whole slice on this thread
-  });
-  if (sp.chunks > 1)
-    parallel_items<A>(BH * sp.chunks, [&](int64_t item, std::vector<A>& buf) {
-      const int64_t bh = item / sp.chunks, s = item % sp.chunks;
-      apply(bh, sp.tile_begin(s), sp.tile_begin(s + 1), buf);
     });
+  };
+  sweeps(
+      GO, V, BH, C, sp, /*with_norms=*/false, partial.data(),
+      [&](int64_t bh, const A* reduced) {
+        std::vector<A> scratch(C * C + C);
+        EpilogueParams<A> prm{C, temp_p[bh % H], w_p, keep.data(), nb, static_cast<A>(eps)};
+        A* wk = work.data() + bh * mats;
+        backward_epilogue(prm, reduced, probs_p + bh * nb * C * C, gram_p + bh * C * C, norms_p + bh * 2 * C, wk,
+                          wk + 2 * C * C, wk + 2 * C * C + C, wk + C * C, &dtemp_share[bh],
+                          dw_share.data() + bh * nb, scratch.data());
+        if (sp.chunks == 1) apply(bh, 0, N, scratch);  // whole slice on this thread
+      },
+      [&](int64_t bh, int64_t s, std::vector<A>& buf) { apply(bh, sp.begin(s), sp.begin(s + 1), buf); });
   at::Tensor d_temp = at::zeros({H}, acc_opts.device(at::kCPU));
   at::Tensor d_w = at::zeros({nb}, acc_opts.device(at::kCPU));
   A* dt_p = d_temp.data_ptr<A>();

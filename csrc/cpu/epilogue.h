@@ -23,9 +23,23 @@ struct EpilogueParams {
   T eps;
 };
 
-// The k-th largest value of row[0..C) (k in 1..C). `scratch` holds C values.
+// The k-th largest value of row[0..C) (k in 1..C), counted with multiplicity (what
+// std::nth_element with std::greater puts at position k − 1). `scratch` holds C values.
+// For C ≤ 64 it is found as the row value x with #(> x) < k ≤ #(≥ x), by counting in
+// branch-free loops that vectorise (O(C²) compares, stopping at the first such x): faster there
+// than std::nth_element's branchy partitioning, which larger rows and rows with NaNs (no such x)
+// use. Either way the same value: the choice does not change results.
 template <typename T>
 T kth_largest(const T* row, int64_t C, int64_t k, T* scratch) {
+  for (int64_t i = 0; C <= 64 && i < C; ++i) {
+    const T x = row[i];
+    int32_t gt = 0, ge = 0;
+    for (int64_t c = 0; c < C; ++c) {
+      gt += row[c] > x;
+      ge += row[c] >= x;
+    }
+    if (gt < k && k <= ge) return x;
+  }
   std::copy(row, row + C, scratch);
   std::nth_element(scratch, scratch + (k - 1), scratch + C, std::greater<T>());
   return scratch[k - 1];
