@@ -105,7 +105,7 @@ setup(
     license="MIT",
     python_requires=">=3.9",
     packages=find_packages(include=["ddsa_kernels*", "ddsa_model*", "benchmarks*"]),
-    package_data={"ddsa_model": ["weights/*.safetensors", "weights/*.json", "weights/*.md", "configs/*.yaml"]},
+    package_data={"ddsa_model": ["weights/*.safetensors", "weights/*.json", "weights/*.md", "weights/eval/*", "configs/*.yaml"]},
     include_package_data=True,
     install_requires=[
         "torch>=2.4",

@@ -23,9 +23,10 @@ __all__ = ["SHIPPED_WEIGHTS", "DEFAULT_NAME", "DEFAULT_WEIGHTS", "default_weight
 
 # name -> file in ddsa_model/weights (model cards: ddsa_model/weights/README.md)
 SHIPPED_WEIGHTS = {
-    "ddsa-small-rainl": "ddsa_small_rainl.safetensors",   # light rain only (RainTrainL)
+    "ddsa-small-allrain": "ddsa_small_allrain.safetensors",   # light, heavy and real rain (the default)
+    "ddsa-small-rainl": "ddsa_small_rainl.safetensors",       # light rain only (RainTrainL); best on Rain100L
 }
-DEFAULT_NAME = "ddsa-small-rainl"
+DEFAULT_NAME = "ddsa-small-allrain"
 DEFAULT_WEIGHTS = SHIPPED_WEIGHTS[DEFAULT_NAME]
 
 
@@ -33,15 +34,15 @@ def shipped_weights_path(name: str) -> str:
     """Filesystem path of the shipped weights called ``name`` (a key of :data:`SHIPPED_WEIGHTS`)."""
     if name not in SHIPPED_WEIGHTS:
         raise ValueError(f"no shipped weights called {name!r}; shipped: {', '.join(SHIPPED_WEIGHTS)}")
-    return _resource_path(SHIPPED_WEIGHTS[name])
+    return _resource_path(SHIPPED_WEIGHTS[name], f"shipped weights {name!r}")
 
 
 def default_weights_path() -> str:
     """Filesystem path of the shipped default weights; FileNotFoundError when not installed."""
-    return _resource_path(DEFAULT_WEIGHTS)
+    return _resource_path(DEFAULT_WEIGHTS, "default weights")
 
 
-def _resource_path(filename: str) -> str:
+def _resource_path(filename: str, what: str) -> str:
     try:
         res = resources.files("ddsa_model").joinpath("weights", filename)
     except (ModuleNotFoundError, TypeError) as e:  # pragma: no cover - broken installs only
@@ -49,7 +50,7 @@ def _resource_path(filename: str) -> str:
     path = os.fspath(res) if isinstance(res, os.PathLike) else None
     if path is None or not os.path.isfile(path):
         raise FileNotFoundError(
-            f"the shipped weights ddsa_model/weights/{filename} are not installed with this package "
+            f"the {what} ddsa_model/weights/{filename} are not installed with this package "
             f"(looked at {res}); pass --weights PATH to a checkpoint written by ddsa-train / save_model")
     return path
 
