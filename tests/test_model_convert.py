@@ -149,7 +149,10 @@ def test_dataparallel_prefix_is_stripped():
 def test_missing_num_batches_tracked_is_tolerated():
     oracle = _oracle(seed=8, **SMALL).eval()
     state = {n: t for n, t in oracle.state_dict().items() if not n.endswith("num_batches_tracked")}
-    _agree(oracle, load_official_checkpoint(state), torch.rand(1, 3, 8, 8))
+    # 8×16, not 8×8: at 8×8 the latent level has one pixel, every score is ±τ and the authors'
+    # top-k (exactly k) and the op (every tie kept) legitimately differ, depending on the input.
+    x = torch.rand(1, 3, 8, 16, generator=torch.Generator().manual_seed(8))
+    _agree(oracle, load_official_checkpoint(state), x)
 
 
 def test_bad_tensors_are_listed_in_one_error():
