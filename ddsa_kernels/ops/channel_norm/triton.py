@@ -20,16 +20,15 @@ the Triton interpreter (``TRITON_INTERPRET=1``), for tests.
 """
 from __future__ import annotations
 
-import contextlib
 from typing import Optional
 
 import torch
 import triton  # an ImportError here is reported by the backend registry
 import triton.language as tl
 
-from ..._registry import triton_interpreter
+from .._triton_common import INTERPRET as _INTERPRET
+from .._triton_common import availability, device_guard  # noqa: F401  (availability: read by the registry)
 
-_INTERPRET = triton_interpreter()
 # Largest C whose whole (BLOCK_C, BLOCK_N) tile stays in registers.
 _MAX_ONE_CHUNK_C = 256
 # Elements of one tile: BLOCK_C · BLOCK_N (fp32 registers spread over the program's threads).
@@ -218,14 +217,6 @@ def _blocks(channels: int, block_c: Optional[int], backward: bool = False) -> tu
     return block_c, block_n, one_chunk, warps
 
 
-def _check_tensors(*tensors: torch.Tensor) -> contextlib.AbstractContextManager:
-    """Refuse non-CUDA tensors (unless interpreting); return a guard making their GPU current."""
-    device = tensors[0].device
-    if device.type != "cuda" and not _INTERPRET:
-        raise RuntimeError(
-            f"backend='triton' needs CUDA tensors (got {device}); set TRITON_INTERPRET=1 to run it on CPU"
-        )
-    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
 def _strides(t: torch.Tensor) -> tuple[int, int, int, int]:
@@ -257,7 +248,7 @@ def forward(
     tiles = triton.cdiv(pixels, bn)
     w = weight.to(torch.float32).contiguous()
     b = bias.to(torch.float32).contiguous() if bias is not None else w
-    with _check_tensors(x):
+    with device_guard(x):
         _forward_kernel[(batch * tiles,)](
             x, w, b, y, mean, rstd,
             channels, pixels, width, tiles, float(eps),
@@ -288,7 +279,7 @@ def backward(
     bc, bn, one_chunk, warps = _blocks(channels, block_c, backward=True)
     tiles = triton.cdiv(pixels, bn)
     part = torch.empty((batch * tiles, 2, channels), **f32)
-    with _check_tensors(grad_y, x):
+    with device_guard(grad_y, x):
         _backward_kernel[(batch * tiles,)](
             grad_y, x, weight.to(torch.float32).contiguous(), mean.contiguous(), rstd.contiguous(), dx, part,
             channels, pixels, width, tiles,
@@ -298,9 +289,3 @@ def backward(
         )
     # One fixed-shape torch reduction over the programs' partials: deterministic (no atomics).
     return dx, part[:, 0].sum(dim=0), part[:, 1].sum(dim=0)
-
-
-def availability() -> tuple[bool, str]:
-    if _INTERPRET or torch.cuda.is_available():
-        return True, ""
-    return False, "no CUDA device (set TRITON_INTERPRET=1 to run the Triton kernels on CPU)"

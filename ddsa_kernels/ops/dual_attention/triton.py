@@ -34,7 +34,6 @@ On CPU the kernels run under the Triton interpreter (``TRITON_INTERPRET=1``), fo
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 from typing import NamedTuple, Optional
 
@@ -42,9 +41,9 @@ import torch
 import triton  # an ImportError here is reported by the backend registry
 import triton.language as tl
 
-from ..._registry import triton_interpreter
+from .._triton_common import INTERPRET as _INTERPRET
+from .._triton_common import availability, device_guard  # noqa: F401  (availability: read by the registry)
 
-_INTERPRET = triton_interpreter()
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 # A split of the N axis covers at least this many tiles (a program that reads fewer spends a
 # large share of its time on start-up and on writing its C×C partial sums).
@@ -618,15 +617,6 @@ def _row_blocks(block_c: int) -> tuple[int, int]:
     return block_r, block_c // block_r
 
 
-def _check_tensors(*tensors: torch.Tensor) -> contextlib.AbstractContextManager:
-    """Refuse non-CUDA tensors (unless interpreting); return a guard making their GPU current."""
-    device = tensors[0].device
-    if device.type != "cuda" and not _INTERPRET:
-        raise RuntimeError(
-            f"backend='triton' needs CUDA tensors (got {device}); set TRITON_INTERPRET=1 to run it on CPU"
-        )
-    # Triton launches on the current device, which need not be the tensors' one.
-    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
 def forward(
@@ -644,7 +634,7 @@ def forward(
 
     ``splits`` forces the number of N-splits of the Gram sweep (tests); default: heuristic.
     """
-    with _check_tensors(q, k, v):
+    with device_guard(q, k, v):
         return _forward(q, k, v, temperature, weights, keep, eps, splits)
 
 
@@ -708,7 +698,7 @@ def backward(
     splits: Optional[int] = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Backend backward (see ddsa_kernels._registry) → (dq, dk, dv, d_temperature (H,), d_weights (n,))."""
-    with _check_tensors(grad_out, q, k, v):
+    with device_guard(grad_out, q, k, v):
         return _backward(grad_out, q, k, v, temperature, weights, probs, gram, norms, keep, eps, splits)
 
 
@@ -758,9 +748,3 @@ def _backward(grad_out, q, k, v, temperature, weights, probs, gram, norms, keep,
         )
     # Fixed-shape torch reductions are deterministic (no atomics).
     return dq, dk, dv, d_temp.sum(dim=(0, 2)), d_w.sum(dim=(0, 1, 2))
-
-
-def availability() -> tuple[bool, str]:
-    if _INTERPRET or torch.cuda.is_available():
-        return True, ""
-    return False, "no CUDA device (set TRITON_INTERPRET=1 to run the Triton kernels on CPU)"
