@@ -139,3 +139,35 @@ def params(heads, n_branches, seed=2):
     temperature = 0.5 + torch.rand(heads, generator=gen, dtype=F64)
     weights = 0.1 + torch.rand(n_branches, generator=gen, dtype=F64)
     return temperature.float().double(), weights.float().double()
+
+
+def tie_inputs(batch, heads, channels, pixels):
+    """q, k, v float64 whose score rows are made of 3 groups of exact ties.
+
+    k's rows are drawn from a pool of 3 vectors; q and the pool hold small integers, so every dot
+    product is exact in fp32 whatever the summation order (a BLAS call's order may differ per
+    column): equal k rows give bitwise-equal scores, true ties.
+    """
+    _, _, v64 = make_inputs(batch, heads, channels, pixels, seed=10)
+    gen = torch.Generator().manual_seed(11)
+    q64 = torch.randint(-4, 5, (batch, heads, channels, pixels), generator=gen).to(F64)
+    pool = torch.randint(-4, 5, (batch, heads, 3, pixels), generator=gen).to(F64)
+    pick = torch.randint(0, 3, (channels,), generator=gen)
+    pick[:3] = torch.arange(3)
+    return q64, pool[:, :, pick].contiguous(), v64
+
+
+def assert_ties_kept(probs, q64, k64, temperature, topk):
+    """Each branch's probabilities (B, H, n, C, C) are non-zero exactly on the scores ≥ the row's
+    k-th largest (all ties kept), and the inputs did put ties at some threshold."""
+    # Exact integer products first, then element-wise scaling: equal k rows stay bitwise equal.
+    norms_q, norms_k = q64.norm(dim=-1), k64.norm(dim=-1)
+    scores = (q64 @ k64.transpose(-1, -2)) / (norms_q.unsqueeze(-1) * norms_k.unsqueeze(-2))
+    scores = scores * temperature.view(1, -1, 1, 1)
+    tie_seen = False
+    for i, keep in enumerate(topk):
+        threshold = torch.topk(scores, keep, dim=-1).values[..., -1:]
+        expected = (scores >= threshold).sum(-1)
+        assert torch.equal((probs[:, :, i] > 0).sum(-1), expected)
+        tie_seen |= bool((expected > keep).any())
+    assert tie_seen, "the construction must put ties at some threshold"

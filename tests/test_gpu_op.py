@@ -123,30 +123,14 @@ def test_extreme_temperatures(backend, tau):
 
 def test_ties_at_the_threshold_are_all_kept(backend):
     """k rows drawn from a pool of 3 integer vectors: exact scores with 3 tie groups per row."""
-    batch, heads, channels, pixels = 1, 2, 48, 37
-    _, _, v64 = make_inputs(batch, heads, channels, pixels, seed=10)
-    gen = torch.Generator().manual_seed(11)
-    q64 = torch.randint(-4, 5, (batch, heads, channels, pixels), generator=gen).to(F64)
-    pool = torch.randint(-4, 5, (batch, heads, 3, pixels), generator=gen).to(F64)
-    pick = torch.randint(0, 3, (channels,), generator=gen)
-    pick[:3] = torch.arange(3)
-    k64 = pool[:, :, pick].contiguous()
+    q64, k64, v64 = op_cases.tie_inputs(1, 2, 48, 37)
     topk = (1, 5, 17, 33)
-    temperature, weights = params(heads, len(topk))
+    temperature, weights = params(2, len(topk))
     check(backend, q64, k64, v64, temperature, weights, topk)
     probs = _registry.implementation("dual_attention", backend).forward(
         *(t.to("cuda", torch.float32) for t in (q64, k64, v64)), temperature.float().cuda(), weights.float().cuda(),
         topk, 1e-12)[1].cpu()
-    norms_q, norms_k = q64.norm(dim=-1), k64.norm(dim=-1)
-    scores = (q64 @ k64.transpose(-1, -2)) / (norms_q.unsqueeze(-1) * norms_k.unsqueeze(-2))
-    scores = scores * temperature.view(1, -1, 1, 1)
-    tie_seen = False
-    for i, keep in enumerate(topk):
-        threshold = torch.topk(scores, keep, dim=-1).values[..., -1:]
-        expected = (scores >= threshold).sum(-1)
-        assert torch.equal((probs[:, :, i] > 0).sum(-1), expected)
-        tie_seen |= bool((expected > keep).any())
-    assert tie_seen
+    op_cases.assert_ties_kept(probs, q64, k64, temperature, topk)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

@@ -22,7 +22,7 @@ from ddsa_kernels._registry import device_types, spec  # noqa: E402
 from ddsa_kernels.module import ddsa_topk, drsformer_topk, restormer_topk  # noqa: E402
 
 import op_cases  # noqa: E402
-from op_cases import ATOL, F64, NAMES, error_scales, make_inputs, params, run  # noqa: E402,F401
+from op_cases import ATOL, F64, NAMES, assert_ties_kept, error_scales, make_inputs, params, run, tie_inputs  # noqa: E402,F401
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 DEVICE = "cpu" if INTERPRET else "cuda"
@@ -211,37 +211,14 @@ def test_zero_and_tiny_rows_follow_normalize_eps_rule():
 
 
 def test_ties_at_the_threshold_are_all_kept():
-    """k rows drawn from a pool of 3 vectors: every score row is made of 3 tie groups.
-
-    q and the pool hold small integers, so every dot product is exact in fp32 whatever the
-    summation order (under the interpreter tl.dot is a BLAS call whose order may differ per
-    column): equal k rows give bitwise-equal scores, true ties.
-    """
-    batch, heads, channels, pixels = 1, 2, 16, 37
-    _, _, v64 = make_inputs(batch, heads, channels, pixels, seed=10)
-    gen = torch.Generator().manual_seed(11)
-    q64 = torch.randint(-4, 5, (batch, heads, channels, pixels), generator=gen).to(F64)
-    pool = torch.randint(-4, 5, (batch, heads, 3, pixels), generator=gen).to(F64)
-    pick = torch.randint(0, 3, (channels,), generator=gen)
-    pick[:3] = torch.arange(3)
-    k64 = pool[:, :, pick].contiguous()
+    """k rows drawn from a pool of 3 integer vectors: exact scores with 3 tie groups per row."""
+    q64, k64, v64 = tie_inputs(1, 2, 16, 37)
     topk = (1, 5, 8, 11)
-    temperature, weights = params(heads, len(topk))
+    temperature, weights = params(2, len(topk))
     check_case(q64, k64, v64, temperature, weights, topk)
-
     q, k, v = (t.to(DEVICE, torch.float32) for t in (q64, k64, v64))
     probs = tda.forward(q, k, v, temperature.float().to(DEVICE), weights.float().to(DEVICE), topk, 1e-12)[1].cpu()
-    # Exact integer products first, then element-wise scaling: equal k rows stay bitwise equal.
-    norms_q, norms_k = q64.norm(dim=-1), k64.norm(dim=-1)
-    scores = (q64 @ k64.transpose(-1, -2)) / (norms_q.unsqueeze(-1) * norms_k.unsqueeze(-2))
-    scores = scores * temperature.view(1, -1, 1, 1)
-    tie_seen = False
-    for i, keep in enumerate(topk):
-        threshold = torch.topk(scores, keep, dim=-1).values[..., -1:]
-        expected = (scores >= threshold).sum(-1)
-        assert torch.equal((probs[:, :, i] > 0).sum(-1), expected)
-        tie_seen |= bool((expected > keep).any())
-    assert tie_seen, "the construction must put ties at some threshold"
+    assert_ties_kept(probs, q64, k64, temperature, topk)
 
 
 @pytest.mark.parametrize("tau", [1e4, 1e-4])
