@@ -117,6 +117,9 @@ def test_config_file_overrides_and_errors(tmp_path):
         "data.small_images=crop": "data.small_images must be 'pad' or 'reject'",
         "train.stop_at=5000": "train.stop_at must be in [0, train.iterations]",
         "train.iterations": "is not of the form section.key=value",
+        "data.synthetic_preset=drizzle": "data.synthetic_preset must be 'light', 'heavy' or 'mixed'",
+        "data.synthetic_weight=1.5": "data.synthetic_weight must be in [0, 1]",
+        "data.synthetic_holdout=-1": "data.synthetic_holdout must be >= 0",
     }
     for override, message in bad.items():
         with pytest.raises(ConfigError) as exc:
