@@ -23,7 +23,7 @@ bool has_cuda() {
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "Compiled CPU (and, when built with CUDA, GPU) kernels of ddsa_kernels.dual_attention and channel_norm";
+  m.doc() = "Compiled CPU (and, when built with CUDA, GPU) kernels of ddsa_kernels.dual_attention, channel_norm and depthwise_conv";
   m.def("forward_cpu", &ddsa::forward_cpu, "(out, probs, gram, norms) of the fused op on CPU", py::arg("q"),
         py::arg("k"), py::arg("v"), py::arg("temperature"), py::arg("weights"), py::arg("keep"), py::arg("eps"));
   m.def("backward_cpu", &ddsa::backward_cpu, "(dq, dk, dv, d_temperature, d_weights) of the fused op on CPU",
@@ -35,6 +35,12 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("channel_norm_backward_cpu", &ddsa::channel_norm_backward_cpu, "(dx, dw, db) of the channel LayerNorm on CPU",
         py::arg("grad_y"), py::arg("x"), py::arg("weight"), py::arg("mean"), py::arg("rstd"),
         py::arg("subtract_mean"));
+  m.def("depthwise_conv_forward_cpu", &ddsa::depthwise_conv_forward_cpu,
+        "y of the depth-wise K×K convolution (stride 1, zero padding K/2) of x (B, C, H, W) on CPU", py::arg("x"),
+        py::arg("weight"), py::arg("bias"));
+  m.def("depthwise_conv_backward_cpu", &ddsa::depthwise_conv_backward_cpu,
+        "(dx, dweight, dbias) of the depth-wise convolution on CPU", py::arg("grad_y"), py::arg("x"),
+        py::arg("weight"));
   m.def("cpu_gemm_provider", &ddsa::cpu_gemm_provider, "Which GEMM the CPU kernels call");
   m.def("has_cuda", &has_cuda, "True when the extension was compiled with its CUDA kernels");
 #ifdef DDSA_WITH_CUDA

@@ -1,4 +1,4 @@
-// Entry points of the compiled extension ddsa_kernels._C (see ddsa_kernels/backends.py for
+// Entry points of the compiled extension ddsa_kernels._C (see ddsa_kernels/_registry.py for
 // the backend interface these implement).
 #pragma once
 
@@ -33,6 +33,14 @@ NormFwd channel_norm_forward_cpu(const at::Tensor& x, const at::Tensor& weight, 
 // (dx (B, C, H, W) contiguous, dw (C,), db (C,)) with dw, db in the statistics' dtype.
 NormBwd channel_norm_backward_cpu(const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& weight,
                                   const at::Tensor& mean, const at::Tensor& rstd, bool subtract_mean);
+
+// Depth-wise convolution of x (B, C, H, W) with weight (C, 1, K, K), K odd, stride 1, zero padding K/2;
+// float32 or float64. Forward → y (B, C, H, W); backward → (dx, dweight, dbias (C,)).
+at::Tensor depthwise_conv_forward_cpu(const at::Tensor& x, const at::Tensor& weight,
+                                      const std::optional<at::Tensor>& bias);
+std::tuple<at::Tensor, at::Tensor, at::Tensor> depthwise_conv_backward_cpu(const at::Tensor& grad_y,
+                                                                           const at::Tensor& x,
+                                                                           const at::Tensor& weight);
 
 #ifdef DDSA_WITH_CUDA
 Fwd forward_cuda(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& temperature,

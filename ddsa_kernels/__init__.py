@@ -3,21 +3,25 @@
     from ddsa_kernels import dual_attention, available_backends
     out = dual_attention(q, k, v, temperature, weights, topk=(None, C * 7 // 10))
     y = channel_norm(x, weight, bias)            # LayerNorm over the channels of an NCHW map
+    y = depthwise_conv(x, weight, bias)          # depth-wise K×K convolution, zero padding K // 2
 
-Layout: one folder per op under ``ops/`` (``ops/dual_attention/``, ``ops/channel_norm/``: the public
-function and its autograd in ``__init__``, ``naive.py`` oracle and baseline, ``reference.py`` torch
-backend, ``triton.py``, ``extension.py`` for the compiled ``_C``), ``_registry.py`` the table of
-backends, ``module.py`` the nn.Modules, ``patch.py`` the drop-in patch of the authors' networks.
+Layout: one folder per op under ``ops/`` (``dual_attention/``, ``channel_norm/``, ``depthwise_conv/``:
+the public function and its autograd in ``__init__``, ``naive.py`` oracle and baseline,
+``reference.py`` torch backend, ``triton.py``, ``extension.py`` for the compiled ``_C``),
+``_registry.py`` the table of backends, ``module.py`` the nn.Modules, ``patch.py`` the drop-in patch
+of the authors' networks.
 """
 from ._registry import available_backends, build_info, check_backend_name, resolve_backend
 from .ops.dual_attention import dual_attention, eager_dual_attention, reference_dual_attention
 from .ops.channel_norm import channel_norm, eager_channel_norm, reference_channel_norm
-from .module import ChannelNorm, DualSelfAttentionCore, ddsa_topk, drsformer_topk, restormer_topk
+from .ops.depthwise_conv import depthwise_conv, eager_depthwise_conv, reference_depthwise_conv
+from .module import ChannelNorm, DepthwiseConv2d, DualSelfAttentionCore, ddsa_topk, drsformer_topk, restormer_topk
 from .patch import PatchReport, patch, unpatch
 
 __all__ = [
     "dual_attention",
     "channel_norm",
+    "depthwise_conv",
     "available_backends",
     "build_info",
     "check_backend_name",
@@ -26,7 +30,10 @@ __all__ = [
     "eager_dual_attention",
     "reference_channel_norm",
     "eager_channel_norm",
+    "reference_depthwise_conv",
+    "eager_depthwise_conv",
     "ChannelNorm",
+    "DepthwiseConv2d",
     "DualSelfAttentionCore",
     "ddsa_topk",
     "drsformer_topk",

@@ -74,6 +74,15 @@ BACKENDS: dict[str, tuple[BackendSpec, ...]] = {
                     "the authors' permute + LayerNorm + permute with plain autograd (the benchmarks' baseline)",
                     fused=False),
     ),
+    "depthwise_conv": (
+        BackendSpec("reference", "ddsa_kernels.ops.depthwise_conv.reference", _ANY_DEVICE, _ALL_FLOATS,
+                    "K² shifted products and explicit backward in plain PyTorch (float64 capable)"),
+        BackendSpec("cpu", "ddsa_kernels.ops.depthwise_conv.extension:CPU", ("cpu",), (torch.float32, torch.float64),
+                    "C++ kernels of the compiled extension, directly on NCHW planes"),
+        BackendSpec("eager", "ddsa_kernels.ops.depthwise_conv.naive:eager_depthwise_conv", _ANY_DEVICE, _ALL_FLOATS,
+                    "torch's own convolution (F.conv2d, groups=C) with plain autograd: cuDNN on CUDA",
+                    fused=False),
+    ),
 }
 
 # backend="auto": the first backend in this order that is available and supports the tensors.
@@ -82,8 +91,10 @@ BACKENDS: dict[str, tuple[BackendSpec, ...]] = {
 AUTO_ORDER: dict[str, dict[str, tuple[str, ...]]] = {
     "dual_attention": {"cuda": ("triton", "cuda", "reference"), "cpu": ("cpu", "reference")},
     "channel_norm": {"cuda": ("triton", "cuda", "reference"), "cpu": ("cpu", "reference")},
+    # torch's own convolution wherever the extension has no kernel: cuDNN is fast on GPUs.
+    "depthwise_conv": {"cuda": ("eager",), "cpu": ("cpu", "eager")},
 }
-_AUTO_FALLBACK = "reference"
+_AUTO_FALLBACK = {"depthwise_conv": "eager"}  # default: "reference"
 
 _probed: dict[tuple[str, str], tuple[bool, str]] = {}
 _impls: dict[tuple[str, str], Any] = {}
@@ -221,7 +232,7 @@ def resolve_backend(
         for candidate in AUTO_ORDER[op].get(device_type, ()):
             if availability(op, candidate)[0] and not _supports(specs[candidate], device_type, dtype, channels):
                 return candidate
-        return _AUTO_FALLBACK
+        return _AUTO_FALLBACK.get(op, "reference")
     ok, why = availability(op, name)
     if not ok:
         raise RuntimeError(f"backend={name!r} is not available in this process: {why}")

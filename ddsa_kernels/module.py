@@ -1,5 +1,6 @@
-"""The ops as nn.Modules: ``DualSelfAttentionCore`` (learnable temperature and branch weights) and
-``ChannelNorm`` (learnable per-channel weight and bias)."""
+"""The ops as nn.Modules: ``DualSelfAttentionCore`` (learnable temperature and branch weights),
+``ChannelNorm`` (learnable per-channel weight and bias) and ``DepthwiseConv2d`` (an ``nn.Conv2d``
+whose forward runs :func:`ddsa_kernels.depthwise_conv`)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -9,6 +10,7 @@ import torch
 from torch import nn
 
 from .ops.channel_norm import channel_norm
+from .ops.depthwise_conv import depthwise_conv
 from .ops.dual_attention import dual_attention
 from .ops.dual_attention._common import normalize_topk
 
@@ -98,3 +100,24 @@ def drsformer_topk(channels: int) -> tuple[int, int, int, int]:
 def restormer_topk(channels: int) -> tuple[None]:
     """Restormer's MDTA: one dense branch."""
     return (None,)
+
+
+class DepthwiseConv2d(nn.Conv2d):
+    """``nn.Conv2d(channels, channels, kernel_size, padding=kernel_size // 2, groups=channels)`` computed by
+    :func:`ddsa_kernels.depthwise_conv`: same parameters (``weight`` (C, 1, K, K), ``bias`` (C,) or None),
+    same state dict, same result. (B, C, H, W) → (B, C, H, W); K odd, 1 to 7.
+    """
+
+    def __init__(self, channels: int, kernel_size: int = 3, *, bias: bool = True, backend: str = "auto",
+                 device=None, dtype=None) -> None:
+        if kernel_size % 2 != 1 or not 1 <= kernel_size <= 7:
+            raise ValueError(f"kernel_size must be odd, 1 to 7, got {kernel_size}")
+        super().__init__(channels, channels, kernel_size, padding=kernel_size // 2, groups=channels, bias=bias,
+                         device=device, dtype=dtype)
+        self.backend = backend
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return depthwise_conv(x, self.weight, self.bias, backend=self.backend)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", backend={self.backend!r}"

@@ -1,5 +1,5 @@
-"""``patch(model)``: swap the attention and LayerNorm modules of an existing Restormer-family network
-for the fused ops, in place, without touching its parameters.
+"""``patch(model)``: swap the attention, LayerNorm and depth-wise convolution modules of an existing
+Restormer-family network for the fused ops, in place, without touching its parameters.
 
 Modules are recognised by structure (attribute names, module types and parameter shapes), never by
 class name or import path, so that the authors' repositories (Restormer, DRSformer, IDT-DDSA) and their
@@ -11,7 +11,12 @@ forks are handled without importing them:
   apart: none (Restormer's MDTA, one dense branch), ``attn`` + ``attn1`` (DDSA: dense + top-⌊7C/10⌋)
   or ``attn1``..``attn4`` (DRSformer: top-⌊C/2⌋, ⌊2C/3⌋, ⌊3C/4⌋, ⌊4C/5⌋), each of shape (1,);
 * LayerNorm: a wrapper whose ``body`` holds ``weight`` (dim,) and optionally ``bias`` (dim,): WithBias
-  (centred) or BiasFree (scale only) LayerNorm over channels, eps 1e-5, applied to an NCHW input.
+  (centred) or BiasFree (scale only) LayerNorm over channels, eps 1e-5, applied to an NCHW input;
+* depth-wise convolution: an ``nn.Conv2d`` (its own ``forward``, not a subclass's) with
+  groups = in = out channels, an odd square kernel up to 7×7, stride 1, dilation 1, zero padding
+  K // 2. These sit in every block (the attention's ``qkv_dwconv``, the feed-forward's ``dwconv``);
+  on CPU torch runs them through oneDNN's NCHW path, several times slower than the memory traffic
+  allows. Elsewhere (CUDA, autocast, fp16/bf16) the op falls back to torch's own convolution.
 
 Every candidate is also checked by behaviour once, at patch time: a float64 CPU copy with random
 parameters runs its own ``forward`` and the fused computation on a tiny input; a fork whose math
@@ -36,6 +41,8 @@ from torch import nn
 
 from . import _registry
 from .ops.channel_norm import channel_norm
+from .ops.depthwise_conv import depthwise_conv
+from .ops.depthwise_conv._common import MAX_KERNEL
 from .ops.dual_attention import dual_attention
 from .ops.dual_attention.naive import reference_dual_attention
 
@@ -48,7 +55,7 @@ _FAMILY_WEIGHTS = {
     "drsformer": ("attn1", "attn2", "attn3", "attn4"),
 }
 _ATTENTION_CHILDREN = ("qkv", "qkv_dwconv", "project_out")
-_OPS = {"attention": "dual_attention", "layer_norm": "channel_norm"}
+_OPS = {"attention": "dual_attention", "layer_norm": "channel_norm", "depthwise_conv": "depthwise_conv"}
 
 
 def family_topk(family: str, channels: int) -> tuple[Optional[int], ...]:
@@ -100,7 +107,14 @@ def fused_layer_norm_forward(module: nn.Module, x: Tensor, *, kind: str, backend
                         subtract_mean=with_bias, backend=backend)
 
 
-_FUSED = {fused_attention_forward: "attention", fused_layer_norm_forward: "layer_norm"}
+def fused_depthwise_conv_forward(module: nn.Conv2d, x: Tensor, *, kind: str, backend: str) -> Tensor:
+    """Patched ``forward`` of a depth-wise ``nn.Conv2d``: (B, C, H, W) → (B, C, H, W) by
+    :func:`depthwise_conv` with the module's ``weight`` and ``bias``."""
+    return depthwise_conv(x, module.weight, module.bias, backend=backend)
+
+
+_FUSED = {fused_attention_forward: "attention", fused_layer_norm_forward: "layer_norm",
+          fused_depthwise_conv_forward: "depthwise_conv"}
 
 
 def patched_kind(module: nn.Module) -> Optional[str]:
@@ -211,6 +225,27 @@ def _match_layer_norm(m: nn.Module) -> tuple[Optional[str], str]:
     return None, f"body has parameters {sorted(params)}, expected weight (and bias)"
 
 
+def _is_depthwise_candidate(m: nn.Module) -> bool:
+    return isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels == m.out_channels
+
+
+def _match_depthwise(m: nn.Conv2d) -> tuple[Optional[str], str]:
+    """("depthwise_conv:KxK", "") for a supported depth-wise conv, else (None, reason)."""
+    if type(m).forward is not nn.Conv2d.forward or type(m)._conv_forward is not nn.Conv2d._conv_forward:
+        return None, f"{type(m).__name__} overrides Conv2d's forward"
+    kh, kw = m.kernel_size
+    if kh != kw or kh % 2 != 1 or kh > MAX_KERNEL:
+        return None, f"kernel {tuple(m.kernel_size)} (supported: square, odd, up to {MAX_KERNEL}×{MAX_KERNEL})"
+    padding = m.padding if isinstance(m.padding, str) else tuple(m.padding)
+    if padding not in ("same", (kh // 2, kh // 2)) or m.padding_mode != "zeros":
+        return None, f"padding {m.padding} ({m.padding_mode}); supported: zeros, {kh // 2} on each side"
+    if tuple(m.stride) != (1, 1) or tuple(m.dilation) != (1, 1):
+        return None, f"stride {tuple(m.stride)}, dilation {tuple(m.dilation)}; supported: 1, 1"
+    if list(m._buffers) or set(m._parameters) - {"weight", "bias"}:
+        return None, "extra parameters or buffers"
+    return f"depthwise_conv:{kh}x{kh}", ""
+
+
 # ----------------------------------------------------------------------------- behavioural check
 def _float64_copy(m: nn.Module) -> nn.Module:
     twin = copy.deepcopy(m).to("cpu", torch.float64)
@@ -269,10 +304,11 @@ class PatchReport:
     """What :func:`patch` did.
 
     patched: (module path, kind) of every module patched by this call; kinds are "attention:ddsa",
-    "attention:drsformer", "attention:restormer", "layer_norm:with_bias", "layer_norm:bias_free".
+    "attention:drsformer", "attention:restormer", "layer_norm:with_bias", "layer_norm:bias_free",
+    "depthwise_conv:3x3" (and 1x1, 5x5, 7x7).
     already_patched: (path, kind) of modules that were patched before this call (left as they are).
     skipped: (path, reason) of modules that look like a supported module but are not one.
-    backend: the backend name given to each op ("attention", "layer_norm").
+    backend: the backend name given to each op ("attention", "layer_norm", "depthwise_conv").
     resolved: for each kind patched, the backends the op resolves to for the model's parameters'
     device and dtype at patch time (what "auto" picks; it can differ per channel count).
     """
@@ -337,21 +373,26 @@ def patch(
     *,
     attention: bool = True,
     layer_norm: bool = True,
+    depthwise_conv: bool = True,
     backend: Union[str, Mapping[str, str]] = "auto",
     verify: bool = True,
 ) -> PatchReport:
-    """Make the attention and LayerNorm modules of ``model`` run the fused ops, in place.
+    """Make the attention, LayerNorm and depth-wise conv modules of ``model`` run the fused ops, in place.
 
     Walks every submodule (``model`` included). Supported modules get an instance ``forward`` that
-    calls :func:`ddsa_kernels.dual_attention` / :func:`ddsa_kernels.channel_norm` with the module's own
-    convs and parameters; nothing else changes (same parameters, names, state dict, optimizer).
+    calls :func:`ddsa_kernels.dual_attention` / :func:`ddsa_kernels.channel_norm` /
+    :func:`ddsa_kernels.depthwise_conv` with the module's own convs and parameters; nothing else
+    changes (same parameters, names, state dict, optimizer).
 
     Args:
         model: any ``nn.Module``, on any device and dtype.
         attention: patch transposed channel attention modules (Restormer / DDSA / DRSformer).
         layer_norm: patch Restormer-style channel LayerNorm wrappers (WithBias and BiasFree).
-        backend: a backend name for both ops ("auto", or a name of :func:`ddsa_kernels.build_info`), or a
-            mapping {"attention": name, "layer_norm": name}. To change it later, :func:`unpatch` first.
+        depthwise_conv: patch depth-wise ``nn.Conv2d`` modules (odd square kernel ≤ 7, stride 1,
+            zero "same" padding); on CUDA and under autocast they keep running torch's convolution.
+        backend: a backend name for every op ("auto", or a name of :func:`ddsa_kernels.build_info`), or a
+            mapping {"attention": name, "layer_norm": name, "depthwise_conv": name}. To change it later,
+            :func:`unpatch` first.
         verify: compare each candidate's own forward with the fused computation once, on a float64
             CPU copy and a tiny random input, and skip the module on a mismatch (recommended).
 
@@ -398,6 +439,18 @@ def patch(
             m.forward = functools.partial(fused_layer_norm_forward, m, kind=kind, backend=names["layer_norm"])
             report.patched.append((path, kind))
             resolved.setdefault(kind, set()).add(_resolve(_OPS["layer_norm"], names["layer_norm"], model, None))
+        elif depthwise_conv and _is_depthwise_candidate(m):
+            kind, why = _match_depthwise(m)
+            if kind is not None and "forward" in m.__dict__:
+                kind, why = None, "its forward is already overridden on the instance"
+            if kind is None:
+                report.skipped.append((path, why))
+                continue
+            m.forward = functools.partial(fused_depthwise_conv_forward, m, kind=kind,
+                                          backend=names["depthwise_conv"])
+            report.patched.append((path, kind))
+            resolved.setdefault(kind, set()).add(
+                _resolve(_OPS["depthwise_conv"], names["depthwise_conv"], model, None))
     report.resolved = {k: sorted(v) for k, v in sorted(resolved.items())}
     return report
 

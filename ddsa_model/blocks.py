@@ -1,6 +1,8 @@
 """The building blocks of DDSANet, one class each, named as in the paper.
 
-All tensors are (B, C, H, W) feature maps; every convolution is bias-free.
+All tensors are (B, C, H, W) feature maps; every convolution is bias-free. Depth-wise 3×3 convolutions
+are ``ddsa_kernels.DepthwiseConv2d`` (an ``nn.Conv2d`` with the same parameters, run by the package's
+CPU kernel on CPU and by torch's convolution elsewhere).
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ddsa_kernels import DualSelfAttentionCore, channel_norm
+from ddsa_kernels import DepthwiseConv2d, DualSelfAttentionCore, channel_norm
 
 
 class LayerNorm2d(nn.Module):
@@ -41,7 +43,7 @@ class DualSelfAttention(nn.Module):
         super().__init__()
         self.heads = heads
         self.qkv = nn.Conv2d(channels, channels * 3, 1, bias=False)
-        self.qkv_dwconv = nn.Conv2d(channels * 3, channels * 3, 3, padding=1, groups=channels * 3, bias=False)
+        self.qkv_dwconv = DepthwiseConv2d(channels * 3, 3, bias=False)
         self.core = DualSelfAttentionCore(heads, channels // heads, topk, backend=attention_backend)
         self.project_out = nn.Conv2d(channels, channels, 1, bias=False)
 
@@ -79,7 +81,7 @@ class SEFN(nn.Module):
         hidden = int(channels * expansion)
         self.hidden = hidden
         self.conv_in = nn.Conv2d(channels, hidden * 3, 1, bias=False)
-        self.dwconv = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden, bias=False)
+        self.dwconv = DepthwiseConv2d(hidden, 3, bias=False)
         self.project_out = nn.Conv2d(hidden * 3, channels, 1, bias=False)
         self.gate = SpatialAttentionGate(bn_momentum) if spatial_gate else None
 
@@ -99,7 +101,7 @@ class GDFN(nn.Module):
         super().__init__()
         hidden = int(channels * expansion)
         self.project_in = nn.Conv2d(channels, hidden * 2, 1, bias=False)
-        self.dwconv = nn.Conv2d(hidden * 2, hidden * 2, 3, padding=1, groups=hidden * 2, bias=False)
+        self.dwconv = DepthwiseConv2d(hidden * 2, 3, bias=False)
         self.project_out = nn.Conv2d(hidden, channels, 1, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -350,7 +350,8 @@ def test_patch_bench_cli_writes_both_variants_per_family(tmp_path, one_thread):
     assert [r["family"] for r in data["families"]] == ["ddsa", "restormer"]
     for rec in data["families"]:
         assert rec["status"] == "ok" and not rec["skipped"]
-        assert rec["patched"] == {f"attention:{rec['family']}": 8, "layer_norm:with_bias": 16}
+        assert rec["patched"] == {f"attention:{rec['family']}": 8, "depthwise_conv:3x3": 16,
+                                  "layer_norm:with_bias": 16}
         for task, t in rec["tasks"].items():
             assert t["status"] == "ok", t
             assert t["max_abs_diff"] < 1e-4  # same weights, same function
@@ -359,3 +360,24 @@ def test_patch_bench_cli_writes_both_variants_per_family(tmp_path, one_thread):
             assert t["speedup"] == pytest.approx(t["plain"]["median_ms"] / t["patched"]["median_ms"])
     md = (tmp_path / "patch.md").read_text()
     assert "| ddsa | infer b1 16² |" in md and "| restormer | train b1 16² |" in md
+
+
+def test_depthwise_conv_bench_writes_every_method(tmp_path, one_thread):
+    from benchmarks import bench_depthwise_conv
+
+    result = bench_depthwise_conv.main(["--shapes", "1,4,9,7", "2,3,5,6", "--rounds", "2", "--min-run-time", "0.01",
+                                        "--out", str(tmp_path), *one_thread])
+    data = json.loads((tmp_path / "depthwise_conv.json").read_text())
+    assert [r["shape"] for r in data["rows"]] == [[1, 4, 9, 7], [2, 3, 5, 6]] == [r["shape"] for r in result["rows"]]
+    methods = {"conv2d", "conv2d_nhwc"} | ({"cpu"} if data["build_info"]["cpu"] == "available" else set())
+    for row in data["rows"]:
+        assert set(row["max_abs_diff_fwd"]) == methods and max(row["max_abs_diff_fwd"].values()) < 1e-5
+        for task in ("fwd", "fwdbwd"):
+            assert set(row[task]) == methods
+            base = row[task]["conv2d"]["median_ms"]
+            for name, rec in row[task].items():
+                assert len(rec["rounds_ms"]) == 2
+                assert row[f"speedup_{task}"][name] == pytest.approx(base / rec["median_ms"])
+    assert "| 1×4×9×7 | forward |" in (tmp_path / "depthwise_conv.md").read_text()
+    with pytest.raises(SystemExit):
+        bench_depthwise_conv.main(["--shapes", "1,4,9", "--out", str(tmp_path)])

@@ -69,7 +69,8 @@ def test_float64_outputs_and_every_gradient(family, backend, ln_type, bias):
     want = _grads(net, x)
     report = patch(net, backend=backend)
     ln_kind = "layer_norm:with_bias" if ln_type == "WithBias" else "layer_norm:bias_free"
-    assert report.counts == {f"attention:{family}": 8, ln_kind: 16}, str(report)
+    # 8 attention qkv_dwconv + 8 feed-forward dwconv
+    assert report.counts == {f"attention:{family}": 8, "depthwise_conv:3x3": 16, ln_kind: 16}, str(report)
     assert not report.skipped
     got = _grads(net, x)
     _assert_all_close(got, want, rtol=1e-9, atol=1e-10)
@@ -184,7 +185,7 @@ def test_deepcopy_of_a_patched_model_is_patched_and_independent():
     want = net(x)
     twin = copy.deepcopy(net)
     kinds = {p: patched_kind(m) for p, m in twin.named_modules() if patched_kind(m)}
-    assert len(kinds) == 24
+    assert len(kinds) == 40  # 8 attention, 16 norms, 16 depth-wise convs
     for _, m in twin.named_modules():
         if patched_kind(m):
             assert m.forward.args[0] is m
@@ -217,9 +218,9 @@ def test_unpatch_restores_bitwise_and_twice_is_harmless():
     x = _x(batch=1)
     want = net(x)
     first = patch(net)
-    assert len(first.patched) == 24 and not first.already_patched
+    assert len(first.patched) == 40 and not first.already_patched  # 8 attention, 16 norms, 16 depth-wise
     second = patch(net)
-    assert not second.patched and len(second.already_patched) == 24
+    assert not second.patched and len(second.already_patched) == 40
     assert "already patched" in str(second)
     restored = unpatch(net)
     assert sorted(restored) == sorted(first.patched)
@@ -230,16 +231,19 @@ def test_unpatch_restores_bitwise_and_twice_is_harmless():
 
 def test_report_fields_and_selection():
     net = _net("ddsa", LayerNorm_type="BiasFree")
-    report = patch(net, layer_norm=False, backend={"attention": "reference"})
+    report = patch(net, layer_norm=False, depthwise_conv=False, backend={"attention": "reference"})
     assert isinstance(report, PatchReport)
     assert report.counts == {"attention:ddsa": 8}
-    assert report.backend == {"attention": "reference", "layer_norm": "auto"}
+    assert report.backend == {"attention": "reference", "layer_norm": "auto", "depthwise_conv": "auto"}
     assert report.resolved == {"attention:ddsa": ["reference"]}
     assert ("encoder_level1.0.attn", "attention:ddsa") in report.patched
     text = str(report)
     assert "attention:ddsa" in text and "8" in text
-    report = patch(net, attention=False)
+    report = patch(net, attention=False, depthwise_conv=False)
     assert report.counts == {"layer_norm:bias_free": 16}
+    report = patch(net, backend={"depthwise_conv": "reference"})
+    assert report.counts == {"depthwise_conv:3x3": 16}
+    assert report.resolved == {"depthwise_conv:3x3": ["reference"]}
     with pytest.raises(ValueError, match="not a known backend"):
         patch(net, backend="nonsense")
     with pytest.raises(ValueError, match="backend keys"):
@@ -277,13 +281,50 @@ def _single(module):
 def test_near_misses_are_reported_and_left_alone(make, reason):
     torch.manual_seed(0)
     model = _single(make())
-    report = patch(model)
+    report = patch(model, depthwise_conv=False)
     assert not report.patched
     assert len(report.skipped) == 1
     path, why = report.skipped[0]
     assert path == "0" and reason in why, why
     assert "forward" not in model[0].__dict__
     assert reason.split("(")[0] in str(report) or "skipped 0" in str(report)
+
+
+class _OwnForwardConv(nn.Conv2d):
+    def forward(self, x):
+        return super().forward(x) * 2
+
+
+@pytest.mark.parametrize("make,reason", [
+    (lambda: nn.Conv2d(6, 6, 3, stride=2, padding=1, groups=6), "stride (2, 2)"),
+    (lambda: nn.Conv2d(6, 6, 3, padding=2, dilation=2, groups=6), "padding (2, 2)"),
+    (lambda: nn.Conv2d(6, 6, 3, padding=1, groups=6, padding_mode="reflect"), "(reflect)"),
+    (lambda: nn.Conv2d(6, 6, 3, padding=0, groups=6), "padding (0, 0)"),
+    (lambda: nn.Conv2d(6, 6, (3, 5), padding=(1, 2), groups=6), "kernel (3, 5)"),
+    (lambda: nn.Conv2d(6, 6, 9, padding=4, groups=6), "kernel (9, 9)"),
+    (lambda: _OwnForwardConv(6, 6, 3, padding=1, groups=6), "overrides Conv2d's forward"),
+])
+def test_depthwise_near_misses_are_reported_and_left_alone(make, reason):
+    model = _single(make())
+    report = patch(model)
+    assert not report.patched and len(report.skipped) == 1
+    assert reason in report.skipped[0][1], report.skipped[0][1]
+    assert "forward" not in model[0].__dict__
+
+
+@pytest.mark.parametrize("kernel", [1, 3, 5, 7])
+@pytest.mark.parametrize("backend", ["cpu", "reference"])
+def test_depthwise_convs_patched_exactly(kernel, backend):
+    if backend not in ddsa_kernels.available_backends("cpu", op="depthwise_conv"):
+        pytest.skip(f"backend {backend} not available")
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(5, 5, kernel, padding="same", groups=5, bias=True), nn.GELU(),
+                          nn.Conv2d(5, 5, kernel, padding=kernel // 2, groups=5, bias=False)).double()
+    x = torch.randn(2, 5, 7, 6, dtype=F64)
+    want = _grads(model, x)
+    report = patch(model, backend=backend)
+    assert report.counts == {f"depthwise_conv:{kernel}x{kernel}": 2}
+    _assert_all_close(_grads(model, x), want, rtol=1e-9, atol=1e-10)
 
 
 def test_unrelated_modules_are_not_reported():
@@ -295,7 +336,8 @@ def test_unrelated_modules_are_not_reported():
         def forward(self, x):
             return self.body(x)
 
-    model = nn.Sequential(ConvBody(), fa.Downsample(8), nn.LayerNorm(8), nn.MultiheadAttention(8, 2))
+    model = nn.Sequential(ConvBody(), fa.Downsample(8), nn.LayerNorm(8), nn.MultiheadAttention(8, 2),
+                          nn.Conv2d(4, 8, 3, padding=1, groups=4), nn.Conv2d(4, 4, 3, padding=1, groups=2))
     report = patch(model)
     assert not report.patched and not report.skipped and not report.already_patched
 
@@ -307,13 +349,13 @@ def test_handled_exactly_dropout_zero_and_bias_free():
     x = torch.randn(2, 8, 5, 6, dtype=F64)
     want = _grads(model, x)
     report = patch(model)
-    assert report.counts == {"attention:drsformer": 1, "layer_norm:bias_free": 1}
+    assert report.counts == {"attention:drsformer": 1, "depthwise_conv:3x3": 1, "layer_norm:bias_free": 1}
     _assert_all_close(_grads(model, x), want, rtol=1e-9, atol=1e-10)
 
 
 def test_verify_false_skips_only_the_behaviour_check():
     model = _single(fa.SixTenthsAttention(8, 1))
-    report = patch(model, verify=False)
+    report = patch(model, verify=False, depthwise_conv=False)
     assert report.counts == {"attention:ddsa": 1}
 
 
@@ -330,7 +372,9 @@ def test_independent_official_ddsa_oracle_is_patched_exactly():
     x = _x(batch=1)
     want = _grads(net, x)
     report = patch(net, backend="reference")
-    assert report.counts == {"attention:ddsa": 9, "layer_norm:with_bias": 18} and not report.skipped
+    # depth-wise: 9 attention qkv_dwconv, 9 SEFN dwconv3x3 (each called three times per forward)
+    assert report.counts == {"attention:ddsa": 9, "depthwise_conv:3x3": 18, "layer_norm:with_bias": 18}
+    assert not report.skipped
     _assert_all_close(_grads(net, x), want, rtol=1e-9, atol=1e-10)
 
 

@@ -1,0 +1,92 @@
+"""Depth-wise 2-D convolution (odd K×K kernel, stride 1, zero padding K // 2) of NCHW maps:
+registration, autograd and the public function.
+
+These are the 3×3 (and DRSformer's 5×5) depth-wise convolutions of every Restormer-family block.
+torch runs them on CPU through oneDNN, which reorders an NCHW map into a blocked layout and back on
+each call; the "cpu" backend works on the NCHW planes directly. On other devices (and for dtypes the
+kernel does not cover) ``backend="auto"`` picks "eager", torch's own convolution.
+
+Two custom ops carry the work so that ``torch.compile`` sees one opaque node each way:
+
+* ``ddsa::depthwise_conv_fwd`` → y;
+* ``ddsa::depthwise_conv_bwd`` → ``(dx, dweight, dbias)``.
+
+Autograd saves x and the weight (no copies). The backends are listed in ``ddsa_kernels._registry``.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from ... import _registry
+from ._common import check_inputs
+from .naive import eager_depthwise_conv, reference_depthwise_conv
+
+_OP = "depthwise_conv"
+
+Tensor = torch.Tensor
+
+
+@torch.library.custom_op("ddsa::depthwise_conv_fwd", mutates_args=())
+def depthwise_conv_fwd(x: Tensor, weight: Tensor, bias: Optional[Tensor], backend: str) -> Tensor:
+    return _registry.implementation(_OP, backend).forward(x, weight, bias)
+
+
+@depthwise_conv_fwd.register_fake
+def _(x, weight, bias, backend):
+    return x.new_empty(x.shape)
+
+
+@torch.library.custom_op("ddsa::depthwise_conv_bwd", mutates_args=())
+def depthwise_conv_bwd(grad_y: Tensor, x: Tensor, weight: Tensor, backend: str) -> tuple[Tensor, Tensor, Tensor]:
+    dx, dw, db = _registry.implementation(_OP, backend).backward(grad_y.to(x.dtype), x, weight)
+    return dx, dw, db
+
+
+@depthwise_conv_bwd.register_fake
+def _(grad_y, x, weight, backend):
+    return x.new_empty(x.shape), weight.new_empty(weight.shape), weight.new_empty(weight.shape[:1])
+
+
+def _setup_context(ctx, inputs, output):
+    x, weight, bias, backend = inputs
+    ctx.save_for_backward(x, weight)
+    ctx.has_bias, ctx.backend = bias is not None, backend
+
+
+def _backward(ctx, grad_y):
+    x, weight = ctx.saved_tensors
+    dx, dw, db = depthwise_conv_bwd(grad_y, x, weight, ctx.backend)
+    return dx, dw, (db if ctx.has_bias else None), None
+
+
+depthwise_conv_fwd.register_autograd(_backward, setup_context=_setup_context)
+
+
+def depthwise_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, *, backend: str = "auto") -> Tensor:
+    """Depth-wise convolution: ``y[b, c] = bias[c] + weight[c, 0] ⋆ x[b, c]`` with zero padding K // 2.
+
+    The same result as ``F.conv2d(x, weight, bias, padding=K // 2, groups=C)``.
+
+    Args:
+        x: (B, C, H, W), any strides, float16/bfloat16/float32/float64.
+        weight: (C, 1, K, K) with K odd, 1 ≤ K ≤ 7, x's dtype and device. bias: (C,) or None.
+        backend: "auto" (the "cpu" kernel for float32/float64 CPU tensors outside autocast, else
+            "eager"), or a name listed by ``ddsa_kernels.build_info("depthwise_conv")``: "cpu",
+            "reference" (plain PyTorch, any device), "eager" (torch's convolution).
+
+    Returns:
+        (B, C, H, W) in x's dtype; differentiable w.r.t. x, weight and bias.
+    """
+    if backend == "auto" and isinstance(x, torch.Tensor) and torch.is_autocast_enabled(x.device.type):
+        # let autocast choose the convolution's dtype, as for any nn.Conv2d
+        return eager_depthwise_conv(x, weight, bias)
+    check_inputs(x, weight, bias)
+    name = _registry.resolve_backend(backend, x.device, x.dtype, channels=x.shape[1], op=_OP)
+    if not _registry.is_fused(name, _OP):
+        return eager_depthwise_conv(x, weight, bias)
+    return depthwise_conv_fwd(x, weight, bias, name)
+
+
+__all__ = ["depthwise_conv", "reference_depthwise_conv", "eager_depthwise_conv"]
