@@ -301,3 +301,56 @@ def test_tiling_changes_little_with_shipped_weights(shared_data):
     tiled = derain_tensor(model, x, tile=256, overlap=32).clamp(0, 1)[0].permute(1, 2, 0).numpy()
     assert abs(psnr_y(full, clean) - psnr_y(tiled, clean)) < 0.3
     assert np.abs(full - tiled).mean() < 2 / 255
+
+
+# ----------------------------------------------------------------------------- self-ensemble
+class _Recorder(torch.nn.Module):
+    """Returns its input plus a fixed per-call offset, and records every input it sees."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def forward(self, x):
+        self.seen.append(x.detach().clone())
+        return x + 0.01 * len(self.seen)
+
+
+def test_self_ensemble_runs_the_four_flips_and_maps_back():
+    rng = np.random.default_rng(0)
+    img = rng.random((5, 7, 3), dtype=np.float32)
+    model = _Recorder()
+    out = derain_tensor(model, torch.from_numpy(img).permute(2, 0, 1)[None], self_ensemble=True)
+    # numpy, independently: the image, mirrored left-right, upside down, and both; no 90° rotation
+    views = [img, img[:, ::-1], img[::-1], img[::-1, ::-1]]
+    seen = [s[0].permute(1, 2, 0).numpy() for s in model.seen]
+    assert len(seen) == 4
+    for want in views:  # every flip seen exactly once, in the image's own orientation
+        assert sum(s.shape == want.shape and np.array_equal(s, want) for s in seen) == 1
+    # each output was flipped back before averaging: input + the mean of the offsets 0.01..0.04
+    np.testing.assert_allclose(out[0].permute(1, 2, 0).numpy(), img + 0.025, rtol=0, atol=1e-6)
+
+
+def test_self_ensemble_of_a_flip_equivariant_network_changes_nothing():
+    torch.manual_seed(0)
+    # a 1×1 conv + a symmetric 3×3 depth-wise blur: equivariant under flips
+    blur = torch.nn.Conv2d(3, 3, 3, padding=1, groups=3, bias=False)
+    with torch.no_grad():
+        k = torch.tensor([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]]) / 16
+        blur.weight.copy_(k.expand(3, 1, 3, 3))
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 3, 1), blur)
+    x = torch.rand(1, 3, 9, 13)
+    plain = derain_tensor(net, x)
+    torch.testing.assert_close(derain_tensor(net, x, self_ensemble=True), plain, rtol=1e-5, atol=1e-6)
+    tiled = derain_tensor(net, x, tile=16, overlap=4, self_ensemble=True)  # an image smaller than one tile
+    torch.testing.assert_close(tiled, plain, rtol=1e-5, atol=1e-6)
+
+
+def test_self_ensemble_reaches_every_tile():
+    model = _Recorder()
+    x = torch.rand(1, 3, 40, 40)
+    out = derain_tensor(model, x, tile=24, overlap=8, self_ensemble=True)
+    assert len(model.seen) == 4 * 4  # 2×2 tiles, 4 views each
+    # tile t (0..3) sees offsets 0.01·(4t+1 .. 4t+4), mean 0.01·(4t + 2.5); blending keeps values in that range
+    diff = out - x
+    assert out.shape == x.shape and 0.025 - 1e-6 <= diff.min() and diff.max() <= 0.145 + 1e-6

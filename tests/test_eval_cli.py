@@ -130,3 +130,26 @@ def test_shipped_default_weights_improve_rain100l(shared_data, tmp_path):
     after = {r["image"]: r["psnr"] for r in json.loads(derained.read_text())["sets"]["Rain100L"]["images"]}
     assert all(after[k] > before[k] for k in before), (before, after)
     assert np.mean(list(after.values())) > np.mean(list(before.values())) + 3.0
+
+
+def test_self_ensemble_is_applied_and_recorded(shared_data, tmp_path, tiny_ckpt, capsys):
+    data = tmp_path / "Rain100L"
+    _small_set(shared_data, data, ["5.png"], size=32)
+    report_path, saved = tmp_path / "se.json", tmp_path / "saved"
+    assert cli.main(["--data", str(data), "--weights", tiny_ckpt, "--self-ensemble", "--json", str(report_path),
+                     "--save-images", str(saved), "--quiet", "--device", "cpu"]) == 0
+    report = json.loads(report_path.read_text())
+    assert report["protocol"]["self_ensemble"] is True
+    # the saved output is the mean of the model's outputs over the 4 flips, flipped back
+    from ddsa_model import load_model
+    model = load_model(tiny_ckpt)
+    rain = torch.from_numpy((np.asarray(Image.open(data / "input" / "5.png").convert("RGB")) / 255.0)
+                            .astype(np.float32)).permute(2, 0, 1)[None]
+    outs = []
+    with torch.no_grad():
+        for dims in ([], [3], [2], [2, 3]):
+            outs.append(model(rain.flip(dims)).flip(dims) if dims else model(rain))
+    expect = np.round(torch.stack(outs).mean(0)[0].permute(1, 2, 0).clamp(0, 1).numpy() * 255)
+    assert np.abs(np.asarray(Image.open(saved / "Rain100L" / "5.png")) - expect).max() <= 1
+    assert cli.main(["--data", str(data), "--input-only", "--self-ensemble", "--quiet"]) == 2
+    assert "--self-ensemble needs a model" in capsys.readouterr().err

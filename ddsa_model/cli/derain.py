@@ -31,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile", type=int, default=512,
                    help="tile size in px for images larger than it (0: never tile; default 512)")
     p.add_argument("--overlap", type=int, default=32, help="tile overlap in px, blended linearly (default 32)")
+    p.add_argument("--self-ensemble", action="store_true",
+                   help="average the outputs for the 4 flips of each image or tile (none, left-right, up-down, "
+                        "both): 4x the time")
     p.add_argument("--recursive", action="store_true", help="also take images from sub-folders of folder inputs")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -73,13 +76,15 @@ def _same_file(a: str, b: str) -> bool:
         return False
 
 
-def derain_file(model, src: str, dst: str, device, dtype, tile: int, overlap: int) -> None:
+def derain_file(model, src: str, dst: str, device, dtype, tile: int, overlap: int,
+                self_ensemble: bool = False) -> None:
     """Read ``src``, derain, write ``dst`` (PNG, same size/mode/bit depth, alpha kept)."""
     from ddsa_model.pipeline.imageio import read_image, write_png
     from ddsa_model.pipeline.inference import derain_array
 
     img = read_image(src)
-    out = derain_array(model, img.rgb, device=device, tile=tile or None, overlap=overlap, dtype=dtype)
+    out = derain_array(model, img.rgb, device=device, tile=tile or None, overlap=overlap, dtype=dtype,
+                       self_ensemble=self_ensemble)
     write_png(dst, out, alpha=img.alpha, gray=img.gray, bits=img.bits)
 
 
@@ -118,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
     for src, dst in bar:
         bar.set_postfix_str(os.path.basename(src), refresh=False)
         try:
-            derain_file(model, src, dst, device, dtype, args.tile, args.overlap)
+            derain_file(model, src, dst, device, dtype, args.tile, args.overlap, args.self_ensemble)
         except ImageReadError as e:
             failed += 1
             tqdm.write(f"error: {e}", file=sys.stderr)

@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile", type=int, default=0,
                    help="tile size in px (0: whole images, the paper's protocol; default 0)")
     p.add_argument("--overlap", type=int, default=32, help="tile overlap in px (default 32)")
+    p.add_argument("--self-ensemble", action="store_true",
+                   help="average the outputs for the 4 flips of each image (none, left-right, up-down, both; 4x the time)")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images of each set")
     p.add_argument("--save-images", metavar="DIR", default=None, help="write the outputs to DIR/<set>/<name>.png")
     p.add_argument("--json", metavar="FILE", default=None, help="write per-image and mean scores as JSON")
@@ -78,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError("--limit must be >= 1")
     if args.input_only and args.weights:
         raise CLIError("--input-only scores the rainy inputs; it takes no --weights")
+    if args.input_only and args.self_ensemble:
+        raise CLIError("--input-only scores the rainy inputs; --self-ensemble needs a model")
     if args.tile and args.overlap >= args.tile:
         raise CLIError(f"--overlap ({args.overlap}) must be smaller than --tile ({args.tile})")
     for out in (args.json, args.csv):
@@ -96,10 +100,11 @@ def run(args: argparse.Namespace) -> int:
     for s in sets:
         summary = evaluate_set(s, model, device=device, dtype=dtype, tile=args.tile, overlap=args.overlap,
                                crop_border=args.crop_border, limit=args.limit, save_dir=args.save_images,
-                               noref=noref, progress=not args.quiet)
+                               noref=noref, progress=not args.quiet, self_ensemble=args.self_ensemble)
         results.append(summary)
         print(format_table(summary), flush=True)
-    report = build_report(results, weights, crop_border=args.crop_border, tile=args.tile)
+    report = build_report(results, weights, crop_border=args.crop_border, tile=args.tile,
+                          self_ensemble=args.self_ensemble)
     if args.json:
         atomic_write_bytes(args.json, (json.dumps(json_safe(report), indent=2) + "\n").encode())
     if args.csv:

@@ -146,11 +146,12 @@ def _mean(values: List[Optional[float]]) -> Optional[float]:
 def evaluate_set(s: EvalSet, model: Optional[torch.nn.Module], *, device: torch.device, dtype: torch.dtype,
                  tile: int = 0, overlap: int = 32, crop_border: int = 0, limit: Optional[int] = None,
                  save_dir: Optional[str] = None, noref: Optional[NoReferenceScorer] = None,
-                 progress: bool = True) -> dict:
+                 progress: bool = True, self_ensemble: bool = False) -> dict:
     """Per-image and mean scores of one set; ``model`` None scores the inputs themselves.
 
     ``tile`` 0: whole images; ``limit``: only the first N images; ``save_dir``: outputs are written
     to ``save_dir/<set>/<name>.png``. Images that cannot be scored are listed under "failed".
+    ``self_ensemble``: the mean over the 4 flips (none, left-right, up-down, both) of each input (4× the time).
     """
     items = s.items[:limit] if limit else s.items
     rows, failures = [], []
@@ -163,7 +164,8 @@ def evaluate_set(s: EvalSet, model: Optional[torch.nn.Module], *, device: torch.
         try:
             img = read_image(inp)
             out = img.rgb if model is None else derain_array(
-                model, img.rgb, device=device, tile=tile or None, overlap=overlap, dtype=dtype)
+                model, img.rgb, device=device, tile=tile or None, overlap=overlap, dtype=dtype,
+                self_ensemble=self_ensemble)
             out8 = to_uint8(out)
             row: Dict[str, object] = {"image": name}
             if tgt is not None:
@@ -236,13 +238,14 @@ def json_safe(obj: Any) -> Any:
     return obj
 
 
-def build_report(results: List[dict], weights: str, crop_border: int = 0, tile: int = 0) -> dict:
+def build_report(results: List[dict], weights: str, crop_border: int = 0, tile: int = 0,
+                 self_ensemble: bool = False) -> dict:
     """The JSON report: the weights scored, the protocol and every set's summary."""
     return {
         "weights": weights,
         "protocol": {"psnr_ssim": "Y of BT.601 YCbCr (MATLAB rgb2ycbcr, 8-bit, Y rounded), "
                                   "SSIM 11x11 Gaussian sigma 1.5, valid region",
-                     "crop_border": crop_border, "tile": tile or None,
+                     "crop_border": crop_border, "tile": tile or None, "self_ensemble": self_ensemble,
                      "niqe": "MATLAB release algorithm, lower is better",
                      "brisque": "OpenCV quality.QualityBRISQUE, lower is better"},
         "sets": {r["set"]: r for r in results},

@@ -19,7 +19,8 @@ from typing import Iterator, List, Optional, Tuple
 import numpy as np
 import torch
 
-__all__ = ["tile_starts", "blend_ramp", "precision_context", "run_model", "derain_tensor", "derain_array"]
+__all__ = ["tile_starts", "blend_ramp", "precision_context", "run_model", "flip_view", "derain_tensor",
+           "derain_array"]
 
 MIN_TILE = 16  # smaller tiles would be mostly padding inside the U-Net (it pads to multiples of 8)
 
@@ -59,19 +60,37 @@ def precision_context(device: torch.device, dtype: torch.dtype) -> contextlib.Ab
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+FLIP_DIMS = ((), (-1,), (-2,), (-2, -1))  # identity, left-right, up-down, both (= 180° rotation)
+
+
+def flip_view(x: torch.Tensor, k: int) -> torch.Tensor:
+    """The k-th (0–3) flip of (…, H, W): none, left-right, up-down, both. Each is its own inverse.
+
+    Rotations by 90° are left out on purpose: they turn near-vertical rain streaks horizontal, which
+    a deraining network has not been trained on (self-ensembling with them costs several dB).
+    """
+    return x.flip(FLIP_DIMS[k]) if FLIP_DIMS[k] else x
+
+
 @torch.no_grad()
-def run_model(model: torch.nn.Module, x: torch.Tensor, device: torch.device, dtype: torch.dtype = torch.float32
-              ) -> torch.Tensor:
+def run_model(model: torch.nn.Module, x: torch.Tensor, device: torch.device, dtype: torch.dtype = torch.float32,
+              self_ensemble: bool = False) -> torch.Tensor:
     """Run ``model`` on one CPU tensor (1, 3, h, w) on ``device``; returns a float32 CPU tensor.
 
     The network accepts any size (it pads internally). ``dtype`` float16/bfloat16 runs under
-    autocast (the weights stay float32).
+    autocast (the weights stay float32). ``self_ensemble``: the mean of the outputs for the 4 flips
+    of the input (:func:`flip_view`), each flipped back (4× the time).
     """
-    with precision_context(device, dtype):
-        y = model(x.to(device, non_blocking=True))
-    if y.shape != x.shape:
-        raise RuntimeError(f"the model returned shape {tuple(y.shape)} for an input of shape {tuple(x.shape)}")
-    return y.float().cpu()
+    views = range(len(FLIP_DIMS)) if self_ensemble else (0,)
+    total = None
+    for k in views:
+        with precision_context(device, dtype):
+            y = model(flip_view(x, k).to(device, non_blocking=True))
+        y = flip_view(y.float().cpu(), k)
+        if y.shape != x.shape:
+            raise RuntimeError(f"the model returned shape {tuple(y.shape)} for an input of shape {tuple(x.shape)}")
+        total = y if total is None else total + y
+    return total / len(views) if self_ensemble else total
 
 
 def _tiles(h: int, w: int, tile: int, overlap: int) -> Iterator[Tuple[int, int, int, int]]:
@@ -83,12 +102,13 @@ def _tiles(h: int, w: int, tile: int, overlap: int) -> Iterator[Tuple[int, int, 
 @torch.no_grad()
 def derain_tensor(model: torch.nn.Module, x: torch.Tensor, device: Optional[torch.device] = None,
                   tile: Optional[int] = None, overlap: int = 32, dtype: torch.dtype = torch.float32,
-                  progress=None) -> torch.Tensor:
+                  progress=None, self_ensemble: bool = False) -> torch.Tensor:
     """Derain a CPU image tensor (1, 3, H, W) in [0, 1]; returns float32 (1, 3, H, W) on the CPU.
 
     ``tile`` None or 0, or an image no larger than one tile: a single forward pass. Otherwise
     tiles of ``tile``×``tile`` px overlapping by ``overlap`` px, blended (see module docstring).
     The output is not clipped. ``progress``: optional callable receiving the number of tiles done.
+    ``self_ensemble``: average the 4 flips of every tile (see :func:`run_model`).
     """
     if x.dim() != 4 or x.shape[0] != 1 or x.shape[1] != 3:
         raise ValueError(f"expected an image tensor of shape (1, 3, H, W), got {tuple(x.shape)}")
@@ -98,14 +118,14 @@ def derain_tensor(model: torch.nn.Module, x: torch.Tensor, device: Optional[torc
     x = x.detach().to("cpu", torch.float32)
     h, w = x.shape[-2:]
     if not tile or (h <= tile and w <= tile):
-        return run_model(model, x, device, dtype)
+        return run_model(model, x, device, dtype, self_ensemble)
     if tile < MIN_TILE:
         raise ValueError(f"tile must be at least {MIN_TILE} px, got {tile}")
     out = torch.zeros_like(x)
     wsum = torch.zeros((1, 1, h, w), dtype=torch.float32)
     done = 0
     for y0, y1, x0, x1 in _tiles(h, w, tile, overlap):
-        pred = run_model(model, x[..., y0:y1, x0:x1], device, dtype)
+        pred = run_model(model, x[..., y0:y1, x0:x1], device, dtype, self_ensemble)
         wy = blend_ramp(y1 - y0, overlap, y0 > 0, y1 < h)
         wx = blend_ramp(x1 - x0, overlap, x0 > 0, x1 < w)
         wt = torch.from_numpy(np.outer(wy, wx))[None, None]
