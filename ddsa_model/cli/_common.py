@@ -64,8 +64,14 @@ def error(message: str) -> None:
 
 def run_cli(build_parser: Callable[[], argparse.ArgumentParser], run: Callable[[argparse.Namespace], int],
             argv: Optional[Sequence[str]] = None) -> int:
-    """Parse ``argv`` and run; a CLIError becomes one ``error:`` line and its exit status, ^C exits 130."""
+    """Parse ``argv`` and run; a CLIError becomes one ``error:`` line and its exit status, ^C exits 130.
+
+    Before running, glibc's malloc is told to keep freed memory (``ddsa_model.pipeline.malloc``).
+    """
+    from ddsa_model.pipeline.malloc import retain_freed_memory
+
     args = build_parser().parse_args(argv)
+    retain_freed_memory()
     try:
         return run(args)
     except CLIError as e:
