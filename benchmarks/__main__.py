@@ -118,6 +118,8 @@ def _patch_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--time-budget", type=float, default=None,
                    help="seconds after which no new family starts (the rest is recorded as skipped)")
     p.add_argument("--families", type=_csv, default=None, help="ddsa,drsformer,restormer (default: all)")
+    p.add_argument("--dtypes", type=_csv, default=None,
+                   help="float32,bfloat16,float16: weights and inputs (default float32)")
     p.add_argument("--net", choices=["small", "tiny"], default="small",
                    help="network size: small = ddsa-small U-Net (default); tiny for smoke tests")
     p.add_argument("--backend", default="auto", help="backend passed to ddsa_kernels.patch (default auto)")
@@ -133,7 +135,7 @@ def _run_patch(args, device: torch.device, out: Path) -> Path:
 
     _log(f"[patch] device {common.device_name(device)}; net {args.net}; writing {out}/patch.json")
     result = patch_bench.run_patch_bench(
-        device, families=args.families, net=args.net, backend=args.backend, infer_size=args.infer_size,
+        device, families=args.families, dtypes=args.dtypes, net=args.net, backend=args.backend, infer_size=args.infer_size,
         train_batch=args.train_batch, train_size=args.train_size, rounds=args.rounds,
         min_run_time=args.min_run_time, time_budget_s=args.time_budget,
         on_family=lambda r: patch_bench.write_outputs(out, r), log=_log,

@@ -11,7 +11,8 @@
 #   3 sanitize     70  compute-sanitizer memcheck + racecheck, small fwd+bwd per backend -> sanitize.json
 #   4 op_bench    110  per-kernel breakdown (kernels.json), then the op benchmark (op.json, report.md)
 #   5 train        60  ddsa-official AMP training step, fused vs eager; batch-1 peak memory -> train.json
-#   6 rest_tests  rest the remaining test suite -> tests_rest.json
+#   6 patch        45  ddsa_kernels.patch on the three families' networks, bf16 and fp16 -> patch.json
+#   7 rest_tests  rest the remaining test suite -> tests_rest.json
 # After every stage: stages.json, summary.json and summary.md (device, versions, commit, what ran or
 # was skipped and why, the measured tables). Copy $OUT/*.json $OUT/*.md $OUT/*.png to
 # benchmarks/results/<device-slug>/ (the slug is in env.json and summary.md).
@@ -166,7 +167,18 @@ run_stage op_bench "$c" "" "kernels.json op.json report.md" -- \
 c=$(cap 60)
 run_stage train "$c" "" "train.json" -- $PY -m benchmarks.gpu_stages train --out "$OUT" --device "$DEV" "${DRYFLAG[@]}"
 
-# ---------------------------------------------------------------- 6. the rest of the test suite
+# ---------------------------------------------------------------- 6. drop-in patch of the authors' networks
+c=$(cap 45)
+if [ "$DRY" = 1 ]; then
+  PATCH_ARGS=(--device cpu --net tiny --families ddsa --dtypes float32 --infer-size 16 --train-size 16
+              --train-batch 1 --rounds 1 --min-run-time 0.01 --threads 1)
+else
+  PATCH_ARGS=(--device cuda --dtypes bfloat16,float16 --rounds 3 --min-run-time 0.2)
+fi
+run_stage patch "$c" "" "patch.json patch.md" -- \
+  $PY -m benchmarks patch --out "$OUT" --time-budget $(( c * 2 / 3 > 10 ? c * 2 / 3 : 10 )) "${PATCH_ARGS[@]}"
+
+# ---------------------------------------------------------------- 7. the rest of the test suite
 c=$(cap 600)
 t0=$SECONDS
 if [ "$DRY" = 1 ]; then

@@ -57,10 +57,14 @@ def _task_fn(model: torch.nn.Module, task: str, x: torch.Tensor, y: Optional[tor
     return step
 
 
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
 def bench_family(
     family: str,
     *,
     device: torch.device,
+    dtype: str = "float32",
     net: str,
     backend: str,
     infer_size: int,
@@ -70,21 +74,22 @@ def bench_family(
     min_run_time: float,
     log: Callable[[str], None],
 ) -> dict[str, Any]:
-    """Both variants of one family: the patch report, the output agreement and the timings per task."""
+    """Both variants of one family in one dtype (weights and inputs): the patch report, the output
+    agreement and the timings per task."""
     from ddsa_kernels import patch
 
     torch.manual_seed(0)
-    plain = NETS[net](family).to(device)
+    plain = NETS[net](family).to(device, DTYPES[dtype])
     fused = copy.deepcopy(plain)
     report = patch(fused, backend=backend)
-    rec: dict[str, Any] = {"family": family, "net": net, "status": "ok", "error": None,
+    rec: dict[str, Any] = {"family": family, "dtype": dtype, "net": net, "status": "ok", "error": None,
                            "patched": report.counts, "skipped": report.skipped, "resolved_backends": report.resolved,
                            "params": sum(p.numel() for p in plain.parameters()), "tasks": {}}
     gen = torch.Generator(device="cpu").manual_seed(0)
     for task in TASKS:
         batch, size = (1, infer_size) if task == "infer" else (train_batch, train_size)
-        x = torch.rand(batch, 3, size, size, generator=gen).to(device)
-        y = torch.rand(batch, 3, size, size, generator=gen).to(device) if task == "train" else None
+        x = torch.rand(batch, 3, size, size, generator=gen).to(device, DTYPES[dtype])
+        y = torch.rand(batch, 3, size, size, generator=gen).to(device, DTYPES[dtype]) if task == "train" else None
         t: dict[str, Any] = {"batch": batch, "size": size, "status": "ok", "error": None}
         try:
             for m in (plain, fused):
@@ -108,11 +113,11 @@ def bench_family(
                            "min_ms": min(mins[name]) if mins[name] else None,
                            "images_per_s": batch / (statistics.median(per_round[name]) * 1e-3)}
             t["speedup"] = common.ratio(t["plain"]["median_ms"], t["patched"]["median_ms"])
-            log(f"[patch] {family:<10} {task:<5} b{batch} {size}²  plain {t['plain']['median_ms']:.4g} ms  "
+            log(f"[patch] {family:<10} {dtype:<8} {task:<5} b{batch} {size}²  plain {t['plain']['median_ms']:.4g} ms  "
                 f"patched {t['patched']['median_ms']:.4g} ms  ×{t['speedup']:.2f}")
         except Exception as exc:  # an OOM or a missing backend: recorded, the other tasks still run
             t.update(status="error", error=_error(exc))
-            log(f"[patch] {family:<10} {task:<5} error: {t['error']}")
+            log(f"[patch] {family:<10} {dtype:<8} {task:<5} error: {t['error']}")
         finally:
             for m in (plain, fused):
                 m.zero_grad(set_to_none=True)
@@ -127,6 +132,7 @@ def run_patch_bench(
     device: torch.device,
     *,
     families: Optional[Sequence[str]] = None,
+    dtypes: Optional[Sequence[str]] = None,
     net: str = "small",
     backend: str = "auto",
     infer_size: int = 256,
@@ -139,8 +145,13 @@ def run_patch_bench(
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Run the benchmark; returns the JSON-able result (families not started within
-    ``time_budget_s`` are recorded as skipped)."""
+    ``time_budget_s`` are recorded as skipped). ``dtypes``: names in :data:`DTYPES` (default float32);
+    one record per (dtype, family)."""
     families = list(families or family_nets.FAMILIES)
+    dtypes = list(dtypes or ["float32"])
+    bad = [d for d in dtypes if d not in DTYPES]
+    if bad:
+        raise ValueError(f"unknown dtypes {bad}; choose among {', '.join(DTYPES)}")
     unknown = [f for f in families if f not in family_nets.FAMILIES]
     if unknown:
         raise ValueError(f"unknown families {unknown}; choose among {', '.join(family_nets.FAMILIES)}")
@@ -154,12 +165,13 @@ def run_patch_bench(
     result: dict[str, Any] = {
         "benchmark": "patch",
         "machine": common.machine_info(device),
-        "config": {"families": families, "net": net, "backend": backend, "infer_size": infer_size,
+        "config": {"families": families, "dtypes": dtypes, "net": net, "backend": backend, "infer_size": infer_size,
                    "train_batch": train_batch, "train_size": train_size, "rounds": rounds,
                    "min_run_time_s": min_run_time, "time_budget_s": time_budget_s,
                    "notes": [
                        "plain = the authors'-style network as written (benchmarks/family_nets.py); patched = a deep "
-                       "copy with the same weights after ddsa_kernels.patch(model). fp32.",
+                       "copy with the same weights after ddsa_kernels.patch(model). Weights and inputs in the "
+                       "row's dtype.",
                        NET_NOTES[net],
                        "infer = one image under torch.no_grad, eval mode. train = forward + L1 + backward "
                        "(no optimizer step), train mode.",
@@ -168,17 +180,18 @@ def run_patch_bench(
         "families": [],
     }
     start = time.perf_counter()
-    for family in families:
+    for dtype, family in [(d, f) for d in dtypes for f in families]:
         if time_budget_s is not None and time.perf_counter() - start > time_budget_s:
-            rec = {"family": family, "net": net, "status": "skipped",
+            rec = {"family": family, "dtype": dtype, "net": net, "status": "skipped",
                    "error": f"time budget of {time_budget_s:.0f} s spent", "tasks": {}}
         else:
             try:
-                rec = bench_family(family, device=device, net=net, backend=backend, infer_size=infer_size,
-                                   train_batch=train_batch, train_size=train_size, rounds=rounds,
-                                   min_run_time=min_run_time, log=log)
+                rec = bench_family(family, device=device, dtype=dtype, net=net, backend=backend,
+                                   infer_size=infer_size, train_batch=train_batch, train_size=train_size,
+                                   rounds=rounds, min_run_time=min_run_time, log=log)
             except Exception as exc:
-                rec = {"family": family, "net": net, "status": "error", "error": _error(exc), "tasks": {}}
+                rec = {"family": family, "dtype": dtype, "net": net, "status": "error", "error": _error(exc),
+                       "tasks": {}}
         result["families"].append(rec)
         result["machine"]["loadavg_at_end"] = common.loadavg()
         if on_family is not None:
@@ -195,19 +208,20 @@ def render_markdown(result: dict[str, Any]) -> str:
         lines += [f"> **Warning:** {warning}", ""]
     rows = []
     for rec in result["families"]:
+        dtype = rec.get("dtype", "float32")
         if rec["status"] != "ok":
-            rows.append([rec["family"], "–", None, None, None, None, f"{rec['status']}: {rec['error']}"])
+            rows.append([rec["family"], "–", dtype, None, None, None, None, f"{rec['status']}: {rec['error']}"])
             continue
         for task, t in rec["tasks"].items():
             if t["status"] != "ok":
-                rows.append([rec["family"], task, None, None, None, None, f"error: {t['error']}"])
+                rows.append([rec["family"], task, dtype, None, None, None, None, f"error: {t['error']}"])
                 continue
-            rows.append([rec["family"], f"{task} b{t['batch']} {t['size']}²", common.fmt(t["plain"]["median_ms"]),
+            rows.append([rec["family"], f"{task} b{t['batch']} {t['size']}²", dtype, common.fmt(t["plain"]["median_ms"]),
                          common.fmt(t["patched"]["median_ms"]),
                          f"×{t['speedup']:.2f}" if t["speedup"] else None, f"{t['max_abs_diff']:.1e}",
                          ", ".join(f"{k} {v}" for k, v in rec["patched"].items())])
     lines.append(common.markdown_table(
-        ["family", "task", "plain ms", "patched ms", "speed-up", "max abs Δ out", "patched modules"], rows))
+        ["family", "task", "dtype", "plain ms", "patched ms", "speed-up", "max abs Δ out", "patched modules"], rows))
     lines += ["", f"torch {m['torch']}, {m['torch_threads']} thread(s), backend={cfg['backend']!r}, "
               f"commit {(m['commit'] or {}).get('sha') or '?'}.", ""]
     lines += [f"* {note}" for note in cfg["notes"]]

@@ -7,8 +7,8 @@
 
 ``stages.json`` holds every stage's outcome; ``summary.json`` (stages + files present) and
 ``summary.md`` (device, versions, commit, stages, the measured tables) are rendered from it and
-from the stages' own JSON files (env.json, tests_*.json, sanitize.json, kernels.json, op.json,
-train.json). Every file is written atomically (temp file + rename).
+from the stages' own files (env.json, tests_*.json, sanitize.json, kernels.json, op.json,
+train.json, patch.md). Every file is written atomically (temp file + rename).
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from .textio import read_json as _read_json
 from .textio import write_json as _write_json
 from .textio import write_text as _write_text
 
-STAGES = ("build", "gpu_tests", "sanitize", "op_bench", "train", "rest_tests")
+STAGES = ("build", "gpu_tests", "sanitize", "op_bench", "train", "patch", "rest_tests")
 
 
 def cmd_stage(args) -> int:
@@ -125,6 +125,10 @@ def render_summary(out: Path) -> str:
                   _table(["size", "attention", "peak MiB", "status"],
                                         [[f"{r['size']}²", r["backend"], _mib(r.get("peak_bytes")), r.get("status")]
                                          for r in tr["memory"]]), ""]
+    patch_md = out / "patch.md"
+    if patch_md.is_file():
+        text = patch_md.read_text(encoding="utf-8")
+        lines += [text.replace("## ", "## Drop-in patch: ", 1).rstrip(), ""]
     return "\n".join(lines)
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-STAGES = ("build", "gpu_tests", "sanitize", "op_bench", "train", "rest_tests")
+STAGES = ("build", "gpu_tests", "sanitize", "op_bench", "train", "patch", "rest_tests")
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,7 @@ def test_summary_says_what_ran_and_what_was_skipped(dry_run):
     summary = json.loads((out / "summary.json").read_text())
     status = {name: st["status"] for name, st in summary["stages"].items()}
     assert status == {"build": "skipped", "gpu_tests": "ok", "sanitize": "ok", "op_bench": "ok", "train": "ok",
-                      "rest_tests": "skipped"}
+                      "patch": "ok", "rest_tests": "skipped"}
     for name in ("build", "rest_tests", "sanitize"):
         assert "DRY_RUN" in summary["stages"][name]["reason"], name
     md = (out / "summary.md").read_text()
@@ -77,3 +77,7 @@ def test_stage_results_hold_measurements(dry_run):
     assert all(r["status"] == "ok" and r["images_per_s"] > 0 for r in train["throughput"])
     assert train["memory"] and all(r["status"] == "ok" for r in train["memory"])
     assert (out / "report.md").is_file()
+    patch = json.loads((out / "patch.json").read_text())
+    assert [(r["family"], r["dtype"], r["status"]) for r in patch["families"]] == [("ddsa", "float32", "ok")]
+    assert all(t["speedup"] > 0 and t["max_abs_diff"] < 1e-4 for t in patch["families"][0]["tasks"].values())
+    assert "Drop-in patch" in (out / "summary.md").read_text()
