@@ -103,6 +103,9 @@ def machine_info(device: torch.device) -> dict[str, Any]:
         "loadavg_at_start": loadavg(),
         "timestamp_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "triton_interpret": os.environ.get("TRITON_INTERPRET", "0") == "1",
+        # memory-allocation settings that change CPU timings (huge pages for large tensors, glibc malloc)
+        "allocation_env": {k: v for k, v in sorted(os.environ.items())
+                           if k in ("THP_MEM_ALLOC_ENABLE", "DDSA_SYSTEM_MALLOC", "LD_PRELOAD") or k.startswith("MALLOC_")},
     }
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)

@@ -222,7 +222,8 @@ def render_markdown(result: dict[str, Any]) -> str:
                          ", ".join(f"{k} {v}" for k, v in rec["patched"].items())])
     lines.append(common.markdown_table(
         ["family", "task", "dtype", "plain ms", "patched ms", "speed-up", "max abs Δ out", "patched modules"], rows))
-    lines += ["", f"torch {m['torch']}, {m['torch_threads']} thread(s), backend={cfg['backend']!r}, "
+    alloc = ", ".join(f"{k}={v}" for k, v in (m.get("allocation_env") or {}).items()) or "default allocation settings"
+    lines += ["", f"torch {m['torch']}, {m['torch_threads']} thread(s), backend={cfg['backend']!r}, {alloc}, "
               f"commit {(m['commit'] or {}).get('sha') or '?'}.", ""]
     lines += [f"* {note}" for note in cfg["notes"]]
     return "\n".join(lines) + "\n"
