@@ -33,9 +33,10 @@ namespace cpu {
 namespace {
 
 // One output plane: y = taps ⊛ x (+ bias), x and y (H, W) contiguous, `zeros` a row of W zeros.
+// always_inline: the AVX2 entry points below inline these bodies and compile them for AVX2 + FMA.
 template <int K, typename T>
-void conv_plane(const T* __restrict x, T* __restrict y, const T* taps, T bias, int64_t H, int64_t W,
-                const T* zeros) {
+__attribute__((always_inline)) inline void conv_plane(const T* __restrict x, T* __restrict y, const T* taps, T bias,
+                                                      int64_t H, int64_t W, const T* zeros) {
   constexpr int R = K / 2;
   for (int64_t h = 0; h < H; ++h) {
     std::array<const T*, K> rows;
@@ -85,7 +86,8 @@ void conv_plane(const T* __restrict x, T* __restrict y, const T* taps, T bias, i
 
 // Σ_hw dy[h, w] · x[h+i−R, w+j−R] for all K×K taps of one plane, added into acc (float64), and Σ dy into *db.
 template <int K, typename T>
-void tap_grads_plane(const T* __restrict x, const T* __restrict dy, int64_t H, int64_t W, double* acc, double* db) {
+__attribute__((always_inline)) inline void tap_grads_plane(const T* __restrict x, const T* __restrict dy, int64_t H,
+                                                           int64_t W, double* acc, double* db) {
   constexpr int R = K / 2;
   if constexpr (K == 3) {
     if (W >= 3) {
@@ -157,8 +159,33 @@ void tap_grads_plane(const T* __restrict x, const T* __restrict dy, int64_t H, i
 template <typename T>
 using PlaneFn = void (*)(const T*, T*, const T*, T, int64_t, int64_t, const T*);
 
+// The same kernels compiled for AVX2 + FMA (the package is built for the x86-64 baseline, SSE2), picked
+// at run time when the CPU has them: the 3×3 loops are arithmetic-bound at SSE2 width.
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define DDSA_DW_AVX2 1
+template <int K, typename T>
+__attribute__((target("avx2,fma"))) void conv_plane_avx2(const T* x, T* y, const T* taps, T bias, int64_t H,
+                                                         int64_t W, const T* zeros) {
+  conv_plane<K, T>(x, y, taps, bias, H, W, zeros);
+}
+
+template <int K, typename T>
+__attribute__((target("avx2,fma"))) void tap_grads_plane_avx2(const T* x, const T* dy, int64_t H, int64_t W,
+                                                              double* acc, double* db) {
+  tap_grads_plane<K, T>(x, dy, H, W, acc, db);
+}
+
+bool cpu_has_avx2_fma() {
+  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return has;
+}
+#endif
+
 template <typename T>
 PlaneFn<T> plane_kernel(int64_t K) {
+#ifdef DDSA_DW_AVX2
+  if (K == 3 && cpu_has_avx2_fma()) return conv_plane_avx2<3, T>;
+#endif
   switch (K) {
     case 1: return conv_plane<1, T>;
     case 3: return conv_plane<3, T>;
@@ -173,6 +200,9 @@ using GradFn = void (*)(const T*, const T*, int64_t, int64_t, double*, double*);
 
 template <typename T>
 GradFn<T> grad_kernel(int64_t K) {
+#ifdef DDSA_DW_AVX2
+  if (K == 3 && cpu_has_avx2_fma()) return tap_grads_plane_avx2<3, T>;
+#endif
   switch (K) {
     case 1: return tap_grads_plane<1, T>;
     case 3: return tap_grads_plane<3, T>;
