@@ -15,7 +15,7 @@ FUSED = [n for n in ("cpu", "reference") if n in available_backends("cpu", op="d
 ALL = [*FUSED, "eager"]
 # (B, C, H, W, K): odd sides, maps narrower than the kernel, one pixel, 1×1 kernels
 SHAPES = [(2, 5, 9, 7, 3), (1, 3, 1, 1, 3), (2, 4, 2, 3, 5), (1, 2, 6, 5, 7), (2, 3, 5, 4, 1), (1, 4, 3, 2, 3),
-          (1, 6, 17, 33, 3), (3, 2, 4, 11, 5)]
+          (1, 6, 17, 33, 3), (3, 2, 4, 11, 5), (1, 2, 4, 3, 3), (2, 3, 1, 8, 3)]
 
 
 def _inputs(b, c, h, w, k, dtype=F64, bias=True, seed=0):
