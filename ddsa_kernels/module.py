@@ -11,6 +11,7 @@ from torch import nn
 
 from .ops.channel_norm import channel_norm
 from .ops.depthwise_conv import depthwise_conv
+from .ops.depthwise_conv._common import MAX_KERNEL
 from .ops.dual_attention import dual_attention
 from .ops.dual_attention._common import normalize_topk
 
@@ -110,8 +111,8 @@ class DepthwiseConv2d(nn.Conv2d):
 
     def __init__(self, channels: int, kernel_size: int = 3, *, bias: bool = True, backend: str = "auto",
                  device=None, dtype=None) -> None:
-        if kernel_size % 2 != 1 or not 1 <= kernel_size <= 7:
-            raise ValueError(f"kernel_size must be odd, 1 to 7, got {kernel_size}")
+        if kernel_size % 2 != 1 or not 1 <= kernel_size <= MAX_KERNEL:
+            raise ValueError(f"kernel_size must be odd, 1 to {MAX_KERNEL}, got {kernel_size}")
         super().__init__(channels, channels, kernel_size, padding=kernel_size // 2, groups=channels, bias=bias,
                          device=device, dtype=dtype)
         self.backend = backend

@@ -84,23 +84,23 @@ __attribute__((always_inline)) inline void conv_plane(const T* __restrict x, T* 
   }
 }
 
-// Σ_hw dy[h, w] · x[h+i−R, w+j−R] for all K×K taps of one plane, added into acc (float64), and Σ dy into *db.
+// Σ_hw dy[h, w] · x[h+i−R, w+j−R] for all K×K taps of one plane, added into acc (float64), and Σ dy into *db;
+// `zeros` a row of W zeros (read for the rows outside the image).
 template <int K, typename T>
 __attribute__((always_inline)) inline void tap_grads_plane(const T* __restrict x, const T* __restrict dy, int64_t H,
-                                                           int64_t W, double* acc, double* db) {
+                                                           int64_t W, double* acc, double* db, const T* zeros) {
   constexpr int R = K / 2;
   if constexpr (K == 3) {
     if (W >= 3) {
       // One pass over each dy row for all 9 taps (and the bias): 10 accumulators in registers.
-      const std::vector<T> zeros(W, T(0));
       double bsum = 0;
       for (int64_t h = 0; h < H; ++h) {
         const T* __restrict g = dy + h * W;
-        const T* __restrict r0 = h > 0 ? x + (h - 1) * W : zeros.data();
+        const T* __restrict r0 = h > 0 ? x + (h - 1) * W : zeros;
         const T* __restrict r1 = x + h * W;
-        const T* __restrict r2 = h + 1 < H ? x + (h + 1) * W : zeros.data();
+        const T* __restrict r2 = h + 1 < H ? x + (h + 1) * W : zeros;
         // Edge columns: w = 0 has no left neighbour, w = W − 1 no right one.
-        T s0 = g[0] * 0, s1 = g[0] * r0[0], s2 = g[0] * r0[1], s3 = 0, s4 = g[0] * r1[0], s5 = g[0] * r1[1], s6 = 0,
+        T s0 = 0, s1 = g[0] * r0[0], s2 = g[0] * r0[1], s3 = 0, s4 = g[0] * r1[0], s5 = g[0] * r1[1], s6 = 0,
           s7 = g[0] * r2[0], s8 = g[0] * r2[1], sb = g[0];
         const int64_t e = W - 1;
         s0 += g[e] * r0[e - 1];
@@ -171,8 +171,8 @@ __attribute__((target("avx2,fma"))) void conv_plane_avx2(const T* x, T* y, const
 
 template <int K, typename T>
 __attribute__((target("avx2,fma"))) void tap_grads_plane_avx2(const T* x, const T* dy, int64_t H, int64_t W,
-                                                              double* acc, double* db) {
-  tap_grads_plane<K, T>(x, dy, H, W, acc, db);
+                                                              double* acc, double* db, const T* zeros) {
+  tap_grads_plane<K, T>(x, dy, H, W, acc, db, zeros);
 }
 
 bool cpu_has_avx2_fma() {
@@ -196,7 +196,7 @@ PlaneFn<T> plane_kernel(int64_t K) {
 }
 
 template <typename T>
-using GradFn = void (*)(const T*, const T*, int64_t, int64_t, double*, double*);
+using GradFn = void (*)(const T*, const T*, int64_t, int64_t, double*, double*, const T*);
 
 template <typename T>
 GradFn<T> grad_kernel(int64_t K) {
@@ -318,7 +318,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> depthwise_conv_backward_cpu(const
         for (int64_t b = 0; b < B; ++b) {
           const int64_t p = b * C + c;
           conv(gp + gs.offset(p), dxp + p * H * W, fp + c * K * K, scalar_t(0), H, W, zeros.data());
-          taps_grad(xp + xs.offset(p), gp + gs.offset(p), H, W, dkp + c * K * K, dbp + c);
+          taps_grad(xp + xs.offset(p), gp + gs.offset(p), H, W, dkp + c * K * K, dbp + c, zeros.data());
         }
     });
   });
