@@ -9,8 +9,10 @@ Plain eager PyTorch, independent of ``ddsa_kernels`` and ``ddsa_model``: these a
   scalar weights ``attn``, ``attn1``), ``DRSformerAttention`` (top-⌊C/2⌋, ⌊2C/3⌋, ⌊3C/4⌋, ⌊4C/5⌋ with
   ``attn1``..``attn4``; an unused ``attn_drop = Dropout(0)`` as in DRSformer): (B, dim, H, W) → same.
   The top-k mask is the authors': ``torch.topk`` indices scattered into zeros, −inf elsewhere.
-* ``FeedForward``: Restormer's GDFN (1×1 in, 3×3 depth-wise, GELU gate, 1×1 out), used by every family
-  here (DDSA's SEFN and DRSformer's MSFN differ; the FFN is not patched and runs the same either way).
+* the feed-forward of each family: ``SEFN`` for DDSA, as IDT-DDSA writes it (1×1 in to 3·hidden, one
+  shared 3×3 depth-wise conv chained over the three groups with ReLU, concat, 1×1 out, ``SALayer``
+  spatial gate with BatchNorm); ``FeedForward``, Restormer's GDFN (1×1 in, 3×3 depth-wise, GELU gate,
+  1×1 out), for Restormer and, standing in for its multi-scale FFN (not reproduced here), DRSformer.
 * ``TransformerBlock``: ``x + attn(norm1(x))``, then ``x + ffn(norm2(x))``.
 * ``FamilyNet``: Restormer's 4-level U-Net (overlap patch embed, pixel-unshuffle downsampling,
   pixel-shuffle upsampling with 1×1 channel reductions, refinement blocks, global residual);
@@ -157,6 +159,43 @@ class FeedForward(nn.Module):
         return self.project_out(F.gelu(x1) * x2)
 
 
+class SALayer(nn.Module):
+    """IDT-DDSA's spatial gate: x · sigmoid(BN(conv3×3([max over c, mean over c])))."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv_sa = nn.Sequential(nn.Conv2d(2, 1, kernel_size=3, stride=1, padding=1, bias=False),
+                                     nn.BatchNorm2d(1, momentum=0.01), nn.Sigmoid())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = torch.cat([torch.max(x, 1, keepdim=True)[0], torch.mean(x, 1, keepdim=True)], dim=1)
+        return x * self.conv_sa(pooled)
+
+
+class SEFN(nn.Module):
+    """IDT-DDSA's feed-forward: 1×1 in to 3·hidden, one shared 3×3 depth-wise conv applied three times
+    in a chain with ReLU, concat, 1×1 out, spatial gate."""
+
+    def __init__(self, dim: int, ffn_expansion_factor: float, bias: bool) -> None:
+        super().__init__()
+        hidden = int(dim * ffn_expansion_factor)
+        self.conv1x1_in = nn.Conv2d(dim, hidden * 3, kernel_size=1, bias=bias)
+        self.dwconv3x3 = nn.Conv2d(hidden, hidden, kernel_size=3, stride=1, padding=1, groups=hidden, bias=bias)
+        self.project_out = nn.Conv2d(hidden * 3, dim, kernel_size=1, bias=bias)
+        self.SAlayer = SALayer()
+        self.relu = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x1, x2, x3 = self.conv1x1_in(x).chunk(3, dim=1)
+        y1 = self.relu(self.dwconv3x3(x1))
+        y2 = self.relu(self.dwconv3x3(y1 + x2))
+        y3 = self.relu(self.dwconv3x3(y2 + x3))
+        return self.SAlayer(self.project_out(torch.cat([y1, y2, y3], dim=1)))
+
+
+FEED_FORWARD = {"ddsa": SEFN, "drsformer": FeedForward, "restormer": FeedForward}
+
+
 class TransformerBlock(nn.Module):
     def __init__(self, dim: int, num_heads: int, ffn_expansion_factor: float = 2.66, bias: bool = False,
                  LayerNorm_type: str = "WithBias", family: str = "ddsa") -> None:
@@ -164,7 +203,7 @@ class TransformerBlock(nn.Module):
         self.norm1 = LayerNorm(dim, LayerNorm_type)
         self.attn = ATTENTION[family](dim, num_heads, bias)
         self.norm2 = LayerNorm(dim, LayerNorm_type)
-        self.ffn = FeedForward(dim, ffn_expansion_factor, bias)
+        self.ffn = FEED_FORWARD[family](dim, ffn_expansion_factor, bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.norm1(x))

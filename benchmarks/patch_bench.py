@@ -2,7 +2,7 @@
 
 For each family (DDSA, DRSformer, Restormer) one network of ``benchmarks.family_nets`` (default
 ``small``: Restormer's 4-level U-Net at the DDSA ``ddsa-small`` size, dim 16, blocks (1, 2, 2, 3),
-heads (1, 2, 4, 8), GDFN feed-forward in every family) is built once; a deep copy with the same
+heads (1, 2, 4, 8), each family's feed-forward: SEFN for DDSA, GDFN otherwise) is built once; a deep copy with the same
 weights is patched. Both are timed side by side, in interleaved rounds (plain, patched, plain,
 patched, ...), and each figure is the median over rounds of the per-round median:
 
@@ -32,7 +32,8 @@ NETS = {"small": family_nets.small_net, "tiny": family_nets.tiny_net}
 TASKS = ("infer", "train")
 NET_NOTES = {
     "small": "net small: Restormer's U-Net at the ddsa-small size (dim 16, blocks (1, 2, 2, 3), heads (1, 2, 4, 8), "
-             "one refinement block), GDFN feed-forward in every family.",
+             "one refinement block); feed-forward: IDT-DDSA's SEFN for DDSA, Restormer's GDFN for Restormer and "
+             "DRSformer (standing in for its multi-scale FFN).",
     "tiny": "net tiny: Restormer's U-Net at dim 8, one block per level, heads (1, 2, 2, 4) (a smoke test, "
             "not a measurement).",
 }

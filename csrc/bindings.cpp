@@ -23,7 +23,7 @@ bool has_cuda() {
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "Compiled CPU (and, when built with CUDA, GPU) kernels of ddsa_kernels.dual_attention, channel_norm and depthwise_conv";
+  m.doc() = "Compiled CPU (and, when built with CUDA, GPU) kernels of ddsa_kernels.dual_attention, channel_norm, depthwise_conv and depthwise_chain";
   m.def("forward_cpu", &ddsa::forward_cpu, "(out, probs, gram, norms) of the fused op on CPU", py::arg("q"),
         py::arg("k"), py::arg("v"), py::arg("temperature"), py::arg("weights"), py::arg("keep"), py::arg("eps"));
   m.def("backward_cpu", &ddsa::backward_cpu, "(dq, dk, dv, d_temperature, d_weights) of the fused op on CPU",
@@ -40,6 +40,12 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("weight"), py::arg("bias"));
   m.def("depthwise_conv_backward_cpu", &ddsa::depthwise_conv_backward_cpu,
         "(dx, dweight, dbias) of the depth-wise convolution on CPU", py::arg("grad_y"), py::arg("x"),
+        py::arg("weight"));
+  m.def("depthwise_chain_forward_cpu", &ddsa::depthwise_chain_forward_cpu,
+        "y of the depth-wise ReLU chain y_i = relu(k * (y_{i-1} + x_i)) over the channel groups of x on CPU",
+        py::arg("x"), py::arg("weight"), py::arg("bias"));
+  m.def("depthwise_chain_backward_cpu", &ddsa::depthwise_chain_backward_cpu,
+        "(dx, dweight, dbias) of the depth-wise ReLU chain on CPU", py::arg("grad_y"), py::arg("x"), py::arg("y"),
         py::arg("weight"));
   m.def("cpu_gemm_provider", &ddsa::cpu_gemm_provider, "Which GEMM the CPU kernels call");
   m.def("has_cuda", &has_cuda, "True when the extension was compiled with its CUDA kernels");

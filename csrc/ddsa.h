@@ -41,6 +41,11 @@ at::Tensor depthwise_conv_forward_cpu(const at::Tensor& x, const at::Tensor& wei
 std::tuple<at::Tensor, at::Tensor, at::Tensor> depthwise_conv_backward_cpu(const at::Tensor& grad_y,
                                                                            const at::Tensor& x,
                                                                            const at::Tensor& weight);
+at::Tensor depthwise_chain_forward_cpu(const at::Tensor& x, const at::Tensor& weight,
+                                       const std::optional<at::Tensor>& bias);
+std::tuple<at::Tensor, at::Tensor, at::Tensor> depthwise_chain_backward_cpu(const at::Tensor& grad_y,
+                                                                            const at::Tensor& x, const at::Tensor& y,
+                                                                            const at::Tensor& weight);
 
 #ifdef DDSA_WITH_CUDA
 Fwd forward_cuda(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& temperature,

@@ -4,8 +4,9 @@
     out = dual_attention(q, k, v, temperature, weights, topk=(None, C * 7 // 10))
     y = channel_norm(x, weight, bias)            # LayerNorm over the channels of an NCHW map
     y = depthwise_conv(x, weight, bias)          # depth-wise K×K convolution, zero padding K // 2
+    y = depthwise_chain(x, weight, bias)         # SEFN's y_i = relu(conv(y_{i-1} + x_i)) over channel groups
 
-Layout: one folder per op under ``ops/`` (``dual_attention/``, ``channel_norm/``, ``depthwise_conv/``:
+Layout: one folder per op under ``ops/`` (``dual_attention/``, ``channel_norm/``, ``depthwise_conv/``, ``depthwise_chain/``:
 the public function and its autograd in ``__init__``, ``naive.py`` oracle and baseline,
 ``reference.py`` torch backend, ``triton.py``, ``extension.py`` for the compiled ``_C``),
 ``_registry.py`` the table of backends, ``module.py`` the nn.Modules, ``patch.py`` the drop-in patch
@@ -15,6 +16,7 @@ from ._registry import available_backends, build_info, check_backend_name, resol
 from .ops.dual_attention import dual_attention, eager_dual_attention, reference_dual_attention
 from .ops.channel_norm import channel_norm, eager_channel_norm, reference_channel_norm
 from .ops.depthwise_conv import depthwise_conv, eager_depthwise_conv, reference_depthwise_conv
+from .ops.depthwise_chain import depthwise_chain, eager_depthwise_chain, reference_depthwise_chain
 from .module import ChannelNorm, DepthwiseConv2d, DualSelfAttentionCore, ddsa_topk, drsformer_topk, restormer_topk
 from .patch import PatchReport, patch, unpatch
 
@@ -22,6 +24,7 @@ __all__ = [
     "dual_attention",
     "channel_norm",
     "depthwise_conv",
+    "depthwise_chain",
     "available_backends",
     "build_info",
     "check_backend_name",
@@ -32,6 +35,8 @@ __all__ = [
     "eager_channel_norm",
     "reference_depthwise_conv",
     "eager_depthwise_conv",
+    "reference_depthwise_chain",
+    "eager_depthwise_chain",
     "ChannelNorm",
     "DepthwiseConv2d",
     "DualSelfAttentionCore",

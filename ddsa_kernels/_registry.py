@@ -83,6 +83,14 @@ BACKENDS: dict[str, tuple[BackendSpec, ...]] = {
                     "torch's own convolution (F.conv2d, groups=C) with plain autograd: cuDNN on CUDA",
                     fused=False),
     ),
+    "depthwise_chain": (
+        BackendSpec("reference", "ddsa_kernels.ops.depthwise_chain.reference", _ANY_DEVICE, _ALL_FLOATS,
+                    "the chain and its explicit backward in plain PyTorch (float64 capable)"),
+        BackendSpec("cpu", "ddsa_kernels.ops.depthwise_chain.extension:CPU", ("cpu",), (torch.float32, torch.float64),
+                    "C++ kernels of the compiled extension: each plane's whole chain in one task"),
+        BackendSpec("eager", "ddsa_kernels.ops.depthwise_chain.naive:eager_depthwise_chain", _ANY_DEVICE,
+                    _ALL_FLOATS, "the authors' conv2d + relu + cat with plain autograd: cuDNN on CUDA", fused=False),
+    ),
 }
 
 # backend="auto": the first backend in this order that is available and supports the tensors.
@@ -93,8 +101,9 @@ AUTO_ORDER: dict[str, dict[str, tuple[str, ...]]] = {
     "channel_norm": {"cuda": ("triton", "cuda", "reference"), "cpu": ("cpu", "reference")},
     # torch's own convolution wherever the extension has no kernel: cuDNN is fast on GPUs.
     "depthwise_conv": {"cuda": ("eager",), "cpu": ("cpu", "eager")},
+    "depthwise_chain": {"cuda": ("eager",), "cpu": ("cpu", "eager")},
 }
-_AUTO_FALLBACK = {"depthwise_conv": "eager"}  # default: "reference"
+_AUTO_FALLBACK = {"depthwise_conv": "eager", "depthwise_chain": "eager"}  # default: "reference"
 
 _probed: dict[tuple[str, str], tuple[bool, str]] = {}
 _impls: dict[tuple[str, str], Any] = {}

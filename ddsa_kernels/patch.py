@@ -1,5 +1,5 @@
-"""``patch(model)``: swap the attention, LayerNorm and depth-wise convolution modules of an existing
-Restormer-family network for the fused ops, in place, without touching its parameters.
+"""``patch(model)``: swap the attention, LayerNorm, depth-wise convolution and SEFN feed-forward modules
+of an existing Restormer-family network for the fused ops, in place, without touching its parameters.
 
 Modules are recognised by structure (attribute names, module types and parameter shapes), never by
 class name or import path, so that the authors' repositories (Restormer, DRSformer, IDT-DDSA) and their
@@ -16,7 +16,15 @@ forks are handled without importing them:
   groups = in = out channels, an odd square kernel up to 7×7, stride 1, dilation 1, zero padding
   K // 2. These sit in every block (the attention's ``qkv_dwconv``, the feed-forward's ``dwconv``);
   on CPU torch runs them through oneDNN's NCHW path, several times slower than the memory traffic
-  allows. Elsewhere (CUDA, autocast, fp16/bf16) the op falls back to torch's own convolution.
+  allows. Elsewhere (CUDA, autocast, fp16/bf16) the op falls back to torch's own convolution;
+* IDT-DDSA's feed-forward (SEFN): ``conv1x1_in`` (1×1 Conv2d dim → 3·hidden), ``dwconv3x3`` (depth-wise
+  Conv2d on hidden channels, odd kernel ≤ 7, "same" zero padding), ``relu`` (ReLU), ``project_out``
+  (1×1 Conv2d 3·hidden → dim) and ``SAlayer`` (any module, run as it is), computing
+  ``SAlayer(project_out(cat(y1, y2, y3)))`` with ``y1 = relu(dwconv3x3(x1))``, ``y2 = relu(dwconv3x3(y1 +
+  x2))``, ``y3 = relu(dwconv3x3(y2 + x3))`` on the thirds of ``conv1x1_in(x)``. The chain in the middle
+  becomes one :func:`depthwise_chain` call (the 1×1 convolutions and the gate are the module's own);
+  hooks registered on ``dwconv3x3`` or ``relu`` no longer fire once the block is patched. Restormer's
+  GDFN and DRSformer's multi-scale FFN keep their forward (their depth-wise convolutions are patched).
 
 Every candidate is also checked by behaviour once, at patch time: a float64 CPU copy with random
 parameters runs its own ``forward`` and the fused computation on a tiny input; a fork whose math
@@ -41,6 +49,8 @@ from torch import nn
 
 from . import _registry
 from .ops.channel_norm import channel_norm
+from .ops.depthwise_chain import depthwise_chain
+from .ops.depthwise_chain.naive import reference_depthwise_chain
 from .ops.depthwise_conv import depthwise_conv
 from .ops.depthwise_conv._common import MAX_KERNEL
 from .ops.dual_attention import dual_attention
@@ -55,7 +65,9 @@ _FAMILY_WEIGHTS = {
     "drsformer": ("attn1", "attn2", "attn3", "attn4"),
 }
 _ATTENTION_CHILDREN = ("qkv", "qkv_dwconv", "project_out")
-_OPS = {"attention": "dual_attention", "layer_norm": "channel_norm", "depthwise_conv": "depthwise_conv"}
+_OPS = {"attention": "dual_attention", "layer_norm": "channel_norm", "depthwise_conv": "depthwise_conv",
+        "feed_forward": "depthwise_chain"}
+_SEFN_CHILDREN = {"conv1x1_in", "dwconv3x3", "relu", "project_out", "SAlayer"}
 
 
 def family_topk(family: str, channels: int) -> tuple[Optional[int], ...]:
@@ -113,8 +125,19 @@ def fused_depthwise_conv_forward(module: nn.Conv2d, x: Tensor, *, kind: str, bac
     return depthwise_conv(x, module.weight, module.bias, backend=backend)
 
 
+def _sefn_core(module: nn.Module, x: Tensor, chain) -> Tensor:
+    dw = module.dwconv3x3
+    return module.SAlayer(module.project_out(chain(module.conv1x1_in(x), dw.weight, dw.bias)))
+
+
+def fused_feed_forward_forward(module: nn.Module, x: Tensor, *, kind: str, backend: str) -> Tensor:
+    """Patched ``forward`` of IDT-DDSA's SEFN: (B, dim, H, W) → (B, dim, H, W); the module's 1×1 convs and
+    spatial gate around one :func:`depthwise_chain` call with ``dwconv3x3``'s weight and bias."""
+    return _sefn_core(module, x, functools.partial(depthwise_chain, backend=backend))
+
+
 _FUSED = {fused_attention_forward: "attention", fused_layer_norm_forward: "layer_norm",
-          fused_depthwise_conv_forward: "depthwise_conv"}
+          fused_depthwise_conv_forward: "depthwise_conv", fused_feed_forward_forward: "feed_forward"}
 
 
 def patched_kind(module: nn.Module) -> Optional[str]:
@@ -246,6 +269,34 @@ def _match_depthwise(m: nn.Conv2d) -> tuple[Optional[str], str]:
     return f"depthwise_conv:{kh}x{kh}", ""
 
 
+def _is_sefn_candidate(m: nn.Module) -> bool:
+    return hasattr(m, "conv1x1_in") and hasattr(m, "dwconv3x3")
+
+
+def _match_sefn(m: nn.Module) -> tuple[Optional[str], str]:
+    """("feed_forward:sefn", "") for IDT-DDSA's SEFN, else (None, reason)."""
+    children = dict(m.named_children())
+    if set(children) != _SEFN_CHILDREN:
+        return None, f"submodules {sorted(children)}, expected {sorted(_SEFN_CHILDREN)}"
+    if list(m._parameters) or list(m._buffers):
+        return None, "the block has parameters or buffers of its own"
+    conv_in, dw = children["conv1x1_in"], children["dwconv3x3"]
+    if not isinstance(conv_in, nn.Conv2d) or not isinstance(dw, nn.Conv2d):
+        return None, "conv1x1_in and dwconv3x3 must be Conv2d"
+    dim, hidden = conv_in.in_channels, dw.in_channels
+    k = dw.kernel_size[0]
+    if k % 2 != 1 or k > MAX_KERNEL:
+        return None, f"dwconv3x3 has kernel {tuple(dw.kernel_size)} (supported: square, odd, up to {MAX_KERNEL})"
+    for name, want in (("conv1x1_in", (dim, 3 * hidden, 1, 0, 1)), ("dwconv3x3", (hidden, hidden, k, k // 2, hidden)),
+                       ("project_out", (3 * hidden, dim, 1, 0, 1))):
+        why = _is_conv(children[name], *want)
+        if why:
+            return None, f"{name} {why}"
+    if type(children["relu"]) is not nn.ReLU:
+        return None, f"relu is {type(children['relu']).__name__}, not ReLU"
+    return "feed_forward:sefn", ""
+
+
 # ----------------------------------------------------------------------------- behavioural check
 def _float64_copy(m: nn.Module) -> nn.Module:
     twin = copy.deepcopy(m).to("cpu", torch.float64)
@@ -298,6 +349,20 @@ def _check_layer_norm(m: nn.Module, kind: str) -> str:
     return ""
 
 
+def _check_sefn(m: nn.Module) -> str:
+    gen = torch.Generator().manual_seed(0)
+    twin = _float64_copy(m)
+    with torch.no_grad():
+        for p in twin.parameters():
+            p.copy_(torch.rand(p.shape, generator=gen, dtype=torch.float64) * 2 - 1)
+        x = torch.randn(2, twin.conv1x1_in.in_channels, 4, 5, generator=gen, dtype=torch.float64)
+        own = type(m).forward(twin, x)
+        fused = _sefn_core(twin, x, reference_depthwise_chain)
+    if not _close(fused, own):
+        return "its forward differs from SEFN's relu-conv chain on a float64 test input (changed math?)"
+    return ""
+
+
 # ----------------------------------------------------------------------------- report
 @dataclass
 class PatchReport:
@@ -305,10 +370,10 @@ class PatchReport:
 
     patched: (module path, kind) of every module patched by this call; kinds are "attention:ddsa",
     "attention:drsformer", "attention:restormer", "layer_norm:with_bias", "layer_norm:bias_free",
-    "depthwise_conv:3x3" (and 1x1, 5x5, 7x7).
+    "depthwise_conv:3x3" (and 1x1, 5x5, 7x7), "feed_forward:sefn".
     already_patched: (path, kind) of modules that were patched before this call (left as they are).
     skipped: (path, reason) of modules that look like a supported module but are not one.
-    backend: the backend name given to each op ("attention", "layer_norm", "depthwise_conv").
+    backend: the backend name given to each op ("attention", "layer_norm", "depthwise_conv", "feed_forward").
     resolved: for each kind patched, the backends the op resolves to for the model's parameters'
     device and dtype at patch time (what "auto" picks; it can differ per channel count).
     """
@@ -374,14 +439,16 @@ def patch(
     attention: bool = True,
     layer_norm: bool = True,
     depthwise_conv: bool = True,
+    feed_forward: bool = True,
     backend: Union[str, Mapping[str, str]] = "auto",
     verify: bool = True,
 ) -> PatchReport:
-    """Make the attention, LayerNorm and depth-wise conv modules of ``model`` run the fused ops, in place.
+    """Make the attention, LayerNorm, depth-wise conv and SEFN modules of ``model`` run the fused ops, in place.
 
     Walks every submodule (``model`` included). Supported modules get an instance ``forward`` that
     calls :func:`ddsa_kernels.dual_attention` / :func:`ddsa_kernels.channel_norm` /
-    :func:`ddsa_kernels.depthwise_conv` with the module's own convs and parameters; nothing else
+    :func:`ddsa_kernels.depthwise_conv` / :func:`ddsa_kernels.depthwise_chain` with the module's own
+    convs and parameters; nothing else
     changes (same parameters, names, state dict, optimizer).
 
     Args:
@@ -390,8 +457,11 @@ def patch(
         layer_norm: patch Restormer-style channel LayerNorm wrappers (WithBias and BiasFree).
         depthwise_conv: patch depth-wise ``nn.Conv2d`` modules (odd square kernel ≤ 7, stride 1,
             zero "same" padding); on CUDA and under autocast they keep running torch's convolution.
+        feed_forward: patch IDT-DDSA's SEFN blocks (their relu-conv chain becomes one fused op; on CUDA
+            and under autocast it runs as torch ops, as before).
         backend: a backend name for every op ("auto", or a name of :func:`ddsa_kernels.build_info`), or a
-            mapping {"attention": name, "layer_norm": name, "depthwise_conv": name}. To change it later,
+            mapping {"attention": name, "layer_norm": name, "depthwise_conv": name, "feed_forward": name}.
+            To change it later,
             :func:`unpatch` first.
         verify: compare each candidate's own forward with the fused computation once, on a float64
             CPU copy and a tiny random input, and skip the module on a mismatch (recommended).
@@ -439,6 +509,21 @@ def patch(
             m.forward = functools.partial(fused_layer_norm_forward, m, kind=kind, backend=names["layer_norm"])
             report.patched.append((path, kind))
             resolved.setdefault(kind, set()).add(_resolve(_OPS["layer_norm"], names["layer_norm"], model, None))
+        elif feed_forward and _is_sefn_candidate(m):
+            kind, why = _match_sefn(m)
+            if kind is not None and "forward" in m.__dict__:
+                kind, why = None, "its forward is already overridden on the instance"
+            if kind is not None and verify:
+                try:
+                    why = _check_sefn(m)
+                except Exception as exc:
+                    why = f"behaviour check failed: {type(exc).__name__}: {exc}"
+            if kind is None or why:
+                report.skipped.append((path, why))
+                continue
+            m.forward = functools.partial(fused_feed_forward_forward, m, kind=kind, backend=names["feed_forward"])
+            report.patched.append((path, kind))
+            resolved.setdefault(kind, set()).add(_resolve(_OPS["feed_forward"], names["feed_forward"], model, None))
         elif depthwise_conv and _is_depthwise_candidate(m):
             kind, why = _match_depthwise(m)
             if kind is not None and "forward" in m.__dict__:

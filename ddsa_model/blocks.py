@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ddsa_kernels import DepthwiseConv2d, DualSelfAttentionCore, channel_norm
+from ddsa_kernels import DepthwiseConv2d, DualSelfAttentionCore, channel_norm, depthwise_chain
 
 
 class LayerNorm2d(nn.Module):
@@ -72,7 +72,8 @@ class SEFN(nn.Module):
     """Spatial-enhanced feed-forward network.
 
     1×1 conv n → 3·hidden, split x₁, x₂, x₃; one shared 3×3 depth-wise conv d:
-    y₁ = relu(d(x₁)), y₂ = relu(d(y₁ + x₂)), y₃ = relu(d(y₂ + x₃)); concat, 1×1 conv → n, then
+    y₁ = relu(d(x₁)), y₂ = relu(d(y₁ + x₂)), y₃ = relu(d(y₂ + x₃)) (``ddsa_kernels.depthwise_chain``);
+    concat, 1×1 conv → n, then
     the spatial-attention gate (unless ``spatial_gate=False``, the "SEFN w/o SA" ablation).
     """
 
@@ -86,11 +87,9 @@ class SEFN(nn.Module):
         self.gate = SpatialAttentionGate(bn_momentum) if spatial_gate else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x1, x2, x3 = self.conv_in(x).chunk(3, dim=1)
-        y1 = F.relu(self.dwconv(x1))
-        y2 = F.relu(self.dwconv(y1 + x2))
-        y3 = F.relu(self.dwconv(y2 + x3))
-        out = self.project_out(torch.cat((y1, y2, y3), dim=1))
+        # y₁, y₂, y₃ (concatenated) in one fused op over the three channel groups of conv_in(x)
+        y = depthwise_chain(self.conv_in(x), self.dwconv.weight, self.dwconv.bias, backend=self.dwconv.backend)
+        out = self.project_out(y)
         return self.gate(out) if self.gate is not None else out
 
 

@@ -18,6 +18,8 @@ from benchmarks.family_nets import (  # noqa: F401  (re-exported for the tests)
     FamilyNet,
     LayerNorm,
     RestormerAttention,
+    SALayer,
+    SEFN,
     TransformerBlock,
     WithBias_LayerNorm,
     _topk_softmax,
@@ -135,3 +137,55 @@ class Eps6LayerNorm(LayerNorm):
     def __init__(self, dim: int) -> None:
         super().__init__(dim, "WithBias")
         self.body = _Eps6Body(dim)
+
+
+class LeakySEFN(SEFN):
+    """A fork with LeakyReLU in the chain: not SEFN's math."""
+
+    def __init__(self, dim: int, ffn_expansion_factor: float = 2.0, bias: bool = False) -> None:
+        super().__init__(dim, ffn_expansion_factor, bias)
+        self.relu = nn.LeakyReLU(0.1)
+
+
+class GatelessSEFN(SEFN):
+    """The "SEFN w/o SA" ablation written by deleting the gate: other submodules, left alone."""
+
+    def __init__(self, dim: int, ffn_expansion_factor: float = 2.0, bias: bool = False) -> None:
+        super().__init__(dim, ffn_expansion_factor, bias)
+        del self.SAlayer
+
+    def forward(self, x):
+        x1, x2, x3 = self.conv1x1_in(x).chunk(3, dim=1)
+        y1 = self.relu(self.dwconv3x3(x1))
+        y2 = self.relu(self.dwconv3x3(y1 + x2))
+        y3 = self.relu(self.dwconv3x3(y2 + x3))
+        return self.project_out(torch.cat([y1, y2, y3], dim=1))
+
+
+class WideOutSEFN(SEFN):
+    """project_out reads only two of the three groups: the shapes do not match SEFN."""
+
+    def __init__(self, dim: int, ffn_expansion_factor: float = 2.0, bias: bool = False) -> None:
+        super().__init__(dim, ffn_expansion_factor, bias)
+        hidden = self.dwconv3x3.in_channels
+        self.project_out = nn.Conv2d(hidden * 2, dim, kernel_size=1, bias=bias)
+
+
+class LastLinearSEFN(SEFN):
+    """Same modules and shapes, but y3 skips the ReLU: only the behaviour check can tell."""
+
+    def forward(self, x):
+        x1, x2, x3 = self.conv1x1_in(x).chunk(3, dim=1)
+        y1 = self.relu(self.dwconv3x3(x1))
+        y2 = self.relu(self.dwconv3x3(y1 + x2))
+        y3 = self.dwconv3x3(y2 + x3)
+        return self.SAlayer(self.project_out(torch.cat([y1, y2, y3], dim=1)))
+
+
+class Kernel5SEFN(SEFN):
+    """SEFN with a biased 5×5 depth-wise kernel: still SEFN's math, patched exactly."""
+
+    def __init__(self, dim: int, ffn_expansion_factor: float = 2.0) -> None:
+        super().__init__(dim, ffn_expansion_factor, bias=True)
+        hidden = self.dwconv3x3.in_channels
+        self.dwconv3x3 = nn.Conv2d(hidden, hidden, kernel_size=5, padding=2, groups=hidden, bias=True)

@@ -350,8 +350,10 @@ def test_patch_bench_cli_writes_both_variants_per_family(tmp_path, one_thread):
     assert [r["family"] for r in data["families"]] == ["ddsa", "restormer"]
     for rec in data["families"]:
         assert rec["status"] == "ok" and not rec["skipped"]
-        assert rec["patched"] == {f"attention:{rec['family']}": 8, "depthwise_conv:3x3": 16,
-                                  "layer_norm:with_bias": 16}
+        want = {f"attention:{rec['family']}": 8, "depthwise_conv:3x3": 16, "layer_norm:with_bias": 16}
+        if rec["family"] == "ddsa":  # IDT-DDSA's feed-forward
+            want["feed_forward:sefn"] = 8
+        assert rec["patched"] == want
         for task, t in rec["tasks"].items():
             assert t["status"] == "ok", t
             assert t["max_abs_diff"] < 1e-4  # same weights, same function

@@ -1,0 +1,44 @@
+"""Argument validation for the depth-wise ReLU chain op (every bad input is named in the error)."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from ..depthwise_conv._common import MAX_KERNEL
+
+_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def check_inputs(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                 same_dtype: bool = True) -> tuple[int, int]:
+    """Validate x (B, n·C, H, W), weight (C, 1, K, K) with K odd ≤ 7, bias (C,) or None; returns (n, K).
+
+    same_dtype=False accepts a weight and bias of another dtype than x (autocast casts them per op)."""
+    for name, t in (("x", x), ("weight", weight), ("bias", bias)):
+        if t is None and name == "bias":
+            continue
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if x.dim() != 4:
+        raise ValueError(f"x must have shape (B, n·C, H, W), got {tuple(x.shape)}")
+    if x.dtype not in _FLOAT_DTYPES:
+        raise ValueError(f"x has dtype {x.dtype}; expected float16, bfloat16, float32 or float64")
+    if weight.dim() != 4 or weight.shape[1] != 1 or weight.shape[2] != weight.shape[3] or weight.shape[0] < 1:
+        raise ValueError(f"weight must have shape (C, 1, K, K), got {tuple(weight.shape)}")
+    channels, k = weight.shape[0], weight.shape[2]
+    if x.shape[1] % channels:
+        raise ValueError(f"x has {x.shape[1]} channels, not a multiple of the weight's C={channels} "
+                         "(x holds n groups of C channels)")
+    if k % 2 != 1 or k > MAX_KERNEL:
+        raise ValueError(f"weight has a {k}×{k} kernel; supported: odd sizes 1 to {MAX_KERNEL}")
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t is None:
+            continue
+        if same_dtype and t.dtype != x.dtype:
+            raise ValueError(f"{name} has dtype {t.dtype} but x has dtype {x.dtype}")
+        if t.device != x.device:
+            raise ValueError(f"{name} is on {t.device} but x is on {x.device}")
+    if bias is not None and (bias.dim() != 1 or bias.shape[0] != channels):
+        raise ValueError(f"bias must have shape (C,) with C={channels}, got {tuple(bias.shape)}")
+    return x.shape[1] // channels, k
