@@ -364,6 +364,27 @@ def test_patch_bench_cli_writes_both_variants_per_family(tmp_path, one_thread):
     assert "| ddsa | infer b1 16² |" in md and "| restormer | train b1 16² |" in md
 
 
+def test_depthwise_chain_bench_writes_every_method(tmp_path, one_thread):
+    from benchmarks import bench_depthwise_chain
+
+    result = bench_depthwise_chain.main(["--shapes", "1,4,9,7", "2,3,5,6", "--rounds", "2", "--min-run-time", "0.01",
+                                         "--out", str(tmp_path), *one_thread])
+    data = json.loads((tmp_path / "depthwise_chain.json").read_text())
+    assert [r["shape"] for r in data["rows"]] == [[1, 4, 9, 7], [2, 3, 5, 6]] == [r["shape"] for r in result["rows"]]
+    methods = {"eager"} | ({"cpu"} if data["build_info"]["cpu"] == "available" else set())
+    for row in data["rows"]:
+        assert set(row["max_abs_diff_fwd"]) == methods and max(row["max_abs_diff_fwd"].values()) < 1e-5
+        for task in ("fwd", "fwdbwd"):
+            assert set(row[task]) == methods
+            base = row[task]["eager"]["median_ms"]
+            for name, rec in row[task].items():
+                assert len(rec["rounds_ms"]) == 2
+                assert row[f"speedup_{task}"][name] == pytest.approx(base / rec["median_ms"])
+    assert "| 1×3·4×9×7 | forward |" in (tmp_path / "depthwise_chain.md").read_text()
+    with pytest.raises(SystemExit):
+        bench_depthwise_chain.main(["--shapes", "1,4,9", "--out", str(tmp_path)])
+
+
 def test_depthwise_conv_bench_writes_every_method(tmp_path, one_thread):
     from benchmarks import bench_depthwise_conv
 
