@@ -19,9 +19,6 @@ current thread count. Writes ``depthwise_conv.json`` and ``depthwise_conv.md`` i
 """
 from __future__ import annotations
 
-import argparse
-import statistics
-from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -47,7 +44,6 @@ def _methods(x: torch.Tensor) -> dict[str, Callable[[torch.Tensor, torch.Tensor]
 
 def bench_shape(shape: tuple[int, int, int, int], rounds: int, min_run_time: float) -> dict[str, Any]:
     """Median ms of every method, forward and forward+backward, for one (B, C, H, W)."""
-    device = torch.device("cpu")
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(*shape, generator=gen)
     w = torch.randn(shape[1], 1, 3, 3, generator=gen)
@@ -75,14 +71,8 @@ def bench_shape(shape: tuple[int, int, int, int], rounds: int, min_run_time: flo
 
     row: dict[str, Any] = {"shape": list(shape), "max_abs_diff_fwd": max_diff}
     for task, make in (("fwd", forward), ("fwdbwd", train)):
-        per_round: dict[str, list[float]] = {n: [] for n in methods}
-        fns = {n: make(n) for n in methods}
-        for _ in range(rounds):
-            for name, fn in fns.items():
-                per_round[name].append(common.time_fn(fn, device, min_run_time=min_run_time, warmup=1).median_ms)
-        medians = {n: statistics.median(v) for n, v in per_round.items()}
-        row[task] = {n: {"median_ms": medians[n], "rounds_ms": per_round[n]} for n in methods}
-        row[f"speedup_{task}"] = {n: common.ratio(medians["conv2d"], medians[n]) for n in methods}
+        row[task], row[f"speedup_{task}"] = common.interleaved_rounds(
+            {n: make(n) for n in methods}, "conv2d", rounds=rounds, min_run_time=min_run_time)
     return row
 
 
@@ -113,39 +103,10 @@ def render_markdown(result: dict[str, Any]) -> str:
 
 
 def main(argv=None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shapes", nargs="+", default=[",".join(map(str, s)) for s in DEFAULT_SHAPES],
-                        help="B,C,H,W ...")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--min-run-time", type=float, default=0.2, help="seconds of timing per measurement")
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads before running")
-    parser.add_argument("--out", default=None, help="output folder (default: benchmarks/results/<device-slug>)")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device("cpu")
-    shapes = []
-    for text in args.shapes:
-        parts = tuple(int(s) for s in text.split(","))
-        if len(parts) != 4 or min(parts) < 1:
-            parser.error(f"--shapes takes B,C,H,W with positive sizes, got {text!r}")
-        shapes.append(parts)
-    result = {"benchmark": "depthwise_conv", "machine": common.machine_info(device),
-              "build_info": build_info("depthwise_conv"), "rows": []}
-    for shape in shapes:
-        row = bench_shape(shape, args.rounds, args.min_run_time)
-        result["rows"].append(row)
-        print(f"[depthwise] {'×'.join(map(str, shape)):<16} fwd: " + "  ".join(
-            f"{n} {r['median_ms']:.2f} ms" for n, r in row["fwd"].items()) + "  | f+b: " + "  ".join(
-            f"{n} {r['median_ms']:.2f} ms" for n, r in row["fwdbwd"].items()))
-    result["machine"]["loadavg_at_end"] = common.loadavg()
-    out = Path(args.out) if args.out else common.default_out_dir(device)
-    out.mkdir(parents=True, exist_ok=True)
-    common.write_json(out / "depthwise_conv.json", result)
-    common.write_text(out / "depthwise_conv.md", render_markdown(result))
-    print(f"wrote {out / 'depthwise_conv.md'}")
-    return result
-
+    return common.shape_bench_main(
+        argv, benchmark="depthwise_conv", description=__doc__.splitlines()[0], default_shapes=DEFAULT_SHAPES,
+        shapes_help="B,C,H,W ...", bench_shape=bench_shape, render_markdown=render_markdown,
+        build_info=build_info("depthwise_conv"))
 
 if __name__ == "__main__":
     main()

@@ -299,3 +299,68 @@ def have_matplotlib() -> bool:
 def save_figure(fig: Any, path: Path) -> None:
     """Save a matplotlib figure as PNG, atomically."""
     _atomic_write(Path(path), lambda fh: fig.savefig(fh, format="png", dpi=110, bbox_inches="tight"), mode="wb")
+
+
+def shape_bench_main(
+    argv: Optional[list[str]],
+    *,
+    benchmark: str,
+    description: str,
+    default_shapes: Iterable[tuple[int, ...]],
+    shapes_help: str,
+    bench_shape: Callable[[tuple[int, ...], int, float], dict[str, Any]],
+    render_markdown: Callable[[dict[str, Any]], str],
+    build_info: dict[str, str],
+) -> dict[str, Any]:
+    """The command line of the CPU per-shape benchmarks (``bench_depthwise_conv``, ``bench_depthwise_chain``):
+    parse ``--shapes B,C,H,W ... --rounds --min-run-time --threads --out``, run ``bench_shape`` on each,
+    print one line per shape, write ``<benchmark>.json`` and ``<benchmark>.md`` into ``--out``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog=f"python -m benchmarks.bench_{benchmark}", description=description)
+    parser.add_argument("--shapes", nargs="+", default=[",".join(map(str, s)) for s in default_shapes],
+                        help=shapes_help)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--min-run-time", type=float, default=0.2, help="seconds of timing per measurement")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads before running")
+    parser.add_argument("--out", default=None, help="output folder (default: benchmarks/results/<device-slug>)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device("cpu")
+    shapes = []
+    for text in args.shapes:
+        parts = tuple(int(s) for s in text.split(","))
+        if len(parts) != 4 or min(parts) < 1:
+            parser.error(f"--shapes takes B,C,H,W with positive sizes, got {text!r}")
+        shapes.append(parts)
+    result = {"benchmark": benchmark, "machine": machine_info(device), "build_info": build_info, "rows": []}
+    for shape in shapes:
+        row = bench_shape(shape, args.rounds, args.min_run_time)
+        result["rows"].append(row)
+        print(f"[{benchmark}] {'×'.join(map(str, shape)):<16} fwd: " + "  ".join(
+            f"{n} {r['median_ms']:.2f} ms" for n, r in row["fwd"].items()) + "  | f+b: " + "  ".join(
+            f"{n} {r['median_ms']:.2f} ms" for n, r in row["fwdbwd"].items()))
+    result["machine"]["loadavg_at_end"] = loadavg()
+    out = Path(args.out) if args.out else default_out_dir(device)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / f"{benchmark}.json", result)
+    write_text(out / f"{benchmark}.md", render_markdown(result))
+    print(f"wrote {out / f'{benchmark}.md'}")
+    return result
+
+
+def interleaved_rounds(fns: dict[str, Callable[[], Any]], baseline: str, *, rounds: int,
+                       min_run_time: float) -> tuple[dict[str, dict[str, Any]], dict[str, Optional[float]]]:
+    """Time every CPU callable in turn, ``rounds`` times (a shared machine's load weighs on all alike):
+    ({name: {"median_ms", "rounds_ms"}}, {name: speed-up against ``baseline``})."""
+    import statistics
+
+    device = torch.device("cpu")
+    per_round: dict[str, list[float]] = {n: [] for n in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            per_round[name].append(time_fn(fn, device, min_run_time=min_run_time, warmup=1).median_ms)
+    medians = {n: statistics.median(v) for n, v in per_round.items()}
+    return ({n: {"median_ms": medians[n], "rounds_ms": per_round[n]} for n in fns},
+            {n: ratio(medians[baseline], medians[n]) for n in fns})

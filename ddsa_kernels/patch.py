@@ -40,7 +40,7 @@ from __future__ import annotations
 import copy
 import functools
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Optional, Union
 
@@ -405,6 +405,44 @@ class PatchReport:
         return "\n".join(lines)
 
 
+# ----------------------------------------------------------------------------- the rules, in order
+@dataclass(frozen=True)
+class _Rule:
+    """One kind of module: a cheap pre-filter, the structural match (kind or None, why not, extra
+    keyword arguments of the fused forward), the behavioural check (None: none needed), the fused
+    forward and the channel count its op resolves a backend for."""
+
+    group: str
+    is_candidate: Callable[[nn.Module], bool]
+    match: Callable[[nn.Module], tuple[Optional[str], str, dict]]
+    check: Optional[Callable[[nn.Module, str, dict], str]]
+    forward: Callable[..., Tensor]
+    channels: Callable[[nn.Module], Optional[int]]
+
+
+def _no_channels(m: nn.Module) -> None:
+    return None
+
+
+def _match_attention_rule(m: nn.Module) -> tuple[Optional[str], str, dict]:
+    kind, why, topk = _match_attention(m)
+    return kind, why, {"topk": topk}
+
+
+_RULES = (
+    _Rule("attention", _is_attention_candidate, _match_attention_rule,
+          lambda m, kind, extra: _check_attention(m, kind, extra["topk"]), fused_attention_forward,
+          lambda m: m.qkv.in_channels // m.num_heads),
+    _Rule("layer_norm", _is_layer_norm_candidate, lambda m: (*_match_layer_norm(m), {}),
+          lambda m, kind, extra: _check_layer_norm(m, kind), fused_layer_norm_forward, _no_channels),
+    _Rule("feed_forward", _is_sefn_candidate, lambda m: (*_match_sefn(m), {}),
+          lambda m, kind, extra: _check_sefn(m), fused_feed_forward_forward, _no_channels),
+    # structure and type say it all: no behavioural check
+    _Rule("depthwise_conv", _is_depthwise_candidate, lambda m: (*_match_depthwise(m), {}), None,
+          fused_depthwise_conv_forward, _no_channels),
+)
+
+
 # ----------------------------------------------------------------------------- public functions
 def _backend_names(backend: Union[str, Mapping[str, str]]) -> dict[str, str]:
     names = dict(backend) if isinstance(backend, Mapping) else {kind: backend for kind in _OPS}
@@ -472,70 +510,30 @@ def patch(
     names = _backend_names(backend)
     report = PatchReport(backend=names)
     resolved: dict[str, set[str]] = {}
+    enabled = {"attention": attention, "layer_norm": layer_norm, "feed_forward": feed_forward,
+               "depthwise_conv": depthwise_conv}
     for path, m in model.named_modules():
         done = patched_kind(m)
         if done is not None:
             report.already_patched.append((path, done))
             continue
-        if attention and _is_attention_candidate(m):
-            kind, why, topk = _match_attention(m)
-            if kind is not None and "forward" in m.__dict__:
-                kind, why = None, "its forward is already overridden on the instance"
-            if kind is not None and verify:
-                try:
-                    why = _check_attention(m, kind, topk)
-                except Exception as exc:  # a fork whose forward does not even run on the test input
-                    why = f"behaviour check failed: {type(exc).__name__}: {exc}"
-            if kind is None or why:
-                report.skipped.append((path, why))
-                continue
-            m.forward = functools.partial(fused_attention_forward, m, kind=kind, topk=topk,
-                                          backend=names["attention"])
-            report.patched.append((path, kind))
-            resolved.setdefault(kind, set()).add(
-                _resolve(_OPS["attention"], names["attention"], model, m.qkv.in_channels // m.num_heads))
-        elif layer_norm and _is_layer_norm_candidate(m):
-            kind, why = _match_layer_norm(m)
-            if kind is not None and "forward" in m.__dict__:
-                kind, why = None, "its forward is already overridden on the instance"
-            if kind is not None and verify:
-                try:
-                    why = _check_layer_norm(m, kind)
-                except Exception as exc:
-                    why = f"behaviour check failed: {type(exc).__name__}: {exc}"
-            if kind is None or why:
-                report.skipped.append((path, why))
-                continue
-            m.forward = functools.partial(fused_layer_norm_forward, m, kind=kind, backend=names["layer_norm"])
-            report.patched.append((path, kind))
-            resolved.setdefault(kind, set()).add(_resolve(_OPS["layer_norm"], names["layer_norm"], model, None))
-        elif feed_forward and _is_sefn_candidate(m):
-            kind, why = _match_sefn(m)
-            if kind is not None and "forward" in m.__dict__:
-                kind, why = None, "its forward is already overridden on the instance"
-            if kind is not None and verify:
-                try:
-                    why = _check_sefn(m)
-                except Exception as exc:
-                    why = f"behaviour check failed: {type(exc).__name__}: {exc}"
-            if kind is None or why:
-                report.skipped.append((path, why))
-                continue
-            m.forward = functools.partial(fused_feed_forward_forward, m, kind=kind, backend=names["feed_forward"])
-            report.patched.append((path, kind))
-            resolved.setdefault(kind, set()).add(_resolve(_OPS["feed_forward"], names["feed_forward"], model, None))
-        elif depthwise_conv and _is_depthwise_candidate(m):
-            kind, why = _match_depthwise(m)
-            if kind is not None and "forward" in m.__dict__:
-                kind, why = None, "its forward is already overridden on the instance"
-            if kind is None:
-                report.skipped.append((path, why))
-                continue
-            m.forward = functools.partial(fused_depthwise_conv_forward, m, kind=kind,
-                                          backend=names["depthwise_conv"])
-            report.patched.append((path, kind))
-            resolved.setdefault(kind, set()).add(
-                _resolve(_OPS["depthwise_conv"], names["depthwise_conv"], model, None))
+        rule = next((r for r in _RULES if enabled[r.group] and r.is_candidate(m)), None)
+        if rule is None:
+            continue
+        kind, why, extra = rule.match(m)
+        if kind is not None and "forward" in m.__dict__:
+            kind, why = None, "its forward is already overridden on the instance"
+        if kind is not None and verify and rule.check is not None:
+            try:
+                why = rule.check(m, kind, extra)
+            except Exception as exc:  # a fork whose forward does not even run on the test input
+                why = f"behaviour check failed: {type(exc).__name__}: {exc}"
+        if kind is None or why:
+            report.skipped.append((path, why))
+            continue
+        m.forward = functools.partial(rule.forward, m, kind=kind, backend=names[rule.group], **extra)
+        report.patched.append((path, kind))
+        resolved.setdefault(kind, set()).add(_resolve(_OPS[rule.group], names[rule.group], model, rule.channels(m)))
     report.resolved = {k: sorted(v) for k, v in sorted(resolved.items())}
     return report
 
