@@ -5,9 +5,8 @@ from typing import Optional
 
 import torch
 
-from ..depthwise_conv._common import MAX_KERNEL
+from ..depthwise_conv._common import _FLOAT_DTYPES, MAX_KERNEL, check_tensor_types, check_weight_and_bias
 
-_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 def check_inputs(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
@@ -15,11 +14,7 @@ def check_inputs(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Ten
     """Validate x (B, n·C, H, W), weight (C, 1, K, K) with K odd ≤ 7, bias (C,) or None; returns (n, K).
 
     same_dtype=False accepts a weight and bias of another dtype than x (autocast casts them per op)."""
-    for name, t in (("x", x), ("weight", weight), ("bias", bias)):
-        if t is None and name == "bias":
-            continue
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    check_tensor_types(x, weight, bias)
     if x.dim() != 4:
         raise ValueError(f"x must have shape (B, n·C, H, W), got {tuple(x.shape)}")
     if x.dtype not in _FLOAT_DTYPES:
@@ -32,13 +27,5 @@ def check_inputs(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Ten
                          "(x holds n groups of C channels)")
     if k % 2 != 1 or k > MAX_KERNEL:
         raise ValueError(f"weight has a {k}×{k} kernel; supported: odd sizes 1 to {MAX_KERNEL}")
-    for name, t in (("weight", weight), ("bias", bias)):
-        if t is None:
-            continue
-        if same_dtype and t.dtype != x.dtype:
-            raise ValueError(f"{name} has dtype {t.dtype} but x has dtype {x.dtype}")
-        if t.device != x.device:
-            raise ValueError(f"{name} is on {t.device} but x is on {x.device}")
-    if bias is not None and (bias.dim() != 1 or bias.shape[0] != channels):
-        raise ValueError(f"bias must have shape (C,) with C={channels}, got {tuple(bias.shape)}")
+    check_weight_and_bias(x, weight, bias, channels, same_dtype)
     return x.shape[1] // channels, k

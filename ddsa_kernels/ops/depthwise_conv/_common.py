@@ -9,13 +9,32 @@ _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 MAX_KERNEL = 7
 
 
-def check_inputs(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> int:
-    """Validate x (B, C, H, W), weight (C, 1, K, K) with K odd ≤ 7, bias (C,) or None; returns K."""
+def check_tensor_types(x: object, weight: object, bias: object) -> None:
+    """TypeError unless x and weight are tensors and bias is a tensor or None."""
     for name, t in (("x", x), ("weight", weight), ("bias", bias)):
         if t is None and name == "bias":
             continue
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+
+
+def check_weight_and_bias(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], channels: int,
+                          same_dtype: bool = True) -> None:
+    """weight and bias on x's device (and of x's dtype unless ``same_dtype=False``), bias (channels,) or None."""
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t is None:
+            continue
+        if same_dtype and t.dtype != x.dtype:
+            raise ValueError(f"{name} has dtype {t.dtype} but x has dtype {x.dtype}")
+        if t.device != x.device:
+            raise ValueError(f"{name} is on {t.device} but x is on {x.device}")
+    if bias is not None and (bias.dim() != 1 or bias.shape[0] != channels):
+        raise ValueError(f"bias must have shape (C,) with C={channels}, got {tuple(bias.shape)}")
+
+
+def check_inputs(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> int:
+    """Validate x (B, C, H, W), weight (C, 1, K, K) with K odd ≤ 7, bias (C,) or None; returns K."""
+    check_tensor_types(x, weight, bias)
     if x.dim() != 4:
         raise ValueError(f"x must have shape (B, C, H, W), got {tuple(x.shape)}")
     if x.dtype not in _FLOAT_DTYPES:
@@ -26,13 +45,5 @@ def check_inputs(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Ten
     k = weight.shape[2]
     if k % 2 != 1 or k > MAX_KERNEL:
         raise ValueError(f"weight has a {k}×{k} kernel; supported: odd sizes 1 to {MAX_KERNEL}")
-    for name, t in (("weight", weight), ("bias", bias)):
-        if t is None:
-            continue
-        if t.dtype != x.dtype:
-            raise ValueError(f"{name} has dtype {t.dtype} but x has dtype {x.dtype}")
-        if t.device != x.device:
-            raise ValueError(f"{name} is on {t.device} but x is on {x.device}")
-    if bias is not None and (bias.dim() != 1 or bias.shape[0] != channels):
-        raise ValueError(f"bias must have shape (C,) with C={channels}, got {tuple(bias.shape)}")
+    check_weight_and_bias(x, weight, bias, channels)
     return k
