@@ -5,8 +5,7 @@ from typing import Optional
 
 import torch
 
-from ..depthwise_conv._common import _FLOAT_DTYPES, MAX_KERNEL, check_tensor_types, check_weight_and_bias
-
+from ..depthwise_conv._common import FLOAT_DTYPES, MAX_KERNEL, check_tensor_types, check_weight_and_bias
 
 
 def check_inputs(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
@@ -17,7 +16,7 @@ def check_inputs(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Ten
     check_tensor_types(x, weight, bias)
     if x.dim() != 4:
         raise ValueError(f"x must have shape (B, n·C, H, W), got {tuple(x.shape)}")
-    if x.dtype not in _FLOAT_DTYPES:
+    if x.dtype not in FLOAT_DTYPES:
         raise ValueError(f"x has dtype {x.dtype}; expected float16, bfloat16, float32 or float64")
     if weight.dim() != 4 or weight.shape[1] != 1 or weight.shape[2] != weight.shape[3] or weight.shape[0] < 1:
         raise ValueError(f"weight must have shape (C, 1, K, K), got {tuple(weight.shape)}")

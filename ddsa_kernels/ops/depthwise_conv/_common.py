@@ -5,7 +5,7 @@ from typing import Optional
 
 import torch
 
-_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 MAX_KERNEL = 7
 
 
@@ -37,7 +37,7 @@ def check_inputs(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Ten
     check_tensor_types(x, weight, bias)
     if x.dim() != 4:
         raise ValueError(f"x must have shape (B, C, H, W), got {tuple(x.shape)}")
-    if x.dtype not in _FLOAT_DTYPES:
+    if x.dtype not in FLOAT_DTYPES:
         raise ValueError(f"x has dtype {x.dtype}; expected float16, bfloat16, float32 or float64")
     channels = x.shape[1]
     if weight.dim() != 4 or weight.shape[0] != channels or weight.shape[1] != 1 or weight.shape[2] != weight.shape[3]:
