@@ -350,17 +350,28 @@ def shape_bench_main(
     return result
 
 
-def interleaved_rounds(fns: dict[str, Callable[[], Any]], baseline: str, *, rounds: int,
-                       min_run_time: float) -> tuple[dict[str, dict[str, Any]], dict[str, Optional[float]]]:
-    """Time every CPU callable in turn, ``rounds`` times (a shared machine's load weighs on all alike):
-    ({name: {"median_ms", "rounds_ms"}}, {name: speed-up against ``baseline``})."""
-    import statistics
-
-    device = torch.device("cpu")
+def time_rounds(fns: dict[str, Callable[[], Any]], device: torch.device, *, rounds: int,
+                min_run_time: float) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Time every callable in turn, ``rounds`` times (a shared machine's load weighs on all alike):
+    ({name: per-round median ms}, {name: per-round minimum ms, where the timer reports one})."""
     per_round: dict[str, list[float]] = {n: [] for n in fns}
+    mins: dict[str, list[float]] = {n: [] for n in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
-            per_round[name].append(time_fn(fn, device, min_run_time=min_run_time, warmup=1).median_ms)
+            timing = time_fn(fn, device, min_run_time=min_run_time, warmup=1)
+            per_round[name].append(timing.median_ms)
+            if timing.min_ms is not None:
+                mins[name].append(timing.min_ms)
+    return per_round, mins
+
+
+def interleaved_rounds(fns: dict[str, Callable[[], Any]], baseline: str, *, rounds: int,
+                       min_run_time: float) -> tuple[dict[str, dict[str, Any]], dict[str, Optional[float]]]:
+    """:func:`time_rounds` of CPU callables: ({name: {"median_ms", "rounds_ms"}}, {name: speed-up against
+    ``baseline``})."""
+    import statistics
+
+    per_round, _ = time_rounds(fns, torch.device("cpu"), rounds=rounds, min_run_time=min_run_time)
     medians = {n: statistics.median(v) for n, v in per_round.items()}
     return ({n: {"median_ms": medians[n], "rounds_ms": per_round[n]} for n in fns},
             {n: ratio(medians[baseline], medians[n]) for n in fns})

@@ -101,14 +101,7 @@ def bench_family(
             for fn in runs.values():  # first calls (allocator, autotuning) outside the timings
                 fn()
             common.synchronize(device)
-            per_round: dict[str, list[float]] = {k: [] for k in runs}
-            mins: dict[str, list[float]] = {k: [] for k in runs}
-            for _ in range(rounds):
-                for name, fn in runs.items():
-                    timing = common.time_fn(fn, device, min_run_time=min_run_time, warmup=1)
-                    per_round[name].append(timing.median_ms)
-                    if timing.min_ms is not None:
-                        mins[name].append(timing.min_ms)
+            per_round, mins = common.time_rounds(runs, device, rounds=rounds, min_run_time=min_run_time)
             for name in runs:
                 t[name] = {"median_ms": statistics.median(per_round[name]), "round_medians_ms": per_round[name],
                            "min_ms": min(mins[name]) if mins[name] else None,
