@@ -10,7 +10,8 @@ Layout: one folder per op under ``ops/`` (``dual_attention/``, ``channel_norm/``
 the public function and its autograd in ``__init__``, ``naive.py`` oracle and baseline,
 ``reference.py`` torch backend, ``triton.py``, ``extension.py`` for the compiled ``_C``),
 ``_registry.py`` the table of backends, ``module.py`` the nn.Modules, ``patch.py`` the drop-in patch
-of the authors' networks.
+of the authors' networks, ``cpu_memory.py`` the allocator settings that keep large CPU tensors from
+page-faulting on every call.
 """
 from ._registry import available_backends, build_info, check_backend_name, resolve_backend
 from .ops.dual_attention import dual_attention, eager_dual_attention, reference_dual_attention
@@ -19,6 +20,7 @@ from .ops.depthwise_conv import depthwise_conv, eager_depthwise_conv, reference_
 from .ops.depthwise_chain import depthwise_chain, eager_depthwise_chain, reference_depthwise_chain
 from .module import ChannelNorm, DepthwiseConv2d, DualSelfAttentionCore, ddsa_topk, drsformer_topk, restormer_topk
 from .patch import PatchReport, patch, unpatch
+from .cpu_memory import CpuMemorySettings, tune_cpu_memory
 
 __all__ = [
     "dual_attention",
@@ -46,5 +48,7 @@ __all__ = [
     "patch",
     "unpatch",
     "PatchReport",
+    "tune_cpu_memory",
+    "CpuMemorySettings",
 ]
 __version__ = "0.1.0"

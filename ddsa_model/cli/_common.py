@@ -66,12 +66,13 @@ def run_cli(build_parser: Callable[[], argparse.ArgumentParser], run: Callable[[
             argv: Optional[Sequence[str]] = None) -> int:
     """Parse ``argv`` and run; a CLIError becomes one ``error:`` line and its exit status, ^C exits 130.
 
-    Before running, glibc's malloc is told to keep freed memory (``ddsa_model.pipeline.malloc``).
+    Before running, CPU memory is tuned so that large tensors stop page-faulting afresh
+    (``ddsa_kernels.tune_cpu_memory``: glibc keeps freed memory, torch asks for huge pages).
     """
-    from ddsa_model.pipeline.malloc import retain_freed_memory
+    from ddsa_kernels import tune_cpu_memory
 
     args = build_parser().parse_args(argv)
-    retain_freed_memory()
+    tune_cpu_memory()
     try:
         return run(args)
     except CLIError as e:
