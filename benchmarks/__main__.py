@@ -128,16 +128,19 @@ def _patch_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train-size", type=int, default=128, help="training crop side (default 128)")
     p.add_argument("--rounds", type=int, default=None,
                    help="interleaved rounds, median over rounds (default 3 on CPU, 5 on CUDA)")
+    p.add_argument("--tune-cpu-memory", action="store_true",
+                   help="call ddsa_kernels.tune_cpu_memory() first, as the ddsa CLIs do (glibc keeps freed memory, "
+                        "huge pages for large tensors); both variants run under it")
 
 
-def _run_patch(args, device: torch.device, out: Path) -> Path:
+def _run_patch(args, device: torch.device, out: Path, cpu_memory: Optional[dict[str, bool]]) -> Path:
     from . import patch_bench
 
     _log(f"[patch] device {common.device_name(device)}; net {args.net}; writing {out}/patch.json")
     result = patch_bench.run_patch_bench(
         device, families=args.families, dtypes=args.dtypes, net=args.net, backend=args.backend, infer_size=args.infer_size,
         train_batch=args.train_batch, train_size=args.train_size, rounds=args.rounds,
-        min_run_time=args.min_run_time, time_budget_s=args.time_budget,
+        min_run_time=args.min_run_time, time_budget_s=args.time_budget, cpu_memory=cpu_memory,
         on_family=lambda r: patch_bench.write_outputs(out, r), log=_log,
     )
     return patch_bench.write_outputs(out, result)
@@ -201,6 +204,13 @@ def main(argv: Optional[list[str]] = None) -> int:
                 raise SystemExit(f"ddsa-bench report: {exc}") from None
             _log(f"updated {args.readme}")
         return 0
+    cpu_memory = None
+    if getattr(args, "tune_cpu_memory", False):  # before the first large tensor: torch reads its setting once
+        from dataclasses import asdict
+
+        from ddsa_kernels import tune_cpu_memory
+
+        cpu_memory = asdict(tune_cpu_memory())
     device = _device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -211,7 +221,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     t0 = time.perf_counter()
     if args.command == "patch":
         try:
-            path = _run_patch(args, device, out)
+            path = _run_patch(args, device, out, cpu_memory)
         except (ValueError, RuntimeError) as exc:
             raise SystemExit(f"ddsa-bench patch: {exc}") from None
         _log(f"wrote {path} ({time.perf_counter() - t0:.0f} s)")

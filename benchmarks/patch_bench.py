@@ -135,12 +135,14 @@ def run_patch_bench(
     rounds: Optional[int] = None,
     min_run_time: Optional[float] = None,
     time_budget_s: Optional[float] = None,
+    cpu_memory: Optional[dict[str, bool]] = None,
     on_family: Optional[Callable[[dict[str, Any]], None]] = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Run the benchmark; returns the JSON-able result (families not started within
     ``time_budget_s`` are recorded as skipped). ``dtypes``: names in :data:`DTYPES` (default float32);
-    one record per (dtype, family)."""
+    one record per (dtype, family). ``cpu_memory``: what ``ddsa_kernels.tune_cpu_memory`` set, when the
+    caller ran it first (recorded and shown beside the allocation settings)."""
     families = list(families or family_nets.FAMILIES)
     dtypes = list(dtypes or ["float32"])
     bad = [d for d in dtypes if d not in DTYPES]
@@ -159,7 +161,7 @@ def run_patch_bench(
     result: dict[str, Any] = {
         "benchmark": "patch",
         "machine": common.machine_info(device),
-        "config": {"families": families, "dtypes": dtypes, "net": net, "backend": backend, "infer_size": infer_size,
+        "config": {"cpu_memory": cpu_memory, "families": families, "dtypes": dtypes, "net": net, "backend": backend, "infer_size": infer_size,
                    "train_batch": train_batch, "train_size": train_size, "rounds": rounds,
                    "min_run_time_s": min_run_time, "time_budget_s": time_budget_s,
                    "notes": [
@@ -227,6 +229,9 @@ def render_markdown(result: dict[str, Any]) -> str:
     lines.append(common.markdown_table(
         ["family", "task", "dtype", "plain ms", "patched ms", "speed-up", "max abs Δ out", "patched modules"], rows))
     alloc = ", ".join(f"{k}={v}" for k, v in (m.get("allocation_env") or {}).items()) or "default allocation settings"
+    if cfg.get("cpu_memory"):
+        alloc += ", after `ddsa_kernels.tune_cpu_memory()` (" + ", ".join(
+            f"{k} {v}" for k, v in cfg["cpu_memory"].items()) + ")"
     lines += ["", f"torch {m['torch']}, {m['torch_threads']} thread(s), backend={cfg['backend']!r}, {alloc}, "
               f"commit {(m['commit'] or {}).get('sha') or '?'}.", ""]
     lines += [f"* {note}" for note in cfg["notes"]]
