@@ -47,6 +47,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("depthwise_chain_backward_cpu", &ddsa::depthwise_chain_backward_cpu,
         "(dx, dweight, dbias) of the depth-wise ReLU chain on CPU", py::arg("grad_y"), py::arg("x"), py::arg("y"),
         py::arg("weight"));
+  m.def("depthwise_chain_mlp_forward_cpu", &ddsa::depthwise_chain_mlp_forward_cpu,
+        "z = W_out · chain(W_in · x + b_in) + b_out on CPU, in bands of rows (inference only)", py::arg("x"),
+        py::arg("w_in"), py::arg("b_in"), py::arg("w_dw"), py::arg("b_dw"), py::arg("w_out"), py::arg("b_out"),
+        py::arg("band"));
   m.def("cpu_gemm_provider", &ddsa::cpu_gemm_provider, "Which GEMM the CPU kernels call");
   m.def("has_cuda", &has_cuda, "True when the extension was compiled with its CUDA kernels");
 #ifdef DDSA_WITH_CUDA

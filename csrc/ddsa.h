@@ -46,6 +46,13 @@ at::Tensor depthwise_chain_forward_cpu(const at::Tensor& x, const at::Tensor& we
 std::tuple<at::Tensor, at::Tensor, at::Tensor> depthwise_chain_backward_cpu(const at::Tensor& grad_y,
                                                                             const at::Tensor& x, const at::Tensor& y,
                                                                             const at::Tensor& weight);
+// Inference of z = W_out · chain(W_in · x + b_in) + b_out (1×1 convolutions around the depth-wise ReLU
+// chain), walked in bands of `band` rows; x (B, C, H, W), w_in (n·C_h, C, 1, 1), w_dw (C_h, 1, K, K),
+// w_out (C_out, n·C_h, 1, 1); float32 or float64. No backward: training uses the unfused ops.
+at::Tensor depthwise_chain_mlp_forward_cpu(const at::Tensor& x, const at::Tensor& w_in,
+                                           const std::optional<at::Tensor>& b_in, const at::Tensor& w_dw,
+                                           const std::optional<at::Tensor>& b_dw, const at::Tensor& w_out,
+                                           const std::optional<at::Tensor>& b_out, int64_t band);
 
 #ifdef DDSA_WITH_CUDA
 Fwd forward_cuda(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& temperature,

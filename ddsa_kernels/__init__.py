@@ -5,9 +5,10 @@
     y = channel_norm(x, weight, bias)            # LayerNorm over the channels of an NCHW map
     y = depthwise_conv(x, weight, bias)          # depth-wise K×K convolution, zero padding K // 2
     y = depthwise_chain(x, weight, bias)         # SEFN's y_i = relu(conv(y_{i-1} + x_i)) over channel groups
+    z = depthwise_chain_mlp(x, w_in, b_in, w_dw, b_dw, w_out, b_out)   # 1×1 → that chain → 1×1 (inference fused)
 
-Layout: one folder per op under ``ops/`` (``dual_attention/``, ``channel_norm/``, ``depthwise_conv/``, ``depthwise_chain/``:
-the public function and its autograd in ``__init__``, ``naive.py`` oracle and baseline,
+Layout: one folder per op under ``ops/`` (``dual_attention/``, ``channel_norm/``, ``depthwise_conv/``,
+``depthwise_chain/``, ``depthwise_chain_mlp/``: the public function and its autograd in ``__init__``, ``naive.py`` oracle and baseline,
 ``reference.py`` torch backend, ``triton.py``, ``extension.py`` for the compiled ``_C``),
 ``_registry.py`` the table of backends, ``module.py`` the nn.Modules, ``patch.py`` the drop-in patch
 of the authors' networks, ``cpu_memory.py`` the allocator settings that keep large CPU tensors from
@@ -18,6 +19,7 @@ from .ops.dual_attention import dual_attention, eager_dual_attention, reference_
 from .ops.channel_norm import channel_norm, eager_channel_norm, reference_channel_norm
 from .ops.depthwise_conv import depthwise_conv, eager_depthwise_conv, reference_depthwise_conv
 from .ops.depthwise_chain import depthwise_chain, eager_depthwise_chain, reference_depthwise_chain
+from .ops.depthwise_chain_mlp import depthwise_chain_mlp, eager_depthwise_chain_mlp, reference_depthwise_chain_mlp
 from .module import ChannelNorm, DepthwiseConv2d, DualSelfAttentionCore, ddsa_topk, drsformer_topk, restormer_topk
 from .patch import PatchReport, patch, unpatch
 from .cpu_memory import CpuMemorySettings, tune_cpu_memory
@@ -27,6 +29,7 @@ __all__ = [
     "channel_norm",
     "depthwise_conv",
     "depthwise_chain",
+    "depthwise_chain_mlp",
     "available_backends",
     "build_info",
     "check_backend_name",
@@ -39,6 +42,8 @@ __all__ = [
     "eager_depthwise_conv",
     "reference_depthwise_chain",
     "eager_depthwise_chain",
+    "reference_depthwise_chain_mlp",
+    "eager_depthwise_chain_mlp",
     "ChannelNorm",
     "DepthwiseConv2d",
     "DualSelfAttentionCore",

@@ -91,6 +91,18 @@ BACKENDS: dict[str, tuple[BackendSpec, ...]] = {
         BackendSpec("eager", "ddsa_kernels.ops.depthwise_chain.naive:eager_depthwise_chain", _ANY_DEVICE,
                     _ALL_FLOATS, "the authors' conv2d + relu + cat with plain autograd: cuDNN on CUDA", fused=False),
     ),
+    "depthwise_chain_mlp": (
+        BackendSpec("reference", "ddsa_kernels.ops.depthwise_chain_mlp.naive:reference_depthwise_chain_mlp",
+                    _ANY_DEVICE, _ALL_FLOATS, "channel contractions around the chain's oracle, plain autograd",
+                    fused=False),
+        BackendSpec("cpu", "ddsa_kernels.ops.depthwise_chain_mlp.extension:CPU", ("cpu",),
+                    (torch.float32, torch.float64),
+                    "C++ inference kernel: u and y of one band of rows in a per-thread buffer (with gradients: "
+                    "F.conv2d around the chain's cpu kernel)"),
+        BackendSpec("eager", "ddsa_kernels.ops.depthwise_chain_mlp.naive:eager_depthwise_chain_mlp", _ANY_DEVICE,
+                    _ALL_FLOATS, "the authors' 1×1 conv2d, chain of conv2d + relu, 1×1 conv2d with plain autograd",
+                    fused=False),
+    ),
 }
 
 # backend="auto": the first backend in this order that is available and supports the tensors.
@@ -102,8 +114,9 @@ AUTO_ORDER: dict[str, dict[str, tuple[str, ...]]] = {
     # torch's own convolution wherever the extension has no kernel: cuDNN is fast on GPUs.
     "depthwise_conv": {"cuda": ("eager",), "cpu": ("cpu", "eager")},
     "depthwise_chain": {"cuda": ("eager",), "cpu": ("cpu", "eager")},
+    "depthwise_chain_mlp": {"cuda": ("eager",), "cpu": ("cpu", "eager")},
 }
-_AUTO_FALLBACK = {"depthwise_conv": "eager", "depthwise_chain": "eager"}  # default: "reference"
+_AUTO_FALLBACK = {"depthwise_conv": "eager", "depthwise_chain": "eager", "depthwise_chain_mlp": "eager"}  # default: "reference"
 
 _probed: dict[tuple[str, str], tuple[bool, str]] = {}
 _impls: dict[tuple[str, str], Any] = {}

@@ -21,9 +21,11 @@ forks are handled without importing them:
   Conv2d on hidden channels, odd kernel ≤ 7, "same" zero padding), ``relu`` (ReLU), ``project_out``
   (1×1 Conv2d 3·hidden → dim) and ``SAlayer`` (any module, run as it is), computing
   ``SAlayer(project_out(cat(y1, y2, y3)))`` with ``y1 = relu(dwconv3x3(x1))``, ``y2 = relu(dwconv3x3(y1 +
-  x2))``, ``y3 = relu(dwconv3x3(y2 + x3))`` on the thirds of ``conv1x1_in(x)``. The chain in the middle
-  becomes one :func:`depthwise_chain` call (the 1×1 convolutions and the gate are the module's own);
-  hooks registered on ``dwconv3x3`` or ``relu`` no longer fire once the block is patched. Restormer's
+  x2))``, ``y3 = relu(dwconv3x3(y2 + x3))`` on the thirds of ``conv1x1_in(x)``. Everything but the gate
+  becomes one :func:`depthwise_chain_mlp` call with the three convolutions' weights and biases (on CPU
+  without gradients, one fused kernel over bands of rows; when training, the 1×1 convolutions around
+  the fused chain); hooks registered on ``conv1x1_in``, ``dwconv3x3``, ``relu`` or ``project_out`` no
+  longer fire once the block is patched. Restormer's
   GDFN and DRSformer's multi-scale FFN keep their forward (their depth-wise convolutions are patched).
 
 Every candidate is also checked by behaviour once, at patch time: a float64 CPU copy with random
@@ -49,8 +51,7 @@ from torch import nn
 
 from . import _registry
 from .ops.channel_norm import channel_norm
-from .ops.depthwise_chain import depthwise_chain
-from .ops.depthwise_chain.naive import reference_depthwise_chain
+from .ops.depthwise_chain_mlp import depthwise_chain_mlp
 from .ops.depthwise_conv import depthwise_conv
 from .ops.depthwise_conv._common import MAX_KERNEL
 from .ops.dual_attention import dual_attention
@@ -66,7 +67,7 @@ _FAMILY_WEIGHTS = {
 }
 _ATTENTION_CHILDREN = ("qkv", "qkv_dwconv", "project_out")
 _OPS = {"attention": "dual_attention", "layer_norm": "channel_norm", "depthwise_conv": "depthwise_conv",
-        "feed_forward": "depthwise_chain"}
+        "feed_forward": "depthwise_chain_mlp"}
 _SEFN_CHILDREN = {"conv1x1_in", "dwconv3x3", "relu", "project_out", "SAlayer"}
 
 
@@ -125,15 +126,17 @@ def fused_depthwise_conv_forward(module: nn.Conv2d, x: Tensor, *, kind: str, bac
     return depthwise_conv(x, module.weight, module.bias, backend=backend)
 
 
-def _sefn_core(module: nn.Module, x: Tensor, chain) -> Tensor:
-    dw = module.dwconv3x3
-    return module.SAlayer(module.project_out(chain(module.conv1x1_in(x), dw.weight, dw.bias)))
+def _sefn_core(module: nn.Module, x: Tensor, backend: str) -> Tensor:
+    conv_in, dw, out = module.conv1x1_in, module.dwconv3x3, module.project_out
+    return module.SAlayer(depthwise_chain_mlp(x, conv_in.weight, conv_in.bias, dw.weight, dw.bias, out.weight,
+                                              out.bias, backend=backend))
 
 
 def fused_feed_forward_forward(module: nn.Module, x: Tensor, *, kind: str, backend: str) -> Tensor:
-    """Patched ``forward`` of IDT-DDSA's SEFN: (B, dim, H, W) → (B, dim, H, W); the module's 1×1 convs and
-    spatial gate around one :func:`depthwise_chain` call with ``dwconv3x3``'s weight and bias."""
-    return _sefn_core(module, x, functools.partial(depthwise_chain, backend=backend))
+    """Patched ``forward`` of IDT-DDSA's SEFN: (B, dim, H, W) → (B, dim, H, W); the module's spatial gate
+    after one :func:`depthwise_chain_mlp` call with the weights and biases of ``conv1x1_in``,
+    ``dwconv3x3`` and ``project_out``."""
+    return _sefn_core(module, x, backend)
 
 
 _FUSED = {fused_attention_forward: "attention", fused_layer_norm_forward: "layer_norm",
@@ -357,7 +360,7 @@ def _check_sefn(m: nn.Module) -> str:
             p.copy_(torch.rand(p.shape, generator=gen, dtype=torch.float64) * 2 - 1)
         x = torch.randn(2, twin.conv1x1_in.in_channels, 4, 5, generator=gen, dtype=torch.float64)
         own = type(m).forward(twin, x)
-        fused = _sefn_core(twin, x, reference_depthwise_chain)
+        fused = _sefn_core(twin, x, "reference")
     if not _close(fused, own):
         return "its forward differs from SEFN's relu-conv chain on a float64 test input (changed math?)"
     return ""
@@ -485,7 +488,7 @@ def patch(
 
     Walks every submodule (``model`` included). Supported modules get an instance ``forward`` that
     calls :func:`ddsa_kernels.dual_attention` / :func:`ddsa_kernels.channel_norm` /
-    :func:`ddsa_kernels.depthwise_conv` / :func:`ddsa_kernels.depthwise_chain` with the module's own
+    :func:`ddsa_kernels.depthwise_conv` / :func:`ddsa_kernels.depthwise_chain_mlp` with the module's own
     convs and parameters; nothing else
     changes (same parameters, names, state dict, optimizer).
 
@@ -495,8 +498,8 @@ def patch(
         layer_norm: patch Restormer-style channel LayerNorm wrappers (WithBias and BiasFree).
         depthwise_conv: patch depth-wise ``nn.Conv2d`` modules (odd square kernel ≤ 7, stride 1,
             zero "same" padding); on CUDA and under autocast they keep running torch's convolution.
-        feed_forward: patch IDT-DDSA's SEFN blocks (their relu-conv chain becomes one fused op; on CUDA
-            and under autocast it runs as torch ops, as before).
+        feed_forward: patch IDT-DDSA's SEFN blocks (all but the gate becomes one fused op on CPU; on
+            CUDA and under autocast it runs as torch ops, as before).
         backend: a backend name for every op ("auto", or a name of :func:`ddsa_kernels.build_info`), or a
             mapping {"attention": name, "layer_norm": name, "depthwise_conv": name, "feed_forward": name}.
             To change it later,

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ddsa_kernels import DepthwiseConv2d, DualSelfAttentionCore, channel_norm, depthwise_chain
+from ddsa_kernels import DepthwiseConv2d, DualSelfAttentionCore, channel_norm, depthwise_chain_mlp
 
 
 class LayerNorm2d(nn.Module):
@@ -72,8 +72,8 @@ class SEFN(nn.Module):
     """Spatial-enhanced feed-forward network.
 
     1×1 conv n → 3·hidden, split x₁, x₂, x₃; one shared 3×3 depth-wise conv d:
-    y₁ = relu(d(x₁)), y₂ = relu(d(y₁ + x₂)), y₃ = relu(d(y₂ + x₃)) (``ddsa_kernels.depthwise_chain``);
-    concat, 1×1 conv → n, then
+    y₁ = relu(d(x₁)), y₂ = relu(d(y₁ + x₂)), y₃ = relu(d(y₂ + x₃)); concat, 1×1 conv → n (the three
+    convolutions are one ``ddsa_kernels.depthwise_chain_mlp`` call); then
     the spatial-attention gate (unless ``spatial_gate=False``, the "SEFN w/o SA" ablation).
     """
 
@@ -87,9 +87,8 @@ class SEFN(nn.Module):
         self.gate = SpatialAttentionGate(bn_momentum) if spatial_gate else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # y₁, y₂, y₃ (concatenated) in one fused op over the three channel groups of conv_in(x)
-        y = depthwise_chain(self.conv_in(x), self.dwconv.weight, self.dwconv.bias, backend=self.dwconv.backend)
-        out = self.project_out(y)
+        out = depthwise_chain_mlp(x, self.conv_in.weight, self.conv_in.bias, self.dwconv.weight, self.dwconv.bias,
+                                  self.project_out.weight, self.project_out.bias, backend=self.dwconv.backend)
         return self.gate(out) if self.gate is not None else out
 
 

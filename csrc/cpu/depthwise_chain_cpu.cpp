@@ -21,9 +21,12 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cstring>
+#include <string>
 #include <vector>
 
 #include "../ddsa.h"
+#include "blas.h"
 #include "depthwise_planes.h"
 
 namespace ddsa {
@@ -189,6 +192,156 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> depthwise_chain_backward_cpu(cons
     });
   });
   return {dx, dk.to(weight.scalar_type()).reshape(weight.sizes()), db.to(weight.scalar_type())};
+}
+
+
+// Inference of the whole pointwise → chain → pointwise block (SEFN without its gate):
+//
+//   u = W_in · x + b_in   (1×1 convolution, C → n·C_h channels),   y = chain(u),   z = W_out · y + b_out
+//
+// Unfused, u and y are (B, n·C_h, H, W) maps several times larger than x and z, each written to and read
+// back from memory twice. Here each task owns a run of image rows and walks it in bands of `band` rows:
+// it computes u for the band plus `halo` = n·(K/2) rows either side (the chain's reach) with one GEMM
+// into a per-thread buffer, runs the chain there in place, and writes z's band with a second GEMM, so u
+// and y never leave the buffer. The halo rows' u are copied over from the previous band instead of being
+// recomputed. The chain pads the buffer's edge rows with zeros, which is wrong where the edge is not the
+// image's: the error moves one row inward per link, so after n links it has reached `halo` rows, exactly
+// the rows that are not written out.
+namespace cpu {
+namespace {
+
+template <typename T>
+void add_row_bias(T* rows, int64_t channels, int64_t ld, int64_t count, const T* bias) {
+  if (!bias) return;
+  for (int64_t c = 0; c < channels; ++c) {
+    T* p = rows + c * ld;
+    const T b = bias[c];
+#pragma omp simd
+    for (int64_t i = 0; i < count; ++i) p[i] += b;
+  }
+}
+
+}  // namespace
+}  // namespace cpu
+
+at::Tensor depthwise_chain_mlp_forward_cpu(const at::Tensor& x_in, const at::Tensor& w_in,
+                                           const std::optional<at::Tensor>& b_in, const at::Tensor& w_dw,
+                                           const std::optional<at::Tensor>& b_dw, const at::Tensor& w_out,
+                                           const std::optional<at::Tensor>& b_out, int64_t band) {
+  TORCH_CHECK(x_in.dim() == 4, "ddsa depthwise_chain_mlp: x must have shape (B, C, H, W), got ", x_in.sizes());
+  const int64_t B = x_in.size(0), C = x_in.size(1), H = x_in.size(2), W = x_in.size(3);
+  TORCH_CHECK(w_in.dim() == 4 && w_in.size(1) == C && w_in.size(2) == 1 && w_in.size(3) == 1,
+              "ddsa depthwise_chain_mlp: w_in must have shape (n·C_h, ", C, ", 1, 1), got ", w_in.sizes());
+  const int64_t nh = w_in.size(0);
+  TORCH_CHECK(w_dw.dim() == 4 && w_dw.size(1) == 1 && w_dw.size(2) == w_dw.size(3) && w_dw.size(2) % 2 == 1 &&
+                  w_dw.size(0) > 0 && nh % w_dw.size(0) == 0,
+              "ddsa depthwise_chain_mlp: w_dw must have shape (C_h, 1, K, K) with K odd and C_h dividing w_in's ", nh,
+              " outputs, got ", w_dw.sizes());
+  TORCH_CHECK(w_out.dim() == 4 && w_out.size(1) == nh && w_out.size(2) == 1 && w_out.size(3) == 1,
+              "ddsa depthwise_chain_mlp: w_out must have shape (C_out, ", nh, ", 1, 1), got ", w_out.sizes());
+  TORCH_CHECK(band >= 1, "ddsa depthwise_chain_mlp: band must be at least 1 row, got ", band);
+  const int64_t h = w_dw.size(0), K = w_dw.size(2), n = nh / h, C_out = w_out.size(0);
+  const auto dtype = x_in.scalar_type();
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble,
+              "ddsa depthwise_chain_mlp cpu backend: unsupported dtype ", dtype, " (expected float32 or float64)");
+  const auto check = [&](const at::Tensor& t, const char* name, int64_t numel) {
+    TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == dtype && (numel < 0 || (t.dim() == 1 && t.numel() == numel)),
+                "ddsa depthwise_chain_mlp: ", name, " must be a CPU tensor of x's dtype ", dtype,
+                numel < 0 ? "" : " and shape (" + std::to_string(numel) + ",)", ", got ", t.sizes(), " ",
+                t.scalar_type(), " on ", t.device());
+  };
+  check(x_in, "x", -1);
+  check(w_in, "w_in", -1);
+  check(w_dw, "w_dw", -1);
+  check(w_out, "w_out", -1);
+  if (b_in.has_value()) check(*b_in, "b_in", nh);
+  if (b_dw.has_value()) check(*b_dw, "b_dw", h);
+  if (b_out.has_value()) check(*b_out, "b_out", C_out);
+
+  const at::Tensor x = x_in.contiguous();
+  const at::Tensor wi = w_in.reshape({nh, C}).contiguous(), wo = w_out.reshape({C_out, nh}).contiguous();
+  const at::Tensor taps = w_dw.reshape({h, K * K}).contiguous();
+  const at::Tensor bi_t = b_in.has_value() ? b_in->contiguous() : at::Tensor();
+  const at::Tensor bd_t = b_dw.has_value() ? b_dw->contiguous() : at::Tensor();
+  const at::Tensor bo_t = b_out.has_value() ? b_out->contiguous() : at::Tensor();
+  at::Tensor z = at::empty({B, C_out, H, W}, x.options());
+  TORCH_CHECK(C > 0 && nh > 0, "ddsa depthwise_chain_mlp: x and w_in need at least one channel, got x ", x_in.sizes(),
+              " and w_in ", w_in.sizes());
+  if (z.numel() == 0) return z;
+
+  const int64_t halo = n * (K / 2);
+  band = std::min(band, H);
+  // Row runs: enough per image for every thread, each at least one band long.
+  const int64_t threads = at::get_num_threads();
+  const int64_t runs = std::max<int64_t>(1, std::min((threads + B - 1) / B, (H + band - 1) / band));
+  const int64_t run_rows = (H + runs - 1) / runs;
+  AT_DISPATCH_FLOATING_TYPES(dtype, "ddsa_depthwise_chain_mlp_forward_cpu", [&] {
+    using T = scalar_t;
+    const T* xp = x.data_ptr<T>();
+    const T* wip = wi.data_ptr<T>();
+    const T* wop = wo.data_ptr<T>();
+    const T* tp = taps.data_ptr<T>();
+    const T* bip = bi_t.defined() ? bi_t.data_ptr<T>() : nullptr;
+    const T* bdp = bd_t.defined() ? bd_t.data_ptr<T>() : nullptr;
+    const T* bop = bo_t.defined() ? bo_t.data_ptr<T>() : nullptr;
+    T* zp = z.data_ptr<T>();
+    const cpu::dw::PlaneFn<T> conv = cpu::dw::plane_kernel<T>(K);
+    const std::vector<T> zeros(W, T(0));
+    const int64_t rows_max = band + 2 * halo, ps = rows_max * W;  // buffer rows and plane stride
+    at::parallel_for(0, B * runs, 1, [&](int64_t begin, int64_t end) {
+      std::vector<T> buf(nh * ps), kept(nh * 2 * halo * W + 1), su(ps), sy(ps);
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t b = task / runs, R0 = (task % runs) * run_rows, R1 = std::min(H, R0 + run_rows);
+        const T* xb = xp + b * C * H * W;
+        T* zb = zp + b * C_out * H * W;
+        int64_t kept_lo = 0, kept_hi = 0;  // rows of u held in `kept` from the previous band
+        for (int64_t r0 = R0; r0 < R1; r0 += band) {
+          const int64_t r1 = std::min(R1, r0 + band);
+          const int64_t ra = std::max<int64_t>(0, r0 - halo), rb = std::min(H, r1 + halo), E = rb - ra;
+          int64_t fresh = ra;
+          if (kept_hi > kept_lo) {  // kept_lo == ra by construction
+            const int64_t rows = kept_hi - kept_lo;
+            for (int64_t c = 0; c < nh; ++c)
+              std::memcpy(buf.data() + c * ps, kept.data() + c * 2 * halo * W, sizeof(T) * rows * W);
+            fresh = kept_hi;
+          }
+          if (rb > fresh) {
+            cpu::gemm(false, false, nh, (rb - fresh) * W, C, T(1), wip, C, xb + fresh * W, H * W, T(0),
+                      buf.data() + (fresh - ra) * W, ps);
+            cpu::add_row_bias(buf.data() + (fresh - ra) * W, nh, ps, (rb - fresh) * W, bip);
+          }
+          kept_lo = kept_hi = 0;
+          if (r1 < R1 && halo > 0) {  // the next band's leading halo rows, before the chain overwrites them
+            kept_lo = std::max<int64_t>(0, r1 - halo);
+            kept_hi = rb;
+            for (int64_t c = 0; c < nh; ++c)
+              std::memcpy(kept.data() + c * 2 * halo * W, buf.data() + c * ps + (kept_lo - ra) * W,
+                          sizeof(T) * (kept_hi - kept_lo) * W);
+          }
+          const int64_t len = E * W;
+          for (int64_t c = 0; c < h; ++c) {
+            const T bias_c = bdp ? bdp[c] : T(0);
+            for (int64_t i = 0; i < n; ++i) {
+              T* pi = buf.data() + (i * h + c) * ps;
+              if (i == 0) {
+                conv(pi, sy.data(), tp + c * K * K, bias_c, E, W, zeros.data());
+                cpu::relu_inplace(sy.data(), len);
+                std::memcpy(pi, sy.data(), sizeof(T) * len);
+              } else {
+                cpu::add_planes(pi - h * ps, pi, su.data(), len);
+                conv(su.data(), pi, tp + c * K * K, bias_c, E, W, zeros.data());
+                cpu::relu_inplace(pi, len);
+              }
+            }
+          }
+          cpu::gemm(false, false, C_out, (r1 - r0) * W, nh, T(1), wop, nh, buf.data() + (r0 - ra) * W, ps, T(0),
+                    zb + r0 * W, H * W);
+          cpu::add_row_bias(zb + r0 * W, C_out, H * W, (r1 - r0) * W, bop);
+        }
+      }
+    });
+  });
+  return z;
 }
 
 }  // namespace ddsa
