@@ -313,7 +313,7 @@ def shape_bench_main(
     build_info: dict[str, str],
 ) -> dict[str, Any]:
     """The command line of the CPU per-shape benchmarks (``bench_depthwise_conv``, ``bench_depthwise_chain``):
-    parse ``--shapes B,C,H,W ... --rounds --min-run-time --threads --out``, run ``bench_shape`` on each,
+    parse ``--shapes B,C,H,W ... (as many sizes as the default shapes have) --rounds --min-run-time --threads --out``, run ``bench_shape`` on each,
     print one line per shape, write ``<benchmark>.json`` and ``<benchmark>.md`` into ``--out``."""
     import argparse
 
@@ -328,19 +328,20 @@ def shape_bench_main(
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device("cpu")
+    arity = len(next(iter(default_shapes)))
     shapes = []
     for text in args.shapes:
         parts = tuple(int(s) for s in text.split(","))
-        if len(parts) != 4 or min(parts) < 1:
-            parser.error(f"--shapes takes B,C,H,W with positive sizes, got {text!r}")
+        if len(parts) != arity or min(parts) < 1:
+            parser.error(f"--shapes takes {arity} positive sizes each ({shapes_help}), got {text!r}")
         shapes.append(parts)
     result = {"benchmark": benchmark, "machine": machine_info(device), "build_info": build_info, "rows": []}
     for shape in shapes:
         row = bench_shape(shape, args.rounds, args.min_run_time)
         result["rows"].append(row)
-        print(f"[{benchmark}] {'×'.join(map(str, shape)):<16} fwd: " + "  ".join(
-            f"{n} {r['median_ms']:.2f} ms" for n, r in row["fwd"].items()) + "  | f+b: " + "  ".join(
-            f"{n} {r['median_ms']:.2f} ms" for n, r in row["fwdbwd"].items()))
+        print(f"[{benchmark}] {'×'.join(map(str, shape)):<16} " + "  | ".join(
+            f"{label}: " + "  ".join(f"{n} {r['median_ms']:.2f} ms" for n, r in row[task].items())
+            for task, label in (("fwd", "fwd"), ("fwdbwd", "f+b")) if task in row))
     result["machine"]["loadavg_at_end"] = loadavg()
     out = Path(args.out) if args.out else default_out_dir(device)
     out.mkdir(parents=True, exist_ok=True)
