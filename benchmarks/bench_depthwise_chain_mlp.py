@@ -75,7 +75,9 @@ def render_markdown(result: dict[str, Any]) -> str:
                      *(f"×{sp[n]:.2f}" if sp.get(n) else "–" for n in ("chain", "cpu"))])
     lines.append(common.markdown_table(
         ["B×C×H×W", "eager ms", "chain ms", "ddsa cpu ms", "chain vs eager", "cpu vs eager"], rows))
-    lines += ["", f"torch {m['torch']}, {m['torch_threads']} thread(s), fp32, forward under no_grad, commit "
+    memory = ("after `ddsa_kernels.tune_cpu_memory()`" if result.get("cpu_memory")
+              else "default allocation settings (no `tune_cpu_memory()`)")
+    lines += ["", f"torch {m['torch']}, {m['torch_threads']} thread(s), fp32, forward under no_grad, {memory}, commit "
               f"{(m['commit'] or {}).get('sha') or '?'}.", "",
               "* eager = `F.conv2d` 1×1, the chain as chunk + three `F.conv2d(..., groups=C_h)` + ReLU + additions + "
               "`torch.cat`, `F.conv2d` 1×1 (the authors' SEFN without its gate); chain = the same with "

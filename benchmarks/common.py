@@ -324,7 +324,17 @@ def shape_bench_main(
     parser.add_argument("--min-run-time", type=float, default=0.2, help="seconds of timing per measurement")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads before running")
     parser.add_argument("--out", default=None, help="output folder (default: benchmarks/results/<device-slug>)")
+    parser.add_argument("--tune-cpu-memory", action="store_true",
+                        help="call ddsa_kernels.tune_cpu_memory() first (glibc keeps freed memory, huge pages for "
+                             "large tensors), as the ddsa CLIs do")
     args = parser.parse_args(argv)
+    cpu_memory = None
+    if args.tune_cpu_memory:  # before the first large tensor
+        from dataclasses import asdict
+
+        from ddsa_kernels import tune_cpu_memory
+
+        cpu_memory = asdict(tune_cpu_memory())
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device("cpu")
@@ -335,7 +345,8 @@ def shape_bench_main(
         if len(parts) != arity or min(parts) < 1:
             parser.error(f"--shapes takes {arity} positive sizes each ({shapes_help}), got {text!r}")
         shapes.append(parts)
-    result = {"benchmark": benchmark, "machine": machine_info(device), "build_info": build_info, "rows": []}
+    result = {"benchmark": benchmark, "machine": machine_info(device), "build_info": build_info,
+              "cpu_memory": cpu_memory, "rows": []}
     for shape in shapes:
         row = bench_shape(shape, args.rounds, args.min_run_time)
         result["rows"].append(row)
