@@ -129,8 +129,8 @@ def _patch_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rounds", type=int, default=None,
                    help="interleaved rounds, median over rounds (default 3 on CPU, 5 on CUDA)")
     p.add_argument("--tune-cpu-memory", action="store_true",
-                   help="call ddsa_kernels.tune_cpu_memory() first, as the ddsa CLIs do (glibc keeps freed memory, "
-                        "huge pages for large tensors); both variants run under it")
+                   help="call ddsa_kernels.tune_cpu_memory() first, as the ddsa CLIs do (glibc keeps freed memory); "
+                        "both variants run under it")
 
 
 def _run_patch(args, device: torch.device, out: Path, cpu_memory: Optional[dict[str, bool]]) -> Path:
@@ -206,11 +206,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 0
     cpu_memory = None
     if getattr(args, "tune_cpu_memory", False):  # before the first large tensor: torch reads its setting once
-        from dataclasses import asdict
-
         from ddsa_kernels import tune_cpu_memory
 
-        cpu_memory = asdict(tune_cpu_memory())
+        cpu_memory = {"malloc_retains_freed": tune_cpu_memory()}
     device = _device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)

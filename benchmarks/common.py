@@ -325,16 +325,13 @@ def shape_bench_main(
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads before running")
     parser.add_argument("--out", default=None, help="output folder (default: benchmarks/results/<device-slug>)")
     parser.add_argument("--tune-cpu-memory", action="store_true",
-                        help="call ddsa_kernels.tune_cpu_memory() first (glibc keeps freed memory, huge pages for "
-                             "large tensors), as the ddsa CLIs do")
+                        help="call ddsa_kernels.tune_cpu_memory() first (glibc keeps freed memory), as the ddsa CLIs do")
     args = parser.parse_args(argv)
     cpu_memory = None
     if args.tune_cpu_memory:  # before the first large tensor
-        from dataclasses import asdict
-
         from ddsa_kernels import tune_cpu_memory
 
-        cpu_memory = asdict(tune_cpu_memory())
+        cpu_memory = {"malloc_retains_freed": tune_cpu_memory()}
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device("cpu")

@@ -11,7 +11,7 @@ Layout: one folder per op under ``ops/`` (``dual_attention/``, ``channel_norm/``
 ``depthwise_chain/``, ``depthwise_chain_mlp/``: the public function and its autograd in ``__init__``, ``naive.py`` oracle and baseline,
 ``reference.py`` torch backend, ``triton.py``, ``extension.py`` for the compiled ``_C``),
 ``_registry.py`` the table of backends, ``module.py`` the nn.Modules, ``patch.py`` the drop-in patch
-of the authors' networks, ``cpu_memory.py`` the allocator settings that keep large CPU tensors from
+of the authors' networks, ``cpu_memory.py`` the malloc settings that keep large CPU tensors from
 page-faulting on every call.
 """
 from ._registry import available_backends, build_info, check_backend_name, resolve_backend
@@ -22,7 +22,7 @@ from .ops.depthwise_chain import depthwise_chain, eager_depthwise_chain, referen
 from .ops.depthwise_chain_mlp import depthwise_chain_mlp, eager_depthwise_chain_mlp, reference_depthwise_chain_mlp
 from .module import ChannelNorm, DepthwiseConv2d, DualSelfAttentionCore, ddsa_topk, drsformer_topk, restormer_topk
 from .patch import PatchReport, patch, unpatch
-from .cpu_memory import CpuMemorySettings, tune_cpu_memory
+from .cpu_memory import tune_cpu_memory
 
 __all__ = [
     "dual_attention",
@@ -54,6 +54,5 @@ __all__ = [
     "unpatch",
     "PatchReport",
     "tune_cpu_memory",
-    "CpuMemorySettings",
 ]
 __version__ = "0.1.0"

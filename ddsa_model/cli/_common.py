@@ -66,8 +66,8 @@ def run_cli(build_parser: Callable[[], argparse.ArgumentParser], run: Callable[[
             argv: Optional[Sequence[str]] = None) -> int:
     """Parse ``argv`` and run; a CLIError becomes one ``error:`` line and its exit status, ^C exits 130.
 
-    Before running, CPU memory is tuned so that large tensors stop page-faulting afresh
-    (``ddsa_kernels.tune_cpu_memory``: glibc keeps freed memory, torch asks for huge pages).
+    Before running, glibc's malloc is told to keep freed memory, so that large CPU tensors stop
+    page-faulting afresh (``ddsa_kernels.tune_cpu_memory``).
     """
     from ddsa_kernels import tune_cpu_memory
 
