@@ -22,6 +22,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -289,7 +290,8 @@ at::Tensor depthwise_chain_mlp_forward_cpu(const at::Tensor& x_in, const at::Ten
     const std::vector<T> zeros(W, T(0));
     const int64_t rows_max = band + 2 * halo, ps = rows_max * W;  // buffer rows and plane stride
     at::parallel_for(0, B * runs, 1, [&](int64_t begin, int64_t end) {
-      std::vector<T> buf(nh * ps), kept(nh * 2 * halo * W + 1), su(ps), sy(ps);
+      // uninitialised: every element is written before it is read (a zero fill would cost a pass)
+      const std::unique_ptr<T[]> buf(new T[nh * ps]), kept(new T[nh * 2 * halo * W + 1]), su(new T[ps]), sy(new T[ps]);
       for (int64_t task = begin; task < end; ++task) {
         const int64_t b = task / runs, R0 = (task % runs) * run_rows, R1 = std::min(H, R0 + run_rows);
         const T* xb = xp + b * C * H * W;
@@ -302,39 +304,39 @@ at::Tensor depthwise_chain_mlp_forward_cpu(const at::Tensor& x_in, const at::Ten
           if (kept_hi > kept_lo) {  // kept_lo == ra by construction
             const int64_t rows = kept_hi - kept_lo;
             for (int64_t c = 0; c < nh; ++c)
-              std::memcpy(buf.data() + c * ps, kept.data() + c * 2 * halo * W, sizeof(T) * rows * W);
+              std::memcpy(buf.get() + c * ps, kept.get() + c * 2 * halo * W, sizeof(T) * rows * W);
             fresh = kept_hi;
           }
           if (rb > fresh) {
             cpu::gemm(false, false, nh, (rb - fresh) * W, C, T(1), wip, C, xb + fresh * W, H * W, T(0),
-                      buf.data() + (fresh - ra) * W, ps);
-            cpu::add_row_bias(buf.data() + (fresh - ra) * W, nh, ps, (rb - fresh) * W, bip);
+                      buf.get() + (fresh - ra) * W, ps);
+            cpu::add_row_bias(buf.get() + (fresh - ra) * W, nh, ps, (rb - fresh) * W, bip);
           }
           kept_lo = kept_hi = 0;
           if (r1 < R1 && halo > 0) {  // the next band's leading halo rows, before the chain overwrites them
             kept_lo = std::max<int64_t>(0, r1 - halo);
             kept_hi = rb;
             for (int64_t c = 0; c < nh; ++c)
-              std::memcpy(kept.data() + c * 2 * halo * W, buf.data() + c * ps + (kept_lo - ra) * W,
+              std::memcpy(kept.get() + c * 2 * halo * W, buf.get() + c * ps + (kept_lo - ra) * W,
                           sizeof(T) * (kept_hi - kept_lo) * W);
           }
           const int64_t len = E * W;
           for (int64_t c = 0; c < h; ++c) {
             const T bias_c = bdp ? bdp[c] : T(0);
             for (int64_t i = 0; i < n; ++i) {
-              T* pi = buf.data() + (i * h + c) * ps;
+              T* pi = buf.get() + (i * h + c) * ps;
               if (i == 0) {
-                conv(pi, sy.data(), tp + c * K * K, bias_c, E, W, zeros.data());
-                cpu::relu_inplace(sy.data(), len);
-                std::memcpy(pi, sy.data(), sizeof(T) * len);
+                conv(pi, sy.get(), tp + c * K * K, bias_c, E, W, zeros.data());
+                cpu::relu_inplace(sy.get(), len);
+                std::memcpy(pi, sy.get(), sizeof(T) * len);
               } else {
-                cpu::add_planes(pi - h * ps, pi, su.data(), len);
-                conv(su.data(), pi, tp + c * K * K, bias_c, E, W, zeros.data());
+                cpu::add_planes(pi - h * ps, pi, su.get(), len);
+                conv(su.get(), pi, tp + c * K * K, bias_c, E, W, zeros.data());
                 cpu::relu_inplace(pi, len);
               }
             }
           }
-          cpu::gemm(false, false, C_out, (r1 - r0) * W, nh, T(1), wop, nh, buf.data() + (r0 - ra) * W, ps, T(0),
+          cpu::gemm(false, false, C_out, (r1 - r0) * W, nh, T(1), wop, nh, buf.get() + (r0 - ra) * W, ps, T(0),
                     zb + r0 * W, H * W);
           cpu::add_row_bias(zb + r0 * W, C_out, H * W, (r1 - r0) * W, bop);
         }
