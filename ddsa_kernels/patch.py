@@ -24,8 +24,12 @@ forks are handled without importing them:
   x2))``, ``y3 = relu(dwconv3x3(y2 + x3))`` on the thirds of ``conv1x1_in(x)``. Everything but the gate
   becomes one :func:`depthwise_chain_mlp` call with the three convolutions' weights and biases (on CPU
   without gradients, one fused kernel over bands of rows; when training, the 1×1 convolutions around
-  the fused chain); hooks registered on ``conv1x1_in``, ``dwconv3x3``, ``relu`` or ``project_out`` no
-  longer fire once the block is patched. Restormer's
+  the fused chain). When ``SAlayer`` is the authors' gate (only ``conv_sa`` = Sequential(Conv2d(2 → 1),
+  BatchNorm2d(1), Sigmoid), same math on a float64 test input) it is computed in the patched forward
+  with the channel max as ``amax`` (``torch.max(x, 1)`` also finds the indices and is about 25× slower
+  on CPU; at exact ties the gradient is shared among the tied channels instead of going to one), calling
+  ``conv_sa`` as it is; any other gate runs as it is. Hooks registered on ``conv1x1_in``, ``dwconv3x3``,
+  ``relu``, ``project_out`` or ``SAlayer`` no longer fire once the block is patched. Restormer's
   GDFN and DRSformer's multi-scale FFN keep their forward (their depth-wise convolutions are patched).
 
 Every candidate is also checked by behaviour once, at patch time: a float64 CPU copy with random
@@ -126,17 +130,25 @@ def fused_depthwise_conv_forward(module: nn.Conv2d, x: Tensor, *, kind: str, bac
     return depthwise_conv(x, module.weight, module.bias, backend=backend)
 
 
-def _sefn_core(module: nn.Module, x: Tensor, backend: str) -> Tensor:
+def _authors_gate(gate: nn.Module, z: Tensor) -> Tensor:
+    """IDT-DDSA's spatial gate ``z · conv_sa([max over c, mean over c])``, with the channel max as ``amax``:
+    ``torch.max(z, 1)`` also finds the indices, and is about 25× slower on CPU."""
+    pooled = torch.cat((z.amax(dim=1, keepdim=True), z.mean(dim=1, keepdim=True)), dim=1)
+    return z * gate.conv_sa(pooled)
+
+
+def _sefn_core(module: nn.Module, x: Tensor, backend: str, gate: bool) -> Tensor:
     conv_in, dw, out = module.conv1x1_in, module.dwconv3x3, module.project_out
-    return module.SAlayer(depthwise_chain_mlp(x, conv_in.weight, conv_in.bias, dw.weight, dw.bias, out.weight,
-                                              out.bias, backend=backend))
+    z = depthwise_chain_mlp(x, conv_in.weight, conv_in.bias, dw.weight, dw.bias, out.weight, out.bias, backend=backend)
+    return _authors_gate(module.SAlayer, z) if gate else module.SAlayer(z)
 
 
-def fused_feed_forward_forward(module: nn.Module, x: Tensor, *, kind: str, backend: str) -> Tensor:
-    """Patched ``forward`` of IDT-DDSA's SEFN: (B, dim, H, W) → (B, dim, H, W); the module's spatial gate
-    after one :func:`depthwise_chain_mlp` call with the weights and biases of ``conv1x1_in``,
-    ``dwconv3x3`` and ``project_out``."""
-    return _sefn_core(module, x, backend)
+def fused_feed_forward_forward(module: nn.Module, x: Tensor, *, kind: str, backend: str, gate: bool) -> Tensor:
+    """Patched ``forward`` of IDT-DDSA's SEFN: (B, dim, H, W) → (B, dim, H, W); one
+    :func:`depthwise_chain_mlp` call with the weights and biases of ``conv1x1_in``, ``dwconv3x3`` and
+    ``project_out``, then the spatial gate: the authors' gate computed with ``amax`` when ``gate``, else
+    the module's ``SAlayer`` as it is."""
+    return _sefn_core(module, x, backend, gate)
 
 
 _FUSED = {fused_attention_forward: "attention", fused_layer_norm_forward: "layer_norm",
@@ -276,28 +288,44 @@ def _is_sefn_candidate(m: nn.Module) -> bool:
     return hasattr(m, "conv1x1_in") and hasattr(m, "dwconv3x3")
 
 
-def _match_sefn(m: nn.Module) -> tuple[Optional[str], str]:
-    """("feed_forward:sefn", "") for IDT-DDSA's SEFN, else (None, reason)."""
+def _match_sefn(m: nn.Module) -> tuple[Optional[str], str, dict]:
+    """("feed_forward:sefn", "", {"gate": whether SAlayer looks like the authors' gate}) for IDT-DDSA's
+    SEFN, else (None, reason, {})."""
     children = dict(m.named_children())
     if set(children) != _SEFN_CHILDREN:
-        return None, f"submodules {sorted(children)}, expected {sorted(_SEFN_CHILDREN)}"
+        return None, f"submodules {sorted(children)}, expected {sorted(_SEFN_CHILDREN)}", {}
     if list(m._parameters) or list(m._buffers):
-        return None, "the block has parameters or buffers of its own"
+        return None, "the block has parameters or buffers of its own", {}
     conv_in, dw = children["conv1x1_in"], children["dwconv3x3"]
     if not isinstance(conv_in, nn.Conv2d) or not isinstance(dw, nn.Conv2d):
-        return None, "conv1x1_in and dwconv3x3 must be Conv2d"
+        return None, "conv1x1_in and dwconv3x3 must be Conv2d", {}
     dim, hidden = conv_in.in_channels, dw.in_channels
     k = dw.kernel_size[0]
     if k % 2 != 1 or k > MAX_KERNEL:
-        return None, f"dwconv3x3 has kernel {tuple(dw.kernel_size)} (supported: square, odd, up to {MAX_KERNEL})"
+        return None, f"dwconv3x3 has kernel {tuple(dw.kernel_size)} (supported: square, odd, up to {MAX_KERNEL})", {}
     for name, want in (("conv1x1_in", (dim, 3 * hidden, 1, 0, 1)), ("dwconv3x3", (hidden, hidden, k, k // 2, hidden)),
                        ("project_out", (3 * hidden, dim, 1, 0, 1))):
         why = _is_conv(children[name], *want)
         if why:
-            return None, f"{name} {why}"
+            return None, f"{name} {why}", {}
     if type(children["relu"]) is not nn.ReLU:
-        return None, f"relu is {type(children['relu']).__name__}, not ReLU"
-    return "feed_forward:sefn", ""
+        return None, f"relu is {type(children['relu']).__name__}, not ReLU", {}
+    return "feed_forward:sefn", "", {"gate": _looks_like_authors_gate(children["SAlayer"])}
+
+
+def _looks_like_authors_gate(gate: nn.Module) -> bool:
+    """SAlayer holds only ``conv_sa`` = Sequential(Conv2d(2 → 1, odd kernel, "same" padding), BatchNorm2d(1),
+    Sigmoid) and runs its class's forward (the behaviour check then confirms the math)."""
+    seq = dict(gate.named_children()).get("conv_sa")
+    if set(dict(gate.named_children())) != {"conv_sa"} or list(gate._parameters) or list(gate._buffers):
+        return False
+    if "forward" in gate.__dict__ or not isinstance(seq, nn.Sequential) or len(seq) != 3:
+        return False
+    conv, bn, act = seq
+    if not isinstance(conv, nn.Conv2d) or conv.kernel_size[0] % 2 != 1:
+        return False
+    return (not _is_conv(conv, 2, 1, conv.kernel_size[0], conv.kernel_size[0] // 2, 1)
+            and type(bn) is nn.BatchNorm2d and bn.num_features == 1 and type(act) is nn.Sigmoid)
 
 
 # ----------------------------------------------------------------------------- behavioural check
@@ -352,15 +380,20 @@ def _check_layer_norm(m: nn.Module, kind: str) -> str:
     return ""
 
 
-def _check_sefn(m: nn.Module) -> str:
+def _check_sefn(m: nn.Module, extra: dict) -> str:
+    """Empty string when the module's own forward equals the fused computation (float64, CPU). A gate that
+    looks like the authors' but computes something else is kept as it is (``extra["gate"]`` set False)."""
     gen = torch.Generator().manual_seed(0)
-    twin = _float64_copy(m)
+    twin = _float64_copy(m).eval()
     with torch.no_grad():
         for p in twin.parameters():
             p.copy_(torch.rand(p.shape, generator=gen, dtype=torch.float64) * 2 - 1)
         x = torch.randn(2, twin.conv1x1_in.in_channels, 4, 5, generator=gen, dtype=torch.float64)
         own = type(m).forward(twin, x)
-        fused = _sefn_core(twin, x, "reference")
+        if extra.get("gate"):
+            z = torch.randn(2, twin.project_out.out_channels, 4, 5, generator=gen, dtype=torch.float64)
+            extra["gate"] = _close(_authors_gate(twin.SAlayer, z), twin.SAlayer(z))
+        fused = _sefn_core(twin, x, "reference", extra["gate"])
     if not _close(fused, own):
         return "its forward differs from SEFN's relu-conv chain on a float64 test input (changed math?)"
     return ""
@@ -438,8 +471,8 @@ _RULES = (
           lambda m: m.qkv.in_channels // m.num_heads),
     _Rule("layer_norm", _is_layer_norm_candidate, lambda m: (*_match_layer_norm(m), {}),
           lambda m, kind, extra: _check_layer_norm(m, kind), fused_layer_norm_forward, _no_channels),
-    _Rule("feed_forward", _is_sefn_candidate, lambda m: (*_match_sefn(m), {}),
-          lambda m, kind, extra: _check_sefn(m), fused_feed_forward_forward, _no_channels),
+    _Rule("feed_forward", _is_sefn_candidate, _match_sefn,
+          lambda m, kind, extra: _check_sefn(m, extra), fused_feed_forward_forward, _no_channels),
     # structure and type say it all: no behavioural check
     _Rule("depthwise_conv", _is_depthwise_candidate, lambda m: (*_match_depthwise(m), {}), None,
           fused_depthwise_conv_forward, _no_channels),

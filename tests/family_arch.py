@@ -189,3 +189,19 @@ class Kernel5SEFN(SEFN):
         super().__init__(dim, ffn_expansion_factor, bias=True)
         hidden = self.dwconv3x3.in_channels
         self.dwconv3x3 = nn.Conv2d(hidden, hidden, kernel_size=5, padding=2, groups=hidden, bias=True)
+
+
+class MeanFirstSALayer(SALayer):
+    """A fork of the spatial gate that pools [mean, max] instead of [max, mean]: the same modules, other math."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = torch.cat([torch.mean(x, 1, keepdim=True), torch.max(x, 1, keepdim=True)[0]], dim=1)
+        return x * self.conv_sa(pooled)
+
+
+class MeanFirstGateSEFN(SEFN):
+    """SEFN with that gate: the block is still SEFN (patched), its gate is not the authors'."""
+
+    def __init__(self, dim: int, ffn_expansion_factor: float = 2.0, bias: bool = False) -> None:
+        super().__init__(dim, ffn_expansion_factor, bias)
+        self.SAlayer = MeanFirstSALayer()

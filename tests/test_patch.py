@@ -355,6 +355,44 @@ def test_sefn_with_bias_and_5x5_kernel_patched_exactly(backend):
     assert unpatch(model) == [("0", "feed_forward:sefn")]
 
 
+def _hook_calls(*modules):
+    calls = []
+    for m in modules:
+        m.register_forward_hook(lambda mod, inp, out: calls.append(mod))
+    return calls
+
+
+def test_authors_gate_runs_with_amax_and_keeps_its_conv():
+    """The authors' gate is computed in the patched forward with amax (no torch.max with indices): SAlayer's
+    own forward (and hooks on it) no longer run, its conv_sa does; values and gradients are unchanged."""
+    torch.manual_seed(0)
+    model = _single(fa.SEFN(6, 2.0, False)).double()
+    x = torch.randn(2, 6, 7, 9, dtype=F64)
+    want = _grads(model, x)
+    report = patch(model)
+    assert report.counts["feed_forward:sefn"] == 1 and not report.skipped
+    gate_calls = _hook_calls(model[0].SAlayer)
+    conv_calls = _hook_calls(model[0].SAlayer.conv_sa)
+    with torch.profiler.profile() as prof:
+        got = _grads(model, x)
+    names = {e.key for e in prof.key_averages()}
+    assert "aten::amax" in names and "aten::max" not in names
+    assert not gate_calls and len(conv_calls) == 1
+    _assert_all_close(got, want, rtol=1e-9, atol=1e-10)
+
+
+def test_a_forked_gate_is_run_as_it_is():
+    torch.manual_seed(0)
+    model = _single(fa.MeanFirstGateSEFN(6)).double()
+    x = torch.randn(2, 6, 7, 9, dtype=F64)
+    want = _grads(model, x)
+    report = patch(model)
+    assert report.counts["feed_forward:sefn"] == 1 and not report.skipped  # the rest of the block is fused
+    gate_calls = _hook_calls(model[0].SAlayer)
+    _assert_all_close(_grads(model, x), want, rtol=1e-9, atol=1e-10)
+    assert len(gate_calls) == 1  # ... and the fork's own gate ran
+
+
 @pytest.mark.parametrize("kernel", [1, 3, 5, 7])
 @pytest.mark.parametrize("backend", ["cpu", "reference"])
 def test_depthwise_convs_patched_exactly(kernel, backend):
