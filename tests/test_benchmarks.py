@@ -385,6 +385,27 @@ def test_depthwise_chain_bench_writes_every_method(tmp_path, one_thread):
         bench_depthwise_chain.main(["--shapes", "1,4,9", "--out", str(tmp_path)])
 
 
+def test_depthwise_chain_mlp_bench_writes_every_method(tmp_path, one_thread):
+    from benchmarks import bench_depthwise_chain_mlp
+
+    result = bench_depthwise_chain_mlp.main(["--shapes", "1,4,9,7,3", "--rounds", "2", "--min-run-time", "0.01",
+                                             "--tune-cpu-memory", "--out", str(tmp_path), *one_thread])
+    data = json.loads((tmp_path / "depthwise_chain_mlp.json").read_text())
+    assert [r["shape"] for r in data["rows"]] == [[1, 4, 9, 7, 3]] == [r["shape"] for r in result["rows"]]
+    assert data["cpu_memory"] == {"malloc_retains_freed": result["cpu_memory"]["malloc_retains_freed"]}
+    methods = {"eager"} | ({"chain", "cpu"} if data["build_info"]["cpu"] == "available" else set())
+    row = data["rows"][0]
+    assert set(row["max_abs_diff_fwd"]) == methods and max(row["max_abs_diff_fwd"].values()) < 1e-5
+    assert set(row["fwd"]) == methods and "fwdbwd" not in row
+    for name, rec in row["fwd"].items():
+        assert len(rec["rounds_ms"]) == 2
+        assert row["speedup_fwd"][name] == pytest.approx(row["fwd"]["eager"]["median_ms"] / rec["median_ms"])
+    md = (tmp_path / "depthwise_chain_mlp.md").read_text()
+    assert "| 1×4×9×7, 3·3 hidden |" in md and "after `ddsa_kernels.tune_cpu_memory()`" in md
+    with pytest.raises(SystemExit):
+        bench_depthwise_chain_mlp.main(["--shapes", "1,4,9,7", "--out", str(tmp_path)])
+
+
 def test_depthwise_conv_bench_writes_every_method(tmp_path, one_thread):
     from benchmarks import bench_depthwise_conv
 
