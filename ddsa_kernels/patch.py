@@ -137,18 +137,14 @@ def _authors_gate(gate: nn.Module, z: Tensor) -> Tensor:
     return z * gate.conv_sa(pooled)
 
 
-def _sefn_core(module: nn.Module, x: Tensor, backend: str, gate: bool) -> Tensor:
-    conv_in, dw, out = module.conv1x1_in, module.dwconv3x3, module.project_out
-    z = depthwise_chain_mlp(x, conv_in.weight, conv_in.bias, dw.weight, dw.bias, out.weight, out.bias, backend=backend)
-    return _authors_gate(module.SAlayer, z) if gate else module.SAlayer(z)
-
-
 def fused_feed_forward_forward(module: nn.Module, x: Tensor, *, kind: str, backend: str, gate: bool) -> Tensor:
     """Patched ``forward`` of IDT-DDSA's SEFN: (B, dim, H, W) → (B, dim, H, W); one
     :func:`depthwise_chain_mlp` call with the weights and biases of ``conv1x1_in``, ``dwconv3x3`` and
     ``project_out``, then the spatial gate: the authors' gate computed with ``amax`` when ``gate``, else
     the module's ``SAlayer`` as it is."""
-    return _sefn_core(module, x, backend, gate)
+    conv_in, dw, out = module.conv1x1_in, module.dwconv3x3, module.project_out
+    z = depthwise_chain_mlp(x, conv_in.weight, conv_in.bias, dw.weight, dw.bias, out.weight, out.bias, backend=backend)
+    return _authors_gate(module.SAlayer, z) if gate else module.SAlayer(z)
 
 
 _FUSED = {fused_attention_forward: "attention", fused_layer_norm_forward: "layer_norm",
@@ -316,9 +312,10 @@ def _match_sefn(m: nn.Module) -> tuple[Optional[str], str, dict]:
 def _looks_like_authors_gate(gate: nn.Module) -> bool:
     """SAlayer holds only ``conv_sa`` = Sequential(Conv2d(2 → 1, odd kernel, "same" padding), BatchNorm2d(1),
     Sigmoid) and runs its class's forward (the behaviour check then confirms the math)."""
-    seq = dict(gate.named_children()).get("conv_sa")
-    if set(dict(gate.named_children())) != {"conv_sa"} or list(gate._parameters) or list(gate._buffers):
+    children = dict(gate.named_children())
+    if set(children) != {"conv_sa"} or list(gate._parameters) or list(gate._buffers):
         return False
+    seq = children["conv_sa"]
     if "forward" in gate.__dict__ or not isinstance(seq, nn.Sequential) or len(seq) != 3:
         return False
     conv, bn, act = seq
@@ -393,7 +390,7 @@ def _check_sefn(m: nn.Module, extra: dict) -> str:
         if extra.get("gate"):
             z = torch.randn(2, twin.project_out.out_channels, 4, 5, generator=gen, dtype=torch.float64)
             extra["gate"] = _close(_authors_gate(twin.SAlayer, z), twin.SAlayer(z))
-        fused = _sefn_core(twin, x, "reference", extra["gate"])
+        fused = fused_feed_forward_forward(twin, x, kind="feed_forward:sefn", backend="reference", gate=extra["gate"])
     if not _close(fused, own):
         return "its forward differs from SEFN's relu-conv chain on a float64 test input (changed math?)"
     return ""
