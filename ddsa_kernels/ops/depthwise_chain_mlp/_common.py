@@ -5,7 +5,7 @@ from typing import Optional
 
 import torch
 
-from ..depthwise_conv._common import FLOAT_DTYPES, MAX_KERNEL
+from ..depthwise_conv._common import FLOAT_DTYPES, MAX_KERNEL, check_weight_and_bias
 
 
 def check_inputs(x: torch.Tensor, w_in: torch.Tensor, b_in: Optional[torch.Tensor], w_dw: torch.Tensor,
@@ -37,13 +37,7 @@ def check_inputs(x: torch.Tensor, w_in: torch.Tensor, b_in: Optional[torch.Tenso
         raise ValueError(f"w_dw has a {k}×{k} kernel; supported: odd sizes 1 to {MAX_KERNEL}")
     if w_out.dim() != 4 or w_out.shape[1] != hidden or w_out.shape[2:] != (1, 1) or w_out.shape[0] < 1:
         raise ValueError(f"w_out must have shape (C_out, {hidden}, 1, 1) (w_in's outputs), got {tuple(w_out.shape)}")
-    for name, bias, size in (("b_in", b_in, hidden), ("b_dw", b_dw, w_dw.shape[0]), ("b_out", b_out, w_out.shape[0])):
-        if bias is not None and (bias.dim() != 1 or bias.shape[0] != size):
-            raise ValueError(f"{name} must have shape ({size},), got {tuple(bias.shape)}")
-    for name, t in named.items():
-        if t is None or name == "x":
-            continue
-        if same_dtype and t.dtype != x.dtype:
-            raise ValueError(f"{name} has dtype {t.dtype} but x has dtype {x.dtype}")
-        if t.device != x.device:
-            raise ValueError(f"{name} is on {t.device} but x is on {x.device}")
+    for weight, bias, size, names in ((w_in, b_in, hidden, ("w_in", "b_in")),
+                                      (w_dw, b_dw, w_dw.shape[0], ("w_dw", "b_dw")),
+                                      (w_out, b_out, w_out.shape[0], ("w_out", "b_out"))):
+        check_weight_and_bias(x, weight, bias, size, same_dtype, names)

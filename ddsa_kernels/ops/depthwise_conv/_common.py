@@ -19,9 +19,10 @@ def check_tensor_types(x: object, weight: object, bias: object) -> None:
 
 
 def check_weight_and_bias(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], channels: int,
-                          same_dtype: bool = True) -> None:
-    """weight and bias on x's device (and of x's dtype unless ``same_dtype=False``), bias (channels,) or None."""
-    for name, t in (("weight", weight), ("bias", bias)):
+                          same_dtype: bool = True, names: tuple[str, str] = ("weight", "bias")) -> None:
+    """weight and bias on x's device (and of x's dtype unless ``same_dtype=False``), bias (channels,) or None;
+    errors call them by ``names``."""
+    for name, t in zip(names, (weight, bias)):
         if t is None:
             continue
         if same_dtype and t.dtype != x.dtype:
@@ -29,7 +30,7 @@ def check_weight_and_bias(x: torch.Tensor, weight: torch.Tensor, bias: Optional[
         if t.device != x.device:
             raise ValueError(f"{name} is on {t.device} but x is on {x.device}")
     if bias is not None and (bias.dim() != 1 or bias.shape[0] != channels):
-        raise ValueError(f"bias must have shape (C,) with C={channels}, got {tuple(bias.shape)}")
+        raise ValueError(f"{names[1]} must have shape (C,) with C={channels}, got {tuple(bias.shape)}")
 
 
 def check_inputs(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> int:
