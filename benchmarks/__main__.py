@@ -204,11 +204,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 raise SystemExit(f"ddsa-bench report: {exc}") from None
             _log(f"updated {args.readme}")
         return 0
-    cpu_memory = None
-    if getattr(args, "tune_cpu_memory", False):  # before the first large tensor: torch reads its setting once
-        from ddsa_kernels import tune_cpu_memory
-
-        cpu_memory = {"malloc_retains_freed": tune_cpu_memory()}
+    cpu_memory = common.tuned_cpu_memory(getattr(args, "tune_cpu_memory", False))  # before any large tensor
     device = _device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)

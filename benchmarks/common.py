@@ -301,6 +301,16 @@ def save_figure(fig: Any, path: Path) -> None:
     _atomic_write(Path(path), lambda fh: fig.savefig(fh, format="png", dpi=110, bbox_inches="tight"), mode="wb")
 
 
+def tuned_cpu_memory(tune: bool) -> Optional[dict[str, bool]]:
+    """Run ``ddsa_kernels.tune_cpu_memory()`` when ``tune`` (call it before the first large tensor);
+    returns what the results record: None, or {"malloc_retains_freed": accepted}."""
+    if not tune:
+        return None
+    from ddsa_kernels import tune_cpu_memory
+
+    return {"malloc_retains_freed": tune_cpu_memory()}
+
+
 def shape_bench_main(
     argv: Optional[list[str]],
     *,
@@ -327,11 +337,7 @@ def shape_bench_main(
     parser.add_argument("--tune-cpu-memory", action="store_true",
                         help="call ddsa_kernels.tune_cpu_memory() first (glibc keeps freed memory), as the ddsa CLIs do")
     args = parser.parse_args(argv)
-    cpu_memory = None
-    if args.tune_cpu_memory:  # before the first large tensor
-        from ddsa_kernels import tune_cpu_memory
-
-        cpu_memory = {"malloc_retains_freed": tune_cpu_memory()}
+    cpu_memory = tuned_cpu_memory(args.tune_cpu_memory)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device("cpu")
