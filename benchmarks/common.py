@@ -19,7 +19,7 @@ import torch
 
 from ddsa_model.atomic import atomic_write
 
-from .textio import fmt, markdown_table, read_json, write_json, write_text  # noqa: F401  (re-exported)
+from .run_summary import fmt, markdown_table, read_json, write_json, write_text  # noqa: F401  (re-exported)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_ROOT = Path(__file__).resolve().parent / "results"

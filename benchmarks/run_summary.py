@@ -13,26 +13,64 @@ train.json, patch.md). Every file is written atomically (temp file + rename).
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import sys
 from pathlib import Path
 from typing import Any, Optional
 
-from .textio import fmt as _fmt
-from .textio import markdown_table as _table
-from .textio import read_json as _read_json
-from .textio import write_json as _write_json
-from .textio import write_text as _write_text
+from ddsa_model.atomic import atomic_write_json, atomic_write_text  # torch-free
+
 
 STAGES = ("build", "gpu_tests", "sanitize", "op_bench", "train", "patch", "rest_tests")
+
+
+# ----------------------------------------------------------------------------- file and table helpers
+# Shared by every benchmark (benchmarks.common re-exports them); kept here so that this module runs
+# without torch.
+def write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically, creating its folder."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, text)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write ``obj`` as indented strict JSON (NaN/inf as strings), atomically, creating its folder."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, obj)
+
+
+def read_json(path: Path) -> Any:
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def markdown_table(headers: list[str], rows: list[list[Any]]) -> str:
+    """A GitHub markdown table; None renders as an en dash."""
+    def cell(x: Any) -> str:
+        return "–" if x is None else str(x)
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(cell(x) for x in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def fmt(x: Optional[float], digits: int = 3) -> Optional[str]:
+    """Format a number with ``digits`` significant figures (None and strings pass through)."""
+    if x is None or isinstance(x, str):
+        return x
+    if x == 0 or not math.isfinite(x):
+        return str(x) if x != 0 else "0"
+    return f"{x:.{digits}g}" if abs(x) < 10 ** digits else f"{x:.0f}"
 
 
 def cmd_stage(args) -> int:
     """Record one stage's outcome in stages.json (read-modify-write; stages run one at a time)."""
     path = Path(args.out) / "stages.json"
-    stages = _read_json(path) if path.exists() else {}
+    stages = read_json(path) if path.exists() else {}
     stages[args.name] = {"status": args.status, "rc": args.rc, "seconds": args.seconds, "cap_s": args.cap,
                          "reason": args.reason, "files": args.files or []}
-    _write_json(path, stages)
+    write_json(path, stages)
     return 0
 
 
@@ -45,7 +83,7 @@ def _read(out: Path, name: str) -> Optional[Any]:
     if not path.exists():
         return None
     try:
-        return _read_json(path)
+        return read_json(path)
     except (OSError, ValueError):
         return None
 
@@ -72,7 +110,7 @@ def render_summary(out: Path) -> str:
             rows.append([name, "not reached", None, None, None, None])
         else:
             rows.append([name, st["status"], st.get("rc"), st.get("seconds"), st.get("cap_s"), st.get("reason") or ""])
-    lines += ["## Stages", "", _table(["stage", "status", "rc", "seconds", "cap s", "note"], rows), ""]
+    lines += ["## Stages", "", markdown_table(["stage", "status", "rc", "seconds", "cap s", "note"], rows), ""]
     for tests in ("tests_gpu.json", "tests_rest.json"):
         t = _read(out, tests)
         if t:
@@ -80,13 +118,13 @@ def render_summary(out: Path) -> str:
             lines += [f"* `{f}`" for f in t.get("failed", [])[:30]] + [""]
     san = _read(out, "sanitize.json")
     if san:
-        lines += ["## compute-sanitizer", "", _table(
+        lines += ["## compute-sanitizer", "", markdown_table(
             ["backend", "tool", "status", "errors", "note"],
             [[r["backend"], r["tool"], r["status"], r.get("errors"), r.get("reason") or ""] for r in san["runs"]]), ""]
     ker = _read(out, "kernels.json")
     if ker:
         lines += ["## Per-kernel time (ms per call)", "",
-                  f"device copy bandwidth: {_fmt(ker.get('copy_gbps'))} GB/s", ""]
+                  f"device copy bandwidth: {fmt(ker.get('copy_gbps'))} GB/s", ""]
         rows = []
         for c in ker["cases"]:
             if c.get("status") != "ok":
@@ -94,11 +132,11 @@ def render_summary(out: Path) -> str:
                 continue
             for part in ("fwd", "bwd"):
                 s = c[part]["stages_ms"]
-                rows.append([c["backend"], c["label"], c["dtype"], part, _fmt(s.get("gram")),
-                             _fmt(s.get("epilogue")), _fmt(s.get("apply")),
-                             _fmt(c[part]["total_ms"]),
-                             _fmt(c[part].get("pct_of_floor"))])
-        lines += [_table(["backend", "shape", "dtype", "pass", "gram", "epilogue", "apply", "total",
+                rows.append([c["backend"], c["label"], c["dtype"], part, fmt(s.get("gram")),
+                             fmt(s.get("epilogue")), fmt(s.get("apply")),
+                             fmt(c[part]["total_ms"]),
+                             fmt(c[part].get("pct_of_floor"))])
+        lines += [markdown_table(["backend", "shape", "dtype", "pass", "gram", "epilogue", "apply", "total",
                                          "% floor"], rows), ""]
     op = _read(out, "op.json")
     if op:
@@ -106,23 +144,23 @@ def render_summary(out: Path) -> str:
         for c in op["cases"]:
             for impl, r in c["results"].items():
                 if r.get("median_ms") is not None:
-                    rows.append([c["shape"], c["dtype"], c["mode"], impl, _fmt(r["median_ms"]),
-                                 _fmt(r.get("pct_of_floor")), _fmt(r.get("speedup_vs_eager")),
-                                 _fmt(r.get("max_abs_err_vs_fp32_reference"))])
-        lines += ["## Op benchmark (median ms)", "", _table(
+                    rows.append([c["shape"], c["dtype"], c["mode"], impl, fmt(r["median_ms"]),
+                                 fmt(r.get("pct_of_floor")), fmt(r.get("speedup_vs_eager")),
+                                 fmt(r.get("max_abs_err_vs_fp32_reference"))])
+        lines += ["## Op benchmark (median ms)", "", markdown_table(
             ["shape", "dtype", "mode", "impl", "ms", "% floor", "× eager", "max err"], rows), ""]
     tr = _read(out, "train.json")
     if tr:
         cfg = tr["config"]
         lines += [f"## Training step: {cfg['preset']}, batch {cfg['batch']} at {cfg['size']}², AMP", "",
-                  _table(
+                  markdown_table(
                       ["dtype", "attention", "images/s", "step ms", "peak MiB", "status"],
                       [[r["dtype"], f"{r['backend']} → {r.get('resolved')}" if r["backend"] == "auto" else r["backend"],
-                        _fmt(r.get("images_per_s")), _fmt(r.get("step_ms")), _mib(r.get("peak_bytes")),
+                        fmt(r.get("images_per_s")), fmt(r.get("step_ms")), _mib(r.get("peak_bytes")),
                         r.get("status")] for r in tr["throughput"]]), "",
                   f"Peak training memory at batch 1 ({tr['memory'][0]['dtype'] if tr['memory'] else ''} AMP, "
                   "weights and AdamW state included):", "",
-                  _table(["size", "attention", "peak MiB", "status"],
+                  markdown_table(["size", "attention", "peak MiB", "status"],
                                         [[f"{r['size']}²", r["backend"], _mib(r.get("peak_bytes")), r.get("status")]
                                          for r in tr["memory"]]), ""]
     patch_md = out / "patch.md"
@@ -135,9 +173,9 @@ def render_summary(out: Path) -> str:
 def cmd_summary(args) -> int:
     out = Path(args.out)
     text = render_summary(out)
-    _write_text(out / "summary.md", text + "\n")
+    write_text(out / "summary.md", text + "\n")
     stages = _read(out, "stages.json") or {}
-    _write_json(out / "summary.json", {"stages": {n: stages.get(n, {"status": "not reached"}) for n in STAGES},
+    write_json(out / "summary.json", {"stages": {n: stages.get(n, {"status": "not reached"}) for n in STAGES},
                                              "files": sorted(p.name for p in out.iterdir() if p.is_file())})
     return 0
 
@@ -163,7 +201,7 @@ def cmd_junit(args) -> int:
                 counts["skipped"] += 1
             else:
                 counts["passed"] += 1
-    _write_json(Path(args.out), {"junit": str(path), "exists": path.exists(), "counts": counts,
+    write_json(Path(args.out), {"junit": str(path), "exists": path.exists(), "counts": counts,
                                        "failed": failed, "rc": args.rc})
     return 0
 

@@ -11,6 +11,7 @@ removed, the exception re-raised and a previous file at ``path`` is left untouch
     with atomic_path("model.safetensors") as tmp:      # a path, for writers that want one
         save_file(tensors, tmp)
     atomic_write_bytes("out.png", png_bytes)
+    atomic_write_json("summary.json", {"psnr": float("nan")})   # strict JSON: NaN/inf as strings
 
 The folder must exist (it is not created). The folder itself is not fsynced: after a crash the
 rename may be lost, which leaves the old file — still never a torn one.
@@ -18,12 +19,15 @@ rename may be lost, which leaves the old file — still never a torn one.
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
 from typing import IO, Any, Optional, Union
 
-__all__ = ["atomic_path", "atomic_write", "atomic_write_bytes", "atomic_write_text", "current_umask"]
+__all__ = ["atomic_path", "atomic_write", "atomic_write_bytes", "atomic_write_json", "atomic_write_text",
+           "current_umask", "json_safe"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -97,3 +101,20 @@ def atomic_write_text(path: PathLike, text: str, encoding: str = "utf-8") -> Non
     """Write ``text`` to ``path`` atomically, as ``open(path, "w", encoding=encoding)`` would."""
     with atomic_write(path, "w", encoding=encoding) as fh:
         fh.write(text)
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with non-finite floats as strings ("inf", "-inf", "nan"), so strict JSON can hold it;
+    tuples become lists."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def atomic_write_json(path: PathLike, obj: Any, indent: int = 1) -> None:
+    """Write ``obj`` as indented strict JSON (see :func:`json_safe`) and a newline, atomically."""
+    atomic_write_text(path, json.dumps(json_safe(obj), indent=indent, allow_nan=False) + "\n")

@@ -8,7 +8,8 @@ import stat
 import numpy as np
 import pytest
 
-from ddsa_model.atomic import atomic_path, atomic_write, atomic_write_bytes, atomic_write_text, current_umask
+from ddsa_model.atomic import (atomic_path, atomic_write, atomic_write_bytes, atomic_write_json, atomic_write_text,
+                               current_umask, json_safe)
 
 posix_only = pytest.mark.skipif(os.name != "posix", reason="permission bits and umask are POSIX")
 
@@ -143,3 +144,26 @@ def test_project_writers_give_plain_mode(tmp_path, umask):
     assert json.loads((tmp_path / "r.json").read_text()) == {"a": 1}
     assert {p.name: _mode(p) for p in tmp_path.iterdir()} == dict.fromkeys(
         ["img.png", "m.safetensors", "r.json"], expected)
+
+
+def test_atomic_write_json_is_strict_json_with_non_finite_floats_as_strings(tmp_path):
+    target = tmp_path / "report.json"
+    atomic_write_json(target, {"a": [1.5, float("nan")], "b": (float("inf"), -float("inf")), "c": {"d": 2}})
+    text = target.read_text()
+    assert text.endswith("\n")
+    # json.loads with parse_constant raising: a bare NaN/Infinity token would fail here
+    got = json.loads(text, parse_constant=lambda tok: pytest.fail(f"non-strict JSON token {tok}"))
+    assert got == {"a": [1.5, "nan"], "b": ["inf", "-inf"], "c": {"d": 2}}
+    assert json_safe([float("nan"), (1.0,)]) == ["nan", [1.0]]
+
+
+def test_atomic_module_imports_without_torch():
+    """The GPU run's bookkeeping (benchmarks.run_summary) writes through this module without torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys, ddsa_model.atomic, benchmarks.run_summary; "
+            "print(sorted(m for m in ('torch', 'ddsa_kernels', 'ddsa_model.network') if m in sys.modules))")
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=repo, check=True)
+    assert res.stdout.strip() == "[]", res.stdout

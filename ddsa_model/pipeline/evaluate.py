@@ -19,6 +19,8 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 from tqdm import tqdm
 
+from ddsa_model.atomic import json_safe  # noqa: F401  (part of this module's API)
+
 from . import iqa
 from .data import DatasetError, find_pairs
 from .imageio import ImageReadError, list_images, read_image, write_png
@@ -225,17 +227,6 @@ def csv_text(results: List[dict]) -> str:
         w.writerow([s["set"], "MEAN"] + [s.get(k, "") if s.get(k) is not None else ""
                                          for k in ("psnr", "ssim", "niqe", "brisque")])
     return buf.getvalue()
-
-
-def json_safe(obj: Any) -> Any:
-    """``obj`` with non-finite floats as strings ("inf", "nan"), so strict JSON can hold it."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return str(obj)
-    if isinstance(obj, dict):
-        return {k: json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [json_safe(v) for v in obj]
-    return obj
 
 
 def build_report(results: List[dict], weights: str, crop_border: int = 0, tile: int = 0,

@@ -488,7 +488,7 @@ def rain_layer(
         raise ValueError(f"length must be > 0 and blur >= 0, got length={length}, blur={blur}")
     if not 0.0 <= brightness <= 1.0:
         raise ValueError(f"brightness must be in [0, 1], got {brightness}")
-    rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    rng = _rng(rng)
     seeds = rng.random((height, width)) < density
     field = np.where(seeds, rng.uniform(0.5, 1.0, size=(height, width)), 0.0)
     layer = _convolve_same(field, streak_kernel(length, angle, blur))

@@ -6,12 +6,9 @@ from typing import Optional
 
 import torch
 
+from .._dtypes import accumulation_dtype  # noqa: F401  (re-exported to the op's modules)
+
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-
-
-def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
-    """float64 stays float64; every other float dtype accumulates in float32."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def check_inputs(
