@@ -36,11 +36,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("grad_y"), py::arg("x"), py::arg("weight"), py::arg("mean"), py::arg("rstd"),
         py::arg("subtract_mean"));
   m.def("depthwise_conv_forward_cpu", &ddsa::depthwise_conv_forward_cpu,
-        "y of the depth-wise K×K convolution (stride 1, zero padding K/2) of x (B, C, H, W) on CPU", py::arg("x"),
-        py::arg("weight"), py::arg("bias"));
+        "y of the depth-wise K×K convolution (stride 1, zero padding dilation·(K/2)) of x (B, C, H, W) on CPU",
+        py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("dilation") = 1);
   m.def("depthwise_conv_backward_cpu", &ddsa::depthwise_conv_backward_cpu,
         "(dx, dweight, dbias) of the depth-wise convolution on CPU", py::arg("grad_y"), py::arg("x"),
-        py::arg("weight"));
+        py::arg("weight"), py::arg("dilation") = 1);
   m.def("depthwise_chain_forward_cpu", &ddsa::depthwise_chain_forward_cpu,
         "y of the depth-wise ReLU chain y_i = relu(k * (y_{i-1} + x_i)) over the channel groups of x on CPU",
         py::arg("x"), py::arg("weight"), py::arg("bias"));

@@ -34,13 +34,14 @@ NormFwd channel_norm_forward_cpu(const at::Tensor& x, const at::Tensor& weight, 
 NormBwd channel_norm_backward_cpu(const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& weight,
                                   const at::Tensor& mean, const at::Tensor& rstd, bool subtract_mean);
 
-// Depth-wise convolution of x (B, C, H, W) with weight (C, 1, K, K), K odd, stride 1, zero padding K/2;
-// float32 or float64. Forward → y (B, C, H, W); backward → (dx, dweight, dbias (C,)).
+// Depth-wise convolution of x (B, C, H, W) with weight (C, 1, K, K), K odd, stride 1, dilation ≥ 1, zero
+// padding dilation·(K/2); float32 or float64. Forward → y (B, C, H, W); backward → (dx, dweight, dbias (C,)).
 at::Tensor depthwise_conv_forward_cpu(const at::Tensor& x, const at::Tensor& weight,
-                                      const std::optional<at::Tensor>& bias);
+                                      const std::optional<at::Tensor>& bias, int64_t dilation);
 std::tuple<at::Tensor, at::Tensor, at::Tensor> depthwise_conv_backward_cpu(const at::Tensor& grad_y,
                                                                            const at::Tensor& x,
-                                                                           const at::Tensor& weight);
+                                                                           const at::Tensor& weight,
+                                                                           int64_t dilation);
 at::Tensor depthwise_chain_forward_cpu(const at::Tensor& x, const at::Tensor& weight,
                                        const std::optional<at::Tensor>& bias);
 std::tuple<at::Tensor, at::Tensor, at::Tensor> depthwise_chain_backward_cpu(const at::Tensor& grad_y,

@@ -1,6 +1,7 @@
 // CPU forward and backward of the depth-wise 2-D convolution with an odd square kernel, stride 1,
-// dilation 1 and "same" zero padding (the 3×3 convolutions of the Restormer family's attention and
-// feed-forward blocks, and DRSformer's 5×5 ones), on NCHW maps.
+// dilation D ≥ 1 and "same" zero padding D·(K/2) (the 3×3 convolutions of the Restormer family's
+// attention and feed-forward blocks, DRSformer's 5×5 ones and the dilated 3/5/7 ones of its level-0
+// MEFC subnet), on NCHW maps.
 //
 // Why it exists: oneDNN, which torch calls for these convolutions on CPU, reorders NCHW maps into a
 // blocked layout and back on every call; for a depth-wise kernel that does 9 multiply-adds per value
@@ -24,18 +25,29 @@ namespace ddsa {
 namespace cpu {
 namespace {
 
-using dw::GradFn;
-using dw::PlaneFn;
 using dw::Planes;
-using dw::grad_kernel;
-using dw::plane_kernel;
 using dw::planes_ok;
 
+// Calls `body(conv, taps_grad)` with the plane kernels for K and dilation D, as callables of the undilated
+// signatures (PlaneFn, GradFn): for D = 1 the undilated kernels themselves, else the dilated ones with D bound.
+template <typename T, typename Body>
+void with_plane_kernels(int64_t K, int64_t D, Body&& body) {
+  if (D == 1) {
+    body(dw::plane_kernel<T>(K), dw::grad_kernel<T>(K));
+    return;
+  }
+  const dw::DilatedPlaneFn<T> conv = dw::dilated_plane_kernel<T>(K);
+  const dw::DilatedGradFn<T> grad = dw::dilated_grad_kernel<T>(K);
+  body([conv, D](const T* x, T* y, const T* taps, T bias, int64_t H, int64_t W,
+                 const T* zeros) { conv(x, y, taps, bias, H, W, zeros, D); },
+       [grad, D](const T* x, const T* dy, int64_t H, int64_t W, double* acc, double* db,
+                 const T* zeros) { grad(x, dy, H, W, acc, db, zeros, D); });
+}
+
 // y = taps ⊛ x per (b, c) plane; y contiguous, taps (C, K·K) contiguous, bias (C,) or nullptr.
-template <typename T>
+template <typename T, typename Conv>
 void conv_all_planes(const T* x, const Planes& xs, T* y, const T* taps, const T* bias, int64_t B, int64_t C,
-                     int64_t H, int64_t W, int64_t K) {
-  const PlaneFn<T> fn = plane_kernel<T>(K);
+                     int64_t H, int64_t W, int64_t K, const Conv& fn) {
   const std::vector<T> zeros(W, T(0));
   const int64_t plane = H * W;
   // Grain: enough planes per task to amortise the dispatch on small maps.
@@ -48,7 +60,8 @@ void conv_all_planes(const T* x, const Planes& xs, T* y, const T* taps, const T*
   });
 }
 
-void check_args(const at::Tensor& x, const at::Tensor& weight) {
+void check_args(const at::Tensor& x, const at::Tensor& weight, int64_t dilation) {
+  TORCH_CHECK(dilation >= 1, "ddsa depthwise_conv: dilation must be an integer >= 1, got ", dilation);
   TORCH_CHECK(x.device().is_cpu() && weight.device().is_cpu(),
               "ddsa depthwise_conv cpu backend: tensors must be on the CPU, got x on ", x.device(), " and weight on ",
               weight.device());
@@ -68,8 +81,8 @@ void check_args(const at::Tensor& x, const at::Tensor& weight) {
 }  // namespace cpu
 
 at::Tensor depthwise_conv_forward_cpu(const at::Tensor& x_in, const at::Tensor& weight,
-                                      const std::optional<at::Tensor>& bias) {
-  cpu::check_args(x_in, weight);
+                                      const std::optional<at::Tensor>& bias, int64_t dilation) {
+  cpu::check_args(x_in, weight, dilation);
   const int64_t B = x_in.size(0), C = x_in.size(1), H = x_in.size(2), W = x_in.size(3), K = weight.size(2);
   if (bias.has_value())
     TORCH_CHECK(bias->dim() == 1 && bias->size(0) == C && bias->scalar_type() == x_in.scalar_type() &&
@@ -82,24 +95,27 @@ at::Tensor depthwise_conv_forward_cpu(const at::Tensor& x_in, const at::Tensor& 
   at::Tensor y = at::empty({B, C, H, W}, x.options().memory_format(at::MemoryFormat::Contiguous));
   if (y.numel() == 0) return y;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "ddsa_depthwise_conv_forward_cpu", [&] {
-    cpu::conv_all_planes<scalar_t>(x.data_ptr<scalar_t>(), cpu::Planes(x), y.data_ptr<scalar_t>(),
-                                   taps.data_ptr<scalar_t>(),
-                                   b.defined() ? b.data_ptr<scalar_t>() : nullptr, B, C, H, W, K);
+    cpu::with_plane_kernels<scalar_t>(K, dilation, [&](const auto& conv, const auto&) {
+      cpu::conv_all_planes<scalar_t>(x.data_ptr<scalar_t>(), cpu::Planes(x), y.data_ptr<scalar_t>(),
+                                     taps.data_ptr<scalar_t>(), b.defined() ? b.data_ptr<scalar_t>() : nullptr, B,
+                                     C, H, W, K, conv);
+    });
   });
   return y;
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> depthwise_conv_backward_cpu(const at::Tensor& grad_y,
                                                                            const at::Tensor& x_in,
-                                                                           const at::Tensor& weight) {
-  cpu::check_args(x_in, weight);
+                                                                           const at::Tensor& weight,
+                                                                           int64_t dilation) {
+  cpu::check_args(x_in, weight, dilation);
   TORCH_CHECK(grad_y.sizes() == x_in.sizes(), "ddsa depthwise_conv: grad_y has shape ", grad_y.sizes(),
               " but x has shape ", x_in.sizes());
   TORCH_CHECK(grad_y.scalar_type() == x_in.scalar_type() && grad_y.device().is_cpu(),
               "ddsa depthwise_conv: grad_y must be a CPU tensor of x's dtype");
   const int64_t B = x_in.size(0), C = x_in.size(1), H = x_in.size(2), W = x_in.size(3), K = weight.size(2);
   const at::Tensor x = cpu::planes_ok(x_in), dy = cpu::planes_ok(grad_y);
-  // dx is the forward with the taps rotated by 180°.
+  // dx is the forward with the taps rotated by 180° (and the same dilation).
   const at::Tensor flipped = weight.flip({2, 3}).reshape({C, K * K}).contiguous();
   at::Tensor dx = at::empty({B, C, H, W}, x.options().memory_format(at::MemoryFormat::Contiguous));
   const auto f64 = x.options().dtype(at::kDouble);
@@ -109,8 +125,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> depthwise_conv_backward_cpu(const
     const scalar_t* xp = x.data_ptr<scalar_t>();
     const scalar_t* gp = dy.data_ptr<scalar_t>();
     const cpu::Planes xs(x), gs(dy);
-    const cpu::PlaneFn<scalar_t> conv = cpu::plane_kernel<scalar_t>(K);
-    const cpu::GradFn<scalar_t> taps_grad = cpu::grad_kernel<scalar_t>(K);
     const scalar_t* fp = flipped.data_ptr<scalar_t>();
     scalar_t* dxp = dx.data_ptr<scalar_t>();
     double* dkp = dk.data_ptr<double>();
@@ -118,13 +132,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> depthwise_conv_backward_cpu(const
     const std::vector<scalar_t> zeros(W, scalar_t(0));
     // Per plane, dx and then the tap gradients, while the plane of dy is still in cache. One task per
     // channel, its planes in batch order: the reduction order is fixed.
-    at::parallel_for(0, C, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t c = begin; c < end; ++c)
-        for (int64_t b = 0; b < B; ++b) {
-          const int64_t p = b * C + c;
-          conv(gp + gs.offset(p), dxp + p * H * W, fp + c * K * K, scalar_t(0), H, W, zeros.data());
-          taps_grad(xp + xs.offset(p), gp + gs.offset(p), H, W, dkp + c * K * K, dbp + c, zeros.data());
-        }
+    cpu::with_plane_kernels<scalar_t>(K, dilation, [&](const auto& conv, const auto& taps_grad) {
+      at::parallel_for(0, C, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t c = begin; c < end; ++c)
+          for (int64_t b = 0; b < B; ++b) {
+            const int64_t p = b * C + c;
+            conv(gp + gs.offset(p), dxp + p * H * W, fp + c * K * K, scalar_t(0), H, W, zeros.data());
+            taps_grad(xp + xs.offset(p), gp + gs.offset(p), H, W, dkp + c * K * K, dbp + c, zeros.data());
+          }
+      });
     });
   });
   return {dx, dk.to(weight.scalar_type()).reshape(weight.sizes()), db.to(weight.scalar_type())};

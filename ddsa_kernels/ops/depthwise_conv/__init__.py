@@ -1,15 +1,16 @@
-"""Depth-wise 2-D convolution (odd K×K kernel, stride 1, zero padding K // 2) of NCHW maps:
-registration, autograd and the public function.
+"""Depth-wise 2-D convolution (odd K×K kernel, stride 1, dilation d, zero padding d·(K // 2)) of NCHW
+maps: registration, autograd and the public function.
 
-These are the 3×3 (and DRSformer's 5×5) depth-wise convolutions of every Restormer-family block.
+These are the 3×3 (and DRSformer's 5×5) depth-wise convolutions of every Restormer-family block, and the
+dilated (d = 2) 3/5/7 ones of DRSformer's MEFC subnet.
 torch runs them on CPU through oneDNN, which reorders an NCHW map into a blocked layout and back on
 each call; the "cpu" backend works on the NCHW planes directly. On other devices (and for dtypes the
 kernel does not cover) ``backend="auto"`` picks "eager", torch's own convolution.
 
 Two custom ops carry the work so that ``torch.compile`` sees one opaque node each way:
 
-* ``ddsa::depthwise_conv_fwd`` → y;
-* ``ddsa::depthwise_conv_bwd`` → ``(dx, dweight, dbias)``.
+* ``ddsa::depthwise_conv_fwd(x, weight, bias, backend, dilation=1)`` → y;
+* ``ddsa::depthwise_conv_bwd(grad_y, x, weight, backend, dilation=1)`` → ``(dx, dweight, dbias)``.
 
 Autograd saves x and the weight (no copies). The backends are listed in ``ddsa_kernels._registry``.
 """
@@ -20,7 +21,7 @@ from typing import Optional
 import torch
 
 from ... import _registry
-from ._common import check_inputs
+from ._common import check_dilation, check_inputs
 from .naive import eager_depthwise_conv, reference_depthwise_conv
 
 _OP = "depthwise_conv"
@@ -29,49 +30,53 @@ Tensor = torch.Tensor
 
 
 @torch.library.custom_op("ddsa::depthwise_conv_fwd", mutates_args=())
-def depthwise_conv_fwd(x: Tensor, weight: Tensor, bias: Optional[Tensor], backend: str) -> Tensor:
-    return _registry.implementation(_OP, backend).forward(x, weight, bias)
+def depthwise_conv_fwd(x: Tensor, weight: Tensor, bias: Optional[Tensor], backend: str, dilation: int = 1) -> Tensor:
+    return _registry.implementation(_OP, backend).forward(x, weight, bias, dilation)
 
 
 @depthwise_conv_fwd.register_fake
-def _(x, weight, bias, backend):
+def _(x, weight, bias, backend, dilation=1):
     return x.new_empty(x.shape)
 
 
 @torch.library.custom_op("ddsa::depthwise_conv_bwd", mutates_args=())
-def depthwise_conv_bwd(grad_y: Tensor, x: Tensor, weight: Tensor, backend: str) -> tuple[Tensor, Tensor, Tensor]:
-    dx, dw, db = _registry.implementation(_OP, backend).backward(grad_y.to(x.dtype), x, weight)
+def depthwise_conv_bwd(grad_y: Tensor, x: Tensor, weight: Tensor, backend: str,
+                       dilation: int = 1) -> tuple[Tensor, Tensor, Tensor]:
+    dx, dw, db = _registry.implementation(_OP, backend).backward(grad_y.to(x.dtype), x, weight, dilation)
     return dx, dw, db
 
 
 @depthwise_conv_bwd.register_fake
-def _(grad_y, x, weight, backend):
+def _(grad_y, x, weight, backend, dilation=1):
     return x.new_empty(x.shape), weight.new_empty(weight.shape), weight.new_empty(weight.shape[:1])
 
 
 def _setup_context(ctx, inputs, output):
-    x, weight, bias, backend = inputs
+    x, weight, bias, backend, dilation = inputs
     ctx.save_for_backward(x, weight)
-    ctx.has_bias, ctx.backend = bias is not None, backend
+    ctx.has_bias, ctx.backend, ctx.dilation = bias is not None, backend, dilation
 
 
 def _backward(ctx, grad_y):
     x, weight = ctx.saved_tensors
-    dx, dw, db = depthwise_conv_bwd(grad_y, x, weight, ctx.backend)
-    return dx, dw, (db if ctx.has_bias else None), None
+    dx, dw, db = depthwise_conv_bwd(grad_y, x, weight, ctx.backend, ctx.dilation)
+    return dx, dw, (db if ctx.has_bias else None), None, None
 
 
 depthwise_conv_fwd.register_autograd(_backward, setup_context=_setup_context)
 
 
-def depthwise_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, *, backend: str = "auto") -> Tensor:
-    """Depth-wise convolution: ``y[b, c] = bias[c] + weight[c, 0] ⋆ x[b, c]`` with zero padding K // 2.
+def depthwise_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, *, dilation: int = 1,
+                   backend: str = "auto") -> Tensor:
+    """Depth-wise convolution: ``y[b, c] = bias[c] + weight[c, 0] ⋆ x[b, c]`` with the kernel's taps
+    ``dilation`` pixels apart and zero padding dilation·(K // 2) (output size = input size).
 
-    The same result as ``F.conv2d(x, weight, bias, padding=K // 2, groups=C)``.
+    The same result as ``F.conv2d(x, weight, bias, padding=dilation * (K // 2), dilation=dilation, groups=C)``.
 
     Args:
         x: (B, C, H, W), any strides, float16/bfloat16/float32/float64.
         weight: (C, 1, K, K) with K odd, 1 ≤ K ≤ 7, x's dtype and device. bias: (C,) or None.
+        dilation: an int ≥ 1 (1: the plain convolution).
         backend: "auto" (the "cpu" kernel for float32/float64 CPU tensors outside autocast, else
             "eager"), or a name listed by ``ddsa_kernels.build_info("depthwise_conv")``: "cpu",
             "reference" (plain PyTorch, any device), "eager" (torch's convolution).
@@ -81,12 +86,12 @@ def depthwise_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, *, 
     """
     if backend == "auto" and isinstance(x, torch.Tensor) and torch.is_autocast_enabled(x.device.type):
         # let autocast choose the convolution's dtype, as for any nn.Conv2d
-        return eager_depthwise_conv(x, weight, bias)
-    check_inputs(x, weight, bias)
+        return eager_depthwise_conv(x, weight, bias, dilation=check_dilation(dilation))
+    check_inputs(x, weight, bias, dilation)
     name = _registry.resolve_backend(backend, x.device, x.dtype, channels=x.shape[1], op=_OP)
     if not _registry.is_fused(name, _OP):
-        return eager_depthwise_conv(x, weight, bias)
-    return depthwise_conv_fwd(x, weight, bias, name)
+        return eager_depthwise_conv(x, weight, bias, dilation=dilation)
+    return depthwise_conv_fwd(x, weight, bias, name, dilation)
 
 
 __all__ = ["depthwise_conv", "reference_depthwise_conv", "eager_depthwise_conv"]

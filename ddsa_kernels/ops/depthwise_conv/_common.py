@@ -33,9 +33,20 @@ def check_weight_and_bias(x: torch.Tensor, weight: torch.Tensor, bias: Optional[
         raise ValueError(f"{names[1]} must have shape (C,) with C={channels}, got {tuple(bias.shape)}")
 
 
-def check_inputs(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> int:
-    """Validate x (B, C, H, W), weight (C, 1, K, K) with K odd ≤ 7, bias (C,) or None; returns K."""
+def check_dilation(dilation: object) -> int:
+    """ValueError unless ``dilation`` is an int ≥ 1 (a bool is not); returns it."""
+    if isinstance(dilation, bool) or not isinstance(dilation, (int, torch.SymInt)):
+        raise ValueError(f"dilation must be an int >= 1, got {dilation!r} of type {type(dilation).__name__}")
+    if dilation < 1:
+        raise ValueError(f"dilation must be an int >= 1, got {dilation}")
+    return dilation
+
+
+def check_inputs(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], dilation: int = 1) -> int:
+    """Validate x (B, C, H, W), weight (C, 1, K, K) with K odd ≤ 7, bias (C,) or None, dilation an int ≥ 1;
+    returns K."""
     check_tensor_types(x, weight, bias)
+    check_dilation(dilation)
     if x.dim() != 4:
         raise ValueError(f"x must have shape (B, C, H, W), got {tuple(x.shape)}")
     if x.dtype not in FLOAT_DTYPES:

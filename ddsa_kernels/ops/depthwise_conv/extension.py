@@ -17,9 +17,9 @@ class CPU:
         return kernel_availability("depthwise_conv_forward_cpu")
 
     @staticmethod
-    def forward(x, weight, bias):
-        return _C.depthwise_conv_forward_cpu(x, weight, bias)
+    def forward(x, weight, bias, dilation=1):
+        return _C.depthwise_conv_forward_cpu(x, weight, bias, dilation)
 
     @staticmethod
-    def backward(grad_y, x, weight):
-        return _C.depthwise_conv_backward_cpu(grad_y, x, weight)
+    def backward(grad_y, x, weight, dilation=1):
+        return _C.depthwise_conv_backward_cpu(grad_y, x, weight, dilation)

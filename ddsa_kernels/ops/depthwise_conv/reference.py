@@ -1,49 +1,62 @@
 """The "reference" backend: the forward and the explicit backward in plain PyTorch, on any device.
 
-x (B, C, H, W), weight (C, 1, K, K), K odd, R = K // 2, zero padding R, stride 1::
+x (B, C, H, W), weight (C, 1, K, K), K odd, R = K // 2, dilation D, zero padding D·R, stride 1::
 
-    y  = b + Σ_ij k[i, j] · shift_ij(x)                 shift_ij(x)[h, w] = x[h + i − R, w + j − R]
+    y  = b + Σ_ij k[i, j] · shift_ij(x)                 shift_ij(x)[h, w] = x[h + D(i − R), w + D(j − R)]
     dx = Σ_ij k[K−1−i, K−1−j] · shift_ij(dy)            (the same sum with the taps rotated by 180°)
     dk[i, j] = Σ_bhw dy · shift_ij(x),   db = Σ_bhw dy
 
-Sums of dk and db accumulate in float32 (float64 for float64). The autograd oracle of the tests is
-:func:`ddsa_kernels.ops.depthwise_conv.naive.reference_depthwise_conv`.
+Each tap touches only the rectangle where the shifted map overlaps the image (no padded copy, so a
+large dilation costs nothing extra). Sums of dk and db accumulate in float32 (float64 for float64).
+The autograd oracle of the tests is :func:`ddsa_kernels.ops.depthwise_conv.naive.reference_depthwise_conv`.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Iterator, Optional
 
 import torch
-import torch.nn.functional as F
 
 
-def _shifts(x: torch.Tensor, k: int):
+def _overlaps(height: int, width: int, k: int, dilation: int) -> Iterator[tuple[int, int, tuple, tuple]]:
+    """(i, j, output window, input window) of every tap whose shifted map overlaps the image; a window
+    is (row slice, column slice) of a (…, H, W) tensor."""
     r = k // 2
-    height, width = x.shape[-2:]
-    padded = F.pad(x, (r, r, r, r))
     for i in range(k):
+        di = (i - r) * dilation
+        rows_out = slice(max(0, -di), min(height, height - di))
+        rows_in = slice(max(0, di), min(height, height + di))
+        if rows_out.start >= rows_out.stop:
+            continue
         for j in range(k):
-            yield i, j, padded[:, :, i:i + height, j:j + width]
+            dj = (j - r) * dilation
+            cols_out = slice(max(0, -dj), min(width, width - dj))
+            cols_in = slice(max(0, dj), min(width, width + dj))
+            if cols_out.start >= cols_out.stop:
+                continue
+            yield i, j, (rows_out, cols_out), (rows_in, cols_in)
 
 
-def forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+def forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], dilation: int = 1) -> torch.Tensor:
     """Backend forward: (B, C, H, W) → (B, C, H, W) contiguous, in x's dtype."""
     k = weight.shape[-1]
+    height, width = x.shape[-2:]
     y = torch.zeros(x.shape, dtype=x.dtype, device=x.device)
-    for i, j, shifted in _shifts(x, k):
-        y += weight[:, 0, i, j].view(1, -1, 1, 1) * shifted
+    for i, j, (ro, co), (ri, ci) in _overlaps(height, width, k, dilation):
+        y[:, :, ro, co] += weight[:, 0, i, j].view(1, -1, 1, 1) * x[:, :, ri, ci]
     if bias is not None:
         y += bias.view(1, -1, 1, 1)
     return y
 
 
-def backward(grad_y: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def backward(grad_y: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
+             dilation: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Backend backward: (dx (B, C, H, W), dweight (C, 1, K, K), dbias (C,)) in weight's dtype."""
     k = weight.shape[-1]
-    dx = forward(grad_y, weight.flip(2, 3), None)
+    height, width = x.shape[-2:]
+    dx = forward(grad_y, weight.flip(2, 3), None, dilation)
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
-    g = grad_y.to(acc)
-    dk = torch.empty(weight.shape, dtype=acc, device=x.device)
-    for i, j, shifted in _shifts(x.to(acc), k):
-        dk[:, 0, i, j] = (g * shifted).sum(dim=(0, 2, 3))
+    g, xa = grad_y.to(acc), x.to(acc)
+    dk = torch.zeros(weight.shape, dtype=acc, device=x.device)
+    for i, j, (ro, co), (ri, ci) in _overlaps(height, width, k, dilation):
+        dk[:, 0, i, j] = (g[:, :, ro, co] * xa[:, :, ri, ci]).sum(dim=(0, 2, 3))
     return dx, dk.to(weight.dtype), g.sum(dim=(0, 2, 3)).to(weight.dtype)
