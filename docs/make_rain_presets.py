@@ -1,9 +1,9 @@
 """Regenerate docs/images/rain_presets.png: clean crops of three photos and the same crops with
-``light``, ``heavy`` and ``mixed`` synthetic rain (ddsa_model.synth presets).
+``light``, ``heavy`` and ``mixed`` synthetic rain (ddsa_model.pipeline.synth presets).
 
     python docs/make_rain_presets.py [CLEAN_FOLDER] [-o docs/images/rain_presets.png]
 
-CLEAN_FOLDER holds clean photos (default: the Clean208 folder of the shared data). Rain is drawn
+CLEAN_FOLDER holds clean photos (default: ``data/Clean208``). Rain is drawn
 on the full image with a fixed seed per photo and preset, then a 200×136 centre crop is shown.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ from ddsa_model.pipeline.data import read_pixels
 from ddsa_model.pipeline.metrics import psnr_y
 from ddsa_model.pipeline.synth import synthesize_rain
 
-DEFAULT_CLEAN = Path(__file__).resolve().parents[2] / "shared" / "data" / "Clean208"
+DEFAULT_CLEAN = Path("data") / "Clean208"
 NAMES = ("100080.jpg", "105019.jpg", "118072.jpg")  # picked from the sorted list; any photos work
 PRESETS = ("light", "heavy", "mixed")
 CROP = (200, 136)  # (width, height) of each tile

@@ -3,7 +3,7 @@
     python docs/make_realrain_panels.py [--weights W ...] [--labels L ...] [-o panels.jpg]
 
 One row per photo: the rainy input, then the output of each model (default: the shipped default
-model). Photos are read from the RealRain folder of the shared data (real rain, no ground truth),
+model). Photos are read from ``--folder`` (default ``data/RealRain``: real rain, no ground truth),
 derained whole at their own size on CPU, and shown at a width of 360 px per column.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ from ddsa_model.pretrained import load_weights
 from ddsa_model.pipeline.imageio import read_image
 from ddsa_model.pipeline.inference import derain_array
 
-DEFAULT_FOLDER = Path(__file__).resolve().parents[2] / "shared" / "data" / "RealRain"
+DEFAULT_FOLDER = Path("data") / "RealRain"
 # Dense streaks in forest and street scenes first, then two lighter ones.
 NAMES = ("134.jpg", "113.jpg", "78.jpg", "50.jpg", "71.jpg", "120.jpg")
 COLUMN_WIDTH = 360
