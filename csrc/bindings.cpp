@@ -51,6 +51,18 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "z = W_out · chain(W_in · x + b_in) + b_out on CPU, in bands of rows (inference only)", py::arg("x"),
         py::arg("w_in"), py::arg("b_in"), py::arg("w_dw"), py::arg("b_dw"), py::arg("w_out"), py::arg("b_out"),
         py::arg("band"));
+  m.def("mixed_scale_ffn_mid_forward_cpu", &ddsa::mixed_scale_ffn_mid_forward_cpu,
+        "m = [p, q] of DRSformer's mixed-scale feed-forward from its projection u on CPU", py::arg("u"),
+        py::arg("w3"), py::arg("b3"), py::arg("w5"), py::arg("b5"), py::arg("w3_1"), py::arg("b3_1"), py::arg("w5_1"),
+        py::arg("b5_1"));
+  m.def("mixed_scale_ffn_mid_backward_cpu", &ddsa::mixed_scale_ffn_mid_backward_cpu,
+        "[du, dw3, db3, dw5, db5, dw3_1, db3_1, dw5_1, db5_1] of the mixed-scale middle on CPU", py::arg("grad_m"),
+        py::arg("u"), py::arg("m"), py::arg("w3"), py::arg("b3"), py::arg("w5"), py::arg("b5"), py::arg("w3_1"),
+        py::arg("b3_1"), py::arg("w5_1"), py::arg("b5_1"));
+  m.def("mixed_scale_ffn_forward_cpu", &ddsa::mixed_scale_ffn_forward_cpu,
+        "z of DRSformer's mixed-scale feed-forward on CPU, in bands of rows (inference only)", py::arg("x"),
+        py::arg("w_in"), py::arg("b_in"), py::arg("w3"), py::arg("b3"), py::arg("w5"), py::arg("b5"), py::arg("w3_1"),
+        py::arg("b3_1"), py::arg("w5_1"), py::arg("b5_1"), py::arg("w_out"), py::arg("b_out"), py::arg("band"));
   m.def("cpu_gemm_provider", &ddsa::cpu_gemm_provider, "Which GEMM the CPU kernels call");
   m.def("has_cuda", &has_cuda, "True when the extension was compiled with its CUDA kernels");
 #ifdef DDSA_WITH_CUDA

@@ -54,6 +54,29 @@ at::Tensor depthwise_chain_mlp_forward_cpu(const at::Tensor& x, const at::Tensor
                                            const std::optional<at::Tensor>& b_in, const at::Tensor& w_dw,
                                            const std::optional<at::Tensor>& b_dw, const at::Tensor& w_out,
                                            const std::optional<at::Tensor>& b_out, int64_t band);
+// DRSformer's mixed-scale feed-forward: u (B, 2h, H, W) → m (B, 2h, H, W) through the two depth-wise stages
+// (w3, w5 (2h, 1, K, K); w3_1, w5_1 (h, 2, K, K); K odd ≤ 7; biases or none), and its backward from the
+// saved u and m → [du, dw3, db3, dw5, db5, dw3_1, db3_1, dw5_1, db5_1]; float32 or float64.
+at::Tensor mixed_scale_ffn_mid_forward_cpu(const at::Tensor& u, const at::Tensor& w3,
+                                           const std::optional<at::Tensor>& b3, const at::Tensor& w5,
+                                           const std::optional<at::Tensor>& b5, const at::Tensor& w3_1,
+                                           const std::optional<at::Tensor>& b3_1, const at::Tensor& w5_1,
+                                           const std::optional<at::Tensor>& b5_1);
+std::vector<at::Tensor> mixed_scale_ffn_mid_backward_cpu(const at::Tensor& grad_m, const at::Tensor& u,
+                                                         const at::Tensor& m, const at::Tensor& w3,
+                                                         const std::optional<at::Tensor>& b3, const at::Tensor& w5,
+                                                         const std::optional<at::Tensor>& b5, const at::Tensor& w3_1,
+                                                         const std::optional<at::Tensor>& b3_1,
+                                                         const at::Tensor& w5_1,
+                                                         const std::optional<at::Tensor>& b5_1);
+// Inference of the whole block z = W_out · m(W_in · x + b_in) + b_out in bands of `band` rows (no backward).
+at::Tensor mixed_scale_ffn_forward_cpu(const at::Tensor& x, const at::Tensor& w_in,
+                                       const std::optional<at::Tensor>& b_in, const at::Tensor& w3,
+                                       const std::optional<at::Tensor>& b3, const at::Tensor& w5,
+                                       const std::optional<at::Tensor>& b5, const at::Tensor& w3_1,
+                                       const std::optional<at::Tensor>& b3_1, const at::Tensor& w5_1,
+                                       const std::optional<at::Tensor>& b5_1, const at::Tensor& w_out,
+                                       const std::optional<at::Tensor>& b_out, int64_t band);
 
 #ifdef DDSA_WITH_CUDA
 Fwd forward_cuda(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& temperature,

@@ -103,6 +103,16 @@ BACKENDS: dict[str, tuple[BackendSpec, ...]] = {
                     _ALL_FLOATS, "the authors' 1×1 conv2d, chain of conv2d + relu, 1×1 conv2d with plain autograd",
                     fused=False),
     ),
+    "mixed_scale_ffn": (
+        BackendSpec("reference", "ddsa_kernels.ops.mixed_scale_ffn.naive:reference_mixed_scale_ffn", _ANY_DEVICE,
+                    _ALL_FLOATS, "channel contractions and shifted-sum convolutions, plain autograd (float64 "
+                    "capable)", fused=False),
+        BackendSpec("cpu", "ddsa_kernels.ops.mixed_scale_ffn.extension:CPU", ("cpu",), (torch.float32, torch.float64),
+                    "C++ kernels: banded inference (u and m of one band of rows in per-thread buffers); with "
+                    "gradients F.conv2d around the fused depth-wise middle and its backward"),
+        BackendSpec("eager", "ddsa_kernels.ops.mixed_scale_ffn.naive:eager_mixed_scale_ffn", _ANY_DEVICE,
+                    _ALL_FLOATS, "the authors' conv2d / relu / chunk / cat with plain autograd", fused=False),
+    ),
 }
 
 # backend="auto": the first backend in this order that is available and supports the tensors.
@@ -115,8 +125,10 @@ AUTO_ORDER: dict[str, dict[str, tuple[str, ...]]] = {
     "depthwise_conv": {"cuda": ("eager",), "cpu": ("cpu", "eager")},
     "depthwise_chain": {"cuda": ("eager",), "cpu": ("cpu", "eager")},
     "depthwise_chain_mlp": {"cuda": ("eager",), "cpu": ("cpu", "eager")},
+    "mixed_scale_ffn": {"cuda": ("eager",), "cpu": ("cpu", "eager")},
 }
-_AUTO_FALLBACK = {"depthwise_conv": "eager", "depthwise_chain": "eager", "depthwise_chain_mlp": "eager"}  # default: "reference"
+_AUTO_FALLBACK = {"depthwise_conv": "eager", "depthwise_chain": "eager", "depthwise_chain_mlp": "eager",
+                  "mixed_scale_ffn": "eager"}  # default: "reference"
 
 _probed: dict[tuple[str, str], tuple[bool, str]] = {}
 _impls: dict[tuple[str, str], Any] = {}
