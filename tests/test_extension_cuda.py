@@ -95,11 +95,25 @@ def test_long_rows_split_over_blocks(shape):
                            inputs, topk, g)
 
 
-def test_more_than_128_channels_falls_back_to_matmuls():
+def test_more_than_128_channels_is_refused_and_auto_picks_another_backend():
+    """The kernels hold C×C tiles of at most 128 rows per block: backend="cuda" refuses C = 160 with
+    the limit in the message (the registry's check, and the extension's own for direct calls), and
+    "auto" runs such tensors on another backend, still matching the oracle."""
+    from ddsa_kernels import resolve_backend
+    from ddsa_kernels.ops.dual_attention.extension import CUDA
+
     inputs = make_inputs(1, 1, 160, 300)
-    g = upstream((1, 1, 160, 300))
-    assert_close_to_oracle(run(cuda_op, inputs, (None, 112), g),
-                           run(reference_dual_attention, as64(inputs), (None, 112), g), 2e-5, inputs, (None, 112), g)
+    with pytest.raises(RuntimeError, match=r"at most C=128 channels, got C=160"):
+        cuda_op(*inputs, (None, 112))
+    q, k, v, t, w = (x.detach() for x in inputs)
+    with pytest.raises(RuntimeError, match="at most 128"):
+        CUDA.forward(q, k, v, t, w, (0, 112), 1e-12)
+    picked = resolve_backend("auto", q.device, q.dtype, channels=160)
+    assert picked != "cuda"
+    assert resolve_backend("auto", q.device, q.dtype, channels=128) in ("triton", "cuda")
+    temperature, weights = op_cases.params(1, 2)
+    op_cases.check_case(*op_cases.make_inputs(1, 1, 160, 300, seed=3), temperature, weights, (None, 112),
+                        backend="auto", device="cuda")
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])

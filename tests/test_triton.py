@@ -147,8 +147,11 @@ def test_row_blocked_sweeps_of_ampere_configs(monkeypatch, dtype):
     """The sm_86 table splits the C×C products of the sweeps into BLOCK_M-row programs (C = 96:
     BLOCK_C 128, BLOCK_M 32 in fp32 and 64 in fp16): values and gradients vs the oracle, and 3
     forced N-splits agree with one."""
-    monkeypatch.setattr(tda, "_DEFAULT_CAPABILITY", (8, 6))
-    cfg = tda._block_sizes(96, dtype)
+    # The launchers read the capability through _capability(device) on every device (the interpreter's
+    # default, or the real GPU's): replacing it selects the sm_86 table on CPU and on an H100 alike.
+    monkeypatch.setattr(tda, "_capability", lambda device: (8, 6))
+    cfg = tda._block_sizes(96, dtype, torch.device(DEVICE))
+    assert cfg == tda._block_sizes(96, dtype, arch=(8, 6)) != tda._block_sizes(96, dtype, arch=(9, 0))
     assert cfg.block_m < cfg.block_c
     topk = drsformer_topk(96)
     temperature, weights = params(2, len(topk))
@@ -449,16 +452,27 @@ def test_kernels_compile_for_hopper_without_spills_grid(arch_usage, dtype_name, 
 
 def test_block_sizes_per_arch(monkeypatch):
     """The launcher picks its table by the device's compute capability (looked up once per
-    device); without a GPU it uses the sm_90 one."""
-    for dtype in (torch.float16, torch.float32):
-        assert tda._block_sizes(96, dtype) == tda._block_sizes(96, dtype, arch=(9, 0))
-        assert tda._block_sizes(96, dtype, torch.device("cpu")) == tda._block_sizes(96, dtype, arch=(9, 0))
+    device); without a GPU (or under the interpreter) it uses _DEFAULT_CAPABILITY's. Every lookup
+    is pinned here, so the same assertions hold on CPU and on any GPU."""
+    hopper, ampere = (tda._block_sizes(96, torch.float32, arch=a) for a in ((9, 0), (8, 6)))
+    assert (hopper.block_c, hopper.block_m, ampere.block_c, ampere.block_m) == (128, 128, 128, 32)
     assert tda._arch_family((8, 6)) == tda._arch_family((8, 9)) == "sm86"
     assert tda._arch_family((8, 0)) == "sm80"
     assert tda._arch_family((9, 0)) == "sm90"
-    hopper, ampere = (tda._block_sizes(96, torch.float32, arch=a) for a in ((9, 0), (8, 6)))
-    assert (hopper.block_c, hopper.block_m, ampere.block_c, ampere.block_m) == (128, 128, 128, 32)
+    for default, want in (((8, 6), ampere), ((9, 0), hopper)):
+        monkeypatch.setattr(tda, "_DEFAULT_CAPABILITY", default)
+        assert tda._block_sizes(96, torch.float32) == want
+        assert tda._block_sizes(96, torch.float32, torch.device("cpu")) == want
     monkeypatch.setattr(tda, "_INTERPRET", False)
     monkeypatch.setattr(tda, "_device_capability", lambda index: {0: (8, 6), 1: (9, 0)}[index])
     assert tda._block_sizes(96, torch.float32, torch.device("cuda", 0)) == ampere
     assert tda._block_sizes(96, torch.float32, torch.device("cuda", 1)) == hopper
+    assert tda._block_sizes(96, torch.float32, torch.device("cpu")) == hopper  # the default, not a device's
+
+
+@pytest.mark.gpu
+def test_capability_is_read_from_the_gpu():
+    if INTERPRET or not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device without the interpreter")
+    tda._device_capability.cache_clear()
+    assert tda._capability(torch.device("cuda")) == torch.cuda.get_device_capability()
