@@ -4,6 +4,7 @@
     python -m benchmarks.gpu_stages op      --out DIR --device cuda|cpu [--dry-run]
     python -m benchmarks.gpu_stages kernels --out DIR --device cuda|cpu [--dry-run]
     python -m benchmarks.gpu_stages train   --out DIR --device cuda|cpu [--dry-run]
+    python -m benchmarks.gpu_stages tests   --out DIR [--dry-run] [--time-budget S]
 
 Every subcommand writes its JSON under DIR as soon as it has something (atomically, after each
 case), so a crash or a timeout later keeps what was measured (env.json, op.json, kernels.json,
@@ -377,6 +378,124 @@ def cmd_train(args) -> int:
     return 0
 
 
+# The GPU test stage, in parts that each run under their own time cap (SIGINT at the cap: pytest
+# still writes the junit file of what ran), so that one slow part, the >2³¹-element test or the
+# first Triton compilations, cannot hide the results of the others. The huge test runs last, alone.
+HUGE_TEST = "tests/test_gpu_op.py::test_more_than_2_31_elements_in_total"
+_GPU_FILES = ("tests/test_extension_cuda.py", "tests/test_gpu_op.py", "tests/test_triton.py")
+# (name, pytest arguments, -m expression, cap in seconds)
+TEST_PARTS: tuple[tuple[str, tuple[str, ...], str, int], ...] = (
+    ("gpu_extension_cuda", ("tests/test_extension_cuda.py",), "gpu", 30),
+    ("gpu_op", ("tests/test_gpu_op.py", f"--deselect={HUGE_TEST}"), "gpu", 60),
+    ("gpu_triton", ("tests/test_triton.py",), "gpu", 30),
+    ("gpu_other", ("tests", *(f"--ignore={f}" for f in _GPU_FILES)), "gpu", 40),
+    ("op_triton", ("tests/test_triton.py",), "not gpu and not slow", 60),
+    ("op_other", ("tests/test_op.py", "tests/test_extension_cpu.py"), "not gpu and not slow", 30),
+    ("gpu_huge", (HUGE_TEST,), "gpu", 45),
+)
+
+
+def _junit_counts(path: Path) -> tuple[dict[str, int], list[str]]:
+    import xml.etree.ElementTree as ET
+
+    counts = {"passed": 0, "failed": 0, "error": 0, "skipped": 0}
+    failed: list[str] = []
+    if not path.exists():
+        return counts, failed
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError:
+        return counts, failed
+    for case in root.iter("testcase"):
+        if case.get("name") is None:  # the test a SIGINT interrupted: pytest writes an empty entry
+            continue
+        kinds = {child.tag for child in case}
+        kind = next((k for k in ("failure", "error", "skipped") if k in kinds), None)
+        key = {"failure": "failed", "error": "error", "skipped": "skipped", None: "passed"}[kind]
+        counts[key] += 1
+        if key in ("failed", "error"):
+            failed.append(f"{case.get('classname')}::{case.get('name')}")
+    return counts, failed
+
+
+def _merge_junit(paths: list[Path], target: Path) -> None:
+    import xml.etree.ElementTree as ET
+
+    merged = ET.Element("testsuites")
+    for path in paths:
+        try:
+            root = ET.parse(path).getroot()
+        except (OSError, ET.ParseError):
+            continue
+        merged.extend(root.iter("testsuite") if root.tag == "testsuites" else [root])
+    ET.ElementTree(merged).write(target, encoding="utf-8", xml_declaration=True)
+
+
+def cmd_tests(args) -> int:
+    """Run TEST_PARTS one after another, each under its cap (cut to what is left of --time-budget),
+    and write tests_gpu.json (per part: status, seconds, counts, failed ids; and the totals) after
+    each part, plus tests_gpu.xml (all parts' junit merged). --dry-run: CUDA hidden, every part
+    collects its GPU-marked tests only (they skip), the code path in seconds."""
+    import signal
+
+    out = Path(args.out)
+    root = Path(__file__).resolve().parent.parent
+    env = dict(os.environ)
+    if args.dry_run:
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    start = time.monotonic()
+    budget = args.time_budget if args.time_budget is not None else sum(p[3] for p in TEST_PARTS)
+    scale = args.cap_scale
+    result: dict[str, Any] = {"parts": [], "counts": {"passed": 0, "failed": 0, "error": 0, "skipped": 0},
+                              "failed": [], "dry_run": bool(args.dry_run)}
+    xmls: list[Path] = []
+    worst = 0
+    for name, targets, marker, cap_s in TEST_PARTS:
+        left = budget - (time.monotonic() - start)
+        cap = min(cap_s * scale, left)
+        xml = out / f"tests_gpu_{name}.xml"
+        log = out / f"tests_gpu_{name}.log"
+        xml.unlink(missing_ok=True)
+        rec: dict[str, Any] = {"name": name, "targets": list(targets), "marker": "gpu" if args.dry_run else marker,
+                               "cap_s": round(cap_s * scale), "junit": xml.name, "log": log.name}
+        if cap < 5:
+            rec.update(status="skipped", reason=f"{left:.0f}s left of the {budget:.0f}s budget")
+        else:
+            cmd = [sys.executable, "-m", "pytest", *targets, "-q", "-m", rec["marker"], "-rfE",
+                   "-p", "no:cacheprovider", f"--junitxml={xml}"]
+            t0 = time.monotonic()
+            with open(log, "w") as fh:
+                proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=fh, stderr=subprocess.STDOUT)
+                timed_out = False
+                try:
+                    rc = proc.wait(timeout=cap)
+                except subprocess.TimeoutExpired:
+                    timed_out = True
+                    proc.send_signal(signal.SIGINT)  # pytest stops and still writes the junit file
+                    try:
+                        rc = proc.wait(timeout=15)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                        rc = proc.wait()
+            counts, failed = _junit_counts(xml)
+            status = "timeout" if timed_out else ("ok" if rc in (0, 5) else "failed")
+            rec.update(status=status, rc=rc, seconds=round(time.monotonic() - t0, 1), counts=counts, failed=failed)
+            for key, value in counts.items():
+                result["counts"][key] += value
+            result["failed"] += failed
+            xmls.append(xml)
+            if status != "ok":
+                worst = 1
+        result["parts"].append(rec)
+        common.write_json(out / "tests_gpu.json", result)
+        print(f"[tests] {name}: {rec['status']} {rec.get('counts', '')} ({rec.get('seconds', 0)}s of {cap:.0f}s)",
+              flush=True)
+    _merge_junit([x for x in xmls if x.exists()], out / "tests_gpu.xml")
+    result["rc"] = worst
+    common.write_json(out / "tests_gpu.json", result)
+    return worst
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.gpu_stages", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -392,8 +511,14 @@ def main(argv: Optional[list[str]] = None) -> int:
             p.add_argument("--build-log", default=None)
             p.add_argument("--build-command", default=None)
             p.add_argument("--build-skipped", default=None)
+    p = sub.add_parser("tests")
+    p.add_argument("--out", required=True)
+    p.add_argument("--dry-run", action="store_true")
+    p.add_argument("--time-budget", type=float, default=None)
+    p.add_argument("--cap-scale", type=float, default=1.0, help="every part's cap × this")
     args = parser.parse_args(argv)
-    handler = {"env": cmd_env, "op": cmd_op, "kernels": cmd_kernels, "train": cmd_train}[args.command]
+    handler = {"env": cmd_env, "op": cmd_op, "kernels": cmd_kernels, "train": cmd_train,
+               "tests": cmd_tests}[args.command]
     return handler(args)
 
 

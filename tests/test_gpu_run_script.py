@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks import gpu_stages
+from benchmarks.gpu_stages import HUGE_TEST, TEST_PARTS
+
 ROOT = Path(__file__).resolve().parent.parent
 STAGES = ("build", "gpu_tests", "sanitize", "op_bench", "train", "patch", "rest_tests")
 
@@ -65,6 +68,11 @@ def test_stage_results_hold_measurements(dry_run):
     assert env["build"]["skipped"].startswith("DRY_RUN")
     gpu_tests = json.loads((out / "tests_gpu.json").read_text())
     assert gpu_tests["counts"]["skipped"] > 0 and gpu_tests["counts"]["failed"] == 0
+    parts = [p["name"] for p in gpu_tests["parts"]]
+    assert parts == [p[0] for p in TEST_PARTS] and parts[-1] == "gpu_huge"
+    assert all(p["status"] == "ok" and p["counts"]["passed"] == 0 for p in gpu_tests["parts"])
+    huge = gpu_tests["parts"][-1]
+    assert huge["targets"] == [HUGE_TEST] and huge["counts"]["skipped"] == 2  # one per GPU backend
     sanitize = json.loads((out / "sanitize.json").read_text())
     assert sanitize["runs"] and all(r["status"] == "ok" for r in sanitize["runs"])
     kernels = json.loads((out / "kernels.json").read_text())
@@ -81,3 +89,23 @@ def test_stage_results_hold_measurements(dry_run):
     assert [(r["family"], r["dtype"], r["status"]) for r in patch["families"]] == [("ddsa", "float32", "ok")]
     assert all(t["speedup"] > 0 and t["max_abs_diff"] < 1e-4 for t in patch["families"][0]["tasks"].values())
     assert "Drop-in patch" in (out / "summary.md").read_text()
+
+
+def test_a_part_past_its_cap_keeps_its_results_and_the_next_part_runs(tmp_path, monkeypatch):
+    """The GPU test stage's runner: a part that hangs is interrupted at its cap, the tests it finished
+    are still counted (pytest writes its junit on SIGINT), and the parts after it run."""
+    (tmp_path / "test_hangs.py").write_text(
+        "import time\n\ndef test_quick():\n    assert True\n\ndef test_hangs():\n    time.sleep(120)\n")
+    (tmp_path / "test_after.py").write_text("def test_after():\n    assert True\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    monkeypatch.setattr(gpu_stages, "TEST_PARTS", (
+        ("hangs", (str(tmp_path / "test_hangs.py"),), "not gpu", 20),
+        ("after", (str(tmp_path / "test_after.py"),), "not gpu", 60),
+    ))
+    assert gpu_stages.main(["tests", "--out", str(out)]) == 1
+    result = json.loads((out / "tests_gpu.json").read_text())
+    hangs, after = result["parts"]
+    assert hangs["status"] == "timeout" and hangs["counts"]["passed"] == 1
+    assert after["status"] == "ok" and after["counts"] == {"passed": 1, "failed": 0, "error": 0, "skipped": 0}
+    assert (out / "tests_gpu.xml").read_text().count("<testcase") >= 2
