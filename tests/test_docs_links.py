@@ -83,6 +83,31 @@ def test_ci_finds_the_readme_test_command():
     assert "pip install" in cmd and "--no-build-isolation" in cmd and "pytest" in cmd, cmd
 
 
+_REPO_DIRS = ("ddsa_kernels/", "ddsa_model/", "benchmarks/", "docs/", "tests/", "csrc/", ".ci/")
+
+
+def missing_paths(text: str) -> list[str]:
+    """Repository paths quoted in backticks (`ddsa_model/...`, `benchmarks/...`) that do not exist;
+    globs and placeholders (`*`, `{}`, `<>`, `$`) are not paths."""
+    missing = []
+    for token in re.findall(r"`([^`\s]+)`", text):
+        token = token.split("::")[0].rstrip(",.:")
+        if token.startswith(_REPO_DIRS) and not re.search(r"[*{<$]", token) and not (REPO / token).exists():
+            missing.append(token)
+    return missing
+
+
+def test_the_path_checker_finds_a_missing_file():
+    assert missing_paths("see `ddsa_model/nowhere.py`, `ddsa_model/atomic.py` and `benchmarks/results/<device>/`") == [
+        "ddsa_model/nowhere.py"]
+
+
+@pytest.mark.parametrize("page", [p for p in PAGES if p.name != "CHANGELOG.md"],  # history names removed files
+                         ids=lambda p: str(p.relative_to(REPO)))
+def test_every_repository_path_a_page_quotes_exists(page):
+    assert missing_paths(page.read_text(encoding="utf-8")) == []
+
+
 def test_every_config_the_pages_name_exists():
     names = set()
     for page in PAGES:
