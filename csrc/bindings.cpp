@@ -63,6 +63,16 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "z of DRSformer's mixed-scale feed-forward on CPU, in bands of rows (inference only)", py::arg("x"),
         py::arg("w_in"), py::arg("b_in"), py::arg("w3"), py::arg("b3"), py::arg("w5"), py::arg("b5"), py::arg("w3_1"),
         py::arg("b3_1"), py::arg("w5_1"), py::arg("b5_1"), py::arg("w_out"), py::arg("b_out"), py::arg("band"));
+  m.def("gated_ffn_forward_cpu", &ddsa::gated_ffn_forward_cpu,
+        "z = W_out · (gelu(d_a) · d_g) + b_out, d = dwconv(W_in · x + b_in), on CPU in bands of rows (inference only)",
+        py::arg("x"), py::arg("w_in"), py::arg("b_in"), py::arg("w_dw"), py::arg("b_dw"), py::arg("w_out"),
+        py::arg("b_out"), py::arg("band"));
+  m.def("gated_depthwise_forward_cpu", &ddsa::gated_depthwise_forward_cpu,
+        "y = gelu(d[:, :h]) · d[:, h:] with d the depth-wise convolution of u (B, 2h, H, W) on CPU", py::arg("u"),
+        py::arg("w_dw"), py::arg("b_dw"));
+  m.def("gated_depthwise_backward_cpu", &ddsa::gated_depthwise_backward_cpu,
+        "(du, dw_dw, db_dw) of the gated depth-wise convolution on CPU (recomputes d from u)", py::arg("grad_y"),
+        py::arg("u"), py::arg("w_dw"), py::arg("b_dw"));
   m.def("cpu_gemm_provider", &ddsa::cpu_gemm_provider, "Which GEMM the CPU kernels call");
   m.def("has_cuda", &has_cuda, "True when the extension was compiled with its CUDA kernels");
 #ifdef DDSA_WITH_CUDA

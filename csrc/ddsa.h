@@ -54,6 +54,20 @@ at::Tensor depthwise_chain_mlp_forward_cpu(const at::Tensor& x, const at::Tensor
                                            const std::optional<at::Tensor>& b_in, const at::Tensor& w_dw,
                                            const std::optional<at::Tensor>& b_dw, const at::Tensor& w_out,
                                            const std::optional<at::Tensor>& b_out, int64_t band);
+// Restormer's gated feed-forward (GDFN): z = W_out · (gelu(d_a) · d_g) + b_out with d = k ⊛ (W_in · x + b_in) + b_dw
+// split into halves d_a, d_g; x (B, C, H, W), w_in (2h, C, 1, 1), w_dw (2h, 1, K, K), w_out (C_out, h, 1, 1);
+// float32 or float64. Inference in bands of `band` rows; no backward.
+at::Tensor gated_ffn_forward_cpu(const at::Tensor& x, const at::Tensor& w_in, const std::optional<at::Tensor>& b_in,
+                                 const at::Tensor& w_dw, const std::optional<at::Tensor>& b_dw, const at::Tensor& w_out,
+                                 const std::optional<at::Tensor>& b_out, int64_t band);
+// Its middle, y = gelu(d_a) · d_g from u (B, 2h, H, W) → (B, h, H, W); the backward recomputes d from u and
+// returns (du, dw_dw, db_dw (2h,)).
+at::Tensor gated_depthwise_forward_cpu(const at::Tensor& u, const at::Tensor& w_dw,
+                                       const std::optional<at::Tensor>& b_dw);
+std::tuple<at::Tensor, at::Tensor, at::Tensor> gated_depthwise_backward_cpu(const at::Tensor& grad_y,
+                                                                            const at::Tensor& u,
+                                                                            const at::Tensor& w_dw,
+                                                                            const std::optional<at::Tensor>& b_dw);
 // DRSformer's mixed-scale feed-forward: u (B, 2h, H, W) → m (B, 2h, H, W) through the two depth-wise stages
 // (w3, w5 (2h, 1, K, K); w3_1, w5_1 (h, 2, K, K); K odd ≤ 7; biases or none), and its backward from the
 // saved u and m → [du, dw3, db3, dw5, db5, dw3_1, db3_1, dw5_1, db5_1]; float32 or float64.

@@ -6,6 +6,7 @@
     y = depthwise_conv(x, weight, bias)          # depth-wise K×K convolution, zero padding K // 2
     y = depthwise_chain(x, weight, bias)         # SEFN's y_i = relu(conv(y_{i-1} + x_i)) over channel groups
     z = depthwise_chain_mlp(x, w_in, b_in, w_dw, b_dw, w_out, b_out)   # 1×1 → that chain → 1×1 (inference fused)
+    z = gated_ffn(x, w_in, b_in, w_dw, b_dw, w_out, b_out)     # Restormer's GDFN: 1×1, dwconv, GELU gate, 1×1
     z = mixed_scale_ffn(x, w_in, b_in, w3, b3, w5, b5, w3_1, b3_1, w5_1, b5_1, w_out, b_out)  # DRSformer's MSFN
 
 Layout: one folder per op under ``ops/`` (``dual_attention/``, ``channel_norm/``, ``depthwise_conv/``,
@@ -21,6 +22,7 @@ from .ops.channel_norm import channel_norm, eager_channel_norm, reference_channe
 from .ops.depthwise_conv import depthwise_conv, eager_depthwise_conv, reference_depthwise_conv
 from .ops.depthwise_chain import depthwise_chain, eager_depthwise_chain, reference_depthwise_chain
 from .ops.depthwise_chain_mlp import depthwise_chain_mlp, eager_depthwise_chain_mlp, reference_depthwise_chain_mlp
+from .ops.gated_ffn import eager_gated_ffn, gated_depthwise, gated_ffn, reference_gated_ffn
 from .ops.mixed_scale_ffn import eager_mixed_scale_ffn, mixed_scale_ffn, reference_mixed_scale_ffn
 from .module import ChannelNorm, DepthwiseConv2d, DualSelfAttentionCore, ddsa_topk, drsformer_topk, restormer_topk
 from .patch import PatchReport, patch, unpatch
@@ -46,6 +48,10 @@ __all__ = [
     "eager_depthwise_chain",
     "reference_depthwise_chain_mlp",
     "eager_depthwise_chain_mlp",
+    "gated_ffn",
+    "gated_depthwise",
+    "reference_gated_ffn",
+    "eager_gated_ffn",
     "mixed_scale_ffn",
     "reference_mixed_scale_ffn",
     "eager_mixed_scale_ffn",

@@ -103,6 +103,16 @@ BACKENDS: dict[str, tuple[BackendSpec, ...]] = {
                     _ALL_FLOATS, "the authors' 1×1 conv2d, chain of conv2d + relu, 1×1 conv2d with plain autograd",
                     fused=False),
     ),
+    "gated_ffn": (
+        BackendSpec("reference", "ddsa_kernels.ops.gated_ffn.naive:Reference", _ANY_DEVICE, _ALL_FLOATS,
+                    "einsum 1×1, shifted-sum depth-wise and erf-GELU, plain autograd (float64 capable)", fused=False),
+        BackendSpec("cpu", "ddsa_kernels.ops.gated_ffn.extension:CPU", ("cpu",), (torch.float32, torch.float64),
+                    "C++ kernels: banded inference (u of one band of rows in a per-thread buffer); with gradients "
+                    "F.conv2d around the fused depth-wise + GELU gate and its backward"),
+        BackendSpec("eager", "ddsa_kernels.ops.gated_ffn.naive:Eager", _ANY_DEVICE, _ALL_FLOATS,
+                    "the authors' conv2d 1×1, depth-wise conv2d, chunk, F.gelu, conv2d 1×1 with plain autograd",
+                    fused=False),
+    ),
     "mixed_scale_ffn": (
         BackendSpec("reference", "ddsa_kernels.ops.mixed_scale_ffn.naive:reference_mixed_scale_ffn", _ANY_DEVICE,
                     _ALL_FLOATS, "channel contractions and shifted-sum convolutions, plain autograd (float64 "
@@ -125,10 +135,11 @@ AUTO_ORDER: dict[str, dict[str, tuple[str, ...]]] = {
     "depthwise_conv": {"cuda": ("eager",), "cpu": ("cpu", "eager")},
     "depthwise_chain": {"cuda": ("eager",), "cpu": ("cpu", "eager")},
     "depthwise_chain_mlp": {"cuda": ("eager",), "cpu": ("cpu", "eager")},
+    "gated_ffn": {"cuda": ("eager",), "cpu": ("cpu", "eager")},
     "mixed_scale_ffn": {"cuda": ("eager",), "cpu": ("cpu", "eager")},
 }
 _AUTO_FALLBACK = {"depthwise_conv": "eager", "depthwise_chain": "eager", "depthwise_chain_mlp": "eager",
-                  "mixed_scale_ffn": "eager"}  # default: "reference"
+                  "gated_ffn": "eager", "mixed_scale_ffn": "eager"}  # default: "reference"
 
 _probed: dict[tuple[str, str], tuple[bool, str]] = {}
 _impls: dict[tuple[str, str], Any] = {}

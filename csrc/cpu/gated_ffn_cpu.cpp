@@ -1,0 +1,419 @@
+// CPU kernels of Restormer's gated depth-wise feed-forward (GDFN):
+//
+//   u = W_in · x + b_in          1×1 convolution, C → 2h channels
+//   d = k ⊛ u + b_dw             depth-wise K×K convolution on the 2h channels (zero "same" padding)
+//   y = gelu(d_a) · d_g          d_a = d[:, :h], d_g = d[:, h:], gelu exact: a · Φ(a)
+//   z = W_out · y + b_out        1×1 convolution, h → C_out channels
+//
+// Three entry points:
+//
+// * gated_ffn_forward_cpu: inference of the whole block in bands of rows. Unfused, u and d are 2h-channel
+//   maps (Restormer: 5.3× x's size each) written to memory and read back; oneDNN's NCHW depth-wise path
+//   adds two reorders. Here each task owns a run of image rows and walks it in bands: one GEMM computes u
+//   for the band plus K/2 halo rows either side into a per-thread buffer (the halo rows below a band are
+//   kept and reused as the halo above the next one), the depth-wise convolution and the gate run per
+//   channel pair in two scratch planes, y overwrites the band's rows of u_a in place, and one GEMM writes z.
+// * gated_depthwise_forward_cpu / gated_depthwise_backward_cpu: the middle, y = gelu(d_a) · d_g from u,
+//   for training (the 1×1 convolutions stay torch's). The backward recomputes d from u instead of saving
+//   it (u is saved anyway: one extra convolution instead of a 2h-channel map held until the backward):
+//
+//     da = dy · d_g · gelu'(d_a),   dg = dy · gelu(d_a),   gelu'(a) = Φ(a) + a · φ(a)
+//     du = k̃ ⊛ [da, dg]  (taps rotated 180°),   dk = Σ_bhw [da, dg] · shift(u),   db = Σ_bhw [da, dg]
+//
+//   One task per channel pair walks the batch in order, so dk and db (float64 accumulators) are reduced in
+//   a fixed order: results do not depend on the thread count.
+//
+// Φ in float32: Φ(a) = 1 − ½·e^{−x²}·Q(x) for a ≥ 0 and ½·e^{−x²}·Q(x) for a < 0, x = |a|/√2, where
+// Q = e^{x²}·erfc(x) is a degree-10 polynomial in s = 2t − 1, t = 1/(1 + x/2) (a least-squares fit of Q/t,
+// relative error 1e-8 in exact arithmetic, 3e-7 evaluated in float32), and e^{−x²} a Cody–Waite reduced
+// polynomial fed x² = a²/2 without rounding. gelu(a) = a·Φ(a) comes out within 5e-7 relative for |a| ≤ 4
+// and 5e-6 down to a = −12 (torch's float32 F.gelu: 6e-3 for |a| ≤ 4). Everything is branch-free so the
+// loops vectorise (std::erf does not); φ reuses the same exponential. float64 uses std::erfc and std::exp.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <string>
+
+#include "../ddsa.h"
+#include "blas.h"
+#include "depthwise_planes.h"
+
+namespace ddsa {
+namespace cpu {
+namespace gdfn {
+namespace {
+
+// The selects below are branch-free, so the loops vectorise, only without -ftrapping-math; GCC does not
+// carry a caller's optimize attribute into always-inlined callees, so every helper carries it.
+#define DDSA_GDFN_LOOP __attribute__((optimize("no-trapping-math")))
+#define DDSA_GDFN_INLINE __attribute__((always_inline, optimize("no-trapping-math"))) inline
+
+// e^{−(hi + lo)} for hi ≥ 0, |lo| ≪ 1 (0 past 87, where float32 would go subnormal): lo joins the reduced
+// argument, so hi + lo need not be representable.
+DDSA_GDFN_INLINE float exp_negative(float hi, float lo) {
+  const float v = hi > 87.0f ? -87.0f : -hi;
+  const float n = (v * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round(v / ln 2), 1.5·2²³ trick
+  float f = v - n * 0.693145751953125f;                                    // ln 2 high part (15 bits: n·hi exact)
+  f = f - n * 1.42860682030941723212e-6f - lo;                             // ln 2 low part
+  // e^f for |f| ≤ ln2 / 2 + |lo|: Taylor to degree 7, truncation error < 2e-8 relative
+  float p = 1.0f / 5040.0f;
+  p = p * f + 1.0f / 720.0f;
+  p = p * f + 1.0f / 120.0f;
+  p = p * f + 1.0f / 24.0f;
+  p = p * f + 1.0f / 6.0f;
+  p = p * f + 0.5f;
+  p = p * f + 1.0f;
+  p = p * f + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  const float r = p * __builtin_bit_cast(float, bits);
+  return hi > 87.0f ? 0.0f : r;
+}
+
+// Φ(a) (cdf) and φ(a) (pdf) of the standard normal.
+DDSA_GDFN_INLINE void normal_cdf_pdf(float a, float& cdf, float& pdf) {
+  const float m = a < 0.0f ? -a : a;
+  const float x = m * 0.70710678118654752f;
+  const float t = 1.0f / (1.0f + 0.5f * x);
+  const float s = 2.0f * t - 1.0f;
+  // Q / t as a polynomial in s, highest degree first
+  float q = 4.21969271e-05f;
+  q = q * s + -3.66363383e-05f;
+  q = q * s + -2.99476553e-04f;
+  q = q * s + 4.30746499e-04f;
+  q = q * s + 1.52924482e-03f;
+  q = q * s + -3.24350758e-03f;
+  q = q * s + -1.07516600e-02f;
+  q = q * s + 1.82216838e-02f;
+  q = q * s + 1.39735743e-01f;
+  q = q * s + 3.43580306e-01f;
+  q = q * s + 5.10791361e-01f;
+  // x² = a²/2 without rounding a/√2 or the square (each would cost e^{−x²} ~x² ulps): Veltkamp-split
+  // m = mh + ml with mh of 12 bits, so mh² is exact; |a| is capped where e^{−a²/2} is 0 anyway.
+  const float mc = m < 14.0f ? m : 14.0f;
+  const float split = 4097.0f * mc;
+  const float mh = split - (split - mc), ml = mc - mh;
+  const float e = exp_negative(0.5f * (mh * mh), (mh * ml + 0.5f * (ml * ml)));
+  const float tail = 0.5f * e * (q * t);
+  cdf = a < 0.0f ? tail : 1.0f - tail;
+  pdf = e * 0.39894228040143268f;
+}
+
+DDSA_GDFN_INLINE void normal_cdf_pdf(double a, double& cdf, double& pdf) {
+  cdf = 0.5 * std::erfc(-a * 0.70710678118654752440);
+  pdf = std::exp(-0.5 * a * a) * 0.39894228040143267794;
+}
+
+// y = gelu(a) · g over n elements (y may be g).
+template <typename T>
+DDSA_GDFN_INLINE void gate(const T* a, const T* g, T* y, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    const T v = a[i];
+    T cdf, pdf;
+    normal_cdf_pdf(v, cdf, pdf);
+    y[i] = v * cdf * g[i];
+  }
+}
+
+// In place: a ← dy · g · gelu'(a), g ← dy · gelu(a).
+template <typename T>
+DDSA_GDFN_INLINE void gate_grad(T* a, T* g, const T* dy, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    const T v = a[i], d = dy[i];
+    T cdf, pdf;
+    normal_cdf_pdf(v, cdf, pdf);
+    a[i] = d * g[i] * (cdf + v * pdf);
+    g[i] = d * v * cdf;
+  }
+}
+
+template <typename T>
+using GateFn = void (*)(const T*, const T*, T*, int64_t);
+template <typename T>
+using GateGradFn = void (*)(T*, T*, const T*, int64_t);
+
+template <typename T>
+DDSA_GDFN_LOOP void gate_base(const T* a, const T* g, T* y, int64_t n) {
+  gate<T>(a, g, y, n);
+}
+template <typename T>
+DDSA_GDFN_LOOP void gate_grad_base(T* a, T* g, const T* dy, int64_t n) {
+  gate_grad<T>(a, g, dy, n);
+}
+
+#if defined(DDSA_DW_AVX2)
+// float32 at AVX2 + FMA width when the CPU has it (the package is built for the x86-64 baseline).
+template <typename T>
+__attribute__((target("avx2,fma"))) DDSA_GDFN_LOOP void gate_avx2(const T* a, const T* g, T* y, int64_t n) {
+  gate<T>(a, g, y, n);
+}
+template <typename T>
+__attribute__((target("avx2,fma"))) DDSA_GDFN_LOOP void gate_grad_avx2(T* a, T* g, const T* dy, int64_t n) {
+  gate_grad<T>(a, g, dy, n);
+}
+#endif
+
+template <typename T>
+GateFn<T> gate_kernel() {
+#if defined(DDSA_DW_AVX2)
+  if (std::is_same_v<T, float> && dw::cpu_has_avx2_fma()) return gate_avx2<T>;
+#endif
+  return gate_base<T>;
+}
+
+template <typename T>
+GateGradFn<T> gate_grad_kernel() {
+#if defined(DDSA_DW_AVX2)
+  if (std::is_same_v<T, float> && dw::cpu_has_avx2_fma()) return gate_grad_avx2<T>;
+#endif
+  return gate_grad_base<T>;
+}
+
+template <typename T>
+void add_row_bias(T* rows, int64_t channels, int64_t ld, int64_t count, const T* bias) {
+  if (!bias) return;
+  for (int64_t c = 0; c < channels; ++c) {
+    T* p = rows + c * ld;
+    const T b = bias[c];
+#pragma omp simd
+    for (int64_t i = 0; i < count; ++i) p[i] += b;
+  }
+}
+
+void check_dtype_device(const at::Tensor& t, const char* name, at::ScalarType dtype, int64_t numel) {
+  TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == dtype && (numel < 0 || (t.dim() == 1 && t.numel() == numel)),
+              "ddsa gated_ffn: ", name, " must be a CPU tensor of x's dtype ", dtype,
+              numel < 0 ? "" : " and shape (" + std::to_string(numel) + ",)", ", got ", t.sizes(), " ",
+              t.scalar_type(), " on ", t.device());
+}
+
+// w_dw (2h, 1, K, K) with odd K, matching u's 2h channels.
+void check_depthwise(const at::Tensor& w_dw, int64_t channels) {
+  TORCH_CHECK(w_dw.dim() == 4 && w_dw.size(1) == 1 && w_dw.size(2) == w_dw.size(3) && w_dw.size(2) % 2 == 1 &&
+                  w_dw.size(2) <= 7 && w_dw.size(0) == channels && channels % 2 == 0 && channels > 0,
+              "ddsa gated_ffn: w_dw must have shape (2h, 1, K, K) with K odd ≤ 7 and 2h = ", channels,
+              " (an even number of channels), got ", w_dw.sizes());
+}
+
+}  // namespace
+}  // namespace gdfn
+}  // namespace cpu
+
+at::Tensor gated_ffn_forward_cpu(const at::Tensor& x_in, const at::Tensor& w_in, const std::optional<at::Tensor>& b_in,
+                                 const at::Tensor& w_dw, const std::optional<at::Tensor>& b_dw, const at::Tensor& w_out,
+                                 const std::optional<at::Tensor>& b_out, int64_t band) {
+  namespace g = cpu::gdfn;
+  TORCH_CHECK(x_in.dim() == 4, "ddsa gated_ffn: x must have shape (B, C, H, W), got ", x_in.sizes());
+  const int64_t B = x_in.size(0), C = x_in.size(1), H = x_in.size(2), W = x_in.size(3);
+  TORCH_CHECK(w_in.dim() == 4 && w_in.size(1) == C && w_in.size(2) == 1 && w_in.size(3) == 1,
+              "ddsa gated_ffn: w_in must have shape (2h, ", C, ", 1, 1), got ", w_in.sizes());
+  const int64_t h2 = w_in.size(0), h = h2 / 2;
+  g::check_depthwise(w_dw, h2);
+  TORCH_CHECK(w_out.dim() == 4 && w_out.size(1) == h && w_out.size(2) == 1 && w_out.size(3) == 1,
+              "ddsa gated_ffn: w_out must have shape (C_out, ", h, ", 1, 1), got ", w_out.sizes());
+  TORCH_CHECK(band >= 1, "ddsa gated_ffn: band must be at least 1 row, got ", band);
+  const int64_t K = w_dw.size(2), R = K / 2, C_out = w_out.size(0);
+  const auto dtype = x_in.scalar_type();
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble, "ddsa gated_ffn cpu backend: unsupported dtype ", dtype,
+              " (expected float32 or float64)");
+  g::check_dtype_device(x_in, "x", dtype, -1);
+  g::check_dtype_device(w_in, "w_in", dtype, -1);
+  g::check_dtype_device(w_dw, "w_dw", dtype, -1);
+  g::check_dtype_device(w_out, "w_out", dtype, -1);
+  if (b_in.has_value()) g::check_dtype_device(*b_in, "b_in", dtype, h2);
+  if (b_dw.has_value()) g::check_dtype_device(*b_dw, "b_dw", dtype, h2);
+  if (b_out.has_value()) g::check_dtype_device(*b_out, "b_out", dtype, C_out);
+  TORCH_CHECK(C > 0, "ddsa gated_ffn: x needs at least one channel, got ", x_in.sizes());
+
+  const at::Tensor x = x_in.contiguous();
+  const at::Tensor wi = w_in.reshape({h2, C}).contiguous(), wo = w_out.reshape({C_out, h}).contiguous();
+  const at::Tensor taps = w_dw.reshape({h2, K * K}).contiguous();
+  const at::Tensor bi_t = b_in.has_value() ? b_in->contiguous() : at::Tensor();
+  const at::Tensor bd_t = b_dw.has_value() ? b_dw->contiguous() : at::Tensor();
+  const at::Tensor bo_t = b_out.has_value() ? b_out->contiguous() : at::Tensor();
+  at::Tensor z = at::empty({B, C_out, H, W}, x.options());
+  if (z.numel() == 0) return z;
+
+  band = std::min(band, H);
+  // Row runs: enough per image for every thread, each at least one band long.
+  const int64_t threads = at::get_num_threads();
+  const int64_t runs = std::max<int64_t>(1, std::min((threads + B - 1) / B, (H + band - 1) / band));
+  const int64_t run_rows = (H + runs - 1) / runs;
+  AT_DISPATCH_FLOATING_TYPES(dtype, "ddsa_gated_ffn_forward_cpu", [&] {
+    using T = scalar_t;
+    const T* xp = x.data_ptr<T>();
+    const T* wip = wi.data_ptr<T>();
+    const T* wop = wo.data_ptr<T>();
+    const T* tp = taps.data_ptr<T>();
+    const T* bip = bi_t.defined() ? bi_t.data_ptr<T>() : nullptr;
+    const T* bdp = bd_t.defined() ? bd_t.data_ptr<T>() : nullptr;
+    const T* bop = bo_t.defined() ? bo_t.data_ptr<T>() : nullptr;
+    T* zp = z.data_ptr<T>();
+    const cpu::dw::PlaneFn<T> conv = cpu::dw::plane_kernel<T>(K);
+    const g::GateFn<T> gate = g::gate_kernel<T>();
+    const std::vector<T> zeros(W, T(0));
+    const int64_t rows_max = band + 2 * R, ps = rows_max * W;  // buffer rows and plane stride
+    const int64_t kept_ps = 2 * R * W;
+    at::parallel_for(0, B * runs, 1, [&](int64_t begin, int64_t end) {
+      // uninitialised: every element is written before it is read
+      const std::unique_ptr<T[]> buf(new T[h2 * ps]), kept(new T[h2 * kept_ps + 1]), sa(new T[ps]), sg(new T[ps]);
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t b = task / runs, R0 = (task % runs) * run_rows, R1 = std::min(H, R0 + run_rows);
+        const T* xb = xp + b * C * H * W;
+        T* zb = zp + b * C_out * H * W;
+        int64_t kept_lo = 0, kept_hi = 0;  // image rows of u held in `kept` from the previous band
+        for (int64_t r0 = R0; r0 < R1; r0 += band) {
+          const int64_t r1 = std::min(R1, r0 + band);
+          const int64_t ra = std::max<int64_t>(0, r0 - R), rb = std::min(H, r1 + R), E = rb - ra;
+          int64_t fresh = ra;
+          if (kept_hi > kept_lo) {  // kept_lo == ra by construction
+            for (int64_t c = 0; c < h2; ++c)
+              std::memcpy(buf.get() + c * ps, kept.get() + c * kept_ps, sizeof(T) * (kept_hi - kept_lo) * W);
+            fresh = kept_hi;
+          }
+          if (rb > fresh) {
+            cpu::gemm(false, false, h2, (rb - fresh) * W, C, T(1), wip, C, xb + fresh * W, H * W, T(0),
+                      buf.get() + (fresh - ra) * W, ps);
+            g::add_row_bias(buf.get() + (fresh - ra) * W, h2, ps, (rb - fresh) * W, bip);
+          }
+          kept_lo = kept_hi = 0;
+          if (r1 < R1 && R > 0) {  // the next band's upper halo and first rows, before y overwrites u_a
+            kept_lo = std::max<int64_t>(0, r1 - R);
+            kept_hi = rb;
+            for (int64_t c = 0; c < h2; ++c)
+              std::memcpy(kept.get() + c * kept_ps, buf.get() + c * ps + (kept_lo - ra) * W,
+                          sizeof(T) * (kept_hi - kept_lo) * W);
+          }
+          // The convolution pads the buffer's first and last rows with zeros, which is wrong where they are
+          // not the image's edge, but only for the halo rows, which are not written out.
+          const int64_t out0 = (r0 - ra) * W, len = (r1 - r0) * W;
+          for (int64_t c = 0; c < h; ++c) {
+            T* ua = buf.get() + c * ps;
+            const T* ug = buf.get() + (c + h) * ps;
+            conv(ua, sa.get(), tp + c * K * K, bdp ? bdp[c] : T(0), E, W, zeros.data());
+            conv(ug, sg.get(), tp + (c + h) * K * K, bdp ? bdp[c + h] : T(0), E, W, zeros.data());
+            gate(sa.get() + out0, sg.get() + out0, ua + out0, len);
+          }
+          cpu::gemm(false, false, C_out, len, h, T(1), wop, h, buf.get() + out0, ps, T(0), zb + r0 * W, H * W);
+          g::add_row_bias(zb + r0 * W, C_out, H * W, len, bop);
+        }
+      }
+    });
+  });
+  return z;
+}
+
+at::Tensor gated_depthwise_forward_cpu(const at::Tensor& u_in, const at::Tensor& w_dw,
+                                       const std::optional<at::Tensor>& b_dw) {
+  namespace g = cpu::gdfn;
+  TORCH_CHECK(u_in.dim() == 4, "ddsa gated_depthwise: u must have shape (B, 2h, H, W), got ", u_in.sizes());
+  const auto dtype = u_in.scalar_type();
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble, "ddsa gated_depthwise cpu backend: unsupported dtype ",
+              dtype, " (expected float32 or float64)");
+  g::check_depthwise(w_dw, u_in.size(1));
+  g::check_dtype_device(u_in, "u", dtype, -1);
+  g::check_dtype_device(w_dw, "w_dw", dtype, -1);
+  if (b_dw.has_value()) g::check_dtype_device(*b_dw, "b_dw", dtype, u_in.size(1));
+  const int64_t B = u_in.size(0), h2 = u_in.size(1), h = h2 / 2, H = u_in.size(2), W = u_in.size(3), K = w_dw.size(2);
+  const at::Tensor u = cpu::dw::planes_ok(u_in);
+  const at::Tensor taps = w_dw.reshape({h2, K * K}).contiguous();
+  const at::Tensor bd = b_dw.has_value() ? b_dw->contiguous() : at::Tensor();
+  at::Tensor y = at::empty({B, h, H, W}, u.options().memory_format(at::MemoryFormat::Contiguous));
+  if (y.numel() == 0) return y;
+  AT_DISPATCH_FLOATING_TYPES(dtype, "ddsa_gated_depthwise_forward_cpu", [&] {
+    using T = scalar_t;
+    const T* up = u.data_ptr<T>();
+    const T* tp = taps.data_ptr<T>();
+    const T* bp = bd.defined() ? bd.data_ptr<T>() : nullptr;
+    T* yp = y.data_ptr<T>();
+    const cpu::dw::Planes us(u);
+    const cpu::dw::PlaneFn<T> conv = cpu::dw::plane_kernel<T>(K);
+    const g::GateFn<T> gate = g::gate_kernel<T>();
+    const std::vector<T> zeros(W, T(0));
+    const int64_t plane = H * W;
+    const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(plane, 1));
+    at::parallel_for(0, B * h, grain, [&](int64_t begin, int64_t end) {
+      const std::unique_ptr<T[]> sa(new T[plane]);
+      for (int64_t p = begin; p < end; ++p) {
+        const int64_t bi = p / h, c = p % h;
+        T* yc = yp + p * plane;
+        conv(up + us.offset(bi * h2 + c), sa.get(), tp + c * K * K, bp ? bp[c] : T(0), H, W, zeros.data());
+        conv(up + us.offset(bi * h2 + c + h), yc, tp + (c + h) * K * K, bp ? bp[c + h] : T(0), H, W, zeros.data());
+        gate(sa.get(), yc, yc, plane);
+      }
+    });
+  });
+  return y;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> gated_depthwise_backward_cpu(const at::Tensor& grad_y,
+                                                                            const at::Tensor& u_in,
+                                                                            const at::Tensor& w_dw,
+                                                                            const std::optional<at::Tensor>& b_dw) {
+  namespace g = cpu::gdfn;
+  TORCH_CHECK(u_in.dim() == 4, "ddsa gated_depthwise: u must have shape (B, 2h, H, W), got ", u_in.sizes());
+  const auto dtype = u_in.scalar_type();
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble, "ddsa gated_depthwise cpu backend: unsupported dtype ",
+              dtype, " (expected float32 or float64)");
+  g::check_depthwise(w_dw, u_in.size(1));
+  g::check_dtype_device(u_in, "u", dtype, -1);
+  g::check_dtype_device(grad_y, "grad_y", dtype, -1);
+  g::check_dtype_device(w_dw, "w_dw", dtype, -1);
+  if (b_dw.has_value()) g::check_dtype_device(*b_dw, "b_dw", dtype, u_in.size(1));
+  const int64_t B = u_in.size(0), h2 = u_in.size(1), h = h2 / 2, H = u_in.size(2), W = u_in.size(3), K = w_dw.size(2);
+  TORCH_CHECK(grad_y.dim() == 4 && grad_y.size(0) == B && grad_y.size(1) == h && grad_y.size(2) == H &&
+                  grad_y.size(3) == W,
+              "ddsa gated_depthwise: grad_y must have shape (", B, ", ", h, ", ", H, ", ", W, "), got ",
+              grad_y.sizes());
+  const at::Tensor u = cpu::dw::planes_ok(u_in), dy = cpu::dw::planes_ok(grad_y);
+  const at::Tensor taps = w_dw.reshape({h2, K * K}).contiguous();
+  const at::Tensor flipped = w_dw.flip({2, 3}).reshape({h2, K * K}).contiguous();
+  const at::Tensor bd = b_dw.has_value() ? b_dw->contiguous() : at::Tensor();
+  at::Tensor du = at::empty({B, h2, H, W}, u.options().memory_format(at::MemoryFormat::Contiguous));
+  const auto f64 = u.options().dtype(at::kDouble);
+  at::Tensor dk = at::zeros({h2, K * K}, f64), db = at::zeros({h2}, f64);
+  if (du.numel() > 0) {
+    AT_DISPATCH_FLOATING_TYPES(dtype, "ddsa_gated_depthwise_backward_cpu", [&] {
+      using T = scalar_t;
+      const T* up = u.data_ptr<T>();
+      const T* gp = dy.data_ptr<T>();
+      const T* tp = taps.data_ptr<T>();
+      const T* fp = flipped.data_ptr<T>();
+      const T* bp = bd.defined() ? bd.data_ptr<T>() : nullptr;
+      T* dup = du.data_ptr<T>();
+      double* dkp = dk.data_ptr<double>();
+      double* dbp = db.data_ptr<double>();
+      const cpu::dw::Planes us(u), gs(dy);
+      const cpu::dw::PlaneFn<T> conv = cpu::dw::plane_kernel<T>(K);
+      const cpu::dw::GradFn<T> taps_grad = cpu::dw::grad_kernel<T>(K);
+      const g::GateGradFn<T> gate_grad = g::gate_grad_kernel<T>();
+      const std::vector<T> zeros(W, T(0));
+      const int64_t plane = H * W;
+      at::parallel_for(0, h, 1, [&](int64_t begin, int64_t end) {
+        const std::unique_ptr<T[]> sa(new T[plane]), sg(new T[plane]);
+        for (int64_t c = begin; c < end; ++c)
+          for (int64_t bi = 0; bi < B; ++bi) {
+            const int64_t qa = bi * h2 + c, qg = qa + h;  // planes of u_a and u_g
+            const T* ua = up + us.offset(qa);
+            const T* ug = up + us.offset(qg);
+            conv(ua, sa.get(), tp + c * K * K, bp ? bp[c] : T(0), H, W, zeros.data());
+            conv(ug, sg.get(), tp + (c + h) * K * K, bp ? bp[c + h] : T(0), H, W, zeros.data());
+            gate_grad(sa.get(), sg.get(), gp + gs.offset(bi * h + c), plane);  // now da, dg
+            conv(sa.get(), dup + qa * plane, fp + c * K * K, T(0), H, W, zeros.data());
+            conv(sg.get(), dup + qg * plane, fp + (c + h) * K * K, T(0), H, W, zeros.data());
+            taps_grad(ua, sa.get(), H, W, dkp + c * K * K, dbp + c, zeros.data());
+            taps_grad(ug, sg.get(), H, W, dkp + (c + h) * K * K, dbp + c + h, zeros.data());
+          }
+      });
+    });
+  }
+  return {du, dk.to(w_dw.scalar_type()).reshape(w_dw.sizes()), db.to(w_dw.scalar_type())};
+}
+
+}  // namespace ddsa
