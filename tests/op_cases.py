@@ -12,11 +12,8 @@ Likewise for dτ and dw, sums over B·H·C² terms of either sign.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from ddsa_kernels import dual_attention, reference_dual_attention
-from ddsa_kernels.ops.dual_attention import reference as reference_backend
-from ddsa_kernels.ops.dual_attention.reference import backward_epilogue
 
 F64 = torch.float64
 ATOL = {torch.float32: 1e-5, torch.float16: 2.0**-11, torch.bfloat16: 2.0**-8}
@@ -59,17 +56,42 @@ def run(fn, q, k, v, temperature, weights, grad_out):
 NAMES = ("out", "dq", "dk", "dv", "dtemperature", "dweights")
 
 
+def _float64_terms(q, k, v, temperature, weights, grad_out, topk, eps):
+    """The backward's intermediate terms in float64, from the op's math written here (torch.topk,
+    torch.softmax; no code under test): (probs (B, H, n, C, C), Ŝ, P, s_q, s_k) with
+    dq = P k − s_q⊙q and dk = Pᵀ q − s_k⊙k."""
+    norm_q, norm_k = q.norm(dim=-1), k.norm(dim=-1)
+    nq, nk = norm_q.clamp_min(eps), norm_k.clamp_min(eps)
+    s_hat = (q / nq.unsqueeze(-1)) @ (k / nk.unsqueeze(-1)).transpose(-2, -1)
+    scores = temperature.view(1, -1, 1, 1) * s_hat
+    probs = []
+    for keep in topk:
+        masked = scores
+        if keep:  # None or 0: every column
+            threshold = torch.topk(scores, keep, dim=-1).values[..., -1:]
+            masked = scores.masked_fill(scores < threshold, float("-inf"))
+        probs.append(torch.softmax(masked, dim=-1))
+    probs = torch.stack(probs, dim=2)
+    grad_attn = (grad_out @ v.transpose(-2, -1)).unsqueeze(2)
+    d_scores = (weights.view(1, 1, -1, 1, 1) * probs
+                * (grad_attn - (grad_attn * probs).sum(-1, keepdim=True))).sum(2)
+    d_gram = d_scores * temperature.view(1, -1, 1, 1)
+    p = d_gram / (nq.unsqueeze(-1) * nk.unsqueeze(-2))
+    # F.normalize divides by max(‖x‖, eps): rows below eps have no projection term.
+    scale_q = torch.where(norm_q >= eps, (d_gram * s_hat).sum(-1) / nq**2, torch.zeros_like(nq))
+    scale_k = torch.where(norm_k >= eps, (d_gram * s_hat).sum(-2) / nk**2, torch.zeros_like(nk))
+    return probs, s_hat, p, scale_q, scale_k
+
+
 def error_scales(oracle, q, k, v, temperature, weights, grad_out, topk, eps=1e-12):
-    """Per output of NAMES, the magnitude errors are measured against (float64)."""
-    keep = tuple(0 if x is None else x for x in topk)
-    _, probs, gram, norms = reference_backend.forward(q, k, v, temperature, weights, keep, eps)
+    """Per output of NAMES, the magnitude errors are measured against (float64 inputs; the terms
+    come from :func:`_float64_terms`, never from the backends)."""
+    probs, s_hat, p, scale_q, scale_k = _float64_terms(q, k, v, temperature, weights, grad_out, topk, eps)
     grad_attn = grad_out @ v.transpose(-2, -1)
-    p, scale_q, scale_k, _, _ = backward_epilogue(grad_attn, probs, gram, norms, temperature, weights, eps)
     summand_q = (p.abs() @ k.abs() + (scale_q.unsqueeze(-1) * q).abs()).max().item()
     summand_k = (p.transpose(-2, -1).abs() @ q.abs() + (scale_k.unsqueeze(-1) * k).abs()).max().item()
     # dτ_h = Σ dS ⊙ Ŝ and dw_i = Σ dA ⊙ P_i (sums over b, rows, columns) cancel as well: their
     # scales are the sums of the terms' magnitudes, with dS = Σ_i w_i P_i ⊙ (dA − rowsum(dA ⊙ P_i)).
-    s_hat = F.normalize(q, dim=-1, eps=eps) @ F.normalize(k, dim=-1, eps=eps).transpose(-2, -1)
     ga = grad_attn.unsqueeze(2)  # (B, H, 1, C, C) against probs (B, H, n_branches, C, C)
     rowsum = (ga * probs).sum(-1, keepdim=True)
     ds_abs = (weights.abs().view(1, 1, -1, 1, 1) * probs * (ga.abs() + rowsum.abs())).sum(2)
@@ -85,11 +107,13 @@ def error_scales(oracle, q, k, v, temperature, weights, grad_out, topk, eps=1e-1
 
 
 def check_case(q64, k64, v64, temperature, weights, topk, *, backend, device, dtype=torch.float32,
-               layout="contiguous", seed=1):
+               layout="contiguous", seed=1, fn=None):
     """Run ``backend``, the same-dtype reference and the float64 oracle; apply the accuracy rule.
 
     q64, k64, v64: (B, H, C, N) float64 values (rounded to ``dtype`` before any run); temperature
-    (H,), weights (n_branches,). Returns (got, oracle, {name: (error, bound)}).
+    (H,), weights (n_branches,). fn: ``fn(q, k, v, temperature, weights, topk)`` run instead of the
+    backend (the deliberately broken variants that prove the rule rejects bugs). Returns (got,
+    oracle, {name: (error, bound)}).
     """
     q, k, v = lay_out(q64, k64, v64, dtype, device, layout)
     temp = temperature.to(device=device, dtype=torch.float32)
@@ -98,7 +122,10 @@ def check_case(q64, k64, v64, temperature, weights, topk, *, backend, device, dt
     go64 = torch.randn(q.shape, generator=gen, dtype=F64)
     go = go64.to(device=device, dtype=dtype)
 
-    got = run(lambda *a: dual_attention(*a, topk, backend=backend), q, k, v, temp, w, go)
+    if fn is None:
+        got = run(lambda *a: dual_attention(*a, topk, backend=backend), q, k, v, temp, w, go)
+    else:
+        got = run(lambda *a: fn(*a, topk), q, k, v, temp, w, go)
     base = run(lambda *a: reference_dual_attention(*a, topk), q, k, v, temp, w, go)
     oracle = run(
         lambda *a: reference_dual_attention(*a, topk),
