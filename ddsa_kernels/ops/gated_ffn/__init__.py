@@ -35,7 +35,10 @@ from ._common import check_gated_inputs, check_inputs
 from .naive import eager_gated_depthwise, eager_gated_ffn, reference_gated_depthwise, reference_gated_ffn
 
 _OP = "gated_ffn"
-BAND_ROWS = 16  # rows per band: u of a 256-wide band of Restormer's level 1 (dim 48, 2h = 254) takes 4.6 MB
+# Rows per band. Bands of 4 to 16 rows ran within a few per cent of each other single-threaded (256² at
+# dim 16 and 48, 128² at dim 32), 8 never slower; u of an 8-row band (+ 2 halo rows) at 256 columns takes
+# 0.86 MB at dim 16 (2h = 84) and 2.6 MB at dim 48 (2h = 254).
+BAND_ROWS = 8
 MIN_FUSED_PIXELS = 128 * 128  # backend="auto" runs the banded kernel on maps of at least this many pixels
 
 Tensor = torch.Tensor
