@@ -338,3 +338,32 @@ def test_torch_compile_fullgraph_inference_and_training():
     want = torch.autograd.grad(_oracle(*small).sin().sum(), small)
     for got, exp in zip(grads, want):
         torch.testing.assert_close(got, exp, **TOL)
+
+
+# ----------------------------------------------------------------------------- benchmark script
+def test_bench_writes_every_method(tmp_path):
+    import json
+
+    from benchmarks import bench_mixed_scale_ffn
+
+    threads = torch.get_num_threads()
+    try:
+        result = bench_mixed_scale_ffn.main(["--shapes", "1,3,9,7", "2,2,6,5", "--rounds", "2", "--min-run-time",
+                                             "0.01", "--threads", "1", "--out", str(tmp_path)])
+    finally:
+        torch.set_num_threads(threads)
+    data = json.loads((tmp_path / "mixed_scale_ffn.json").read_text())
+    assert [r["shape"] for r in data["rows"]] == [[1, 3, 9, 7], [2, 2, 6, 5]] == [r["shape"] for r in result["rows"]]
+    methods = {"eager"} | ({"middle", "cpu"} if data["build_info"]["cpu"] == "available" else set())
+    one, batch = data["rows"]
+    assert one["hidden"] == int(3 * 2.66) and set(one["fwd"]) == methods and "fwdbwd" not in one
+    assert set(batch["fwdbwd"]) == methods - {"middle"}
+    for row in data["rows"]:
+        assert set(row["max_abs_diff_fwd"]) == methods and max(row["max_abs_diff_fwd"].values()) < 1e-5
+        for name, rec in row["fwd"].items():
+            assert len(rec["rounds_ms"]) == 2
+            assert row["speedup_fwd"][name] == pytest.approx(row["fwd"]["eager"]["median_ms"] / rec["median_ms"])
+    md = (tmp_path / "mixed_scale_ffn.md").read_text()
+    assert "| 1×3×9×7, 2·7 hidden | inference |" in md and "| 2×2×6×5, 2·5 hidden | forward+backward |" in md
+    with pytest.raises(SystemExit):
+        bench_mixed_scale_ffn.main(["--shapes", "1,4,9", "--out", str(tmp_path)])

@@ -407,8 +407,9 @@ at::Tensor mixed_scale_ffn_forward_cpu(const at::Tensor& x_in, const at::Tensor&
   at::Tensor z = at::empty({B, C_out, H, W}, x.options());
   if (z.numel() == 0) return z;
 
-  band = std::min(band, H);
   const int64_t threads = at::get_num_threads();
+  // Short maps: bands no taller than an even share of the rows, so that every thread gets a run.
+  band = std::min({band, H, std::max<int64_t>(1, (H * B + threads - 1) / threads)});
   const int64_t runs = std::max<int64_t>(1, std::min((threads + B - 1) / B, (H + band - 1) / band));
   const int64_t run_rows = (H + runs - 1) / runs;
   AT_DISPATCH_FLOATING_TYPES(dtype, "ddsa_mixed_scale_ffn_forward_cpu", [&] {
