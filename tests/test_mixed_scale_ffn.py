@@ -367,3 +367,22 @@ def test_bench_writes_every_method(tmp_path):
     assert "| 1×3×9×7, 2·7 hidden | inference |" in md and "| 2×2×6×5, 2·5 hidden | forward+backward |" in md
     with pytest.raises(SystemExit):
         bench_mixed_scale_ffn.main(["--shapes", "1,4,9", "--out", str(tmp_path)])
+
+
+def test_equals_the_published_block_called_with_its_own_parameters():
+    family_arch = pytest.importorskip("family_arch")
+    msfn_class = getattr(family_arch, "MSFN", None)
+    if msfn_class is None:
+        pytest.skip("tests/family_arch.py has no MSFN stand-in")
+    torch.manual_seed(0)
+    for bias in (True, False):
+        block = msfn_class(6, 2.66, bias).double().eval()
+        params = [block.project_in.weight, block.project_in.bias, block.dwconv3x3.weight, block.dwconv3x3.bias,
+                  block.dwconv5x5.weight, block.dwconv5x5.bias, block.dwconv3x3_1.weight, block.dwconv3x3_1.bias,
+                  block.dwconv5x5_1.weight, block.dwconv5x5_1.bias, block.project_out.weight, block.project_out.bias]
+        x = torch.randn(2, 6, 11, 10, dtype=F64)
+        want = block(x)
+        for backend in BACKENDS:
+            torch.testing.assert_close(mixed_scale_ffn(x, *params, backend=backend), want, **TOL)  # with gradients
+            with torch.no_grad():  # "cpu" and "auto": the banded kernel
+                torch.testing.assert_close(mixed_scale_ffn(x, *params, backend=backend), want, **TOL)
