@@ -305,6 +305,60 @@ def test_shipped_configs_load_and_example_documents_the_defaults():
     assert small.optim.eta_min == 1e-6 and small.data.train == ["data/RainTrainL"]
 
 
+def _checkpoint(out: Path, iteration: int) -> dict:
+    (path,) = [p for i, p in list_checkpoints(out) if i == iteration]
+    return torch.load(path, weights_only=True)
+
+
+def _state_distance(a: dict, b: dict) -> float:
+    """Largest |a − b| over the weights and the optimizer's moments and step counts."""
+    worst = 0.0
+    for name, t in a["model"].items():
+        if t.is_floating_point():
+            worst = max(worst, (t.double() - b["model"][name].double()).abs().max().item())
+    for idx, state in a["optimizer"]["state"].items():
+        other = b["optimizer"]["state"].get(idx)
+        if other is None:
+            return float("inf")
+        for key, t in state.items():
+            if torch.is_tensor(t):
+                worst = max(worst, (t.double() - other[key].double()).abs().max().item())
+    return worst
+
+
+def _check_resume_against_a_broken_one(pairs: Path, tmp_path: Path, **common) -> tuple[float, float, float]:
+    """Full run vs stop at 4 + resume vs the same resume with the optimizer's state dropped from the
+    checkpoint (a realistic resume bug). Returns (noise, good, broken): the distance between two
+    independent runs' iteration-4 states, and the full run's iteration-8 state's distance to the
+    resumed one and to the broken one."""
+    import shutil
+
+    common = dict(train__iterations=8, log__ckpt_interval=4, log__keep_checkpoints=0, **common)
+    _run(pairs, tmp_path / "full", **common)
+    _run(pairs, tmp_path / "split", train__stop_at=4, **common)
+    shutil.copytree(tmp_path / "split", tmp_path / "broken")
+    (_, path), = list_checkpoints(tmp_path / "broken")
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["optimizer"]["state"] = {}
+    torch.save(ckpt, path)
+    _run(pairs, tmp_path / "split", resume="auto", **common)
+    _run(pairs, tmp_path / "broken", resume="auto", **common)
+    full4, full8 = _checkpoint(tmp_path / "full", 4), _checkpoint(tmp_path / "full", 8)
+    noise = _state_distance(full4, _checkpoint(tmp_path / "split", 4))
+    good = _state_distance(full8, _checkpoint(tmp_path / "split", 8))
+    broken = _state_distance(full8, _checkpoint(tmp_path / "broken", 8))
+    assert _checkpoint(tmp_path / "split", 8)["scaler"] == full8["scaler"]
+    return noise, good, broken
+
+
+def test_a_resume_that_drops_the_optimizer_state_is_detected(pairs, tmp_path):
+    """The check the GPU resume test relies on, on the CPU: an exact resume is at distance 0 and
+    the broken one (fresh AdamW moments) far from it."""
+    noise, good, broken = _check_resume_against_a_broken_one(pairs, tmp_path)
+    assert noise == 0 and good == 0
+    assert broken > 1e-4
+
+
 @pytest.mark.gpu
 def test_fp16_with_grad_scaler_on_cuda(pairs, tmp_path):
     out = tmp_path / "cuda"
@@ -315,14 +369,25 @@ def test_fp16_with_grad_scaler_on_cuda(pairs, tmp_path):
     ckpt = torch.load(list_checkpoints(out)[0][1], weights_only=True)
     assert ckpt["iteration"] == 4 and ckpt["scaler"]["scale"] > 0
     assert next(summary["model"].parameters()).is_cuda
-    resumed = _run(pairs, tmp_path / "cuda2", train__iterations=8, train__amp="fp16", train__device="cuda",
-                   train__stop_at=4)
-    assert resumed["iteration"] == 4
-    final = _run(pairs, tmp_path / "cuda2", resume="auto", train__iterations=8, train__amp="fp16",
-                 train__device="cuda")
-    a, b = summary["model"].state_dict(), final["model"].state_dict()
-    for name in a:  # CUDA kernels may not be bitwise deterministic; the runs must still agree closely
-        torch.testing.assert_close(a[name].float(), b[name].float(), rtol=1e-2, atol=1e-3)
+
+
+@pytest.mark.gpu
+def test_fp16_resume_on_cuda_matches_the_full_run(pairs, tmp_path):
+    """Stop at 4 + resume against the uninterrupted run, weights and AdamW moments included, with
+    cuDNN's deterministic algorithms: bitwise when two independent runs of the first 4 iterations
+    agree bitwise (the kernels are deterministic), else within a tenth of the distance a resume
+    without the optimizer's state ends at (the tolerance derived from a broken resume)."""
+    flags = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    try:
+        noise, good, broken = _check_resume_against_a_broken_one(pairs, tmp_path, train__amp="fp16",
+                                                                 train__device="cuda")
+    finally:
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = flags
+    assert broken > 1e-4, f"the broken resume must move the weights: {broken:.3e}"
+    if noise == 0:
+        assert good == 0, f"deterministic kernels, yet the resumed run is {good:.3e} from the full one"
+    assert good <= 0.1 * broken, f"resumed {good:.3e} vs broken resume {broken:.3e} (run-to-run {noise:.3e})"
 
 
 @pytest.mark.gpu
