@@ -43,6 +43,23 @@ def _grads(net, x):
     return out.detach(), x.grad.detach(), grads
 
 
+FFN_VARIANT = {"ddsa": "sefn", "drsformer": "mixed_scale", "restormer": "gdfn"}
+
+
+def _want_counts(net, family, ln_kind="layer_norm:with_bias"):
+    """Patch counts per kind:variant, from the stand-in's own classes and the convs' attributes."""
+    arch = fa.ARCH[family]
+    n = lambda cls: sum(type(m) is cls for m in net.modules())  # noqa: E731
+    want = {f"attention:{family}": n(arch.Attention), ln_kind: n(arch.LayerNorm),
+            f"feed_forward:{FFN_VARIANT[family]}": n(arch.FeedForward)}
+    for m in net.modules():
+        if isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels == m.out_channels:
+            k, d = m.kernel_size[0], m.dilation[0]
+            label = f"depthwise_conv:{k}x{k}" + (f"/d{d}" if d != 1 else "")
+            want[label] = want.get(label, 0) + 1
+    return dict(sorted(want.items()))
+
+
 def _x(batch=2, side=16, dtype=F64, seed=3):
     return torch.randn(batch, 3, side, side, generator=torch.Generator().manual_seed(seed), dtype=dtype)
 
@@ -69,11 +86,7 @@ def test_float64_outputs_and_every_gradient(family, backend, ln_type, bias):
     want = _grads(net, x)
     report = patch(net, backend=backend)
     ln_kind = "layer_norm:with_bias" if ln_type == "WithBias" else "layer_norm:bias_free"
-    # 8 attention qkv_dwconv + 8 feed-forward dwconv; DDSA's feed-forward is SEFN
-    want_counts = {f"attention:{family}": 8, "depthwise_conv:3x3": 16, ln_kind: 16}
-    if family == "ddsa":
-        want_counts["feed_forward:sefn"] = 8
-    assert report.counts == want_counts, str(report)
+    assert report.counts == _want_counts(net, family, ln_kind), str(report)
     assert not report.skipped
     got = _grads(net, x)
     _assert_all_close(got, want, rtol=1e-9, atol=1e-10)
@@ -193,7 +206,7 @@ def test_deepcopy_of_a_patched_model_is_patched_and_independent():
     want = net(x)
     twin = copy.deepcopy(net)
     kinds = {p: patched_kind(m) for p, m in twin.named_modules() if patched_kind(m)}
-    assert len(kinds) == 40  # 8 attention, 16 norms, 16 depth-wise convs
+    assert len(kinds) == sum(_want_counts(net, "drsformer").values())
     for _, m in twin.named_modules():
         if patched_kind(m):
             assert m.forward.args[0] is m
@@ -226,10 +239,10 @@ def test_unpatch_restores_bitwise_and_twice_is_harmless():
     x = _x(batch=1)
     want = net(x)
     first = patch(net)
-    # 8 attention, 16 norms, 16 depth-wise, 8 SEFN
-    assert len(first.patched) == 48 and not first.already_patched
+    total = sum(_want_counts(net, "ddsa").values())
+    assert len(first.patched) == total and not first.already_patched
     second = patch(net)
-    assert not second.patched and len(second.already_patched) == 48
+    assert not second.patched and len(second.already_patched) == total
     assert "already patched" in str(second)
     restored = unpatch(net)
     assert sorted((p, m.label) for p, m in restored) == sorted((p, m.label) for p, m in first.patched)
@@ -242,21 +255,22 @@ def test_report_fields_and_selection():
     net = _net("ddsa", LayerNorm_type="BiasFree")
     report = patch(net, layer_norm=False, depthwise_conv=False, feed_forward=False,
                    backend={"attention": "reference"})
+    want = _want_counts(net, "ddsa", "layer_norm:bias_free")
     assert isinstance(report, PatchReport)
-    assert report.counts == {"attention:ddsa": 8}
+    assert report.counts == {"attention:ddsa": want["attention:ddsa"]}
     assert report.backend == {"attention": "reference", "layer_norm": "auto", "depthwise_conv": "auto",
                               "feed_forward": "auto"}
     assert report.resolved == {"attention:ddsa": ["reference"]}
     assert ("encoder_level1.0.attn", "attention:ddsa") in [(p, m.label) for p, m in report.patched]
     text = str(report)
-    assert "attention:ddsa" in text and "8" in text
+    assert f"attention:ddsa {want['attention:ddsa']}" in " ".join(text.split())
     report = patch(net, attention=False, depthwise_conv=False, feed_forward=False)
-    assert report.counts == {"layer_norm:bias_free": 16}
+    assert report.counts == {"layer_norm:bias_free": want["layer_norm:bias_free"]}
     report = patch(net, feed_forward=False, backend={"depthwise_conv": "reference"})
-    assert report.counts == {"depthwise_conv:3x3": 16}
+    assert report.counts == {"depthwise_conv:3x3": want["depthwise_conv:3x3"]}
     assert report.resolved == {"depthwise_conv:3x3": ["reference"]}
     report = patch(net, backend={"feed_forward": "reference"})
-    assert report.counts == {"feed_forward:sefn": 8}
+    assert report.counts == {"feed_forward:sefn": want["feed_forward:sefn"]}
     assert report.resolved == {"feed_forward:sefn": ["reference"]}
     with pytest.raises(ValueError, match="not a known backend"):
         patch(net, backend="nonsense")
@@ -311,7 +325,8 @@ class _OwnForwardConv(nn.Conv2d):
 
 @pytest.mark.parametrize("make,reason", [
     (lambda: nn.Conv2d(6, 6, 3, stride=2, padding=1, groups=6), "stride (2, 2)"),
-    (lambda: nn.Conv2d(6, 6, 3, padding=2, dilation=2, groups=6), "padding (2, 2)"),
+    (lambda: nn.Conv2d(6, 6, 3, padding=1, dilation=2, groups=6), "padding (1, 1)"),
+    (lambda: nn.Conv2d(6, 6, 3, padding=(2, 4), dilation=(1, 2), groups=6), "dilation (1, 2)"),
     (lambda: nn.Conv2d(6, 6, 3, padding=1, groups=6, padding_mode="reflect"), "(reflect)"),
     (lambda: nn.Conv2d(6, 6, 3, padding=0, groups=6), "padding (0, 0)"),
     (lambda: nn.Conv2d(6, 6, (3, 5), padding=(1, 2), groups=6), "kernel (3, 5)"),
@@ -394,17 +409,20 @@ def test_a_forked_gate_is_run_as_it_is():
 
 
 @pytest.mark.parametrize("kernel", [1, 3, 5, 7])
+@pytest.mark.parametrize("dilation", [1, 2])
 @pytest.mark.parametrize("backend", ["cpu", "reference"])
-def test_depthwise_convs_patched_exactly(kernel, backend):
+def test_depthwise_convs_patched_exactly(kernel, dilation, backend):
     if backend not in ddsa_kernels.available_backends("cpu", op="depthwise_conv"):
         pytest.skip(f"backend {backend} not available")
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(5, 5, kernel, padding="same", groups=5, bias=True), nn.GELU(),
-                          nn.Conv2d(5, 5, kernel, padding=kernel // 2, groups=5, bias=False)).double()
+    model = nn.Sequential(nn.Conv2d(5, 5, kernel, padding="same", dilation=dilation, groups=5, bias=True), nn.GELU(),
+                          nn.Conv2d(5, 5, kernel, padding=dilation * (kernel // 2), dilation=dilation, groups=5,
+                                    bias=False)).double()
     x = torch.randn(2, 5, 7, 6, dtype=F64)
     want = _grads(model, x)
     report = patch(model, backend=backend)
-    assert report.counts == {f"depthwise_conv:{kernel}x{kernel}": 2}
+    label = f"depthwise_conv:{kernel}x{kernel}" + (f"/d{dilation}" if dilation > 1 and kernel > 1 else "")
+    assert report.counts == {label: 2}
     _assert_all_close(_grads(model, x), want, rtol=1e-9, atol=1e-10)
 
 

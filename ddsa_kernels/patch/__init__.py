@@ -29,13 +29,14 @@ import torch
 from torch import nn
 
 from .. import _registry
-from . import attention, depthwise_conv, layer_norm, sefn
+from . import attention, depthwise_conv, gdfn, layer_norm, mixed_scale_ffn, sefn
 from ._rule import Match, Rule, Skip
 from ._verify import behaviour_problem, first_call_forward, signature_problem
 from .attention import family_topk
 
 # The rules in the order they are tried on each module (the first whose candidate test passes decides).
-RULES: tuple[Rule, ...] = (attention.RULE, layer_norm.RULE, sefn.RULE, depthwise_conv.RULE)
+RULES: tuple[Rule, ...] = (attention.RULE, layer_norm.RULE, sefn.RULE, mixed_scale_ffn.RULE, gdfn.RULE,
+                           depthwise_conv.RULE)
 KINDS = ("attention", "layer_norm", "depthwise_conv", "feed_forward")
 _FORWARDS = {rule.forward for rule in RULES} | {first_call_forward}
 

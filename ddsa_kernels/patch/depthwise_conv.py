@@ -38,6 +38,7 @@ def match(m: nn.Module) -> MatchResult:
         return Skip(f"padding {m.padding} ({m.padding_mode}); supported: zeros, {reach} on each side")
     if list(m._buffers) or set(m._parameters) - {"weight", "bias"}:
         return Skip("extra parameters or buffers")
+    dh = 1 if kh == 1 else dh  # a 1×1 kernel has no reach to dilate
     return Match("depthwise_conv", f"{kh}x{kh}" + (f"/d{dh}" if dh != 1 else ""), {"dilation": dh})
 
 
