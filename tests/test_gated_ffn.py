@@ -116,12 +116,16 @@ def _module_args(m: _RestormerFeedForward):
 
 
 @pytest.mark.parametrize("bias", [True, False])
-def test_oracle_equals_the_restormer_module(bias):
+def test_oracle_and_every_backend_equal_the_restormer_module(bias):
     torch.manual_seed(0)
     m = _RestormerFeedForward(6, 2.66, bias).double()
     x = torch.randn(2, 6, 9, 11, dtype=F64)
-    torch.testing.assert_close(oracle(x, *_module_args(m)), m(x), **TIGHT)
-    torch.testing.assert_close(gated_ffn(x, *_module_args(m), backend="eager"), m(x), **TIGHT)
+    want = m(x)
+    torch.testing.assert_close(oracle(x, *_module_args(m)), want, **TIGHT)
+    for backend in BACKENDS:  # called as a patched module would call it, with and without gradients
+        torch.testing.assert_close(gated_ffn(x, *_module_args(m), backend=backend), want, **TIGHT)
+        with torch.no_grad():
+            torch.testing.assert_close(gated_ffn(x, *_module_args(m), backend=backend), want, **TIGHT)
 
 
 # -------------------------------------------------------------------------------------- banded inference kernel
