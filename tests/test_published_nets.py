@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import published_nets as pn
-from published_nets import drsformer_arch, idt_ddsa_arch, restormer_arch
+from published_nets import drsformer_arch, forks, idt_ddsa_arch, restormer_arch
 
 F64 = torch.float64
 
@@ -204,17 +204,23 @@ def test_drsformer_has_a_level0_subnet_and_a_subnet_refinement():
     assert not any(isinstance(m, drsformer_arch.TransformerBlock) for m in net.refinement.modules())
 
 
+def _dual_oracle(attn, q, k, v):
+    """Dense + top-⌊7C/10⌋ attention on (B, C, H, W) q, k, v with a threshold mask found by sorting
+    (not topk + scatter): (B, C, H, W)."""
+    b, c, h, w = q.shape
+    q, k, v = (t.reshape(b, attn.num_heads, c // attn.num_heads, h * w) for t in (q, k, v))
+    s = (q / q.norm(dim=-1, keepdim=True)) @ (k / k.norm(dim=-1, keepdim=True)).transpose(-2, -1) * attn.temperature
+    keep = int(7 * q.shape[2] / 10)
+    kth = s.sort(dim=-1, descending=True).values[..., keep - 1:keep]
+    sparse = s.masked_fill(s < kth, float("-inf")).softmax(-1)
+    return ((s.softmax(-1) @ v) * attn.attn + (sparse @ v) * attn.attn1).reshape(b, c, h, w)
+
+
 def test_idt_ddsa_attention_dense_plus_top_seven_tenths():
-    """The dual attention against a mask built by sorting (not topk + scatter)."""
     attn = _randomised(idt_ddsa_arch.Attention(8, 2, True))
     x = torch.randn(2, 8, 5, 6, dtype=F64)
-    b, c, h, w = x.shape
-    q, k, v = (t.reshape(b, 2, 4, h * w) for t in _conv(_conv(x, attn.qkv), attn.qkv_dwconv).chunk(3, 1))
-    s = (q / q.norm(dim=-1, keepdim=True)) @ (k / k.norm(dim=-1, keepdim=True)).transpose(-2, -1) * attn.temperature
-    kth = s.sort(dim=-1, descending=True).values[..., int(7 * 4 / 10) - 1:int(7 * 4 / 10)]
-    sparse = s.masked_fill(s < kth, float("-inf")).softmax(-1)
-    out = (s.softmax(-1) @ v) * attn.attn + (sparse @ v) * attn.attn1
-    torch.testing.assert_close(attn(x), _conv(out.reshape(b, c, h, w), attn.project_out), rtol=1e-12, atol=1e-12)
+    q, k, v = _conv(_conv(x, attn.qkv), attn.qkv_dwconv).chunk(3, 1)
+    torch.testing.assert_close(attn(x), _conv(_dual_oracle(attn, q, k, v), attn.project_out), rtol=1e-12, atol=1e-12)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -241,3 +247,89 @@ def test_arch_spec_loads_by_path_with_the_same_structure(family):
     assert pn.structure(by_path) == pn.structure(pn.build(family, "tiny"))
     x = torch.rand(1, 3, 16, 16)
     assert by_path(x).shape == x.shape
+
+
+# ----------------------------------------------------------------------------- forks
+def _fork_pair(cls, dim=8, heads=2, **kwargs):
+    """The published attention with random weights and the fork ``cls`` carrying them."""
+    base = _randomised(idt_ddsa_arch.Attention(dim, heads, True))
+    fork = cls(dim, heads, True, **kwargs).double()
+    missing, unexpected = fork.load_state_dict(base.state_dict(), strict=False)
+    assert not unexpected and all(m.startswith("prior_proj.") for m in missing)
+    return base, fork
+
+
+def _windowed_oracle(base, x, window):
+    """The published module's q, k, v cropped to each window (every window // 2, the last flush with the
+    border), the sort-mask attention of each crop, overlaps averaged, project_out."""
+    b, c, h, w = x.shape
+    q, k, v = _conv(_conv(x, base.qkv), base.qkv_dwconv).chunk(3, 1)
+    stride = window // 2
+    tops = sorted({*range(0, max(h - window, 0) + 1, stride), max(h - window, 0)})
+    lefts = sorted({*range(0, max(w - window, 0) + 1, stride), max(w - window, 0)})
+    acc, cnt = torch.zeros(b, c, h, w, dtype=x.dtype), torch.zeros(h, w, dtype=x.dtype)
+    for t in tops:
+        for l in lefts:
+            win = (Ellipsis, slice(t, t + window), slice(l, l + window))
+            acc[win] += _dual_oracle(base, q[win], k[win], v[win])
+            cnt[win[1:]] += 1
+    return _conv(acc / cnt, base.project_out)
+
+
+def test_windowed_fork_is_global_in_one_window_and_averages_windows_beyond():
+    base, fork = _fork_pair(forks.WindowedAttention, window_size=8)
+    small = torch.randn(2, 8, 8, 6, dtype=F64)
+    torch.testing.assert_close(fork(small), base(small), rtol=1e-12, atol=1e-12)
+    large = torch.randn(1, 8, 13, 20, dtype=F64)
+    assert forks.window_starts(13, 8, 4) == [0, 4, 5] and forks.window_starts(20, 8, 4) == [0, 4, 8, 12]
+    want = _windowed_oracle(base, large, 8)
+    torch.testing.assert_close(fork(large), want, rtol=1e-12, atol=1e-12)
+    assert not torch.allclose(base(large), want, rtol=1e-6, atol=1e-6)  # global attention is not the fork
+
+
+def test_eval_windowed_fork_branches_on_training_and_size():
+    base, fork = _fork_pair(forks.EvalWindowedAttention, eval_window=8)
+    large = torch.randn(1, 8, 12, 10, dtype=F64)
+    small = torch.randn(1, 8, 8, 8, dtype=F64)
+    fork.train()
+    torch.testing.assert_close(fork(large), base(large), rtol=1e-12, atol=1e-12)
+    fork.eval()
+    torch.testing.assert_close(fork(small), base(small), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(fork(large), _windowed_oracle(base, large, 8), rtol=1e-12, atol=1e-12)
+    assert not torch.allclose(fork(large), base(large), rtol=1e-6, atol=1e-6)
+
+
+def test_prior_fork_adds_a_projection_of_the_prior_to_v():
+    base, fork = _fork_pair(forks.PriorAttention, prior_channels=2)
+    x = torch.randn(2, 8, 5, 7, dtype=F64)
+    prior = torch.randn(2, 2, 5, 7, dtype=F64)
+    torch.testing.assert_close(fork(x), base(x), rtol=1e-12, atol=1e-12)
+    # the same attention with v shifted: q and k from the published module, v + the projection
+    q, k, v = _conv(_conv(x, base.qkv), base.qkv_dwconv).chunk(3, 1)
+    want = _conv(_dual_oracle(base, q, k, v + F.conv2d(prior, fork.prior_proj.weight)), base.project_out)
+    torch.testing.assert_close(fork(x, prior), want, rtol=1e-12, atol=1e-12)
+    assert not torch.allclose(fork(x), want, rtol=1e-6, atol=1e-6)
+    net = forks.PriorNet().double()
+    calls = []
+    net.blocks[0].attn.register_forward_hook(lambda m, args, out: calls.append(len(args)), with_kwargs=False)
+    img = torch.rand(1, 3, 9, 11, dtype=F64)
+    assert net(img).shape == img.shape and calls == [2]
+
+
+def test_swap_attention_keeps_the_weights_and_outputs_below_the_window():
+    torch.manual_seed(0)
+    net = pn.build("ddsa", "tiny").double().eval()
+    x = torch.rand(1, 3, 16, 16, dtype=F64)
+    want = net(x)
+    forks.swap_attention(net, lambda d, h, b: forks.WindowedAttention(d, h, b, window_size=16))
+    assert sum(isinstance(m, forks.WindowedAttention) for m in net.modules()) == 9
+    torch.testing.assert_close(net(x), want, rtol=1e-12, atol=1e-12)
+    assert not torch.allclose(net(torch.rand(1, 3, 32, 32, dtype=F64)),
+                              pn.build("ddsa", "tiny").double().eval()(torch.rand(1, 3, 32, 32, dtype=F64)))
+
+
+def test_forks_load_by_path_too():
+    module = pn.load_file(pn.HERE / "forks.py", "_forks_by_path")
+    net = module.PriorNet()
+    assert type(net.blocks[0].attn).__mro__[1].__name__ == "Attention"
+    assert net(torch.rand(1, 3, 8, 8)).shape == (1, 3, 8, 8)
