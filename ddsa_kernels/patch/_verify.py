@@ -38,7 +38,7 @@ def signature_problem(m: nn.Module) -> str:
     params = list(inspect.signature(cls.forward).parameters.values())[1:]
     if len(params) != 1 or params[0].kind not in (inspect.Parameter.POSITIONAL_ONLY,
                                                   inspect.Parameter.POSITIONAL_OR_KEYWORD):
-        names = ", ".join(str(p) for p in params)
+        names = ", ".join(str(p.replace(annotation=inspect.Parameter.empty)) for p in params)
         return f"its forward takes ({names}); the fused forward takes only the input x"
     return ""
 
