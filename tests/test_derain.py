@@ -354,3 +354,70 @@ def test_self_ensemble_reaches_every_tile():
     # tile t (0..3) sees offsets 0.01·(4t+1 .. 4t+4), mean 0.01·(4t + 2.5); blending keeps values in that range
     diff = out - x
     assert out.shape == x.shape and 0.025 - 1e-6 <= diff.min() and diff.max() <= 0.145 + 1e-6
+
+
+# ------------------------------------------------------------- device, precision and backend options
+
+def _one_image(tmp_path):
+    rgb = np.random.default_rng(7).integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "a.png")
+    return rgb
+
+
+def test_half_on_cpu_runs_bfloat16_autocast_close_to_float32(tmp_path, tiny):
+    ckpt, model = tiny
+    rgb = _one_image(tmp_path)
+    for flag, out in (([], "fp32"), (["--half"], "half")):
+        assert cli.main([str(tmp_path / "a.png"), "-o", str(tmp_path / out), "--weights", ckpt, "--quiet",
+                         "--device", "cpu", *flag]) == 0
+    fp32 = np.asarray(Image.open(tmp_path / "fp32" / "a.png"), dtype=np.float64) / 255
+    half = np.asarray(Image.open(tmp_path / "half" / "a.png"), dtype=np.float64) / 255
+    assert np.abs(fp32 - _model_out(model, rgb / 255.0)).max() <= 0.5 / 255 + 1e-5
+    assert not np.array_equal(half, fp32), "--half changed nothing: autocast did not run"
+    assert np.abs(half - fp32).mean() < 2e-2 and np.abs(half - fp32).max() < 0.15  # bf16: ~3 significant digits
+
+
+def test_cuda_device_without_a_gpu_is_a_clear_error(tmp_path, tiny, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    _one_image(tmp_path)
+    rc = cli.main([str(tmp_path / "a.png"), "-o", str(tmp_path / "out"), "--weights", tiny[0], "--device", "cuda"])
+    assert rc == 2
+    assert "error: --device cuda: no CUDA device is available (use --device cpu)" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_attention_backend_is_named_with_the_known_ones(tmp_path, tiny, capsys):
+    _one_image(tmp_path)
+    rc = cli.main([str(tmp_path / "a.png"), "-o", str(tmp_path / "out"), "--weights", tiny[0], "--device", "cpu",
+                   "--attention-backend", "fastest"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "error: --attention-backend: backend='fastest' is not a known backend; choose one of: auto," in err
+    assert "could not load weights" not in err and not (tmp_path / "out").exists()
+
+
+def test_unavailable_attention_backend_fails_before_any_image(tmp_path, tiny, capsys):
+    """A known backend that cannot run here (the CUDA kernels on a CPU tensor) is one error line
+    with the reason, exit 2, and no image processed, instead of one failure per image."""
+    _one_image(tmp_path)
+    rc = cli.main([str(tmp_path / "a.png"), "-o", str(tmp_path / "out"), "--weights", tiny[0], "--device", "cpu",
+                   "--attention-backend", "cuda"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "error: --attention-backend cuda on cpu (float32): backend='cuda'" in err
+    assert "failed" not in err and not (tmp_path / "out").exists()
+
+
+@pytest.mark.gpu
+def test_half_on_cuda_runs_float16_close_to_float32(tmp_path, tiny):
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    ckpt, _ = tiny
+    _one_image(tmp_path)
+    for flag, out in (([], "fp32"), (["--half"], "half")):
+        assert cli.main([str(tmp_path / "a.png"), "-o", str(tmp_path / out), "--weights", ckpt, "--quiet",
+                         "--device", "cuda", *flag]) == 0
+    fp32 = np.asarray(Image.open(tmp_path / "fp32" / "a.png"), dtype=np.float64) / 255
+    half = np.asarray(Image.open(tmp_path / "half" / "a.png"), dtype=np.float64) / 255
+    assert np.abs(half - fp32).max() < 0.05  # fp16: ~1e-3 relative per op through some 50 layers

@@ -153,3 +153,27 @@ def test_self_ensemble_is_applied_and_recorded(shared_data, tmp_path, tiny_ckpt,
     assert np.abs(np.asarray(Image.open(saved / "Rain100L" / "5.png")) - expect).max() <= 1
     assert cli.main(["--data", str(data), "--input-only", "--self-ensemble", "--quiet"]) == 2
     assert "--self-ensemble needs a model" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--attention-backend", "fastest"], "error: --attention-backend: backend='fastest' is not a known backend"),
+    (["--attention-backend", "cuda"], "error: --attention-backend cuda on cpu (float32): backend='cuda'"),
+])
+def test_bad_attention_backend_is_one_clear_error_before_scoring(shared_data, tmp_path, tiny_ckpt, capsys,
+                                                                  extra, message):
+    data = tmp_path / "Rain100L"
+    _small_set(shared_data, data, ["1.png"])
+    rc = cli.main(["--data", str(data), "--weights", tiny_ckpt, "--json", str(tmp_path / "r.json"), "--quiet",
+                   "--device", "cpu", *extra])
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err, err
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_cuda_device_without_a_gpu_is_a_clear_error(shared_data, tmp_path, tiny_ckpt, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    data = tmp_path / "Rain100L"
+    _small_set(shared_data, data, ["1.png"])
+    rc = cli.main(["--data", str(data), "--weights", tiny_ckpt, "--quiet", "--device", "cuda"])
+    assert rc == 2 and "--device cuda: no CUDA device is available" in capsys.readouterr().err

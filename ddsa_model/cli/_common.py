@@ -47,11 +47,30 @@ def resolve_device(name: str, half: bool) -> Tuple[torch.device, torch.dtype]:
     return device, dtype
 
 
+def check_attention_backend(name: str, device: torch.device, dtype: torch.dtype = torch.float32) -> str:
+    """``name`` when it is "auto" or a known attention backend that can run ``dtype`` on ``device``
+    in this process; CLIError naming the option and the reason otherwise (before any image is read)."""
+    from ddsa_kernels import _registry
+
+    try:
+        _registry.check_backend_name(name)
+    except ValueError as e:
+        raise CLIError(f"--attention-backend: {e}") from None
+    if name != "auto":
+        try:
+            _registry.resolve_backend(name, device, dtype)
+        except RuntimeError as e:
+            raise CLIError(f"--attention-backend {name} on {device} ({str(dtype).replace('torch.', '')}): {e}") from None
+    return name
+
+
 def load_model_for_cli(weights: Optional[str], preset: Optional[str], attention_backend: str,
-                       device: torch.device) -> torch.nn.Module:
-    """The model for --weights (or the shipped default) on ``device``; CLIError with the reason."""
+                       device: torch.device, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
+    """The model for --weights (or the shipped default) on ``device``, its attention on
+    ``attention_backend`` (checked first, for ``dtype``); CLIError with the reason."""
     from ddsa_model.pretrained import load_weights
 
+    check_attention_backend(attention_backend, device, dtype)
     try:
         return load_weights(weights, attention_backend=attention_backend, map_location=str(device), preset=preset)
     except (FileNotFoundError, ValueError) as e:

@@ -125,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--out {args.out}: exists and is not a folder")
     images = _user_images(args.images) if args.images else _sample_images()
     device, dtype = resolve_device(args.device, args.half)
-    model = load_model_for_cli(args.weights, args.preset, args.attention_backend, device)
+    model = load_model_for_cli(args.weights, args.preset, args.attention_backend, device, dtype)
     from ddsa_model.pipeline.synth import add_rain
 
     os.makedirs(args.out, exist_ok=True)

@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         error("no images to process")
         return 1
     device, dtype = resolve_device(args.device, args.half)
-    model = load_model_for_cli(args.weights, args.preset, args.attention_backend, device)
+    model = load_model_for_cli(args.weights, args.preset, args.attention_backend, device, dtype)
     os.makedirs(outdir, exist_ok=True)
 
     from tqdm import tqdm

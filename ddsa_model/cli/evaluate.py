@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(str(e)) from None
     noref = _noref(args) if any(not s.paired for s in sets) else None
     device, dtype = resolve_device(args.device, args.half)
-    model = None if args.input_only else load_model_for_cli(args.weights, args.preset, args.attention_backend, device)
+    model = None if args.input_only else load_model_for_cli(args.weights, args.preset, args.attention_backend, device, dtype)
     weights = "input-only" if args.input_only else (args.weights or "default (shipped ddsa-small)")
 
     results = []
