@@ -267,6 +267,20 @@ def test_registry_order():
     assert resolve_backend("auto", "meta", torch.float32, op="mixed_scale_ffn") == "eager"
 
 
+def test_meta_tensors_take_the_eager_path_and_keep_shapes():
+    args = [a.to("meta") for a in _inputs(2, 3, 9, 7, 4, c_out=5, dtype=torch.float32)]
+    assert mixed_scale_ffn(*args).shape == (2, 5, 9, 7)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_auto_runs_torch_ops_and_matches_the_oracle():
+    args = _inputs(2, 3, 9, 7, 4, seed=9)
+    got = mixed_scale_ffn(*[a.cuda() for a in args])
+    torch.testing.assert_close(got.cpu(), _oracle(*args), **TOL)
+    with pytest.raises(RuntimeError, match="cannot run these tensors"):
+        mixed_scale_ffn(*[a.cuda() for a in args], backend="cpu")
+
+
 def _set(i: int, value) -> Callable[[list], None]:
     return lambda a: a.__setitem__(i, value(a[i]) if callable(value) else value)
 

@@ -135,7 +135,8 @@ def mixed_scale_ffn(x: Tensor, w_in: Tensor, b_in: OptTensor, w3: Tensor, b3: Op
         no gradient is needed).
     """
     tensors = (x, w_in, b_in, w3, b3, w5, b5, w3_1, b3_1, w5_1, b5_1, w_out, b_out)
-    if backend == "auto" and isinstance(x, torch.Tensor) and torch.is_autocast_enabled(x.device.type):
+    if (backend == "auto" and isinstance(x, torch.Tensor) and x.device.type != "meta"  # meta has no autocast
+            and torch.is_autocast_enabled(x.device.type)):
         return eager_mixed_scale_ffn(*tensors)
     check_inputs(*tensors)
     name = _registry.resolve_backend(backend, x.device, x.dtype, op=_OP)
