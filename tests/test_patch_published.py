@@ -73,7 +73,8 @@ def _grads(net: nn.Module, x: torch.Tensor):
     x = x.detach().clone().requires_grad_(True)
     net.zero_grad(set_to_none=True)
     out = net(x)
-    (out * torch.randn(out.shape, generator=torch.Generator().manual_seed(1), dtype=out.dtype)).sum().backward()
+    weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(1), dtype=F64)
+    (out * weights.to(out.device, out.dtype)).sum().backward()
     return out.detach(), x.grad, {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
 
 
@@ -132,3 +133,53 @@ def test_float64_values_and_every_gradient_then_unpatch(family):
         again = _grads(twin, x)
     assert not counter.counts
     _assert_same(again, want, tol=0)
+
+
+# ----------------------------------------------------------------------------- on a GPU
+def _cuda_grads(net: nn.Module, x: torch.Tensor):
+    out, gx, grads = _grads(net, x)
+    return out.double().cpu(), gx.double().cpu(), {n: g.double().cpu() for n, g in grads.items()}
+
+
+def _relative_error(a, b) -> float:
+    """Largest error of (out, grad x, every grad) of ``a`` against ``b``, relative to each tensor's scale."""
+    pairs = [(a[0], b[0]), (a[1], b[1])] + [(a[2][n], b[2][n]) for n in b[2]]
+    return max(float((p - q).abs().max()) / max(float(q.abs().max()), 1e-12) for p, q in pairs)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("family", published_nets.FAMILIES)
+def test_cuda_model_float32_values_and_gradients(family, monkeypatch):
+    # TF32 convolutions would make both runs differ from each other by ~1e-3 for no fault of the kernels
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    net = _net(family).float().cuda().train()
+    twin = copy.deepcopy(net)
+    report = patch(twin)
+    assert report.patched and not report.skipped, str(report)
+    assert all(res and "unusable" not in res[0] for res in report.resolved.values()), report.resolved
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(4)).cuda()
+    want = _cuda_grads(net, x)
+    with DdsaOpCounter() as counter:
+        got = _cuda_grads(twin, x)
+    assert counter.counts["ddsa::dual_attention_fwd"] > 0 and counter.counts["ddsa::dual_attention_bwd"] > 0
+    assert _relative_error(got, want) < 1e-4
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("family", published_nets.FAMILIES)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_cuda_model_under_autocast_no_less_accurate_than_unpatched(family, dtype):
+    """Under autocast both the patched and the unpatched network round to ``dtype``; measured against the
+    float64 CPU network, the patched one's error may not exceed twice the unpatched one's."""
+    net = _net(family).train()
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(4), dtype=F64)
+    exact = _grads(net, x)
+    plain = copy.deepcopy(net).float().cuda()
+    fused = copy.deepcopy(plain)
+    patch(fused)
+    errors = []
+    for model in (plain, fused):
+        with torch.autocast("cuda", dtype=dtype):
+            errors.append(_relative_error(_cuda_grads(model, x.float().cuda()), exact))
+    assert errors[1] <= 2 * errors[0] + 1e-3, errors
