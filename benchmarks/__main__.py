@@ -4,7 +4,9 @@
     ddsa-bench model [--device ...] [--quick|--full] [--presets ...]
     ddsa-bench all   (op, then model)
     ddsa-bench patch [--device ...] [--families ddsa,drsformer,restormer] [--out DIR]
-                     (the authors'-style networks, unpatched vs ddsa_kernels.patch: patch.json, patch.md)
+                     (the published-structure stand-ins, unpatched vs ddsa_kernels.patch: patch.json, patch.md)
+    ddsa-bench patch --arch PATH.py:CLASS [--kwargs JSON]
+                     (any network file, unpatched vs patched, time per kind of module: patch_<file>_<CLASS>.*)
     ddsa-bench report --out DIR   (re-render report.md and plots from the JSON there)
 
 Results go to benchmarks/results/<device-slug>/ (op.json, model.json, report.md, PNG plots).
@@ -71,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     common_args(both)
     _op_args(both)
     _model_args(both)
-    pat = sub.add_parser("patch", help="authors'-style networks of each family, unpatched vs ddsa_kernels.patch")
+    pat = sub.add_parser("patch", help="a network file's network (--arch) or the three families' stand-ins, "
+                                       "unpatched vs ddsa_kernels.patch")
     _patch_args(pat)
     rep = sub.add_parser("report", help="re-render report.md and the plots from JSON in --out")
     rep.add_argument("--out", type=Path, required=True, nargs="+", help="results folder(s)")
@@ -117,11 +120,15 @@ def _patch_args(p: argparse.ArgumentParser) -> None:
                    help="seconds per timing and round (default 0.2 on CPU, 0.5 on CUDA)")
     p.add_argument("--time-budget", type=float, default=None,
                    help="seconds after which no new family starts (the rest is recorded as skipped)")
+    p.add_argument("--arch", default=None, metavar="PATH.py:CLASS",
+                   help="measure this nn.Module class of a Python file (imported by path) instead of the families")
+    p.add_argument("--kwargs", default=None, metavar="JSON",
+                   help="constructor keyword arguments for --arch, a JSON object (default: none)")
     p.add_argument("--families", type=_csv, default=None, help="ddsa,drsformer,restormer (default: all)")
     p.add_argument("--dtypes", type=_csv, default=None,
                    help="float32,bfloat16,float16: weights and inputs (default float32)")
-    p.add_argument("--net", choices=["small", "tiny"], default="small",
-                   help="network size: small = ddsa-small U-Net (default); tiny for smoke tests")
+    p.add_argument("--net", choices=["small", "tiny"], default=None,
+                   help="family network size: small = ddsa-small (default); tiny for smoke tests")
     p.add_argument("--backend", default="auto", help="backend passed to ddsa_kernels.patch (default auto)")
     p.add_argument("--infer-size", type=int, default=256, help="inference image side (default 256)")
     p.add_argument("--train-batch", type=int, default=2, help="training batch (default 2)")
@@ -136,9 +143,16 @@ def _patch_args(p: argparse.ArgumentParser) -> None:
 def _run_patch(args, device: torch.device, out: Path, cpu_memory: Optional[dict[str, bool]]) -> Path:
     from . import patch_bench
 
-    _log(f"[patch] device {common.device_name(device)}; net {args.net}; writing {out}/patch.json")
+    if args.kwargs is not None and args.arch is None:
+        raise ValueError("--kwargs applies to --arch")
+    if args.arch is not None and args.net is not None:
+        raise ValueError("--net sizes the family networks; with --arch pass the size in --kwargs")
+    kwargs = patch_bench.parse_kwargs(args.kwargs)
+    what = f"--arch {args.arch}" if args.arch else f"net {args.net or 'small'}"
+    _log(f"[patch] device {common.device_name(device)}; {what}; writing {out}")
     result = patch_bench.run_patch_bench(
-        device, families=args.families, dtypes=args.dtypes, net=args.net, backend=args.backend, infer_size=args.infer_size,
+        device, families=args.families, arch=args.arch, arch_kwargs=kwargs, dtypes=args.dtypes,
+        net=args.net or "small", backend=args.backend, infer_size=args.infer_size,
         train_batch=args.train_batch, train_size=args.train_size, rounds=args.rounds,
         min_run_time=args.min_run_time, time_budget_s=args.time_budget, cpu_memory=cpu_memory,
         on_family=lambda r: patch_bench.write_outputs(out, r), log=_log,

@@ -341,27 +341,88 @@ def test_cpu_goal_rows_compare_the_cpu_backend_with_each_baseline():
     assert "speedup_vs_compile(eager)" not in fwdbwd
 
 
-def test_patch_bench_cli_writes_both_variants_per_family(tmp_path, one_thread):
-    rc = bench_main(["patch", "--device", "cpu", "--net", "tiny", "--families", "ddsa,restormer",
-                     "--infer-size", "16", "--train-size", "16", "--train-batch", "1", "--rounds", "2",
-                     "--min-run-time", "0.01", "--out", str(tmp_path), *one_thread])
+PATCH_TINY = ["--device", "cpu", "--infer-size", "16", "--train-size", "16", "--train-batch", "1", "--rounds", "2",
+              "--min-run-time", "0.01"]
+
+
+def _assert_patch_record(rec, attention_kind, n_blocks):
+    assert rec["status"] == "ok", rec
+    assert rec["patched"][attention_kind] == n_blocks  # every transformer block's attention
+    assert "module(s) patched" in rec["report"]
+    for task, t in rec["tasks"].items():
+        assert t["status"] == "ok", t
+        assert t["max_abs_diff"] < 1e-4  # same weights, same function
+        for v in ("plain", "patched"):
+            assert len(t[v]["round_medians_ms"]) == 2 and t[v]["median_ms"] > 0
+        assert t["speedup"] == pytest.approx(t["plain"]["median_ms"] / t["patched"]["median_ms"])
+    by_kind = rec["tasks"]["infer"]["breakdown_ms"]
+    for v in ("plain", "patched"):
+        parts = [by_kind[v][k] for k in ("attention", "layer_norm", "feed_forward", "depthwise_conv", "other")]
+        assert all(p >= 0 for p in parts) and by_kind[v]["attention"] > 0
+        assert sum(parts) == pytest.approx(by_kind[v]["total"])
+    assert "breakdown_ms" not in rec["tasks"]["train"]
+
+
+def test_patch_bench_family_default_runs_the_published_structure_standins(tmp_path, one_thread):
+    from benchmarks import patch_bench
+
+    rc = bench_main(["patch", "--net", "tiny", "--families", "ddsa,restormer", *PATCH_TINY, "--out", str(tmp_path),
+                     *one_thread])
     assert rc == 0
     data = json.loads((tmp_path / "patch.json").read_text())
     assert [r["family"] for r in data["families"]] == ["ddsa", "restormer"]
-    for rec in data["families"]:
-        assert rec["status"] == "ok" and not rec["skipped"]
-        want = {f"attention:{rec['family']}": 8, "depthwise_conv:3x3": 16, "layer_norm:with_bias": 16}
-        if rec["family"] == "ddsa":  # IDT-DDSA's feed-forward
-            want["feed_forward:sefn"] = 8
-        assert rec["patched"] == want
-        for task, t in rec["tasks"].items():
-            assert t["status"] == "ok", t
-            assert t["max_abs_diff"] < 1e-4  # same weights, same function
-            for v in ("plain", "patched"):
-                assert len(t[v]["round_medians_ms"]) == 2 and t[v]["median_ms"] > 0
-            assert t["speedup"] == pytest.approx(t["plain"]["median_ms"] / t["patched"]["median_ms"])
+    ddsa, restormer = data["families"]
+    assert ddsa["arch"] == patch_bench.family_spec("ddsa") and ddsa["arch"].endswith("idt_ddsa_arch.py:Restormer")
+    _assert_patch_record(ddsa, "attention:ddsa", 9)  # IDT-DDSA: 8 U-Net blocks + refinement0
+    _assert_patch_record(restormer, "attention:restormer", 8)
+    assert data["config"]["kwargs"]["ddsa"]["dim"] == 8
     md = (tmp_path / "patch.md").read_text()
     assert "| ddsa | infer b1 16² |" in md and "| restormer | train b1 16² |" in md
+    assert "| network | image | dtype | attention | layer norm | feed-forward | depth-wise conv | other | total |" in md
+
+
+def test_patch_bench_arch_measures_a_network_file(tmp_path, one_thread, capsys):
+    spec = "tests/published_nets/drsformer_arch.py:DRSformer"
+    kwargs = '{"dim": 8, "num_blocks": [1, 1, 1, 1], "heads": [1, 2, 2, 4]}'
+    rc = bench_main(["patch", "--arch", spec, "--kwargs", kwargs, *PATCH_TINY, "--out", str(tmp_path), *one_thread])
+    assert rc == 0
+    assert "ddsa_kernels.patch:" in capsys.readouterr().out  # the report is printed
+    data = json.loads((tmp_path / "patch_drsformer-arch-drsformer.json").read_text())
+    assert data["config"]["arch"] == spec and data["config"]["kwargs"] == json.loads(kwargs)
+    (rec,) = data["families"]
+    assert rec["family"] == "DRSformer" and rec["arch"] == spec
+    _assert_patch_record(rec, "attention:drsformer", 7)  # no refinement transformer blocks
+    md = (tmp_path / "patch_drsformer-arch-drsformer.md").read_text()
+    assert "| DRSformer | infer b1 16² |" in md and "| DRSformer | train b1 16² |" in md
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--arch", "no/such/file.py:Net"], "no such file"),
+    (["--arch", "tests/published_nets/restormer_arch.py"], "takes PATH.py:CLASS"),
+    (["--arch", "tests/published_nets/restormer_arch.py:Nope"], "has no class 'Nope'; its nn.Module classes: Attention"),
+    (["--arch", "tests/published_nets/restormer_arch.py:Restormer", "--kwargs", '{"dim": 8'], "not valid JSON"),
+    (["--arch", "tests/published_nets/restormer_arch.py:Restormer", "--kwargs", '[8]'], "must be a JSON object"),
+    (["--arch", "tests/published_nets/restormer_arch.py:Restormer", "--kwargs", '{"wings": 2}'],
+     "Restormer(**{\"wings\": 2}) failed: TypeError"),
+    (["--arch", "tests/published_nets/restormer_arch.py:Restormer", "--families", "ddsa"], "exclude each other"),
+    (["--kwargs", "{}"], "--kwargs applies to --arch"),
+])
+def test_patch_bench_names_bad_arguments(tmp_path, args, message):
+    with pytest.raises(SystemExit) as err:
+        bench_main(["patch", "--device", "cpu", *args, "--out", str(tmp_path)])
+    assert message in str(err.value)
+
+
+def test_patch_bench_arch_import_failure_and_missing_source_tree(tmp_path, monkeypatch):
+    from benchmarks import patch_bench
+
+    bad = tmp_path / "needs_einops.py"
+    bad.write_text("import einops_that_is_not_installed\n")
+    with pytest.raises(SystemExit, match="importing .*needs_einops.py failed: ModuleNotFoundError"):
+        bench_main(["patch", "--device", "cpu", "--arch", f"{bad}:Net", "--out", str(tmp_path)])
+    monkeypatch.setattr(patch_bench, "STANDIN_DIR", tmp_path / "site-packages" / "tests" / "published_nets")
+    with pytest.raises(ValueError, match="tests/published_nets, not found .* --arch PATH.py:CLASS"):
+        patch_bench.run_patch_bench(torch.device("cpu"), net="tiny")
 
 
 def test_depthwise_chain_bench_writes_every_method(tmp_path, one_thread):
