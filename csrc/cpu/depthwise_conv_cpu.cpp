@@ -41,7 +41,7 @@ void with_plane_kernels(int64_t K, int64_t D, Body&& body) {
   body([conv, D](const T* x, T* y, const T* taps, T bias, int64_t H, int64_t W,
                  const T* zeros) { conv(x, y, taps, bias, H, W, zeros, D); },
        [grad, D](const T* x, const T* dy, int64_t H, int64_t W, double* acc, double* db,
-                 const T* zeros) { grad(x, dy, H, W, acc, db, zeros, D); });
+                 const T*) { grad(x, dy, H, W, acc, db, D); });
 }
 
 // y = taps ⊛ x per (b, c) plane; y contiguous, taps (C, K·K) contiguous, bias (C,) or nullptr.

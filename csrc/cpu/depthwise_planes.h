@@ -1,19 +1,15 @@
-// Plane kernels of the depth-wise K×K convolution (odd K ≤ 7, stride 1, dilation D ≥ 1, zero "same"
-// padding D·R with R = K/2) on (H, W) planes whose rows are contiguous, shared by depthwise_conv_cpu.cpp
-// and depthwise_chain_cpu.cpp (which uses D = 1 only).
+// Plane kernels of the depth-wise K×K convolution (odd K ≤ 7, stride 1, zero "same" padding) on
+// (H, W) planes whose rows are contiguous, shared by depthwise_conv_cpu.cpp and depthwise_chain_cpu.cpp
+// (and the feed-forward kernels). The dilated variants are at the end of this file.
 //
-//   forward   y[h, w]  = b + Σ_ij k[i, j] · x[h+D(i−R), w+D(j−R)]                 (conv_plane)
-//   grad x    dx[h, w] = Σ_ij k[K−1−i, K−1−j] · dy[h+D(i−R), w+D(j−R)]          (conv_plane, flipped taps)
-//   grad k    dk[i, j] = Σ_hw dy[h, w] · x[h+D(i−R), w+D(j−R)], db = Σ_hw dy    (tap_grads_plane)
+//   forward   y[h, w]  = b + Σ_ij k[i, j] · x[h+i−R, w+j−R]                 (conv_plane)
+//   grad x    dx[h, w] = Σ_ij k[K−1−i, K−1−j] · dy[h+i−R, w+j−R]          (conv_plane, flipped taps)
+//   grad k    dk[i, j] = Σ_hw dy[h, w] · x[h+i−R, w+j−R], db = Σ_hw dy    (tap_grads_plane)
 //
 // For one output row the K input rows it reads sit in cache; the interior of the row (columns
-// D·R .. W−D·R−1) is one loop over w with the K×K taps unrolled and accumulated in registers, so it
-// vectorises over w; the D·R columns at each edge take the bounds-checked path. Rows outside the image
+// R .. W−R−1, R = K/2) is one loop over w with the K×K taps unrolled and accumulated in registers, so it
+// vectorises over w; the R columns at each edge take the bounds-checked path. Rows outside the image
 // read a row of zeros.
-//
-// The bodies take D as an argument and are always inlined: the undilated entry points (PlaneFn, GradFn)
-// pass the constant 1, so their code is what it was before dilation existed; the dilated ones
-// (DilatedPlaneFn, DilatedGradFn) take D at run time.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -30,22 +26,21 @@ namespace dw {
 // always_inline: the AVX2 entry points below inline these bodies and compile them for AVX2 + FMA.
 template <int K, typename T>
 __attribute__((always_inline)) inline void conv_plane(const T* __restrict x, T* __restrict y, const T* taps, T bias,
-                                                      int64_t H, int64_t W, const T* zeros, int64_t D) {
+                                                      int64_t H, int64_t W, const T* zeros) {
   constexpr int R = K / 2;
-  const int64_t reach = D * R;
   for (int64_t h = 0; h < H; ++h) {
     std::array<const T*, K> rows;
     for (int i = 0; i < K; ++i) {
-      const int64_t hh = h + (i - R) * D;
+      const int64_t hh = h + i - R;
       rows[i] = (hh >= 0 && hh < H) ? x + hh * W : zeros;
     }
     T* __restrict out = y + h * W;
-    const int64_t lo = std::min<int64_t>(reach, W), hi = std::max<int64_t>(W - reach, lo);
+    const int64_t lo = std::min<int64_t>(R, W), hi = std::max<int64_t>(W - R, lo);
     auto edge = [&](int64_t w) {
       T acc = bias;
       for (int i = 0; i < K; ++i)
         for (int j = 0; j < K; ++j) {
-          const int64_t ww = w + (j - R) * D;
+          const int64_t ww = w + j - R;
           if (ww >= 0 && ww < W) acc += taps[i * K + j] * rows[i][ww];
         }
       out[w] = acc;
@@ -60,8 +55,8 @@ __attribute__((always_inline)) inline void conv_plane(const T* __restrict x, T* 
       const T* __restrict r2 = rows[K - 1];
 #pragma omp simd
       for (int64_t w = lo; w < hi; ++w) {
-        out[w] = bias + k0 * r0[w - D] + k1 * r0[w] + k2 * r0[w + D] + k3 * r1[w - D] + k4 * r1[w] + k5 * r1[w + D] +
-                 k6 * r2[w - D] + k7 * r2[w] + k8 * r2[w + D];
+        out[w] = bias + k0 * r0[w - 1] + k1 * r0[w] + k2 * r0[w + 1] + k3 * r1[w - 1] + k4 * r1[w] + k5 * r1[w + 1] +
+                 k6 * r2[w - 1] + k7 * r2[w] + k8 * r2[w + 1];
       }
     } else {
       for (int64_t w = lo; w < hi; ++w) out[w] = bias;
@@ -69,7 +64,7 @@ __attribute__((always_inline)) inline void conv_plane(const T* __restrict x, T* 
         const T* __restrict r = rows[i];
         for (int j = 0; j < K; ++j) {
           const T t = taps[i * K + j];
-          const int64_t off = (j - R) * D;
+          const int64_t off = j - R;
 #pragma omp simd
           for (int64_t w = lo; w < hi; ++w) out[w] += t * r[w + off];
         }
@@ -79,15 +74,14 @@ __attribute__((always_inline)) inline void conv_plane(const T* __restrict x, T* 
   }
 }
 
-// Σ_hw dy[h, w] · x[h+D(i−R), w+D(j−R)] for all K×K taps of one plane, added into acc (float64), and Σ dy
-// into *db; `zeros` a row of W zeros (read for the rows outside the image).
+// Σ_hw dy[h, w] · x[h+i−R, w+j−R] for all K×K taps of one plane, added into acc (float64), and Σ dy into *db;
+// `zeros` a row of W zeros (read for the rows outside the image).
 template <int K, typename T>
 __attribute__((always_inline)) inline void tap_grads_plane(const T* __restrict x, const T* __restrict dy, int64_t H,
-                                                           int64_t W, double* acc, double* db, const T* zeros,
-                                                           int64_t D) {
+                                                           int64_t W, double* acc, double* db, const T* zeros) {
   constexpr int R = K / 2;
   if constexpr (K == 3) {
-    if (D == 1 && W >= 3) {
+    if (W >= 3) {
       // One pass over each dy row for all 9 taps (and the bias): 10 accumulators in registers.
       double bsum = 0;
       for (int64_t h = 0; h < H; ++h) {
@@ -136,6 +130,151 @@ __attribute__((always_inline)) inline void tap_grads_plane(const T* __restrict x
     for (int64_t w = 0; w < W; ++w) rowsum += g[w];
     bsum += rowsum;
     for (int i = 0; i < K; ++i) {
+      const int64_t hh = h + i - R;
+      if (hh < 0 || hh >= H) continue;
+      const T* __restrict r = x + hh * W;
+      for (int j = 0; j < K; ++j) {
+        const int64_t off = j - R;
+        const int64_t lo = std::max<int64_t>(0, -off), hi = std::min<int64_t>(W, W - off);
+        T s = 0;
+#pragma omp simd reduction(+ : s)
+        for (int64_t w = lo; w < hi; ++w) s += g[w] * r[w + off];
+        acc[i * K + j] += s;
+      }
+    }
+  }
+  *db += bsum;
+}
+
+template <typename T>
+using PlaneFn = void (*)(const T*, T*, const T*, T, int64_t, int64_t, const T*);
+
+// The same kernels compiled for AVX2 + FMA (the package is built for the x86-64 baseline, SSE2), picked
+// at run time when the CPU has them: the 3×3 loops are arithmetic-bound at SSE2 width.
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define DDSA_DW_AVX2 1
+template <int K, typename T>
+__attribute__((target("avx2,fma"))) void conv_plane_avx2(const T* x, T* y, const T* taps, T bias, int64_t H,
+                                                         int64_t W, const T* zeros) {
+  conv_plane<K, T>(x, y, taps, bias, H, W, zeros);
+}
+
+template <int K, typename T>
+__attribute__((target("avx2,fma"))) void tap_grads_plane_avx2(const T* x, const T* dy, int64_t H, int64_t W,
+                                                              double* acc, double* db, const T* zeros) {
+  tap_grads_plane<K, T>(x, dy, H, W, acc, db, zeros);
+}
+
+inline bool cpu_has_avx2_fma() {
+  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return has;
+}
+#endif
+
+template <typename T>
+PlaneFn<T> plane_kernel(int64_t K) {
+#ifdef DDSA_DW_AVX2
+  if (K == 3 && cpu_has_avx2_fma()) return conv_plane_avx2<3, T>;
+#endif
+  switch (K) {
+    case 1: return conv_plane<1, T>;
+    case 3: return conv_plane<3, T>;
+    case 5: return conv_plane<5, T>;
+    case 7: return conv_plane<7, T>;
+    default: TORCH_CHECK(false, "ddsa depthwise_conv cpu backend: kernel size ", K, " is not 1, 3, 5 or 7");
+  }
+}
+
+template <typename T>
+using GradFn = void (*)(const T*, const T*, int64_t, int64_t, double*, double*, const T*);
+
+template <typename T>
+GradFn<T> grad_kernel(int64_t K) {
+#ifdef DDSA_DW_AVX2
+  if (K == 3 && cpu_has_avx2_fma()) return tap_grads_plane_avx2<3, T>;
+#endif
+  switch (K) {
+    case 1: return tap_grads_plane<1, T>;
+    case 3: return tap_grads_plane<3, T>;
+    case 5: return tap_grads_plane<5, T>;
+    case 7: return tap_grads_plane<7, T>;
+    default: TORCH_CHECK(false, "ddsa depthwise_conv cpu backend: kernel size ", K, " is not 1, 3, 5 or 7");
+  }
+}
+
+// ---- Dilated kernels: the taps D ≥ 1 pixels apart, zero padding D·R ---------------------------------------
+//
+//   forward   y[h, w]  = b + Σ_ij k[i, j] · x[h+D(i−R), w+D(j−R)]                (conv_plane_dilated)
+//   grad k    dk[i, j] = Σ_hw dy[h, w] · x[h+D(i−R), w+D(j−R)], db = Σ_hw dy   (tap_grads_plane_dilated)
+//
+// Same structure as the kernels above with the offsets scaled by D (the interior of a row is D·R .. W−D·R−1).
+// They are separate bodies, not the ones above with a D argument: GCC compiled those, even with D = 1
+// known at compile time, into different and for K = 5, 7 slower code, so the undilated path keeps its own.
+
+template <int K, typename T>
+__attribute__((always_inline)) inline void conv_plane_dilated(const T* __restrict x, T* __restrict y, const T* taps,
+                                                              T bias, int64_t H, int64_t W, const T* zeros,
+                                                              int64_t D) {
+  constexpr int R = K / 2;
+  const int64_t reach = D * R;
+  for (int64_t h = 0; h < H; ++h) {
+    std::array<const T*, K> rows;
+    for (int i = 0; i < K; ++i) {
+      const int64_t hh = h + (i - R) * D;
+      rows[i] = (hh >= 0 && hh < H) ? x + hh * W : zeros;
+    }
+    T* __restrict out = y + h * W;
+    const int64_t lo = std::min<int64_t>(reach, W), hi = std::max<int64_t>(W - reach, lo);
+    auto edge = [&](int64_t w) {
+      T acc = bias;
+      for (int i = 0; i < K; ++i)
+        for (int j = 0; j < K; ++j) {
+          const int64_t ww = w + (j - R) * D;
+          if (ww >= 0 && ww < W) acc += taps[i * K + j] * rows[i][ww];
+        }
+      out[w] = acc;
+    };
+    for (int64_t w = 0; w < lo; ++w) edge(w);
+    if constexpr (K == 3) {
+      const T k0 = taps[0], k1 = taps[1], k2 = taps[2], k3 = taps[3], k4 = taps[4], k5 = taps[5], k6 = taps[6],
+              k7 = taps[7], k8 = taps[8];
+      const T* __restrict r0 = rows[0];
+      const T* __restrict r1 = rows[1];
+      const T* __restrict r2 = rows[K - 1];
+#pragma omp simd
+      for (int64_t w = lo; w < hi; ++w) {
+        out[w] = bias + k0 * r0[w - D] + k1 * r0[w] + k2 * r0[w + D] + k3 * r1[w - D] + k4 * r1[w] + k5 * r1[w + D] +
+                 k6 * r2[w - D] + k7 * r2[w] + k8 * r2[w + D];
+      }
+    } else {
+      for (int64_t w = lo; w < hi; ++w) out[w] = bias;
+      for (int i = 0; i < K; ++i) {
+        const T* __restrict r = rows[i];
+        for (int j = 0; j < K; ++j) {
+          const T t = taps[i * K + j];
+          const int64_t off = (j - R) * D;
+#pragma omp simd
+          for (int64_t w = lo; w < hi; ++w) out[w] += t * r[w + off];
+        }
+      }
+    }
+    for (int64_t w = hi; w < W; ++w) edge(w);
+  }
+}
+
+template <int K, typename T>
+__attribute__((always_inline)) inline void tap_grads_plane_dilated(const T* __restrict x, const T* __restrict dy,
+                                                                   int64_t H, int64_t W, double* acc, double* db,
+                                                                   int64_t D) {
+  constexpr int R = K / 2;
+  double bsum = 0;
+  for (int64_t h = 0; h < H; ++h) {
+    const T* __restrict g = dy + h * W;
+    T rowsum = 0;
+#pragma omp simd reduction(+ : rowsum)
+    for (int64_t w = 0; w < W; ++w) rowsum += g[w];
+    bsum += rowsum;
+    for (int i = 0; i < K; ++i) {
       const int64_t hh = h + (i - R) * D;
       if (hh < 0 || hh >= H) continue;
       const T* __restrict r = x + hh * W;
@@ -152,126 +291,60 @@ __attribute__((always_inline)) inline void tap_grads_plane(const T* __restrict x
   *db += bsum;
 }
 
-template <typename T>
-using PlaneFn = void (*)(const T*, T*, const T*, T, int64_t, int64_t, const T*);
-template <typename T>
-using GradFn = void (*)(const T*, const T*, int64_t, int64_t, double*, double*, const T*);
-// The same with the dilation D as a last argument.
+// The signatures of PlaneFn and GradFn with the dilation D as a last argument (GradFn's row of zeros is
+// not needed: rows outside the image are skipped).
 template <typename T>
 using DilatedPlaneFn = void (*)(const T*, T*, const T*, T, int64_t, int64_t, const T*, int64_t);
 template <typename T>
-using DilatedGradFn = void (*)(const T*, const T*, int64_t, int64_t, double*, double*, const T*, int64_t);
+using DilatedGradFn = void (*)(const T*, const T*, int64_t, int64_t, double*, double*, int64_t);
 
 template <int K, typename T>
-void conv_plane_d1(const T* x, T* y, const T* taps, T bias, int64_t H, int64_t W, const T* zeros) {
-  conv_plane<K, T>(x, y, taps, bias, H, W, zeros, 1);
-}
-
-template <int K, typename T>
-void tap_grads_plane_d1(const T* x, const T* dy, int64_t H, int64_t W, double* acc, double* db, const T* zeros) {
-  tap_grads_plane<K, T>(x, dy, H, W, acc, db, zeros, 1);
+void conv_plane_dilated_entry(const T* __restrict x, T* __restrict y, const T* taps, T bias, int64_t H, int64_t W,
+                              const T* zeros, int64_t D) {
+  conv_plane_dilated<K, T>(x, y, taps, bias, H, W, zeros, D);
 }
 
 template <int K, typename T>
-void conv_plane_dil(const T* x, T* y, const T* taps, T bias, int64_t H, int64_t W, const T* zeros, int64_t D) {
-  conv_plane<K, T>(x, y, taps, bias, H, W, zeros, D);
+void tap_grads_plane_dilated_entry(const T* __restrict x, const T* __restrict dy, int64_t H, int64_t W, double* acc,
+                                   double* db, int64_t D) {
+  tap_grads_plane_dilated<K, T>(x, dy, H, W, acc, db, D);
 }
 
-template <int K, typename T>
-void tap_grads_plane_dil(const T* x, const T* dy, int64_t H, int64_t W, double* acc, double* db, const T* zeros,
-                         int64_t D) {
-  tap_grads_plane<K, T>(x, dy, H, W, acc, db, zeros, D);
-}
-
-// The same kernels compiled for AVX2 + FMA (the package is built for the x86-64 baseline, SSE2), picked
-// at run time when the CPU has them: the 3×3 loops are arithmetic-bound at SSE2 width.
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define DDSA_DW_AVX2 1
-template <int K, typename T>
-__attribute__((target("avx2,fma"))) void conv_plane_avx2(const T* x, T* y, const T* taps, T bias, int64_t H,
-                                                         int64_t W, const T* zeros) {
-  conv_plane<K, T>(x, y, taps, bias, H, W, zeros, 1);
-}
-
-template <int K, typename T>
-__attribute__((target("avx2,fma"))) void tap_grads_plane_avx2(const T* x, const T* dy, int64_t H, int64_t W,
-                                                              double* acc, double* db, const T* zeros) {
-  tap_grads_plane<K, T>(x, dy, H, W, acc, db, zeros, 1);
-}
-
-template <int K, typename T>
-__attribute__((target("avx2,fma"))) void conv_plane_dil_avx2(const T* x, T* y, const T* taps, T bias, int64_t H,
-                                                             int64_t W, const T* zeros, int64_t D) {
-  conv_plane<K, T>(x, y, taps, bias, H, W, zeros, D);
-}
-
-template <int K, typename T>
-__attribute__((target("avx2,fma"))) void tap_grads_plane_dil_avx2(const T* x, const T* dy, int64_t H, int64_t W,
-                                                                  double* acc, double* db, const T* zeros,
-                                                                  int64_t D) {
-  tap_grads_plane<K, T>(x, dy, H, W, acc, db, zeros, D);
-}
-
-inline bool cpu_has_avx2_fma() {
-  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return has;
-}
-#endif
-
-[[noreturn]] inline void bad_kernel_size(int64_t K) {
-  TORCH_CHECK(false, "ddsa depthwise_conv cpu backend: kernel size ", K, " is not 1, 3, 5 or 7");
-  __builtin_unreachable();
-}
-
-// Undilated kernels (D = 1).
-template <typename T>
-PlaneFn<T> plane_kernel(int64_t K) {
 #ifdef DDSA_DW_AVX2
-  if (K == 3 && cpu_has_avx2_fma()) return conv_plane_avx2<3, T>;
-#endif
-  switch (K) {
-    case 1: return conv_plane_d1<1, T>;
-    case 3: return conv_plane_d1<3, T>;
-    case 5: return conv_plane_d1<5, T>;
-    case 7: return conv_plane_d1<7, T>;
-    default: bad_kernel_size(K);
-  }
+template <int K, typename T>
+__attribute__((target("avx2,fma"))) void conv_plane_dilated_avx2(const T* __restrict x, T* __restrict y,
+                                                                 const T* taps, T bias, int64_t H, int64_t W,
+                                                                 const T* zeros, int64_t D) {
+  conv_plane_dilated<K, T>(x, y, taps, bias, H, W, zeros, D);
 }
 
-template <typename T>
-GradFn<T> grad_kernel(int64_t K) {
-#ifdef DDSA_DW_AVX2
-  if (K == 3 && cpu_has_avx2_fma()) return tap_grads_plane_avx2<3, T>;
-#endif
-  switch (K) {
-    case 1: return tap_grads_plane_d1<1, T>;
-    case 3: return tap_grads_plane_d1<3, T>;
-    case 5: return tap_grads_plane_d1<5, T>;
-    case 7: return tap_grads_plane_d1<7, T>;
-    default: bad_kernel_size(K);
-  }
+template <int K, typename T>
+__attribute__((target("avx2,fma"))) void tap_grads_plane_dilated_avx2(const T* __restrict x, const T* __restrict dy,
+                                                                      int64_t H, int64_t W, double* acc, double* db,
+                                                                      int64_t D) {
+  tap_grads_plane_dilated<K, T>(x, dy, H, W, acc, db, D);
 }
+#endif
 
-// Kernels with the dilation D as a run-time argument (any D ≥ 1; D = 1 gives the undilated result).
 template <typename T>
 DilatedPlaneFn<T> dilated_plane_kernel(int64_t K) {
 #ifdef DDSA_DW_AVX2
   if (cpu_has_avx2_fma()) {
     switch (K) {
-      case 1: return conv_plane_dil_avx2<1, T>;
-      case 3: return conv_plane_dil_avx2<3, T>;
-      case 5: return conv_plane_dil_avx2<5, T>;
-      case 7: return conv_plane_dil_avx2<7, T>;
-      default: bad_kernel_size(K);
+      case 1: return conv_plane_dilated_avx2<1, T>;
+      case 3: return conv_plane_dilated_avx2<3, T>;
+      case 5: return conv_plane_dilated_avx2<5, T>;
+      case 7: return conv_plane_dilated_avx2<7, T>;
+      default: break;
     }
   }
 #endif
   switch (K) {
-    case 1: return conv_plane_dil<1, T>;
-    case 3: return conv_plane_dil<3, T>;
-    case 5: return conv_plane_dil<5, T>;
-    case 7: return conv_plane_dil<7, T>;
-    default: bad_kernel_size(K);
+    case 1: return conv_plane_dilated_entry<1, T>;
+    case 3: return conv_plane_dilated_entry<3, T>;
+    case 5: return conv_plane_dilated_entry<5, T>;
+    case 7: return conv_plane_dilated_entry<7, T>;
+    default: TORCH_CHECK(false, "ddsa depthwise_conv cpu backend: kernel size ", K, " is not 1, 3, 5 or 7");
   }
 }
 
@@ -280,20 +353,20 @@ DilatedGradFn<T> dilated_grad_kernel(int64_t K) {
 #ifdef DDSA_DW_AVX2
   if (cpu_has_avx2_fma()) {
     switch (K) {
-      case 1: return tap_grads_plane_dil_avx2<1, T>;
-      case 3: return tap_grads_plane_dil_avx2<3, T>;
-      case 5: return tap_grads_plane_dil_avx2<5, T>;
-      case 7: return tap_grads_plane_dil_avx2<7, T>;
-      default: bad_kernel_size(K);
+      case 1: return tap_grads_plane_dilated_avx2<1, T>;
+      case 3: return tap_grads_plane_dilated_avx2<3, T>;
+      case 5: return tap_grads_plane_dilated_avx2<5, T>;
+      case 7: return tap_grads_plane_dilated_avx2<7, T>;
+      default: break;
     }
   }
 #endif
   switch (K) {
-    case 1: return tap_grads_plane_dil<1, T>;
-    case 3: return tap_grads_plane_dil<3, T>;
-    case 5: return tap_grads_plane_dil<5, T>;
-    case 7: return tap_grads_plane_dil<7, T>;
-    default: bad_kernel_size(K);
+    case 1: return tap_grads_plane_dilated_entry<1, T>;
+    case 3: return tap_grads_plane_dilated_entry<3, T>;
+    case 5: return tap_grads_plane_dilated_entry<5, T>;
+    case 7: return tap_grads_plane_dilated_entry<7, T>;
+    default: TORCH_CHECK(false, "ddsa depthwise_conv cpu backend: kernel size ", K, " is not 1, 3, 5 or 7");
   }
 }
 
