@@ -241,6 +241,7 @@ def bench_network(
     plain = make().to(device, DTYPES[dtype])
     fused = copy.deepcopy(plain)
     report = patch(fused, backend=backend)
+    log(str(report))
     kinds = {path: kind_of(kind) for path, kind in report.patched}
     rec: dict[str, Any] = {"family": label, "dtype": dtype, "status": "ok", "error": None,
                            "patched": report.counts, "skipped": [[p, str(why)] for p, why in report.skipped], "resolved_backends": report.resolved,
@@ -391,7 +392,6 @@ def run_patch_bench(
                 rec = bench_network(label, makers[label], device=device, dtype=dtype, backend=backend,
                                     infer_size=infer_size, train_batch=train_batch, train_size=train_size,
                                     rounds=rounds, min_run_time=min_run_time, log=log)
-                log(rec["report"])
             except Exception as exc:
                 rec = {"family": label, "dtype": dtype, "status": "error", "error": _error(exc), "tasks": {}}
         rec["arch"] = specs[label]
