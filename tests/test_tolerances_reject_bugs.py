@@ -359,3 +359,18 @@ def test_depthwise_chain_mlp_tolerance_accepts_the_backend(backend):
 def test_depthwise_chain_mlp_tolerance_rejects(bug):
     with pytest.raises(AssertionError):
         assert_float32_matches_oracle(MLP_BUGS[bug], chain_mlp_oracle, _mlp_inputs())
+
+
+def test_error_scale_terms_reproduce_the_oracle_gradients():
+    """The float64 terms the error scales are built from (op_cases._float64_terms, written apart
+    from the backends) satisfy dq = P k − s_q⊙q and dk = Pᵀ q − s_k⊙k against autograd of the
+    float64 oracle, with a zero row and a tie present: the scales measure the right summands."""
+    q, k, v = op_cases.tie_inputs(1, 2, 16, 23)
+    q[0, 1, 4] = 0.0
+    topk = (None, 5)
+    temperature, weights = op_cases.params(2, 2)
+    go = torch.randn(q.shape, generator=torch.Generator().manual_seed(3), dtype=F64)
+    _, dq, dk, _, _, _ = op_cases.run(lambda *a: reference_dual_attention(*a, topk), q, k, v, temperature, weights, go)
+    _, _, p, s_q, s_k = op_cases._float64_terms(q, k, v, temperature, weights, go, topk, 1e-12)
+    torch.testing.assert_close(p @ k - s_q.unsqueeze(-1) * q, dq, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(p.transpose(-1, -2) @ q - s_k.unsqueeze(-1) * k, dk, rtol=1e-9, atol=1e-12)
