@@ -10,7 +10,7 @@ off (Restormer's default) and C output channels. For every shape it times
   ``eager``: Restormer's ``FeedForward``: ``F.conv2d`` 1×1, depth-wise ``F.conv2d``, ``chunk``, ``F.gelu``,
   product, ``F.conv2d`` 1×1 (oneDNN on x86);
   ``middle``: the same with ``ddsa_kernels.gated_depthwise`` for the depth-wise convolution and the gate
-  (what training and ``backend="auto"`` without gradients under 64² run);
+  (what training runs, from 64² up under ``backend="auto"``);
   ``cpu``: ``ddsa_kernels.gated_ffn(..., backend="cpu")``, the banded kernel;
 * one training step, forward and backward w.r.t. x and all weights, of ``eager`` and of ``middle``.
 
@@ -112,8 +112,8 @@ def render_markdown(result: dict[str, Any]) -> str:
               f"{(m['commit'] or {}).get('sha') or '?'}.", "",
               "* eager = Restormer's `FeedForward`: `F.conv2d` 1×1, depth-wise `F.conv2d`, `chunk`, `F.gelu`, "
               "product, `F.conv2d` 1×1; middle = `F.conv2d` 1×1 around `ddsa_kernels.gated_depthwise` (depth-wise "
-              "convolution + GELU gate fused, forward and backward; what training and `backend=\"auto\"` without "
-              "gradients under 64² run, from 32² up); banded cpu = `ddsa_kernels.gated_ffn(..., backend=\"cpu\")` "
+              "convolution + GELU gate fused, forward and backward; what training runs, from 64² up under "
+              "`backend=\"auto\"`); banded cpu = `ddsa_kernels.gated_ffn(..., backend=\"cpu\")` "
               "without gradients (what `backend=\"auto\"` runs from 64² up).",
               "* Median over interleaved rounds."]
     return "\n".join(lines) + "\n"

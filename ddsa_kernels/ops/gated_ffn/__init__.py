@@ -12,8 +12,7 @@ memory and back. The "cpu" backend's inference kernel walks the image in bands o
 band (and K//2 halo rows) in a per-thread buffer: one GEMM in, the depth-wise convolution and the gate per
 channel pair, one GEMM out. With gradients, the 1×1 convolutions run as ``F.conv2d`` around
 :func:`gated_depthwise`, whose CPU kernels fuse the depth-wise convolution with the gate forward and
-backward. With ``backend="auto"`` maps under :data:`MIN_FUSED_PIXELS` also take that path, and maps
-under :data:`MIN_KERNEL_PIXELS` run torch's ops.
+backward. With ``backend="auto"`` maps under :data:`MIN_FUSED_PIXELS` run torch's ops.
 
 Custom ops (one opaque node each under ``torch.compile``):
 
@@ -40,12 +39,11 @@ _OP = "gated_ffn"
 # at dim 16 and 48, 128² at dim 32); u of an 8-row band (+ 2 halo rows) at 256 columns takes 0.86 MB at dim 16
 # (2h = 84) and 2.6 MB at dim 48 (2h = 254).
 BAND_ROWS = 8
-# backend="auto" on CPU (benchmarks/bench_gated_ffn.py, single-threaded): the banded kernel from 64² up
-# without gradients (1.5-1.7× eager at 64², ~10 % ahead of the fused middle); F.conv2d around the fused
-# middle from 32² up otherwise (training steps 1.3-2.2× eager at 32²-256²); torch's ops on smaller maps, where
-# all paths time alike at inference and the middle's training step was 2-25 % slower than eager's at 16².
+# backend="auto" on CPU runs the kernels on maps of at least this many pixels (H·W): the banded one without
+# gradients, F.conv2d around the fused middle with them. Single-threaded runs of benchmarks/bench_gated_ffn.py
+# on a busy 2-core EPYC: at 64² and up the banded kernel took 1.1-3× less time than torch's ops and the training
+# step 1.1-1.9× less; at 32² and 16² the results were mixed (0.4-1.3×), so torch's ops run there.
 MIN_FUSED_PIXELS = 64 * 64
-MIN_KERNEL_PIXELS = 32 * 32
 
 Tensor = torch.Tensor
 
@@ -105,7 +103,7 @@ def gated_depthwise(u: Tensor, w_dw: Tensor, b_dw: Optional[Tensor] = None, *, b
         u: (B, 2h, H, W), any strides, float16/bfloat16/float32/float64.
         w_dw: (2h, 1, K, K) with K odd, 1 ≤ K ≤ 7 (zero padding K // 2); b_dw: (2h,) or None. u's dtype and device.
         backend: "auto" (the "cpu" kernels for float32/float64 CPU tensors of at least
-            :data:`MIN_KERNEL_PIXELS` pixels outside autocast, else "eager"),
+            :data:`MIN_FUSED_PIXELS` pixels outside autocast, else "eager"),
             "cpu", "reference" (plain tensor algebra) or "eager" (``F.conv2d`` and ``F.gelu``).
 
     Returns:
@@ -116,7 +114,7 @@ def gated_depthwise(u: Tensor, w_dw: Tensor, b_dw: Optional[Tensor] = None, *, b
         return eager_gated_depthwise(u, w_dw, b_dw)
     check_gated_inputs(u, w_dw, b_dw)
     name = _registry.resolve_backend(backend, u.device, u.dtype, op=_OP)
-    if _registry.is_fused(name, _OP) and backend == "auto" and u.shape[2] * u.shape[3] < MIN_KERNEL_PIXELS:
+    if _registry.is_fused(name, _OP) and backend == "auto" and u.shape[2] * u.shape[3] < MIN_FUSED_PIXELS:
         name = "eager"
     if not _registry.is_fused(name, _OP):
         return _registry.implementation(_OP, name).gated_forward(u, w_dw, b_dw)
@@ -133,10 +131,9 @@ def gated_ffn(x: Tensor, w_in: Tensor, b_in: Optional[Tensor], w_dw: Tensor, b_d
         w_dw: (2h, 1, K, K) with K odd, 1 ≤ K ≤ 7, zero padding K // 2; b_dw: (2h,) or None (``dwconv``).
         w_out: (C_out, h, 1, 1); b_out: (C_out,) or None (``project_out``). All of x's dtype and device.
         backend: "auto" (the "cpu" kernels for float32/float64 CPU tensors of at least
-            :data:`MIN_KERNEL_PIXELS` pixels outside autocast: the banded inference kernel when no gradient is
-            needed and H·W ≥ :data:`MIN_FUSED_PIXELS`, else ``F.conv2d`` around :func:`gated_depthwise`;
-            torch's ops otherwise), "cpu" (banded whenever no gradient is needed), "reference" (plain tensor
-            algebra) or "eager" (the authors' ``F.conv2d`` / ``F.gelu``).
+            :data:`MIN_FUSED_PIXELS` pixels outside autocast, else torch's ops), "cpu" (the banded inference
+            kernel when no gradient is needed, else ``F.conv2d`` around :func:`gated_depthwise`), "reference"
+            (plain tensor algebra) or "eager" (the authors' ``F.conv2d`` / ``F.gelu``).
 
     Returns:
         (B, C_out, H, W) in x's dtype; differentiable w.r.t. every input.
@@ -146,13 +143,12 @@ def gated_ffn(x: Tensor, w_in: Tensor, b_in: Optional[Tensor], w_dw: Tensor, b_d
     check_inputs(x, w_in, b_in, w_dw, b_dw, w_out, b_out)
     name = _registry.resolve_backend(backend, x.device, x.dtype, op=_OP)
     tensors = (x, w_in, b_in, w_dw, b_dw, w_out, b_out)
-    pixels = x.shape[2] * x.shape[3]
-    if _registry.is_fused(name, _OP) and backend == "auto" and pixels < MIN_KERNEL_PIXELS:
+    if _registry.is_fused(name, _OP) and backend == "auto" and x.shape[2] * x.shape[3] < MIN_FUSED_PIXELS:
         name = "eager"
     if not _registry.is_fused(name, _OP):  # "reference" / "eager": plain autograd of their torch ops
         return _registry.implementation(_OP, name).forward(*tensors)
     needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
-    if not needs_grad and (backend != "auto" or pixels >= MIN_FUSED_PIXELS):
+    if not needs_grad:
         return gated_ffn_fwd(*tensors, name, BAND_ROWS)
     return F.conv2d(gated_depthwise_fwd(F.conv2d(x, w_in, b_in), w_dw, b_dw, name), w_out, b_out)
 
