@@ -214,7 +214,7 @@ def test_channel_norm_check_accepts_the_backend(monkeypatch, dtype, subtract_mea
 @pytest.mark.parametrize("bug", list(NORM_BUGS))
 def test_channel_norm_check_rejects(monkeypatch, bug):
     fn, dtype, subtract_mean = NORM_BUGS[bug]
-    with pytest.raises(AssertionError):
+    with pytest.raises(AssertionError, match=r"\): error .* > 2 × plain"):
         _norm_case(monkeypatch, fn, dtype, subtract_mean)
 
 
@@ -282,7 +282,7 @@ def test_depthwise_conv_tolerance_accepts_the_backend(backend):
 
 @pytest.mark.parametrize("bug", list(CONV_BUGS))
 def test_depthwise_conv_tolerance_rejects(bug):
-    with pytest.raises(AssertionError):
+    with pytest.raises(AssertionError, match="not close"):
         assert_float32_matches_oracle(CONV_BUGS[bug], depthwise_conv_oracle, _conv_inputs())
 
 
@@ -318,7 +318,7 @@ def test_depthwise_chain_tolerance_accepts_the_backend(backend):
 
 @pytest.mark.parametrize("bug", list(CHAIN_BUGS))
 def test_depthwise_chain_tolerance_rejects(bug):
-    with pytest.raises(AssertionError):
+    with pytest.raises(AssertionError, match="not close"):
         assert_float32_matches_oracle(CHAIN_BUGS[bug], chain_oracle, _chain_inputs())
 
 
@@ -357,7 +357,7 @@ def test_depthwise_chain_mlp_tolerance_accepts_the_backend(backend):
 
 @pytest.mark.parametrize("bug", list(MLP_BUGS))
 def test_depthwise_chain_mlp_tolerance_rejects(bug):
-    with pytest.raises(AssertionError):
+    with pytest.raises(AssertionError, match="not close"):
         assert_float32_matches_oracle(MLP_BUGS[bug], chain_mlp_oracle, _mlp_inputs())
 
 
