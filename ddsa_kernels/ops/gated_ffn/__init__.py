@@ -41,8 +41,9 @@ _OP = "gated_ffn"
 BAND_ROWS = 8
 # backend="auto" on CPU runs the kernels on maps of at least this many pixels (H·W): the banded one without
 # gradients, F.conv2d around the fused middle with them. Single-threaded runs of benchmarks/bench_gated_ffn.py
-# on a busy 2-core EPYC: at 64² and up the banded kernel took 1.1-3× less time than torch's ops and the training
-# step 1.1-1.9× less; at 32² and 16² the results were mixed (0.4-1.3×), so torch's ops run there.
+# on a busy 2-core EPYC (results/cpu-amd-epyc/gated_ffn_1thread): at 64² and up the banded kernel ran 1.1-4.4×
+# as fast as torch's ops and the training step 1.2-2.2×; at 32² and 16² the runs were mixed (0.5-2×, 0.4× in an
+# earlier run), so torch's ops run there.
 MIN_FUSED_PIXELS = 64 * 64
 
 Tensor = torch.Tensor
