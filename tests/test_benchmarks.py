@@ -341,6 +341,7 @@ def test_cpu_goal_rows_compare_the_cpu_backend_with_each_baseline():
     assert "speedup_vs_compile(eager)" not in fwdbwd
 
 
+STANDINS = str(common.REPO_ROOT / "tests" / "published_nets")
 PATCH_TINY = ["--device", "cpu", "--infer-size", "16", "--train-size", "16", "--train-batch", "1", "--rounds", "2",
               "--min-run-time", "0.01"]
 
@@ -382,7 +383,7 @@ def test_patch_bench_family_default_runs_the_published_structure_standins(tmp_pa
 
 
 def test_patch_bench_arch_measures_a_network_file(tmp_path, one_thread, capsys):
-    spec = "tests/published_nets/drsformer_arch.py:DRSformer"
+    spec = STANDINS + "/drsformer_arch.py:DRSformer"
     kwargs = '{"dim": 8, "num_blocks": [1, 1, 1, 1], "heads": [1, 2, 2, 4]}'
     rc = bench_main(["patch", "--arch", spec, "--kwargs", kwargs, *PATCH_TINY, "--out", str(tmp_path), *one_thread])
     assert rc == 0
@@ -398,13 +399,13 @@ def test_patch_bench_arch_measures_a_network_file(tmp_path, one_thread, capsys):
 
 @pytest.mark.parametrize("args,message", [
     (["--arch", "no/such/file.py:Net"], "no such file"),
-    (["--arch", "tests/published_nets/restormer_arch.py"], "takes PATH.py:CLASS"),
-    (["--arch", "tests/published_nets/restormer_arch.py:Nope"], "has no class 'Nope'; its nn.Module classes: Attention"),
-    (["--arch", "tests/published_nets/restormer_arch.py:Restormer", "--kwargs", '{"dim": 8'], "not valid JSON"),
-    (["--arch", "tests/published_nets/restormer_arch.py:Restormer", "--kwargs", '[8]'], "must be a JSON object"),
-    (["--arch", "tests/published_nets/restormer_arch.py:Restormer", "--kwargs", '{"wings": 2}'],
+    (["--arch", STANDINS + "/restormer_arch.py"], "takes PATH.py:CLASS"),
+    (["--arch", STANDINS + "/restormer_arch.py:Nope"], "has no class 'Nope'; its nn.Module classes: Attention"),
+    (["--arch", STANDINS + "/restormer_arch.py:Restormer", "--kwargs", '{"dim": 8'], "not valid JSON"),
+    (["--arch", STANDINS + "/restormer_arch.py:Restormer", "--kwargs", '[8]'], "must be a JSON object"),
+    (["--arch", STANDINS + "/restormer_arch.py:Restormer", "--kwargs", '{"wings": 2}'],
      "Restormer(**{\"wings\": 2}) failed: TypeError"),
-    (["--arch", "tests/published_nets/restormer_arch.py:Restormer", "--families", "ddsa"], "exclude each other"),
+    (["--arch", STANDINS + "/restormer_arch.py:Restormer", "--families", "ddsa"], "exclude each other"),
     (["--kwargs", "{}"], "--kwargs applies to --arch"),
 ])
 def test_patch_bench_names_bad_arguments(tmp_path, args, message):
