@@ -8,8 +8,8 @@
 // Three entry points:
 //
 // * gated_ffn_forward_cpu: inference of the whole block in bands of rows. Unfused, u and d are 2h-channel
-//   maps (Restormer: 5.3× x's size each) written to memory and read back; oneDNN's NCHW depth-wise path
-//   adds two reorders. Here each task owns a run of image rows and walks it in bands: one GEMM computes u
+//   maps (Restormer: 5.3× x's size each) written to memory and read back, and torch's NCHW depth-wise
+//   convolution is slow on CPU. Here each task owns a run of image rows and walks it in bands: one GEMM computes u
 //   for the band plus K/2 halo rows either side into a per-thread buffer (the halo rows below a band are
 //   kept and reused as the halo above the next one), the depth-wise convolution and the gate run per
 //   channel pair in two scratch planes, y overwrites the band's rows of u_a in place, and one GEMM writes z.
@@ -38,6 +38,8 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <type_traits>
+#include <vector>
 
 #include "../ddsa.h"
 #include "blas.h"
