@@ -422,3 +422,28 @@ def test_torch_compile_fullgraph_inference_and_training():
     want = torch.autograd.grad(oracle(*leaves).sin().sum(), leaves)
     for a, e in zip(got, want):
         torch.testing.assert_close(a, e, **GRAD)
+
+
+# --------------------------------------------------------------------------------------------------- benchmark
+@needs_cpu
+def test_bench_writes_every_method_and_they_agree(tmp_path):
+    import json
+
+    from benchmarks import bench_gated_ffn
+
+    threads = torch.get_num_threads()
+    try:
+        bench_gated_ffn.main(["--shapes", "1,4,9,7,3", "2,3,8,6,2", "--rounds", "2", "--min-run-time", "0.01",
+                              "--threads", "1", "--out", str(tmp_path)])
+    finally:
+        torch.set_num_threads(threads)
+    data = json.loads((tmp_path / "gated_ffn.json").read_text())
+    assert [row["shape"] for row in data["rows"]] == [[1, 4, 9, 7, 3], [2, 3, 8, 6, 2]]
+    for row in data["rows"]:
+        assert set(row["fwd"]) == {"eager", "middle", "cpu"} and set(row["fwdbwd"]) == {"eager", "middle"}
+        assert max(row["max_abs_diff_fwd"].values()) < 1e-5 and max(row["max_abs_diff_grad"].values()) < 1e-5
+        assert all(r["median_ms"] > 0 for r in (*row["fwd"].values(), *row["fwdbwd"].values()))
+    md = (tmp_path / "gated_ffn.md").read_text()
+    assert "| 2×3×8×6, 2·2 hidden |" in md and "### Training step" in md
+    with pytest.raises(SystemExit):
+        bench_gated_ffn.main(["--shapes", "1,4,9,7", "--out", str(tmp_path)])
