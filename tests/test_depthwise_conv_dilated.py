@@ -25,11 +25,11 @@ def _oracle(x, w, b, d):
 
 
 def _maps(k, d):
-    """(H, W): a map wider than the dilated kernel's reach d·(K // 2), one smaller than it on both sides,
-    and one smaller in height only."""
+    """(H, W): two maps larger than the dilated kernel's reach d·(K // 2) (the second with a wide interior
+    for the vectorised loops), one smaller than it on both sides, and one smaller in height only."""
     reach = d * (k // 2)
     small = max(1, reach - 1)
-    return [(11, 13), (small, max(1, reach - 2)), (small, 2 * reach + 5)]
+    return [(11, 13), (23, 41), (small, max(1, reach - 2)), (small, 2 * reach + 5)]
 
 
 CASES = [(d, k, hw) for d in DILATIONS for k in KERNELS for hw in _maps(k, d)]
@@ -270,3 +270,22 @@ def test_extension_refuses_bad_dilation():
         _C.depthwise_conv_forward_cpu(x, w, None, 0)
     with pytest.raises(RuntimeError, match="dilation must be an integer >= 1"):
         _C.depthwise_conv_backward_cpu(x, x, w, -1)
+
+
+def test_benchmark_times_dilated_shapes(tmp_path):
+    import json
+
+    from benchmarks import bench_depthwise_conv
+
+    bench_depthwise_conv.main(["--shapes", "1,3,9,8", "1,2,11,10,5,2", "--rounds", "1", "--min-run-time", "0.01",
+                               "--threads", str(torch.get_num_threads()), "--out", str(tmp_path)])
+    data = json.loads((tmp_path / "depthwise_conv.json").read_text())
+    assert [(r["shape"], r["kernel"], r["dilation"]) for r in data["rows"]] == [([1, 3, 9, 8], 3, 1),
+                                                                                ([1, 2, 11, 10], 5, 2)]
+    for row in data["rows"]:
+        assert max(row["max_abs_diff_fwd"].values()) < 1e-5
+    md = (tmp_path / "depthwise_conv.md").read_text()
+    assert "| 1×3×9×8 | forward |" in md and "| 1×2×11×10 | 5×5 | 2 | forward+backward |" in md
+    for bad in ("1,2,11,10,4,2", "1,2,11,10,5", "1,2,11,10,5,0"):
+        with pytest.raises(SystemExit):
+            bench_depthwise_conv.main(["--shapes", bad, "--out", str(tmp_path)])

@@ -247,14 +247,19 @@ __attribute__((always_inline)) inline void conv_plane_dilated(const T* __restric
                  k6 * r2[w - D] + k7 * r2[w] + k8 * r2[w + D];
       }
     } else {
+      // One pass over the row per input row, its K taps in registers (K loads and one load/store of the
+      // output per K multiply-adds); rows outside the image add nothing.
       for (int64_t w = lo; w < hi; ++w) out[w] = bias;
       for (int i = 0; i < K; ++i) {
+        if (rows[i] == zeros) continue;
         const T* __restrict r = rows[i];
-        for (int j = 0; j < K; ++j) {
-          const T t = taps[i * K + j];
-          const int64_t off = (j - R) * D;
+        std::array<T, K> t;
+        for (int j = 0; j < K; ++j) t[j] = taps[i * K + j];
 #pragma omp simd
-          for (int64_t w = lo; w < hi; ++w) out[w] += t * r[w + off];
+        for (int64_t w = lo; w < hi; ++w) {
+          T acc = out[w];
+          for (int j = 0; j < K; ++j) acc += t[j] * r[w + (j - R) * D];
+          out[w] = acc;
         }
       }
     }
