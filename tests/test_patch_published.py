@@ -94,8 +94,13 @@ def test_every_supported_module_is_patched_and_its_fused_op_runs(family):
     calls = _expected_calls(family, net, x)
     with torch.no_grad():
         want = net(x)
-    report = patch(net)
+    # "auto" on CPU resolves to the compiled kernels for every kind (below some map size an op's auto may
+    # still take torch's ops: the count below names the backend so that every call must reach a kernel)
+    auto = patch(copy.deepcopy(net))
+    assert auto.resolved and all(res == ["cpu"] for res in auto.resolved.values()), auto.resolved
+    report = patch(net, backend="cpu")
     assert not report.skipped, str(report)
+    assert [(p, m.label) for p, m in report.patched] == [(p, m.label) for p, m in auto.patched]
     kinds = Counter(m.kind for _, m in report.patched)
     arch = published_nets.arch_module(family)
     assert kinds["attention"] == sum(type(m) is arch.Attention for m in net.modules())
@@ -103,8 +108,6 @@ def test_every_supported_module_is_patched_and_its_fused_op_runs(family):
     assert kinds["feed_forward"] == sum(type(m) is arch.FeedForward for m in net.modules()) > 0
     assert {m.variant for _, m in report.patched if m.kind == "feed_forward"} == {FFN_VARIANT[family]}
     assert kinds["depthwise_conv"] == sum(_is_depthwise(m) for m in net.modules())
-    # "auto" on CPU resolves to the compiled kernels for every kind
-    assert all(res == ["cpu"] for res in report.resolved.values()), report.resolved
     with DdsaOpCounter() as counter, torch.no_grad():
         got = net(x)
     ops = counter.counts
