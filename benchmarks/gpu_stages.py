@@ -106,7 +106,7 @@ def gpu_backends(device: torch.device) -> list[str]:
     CUDA; on CPU (dry runs) the extension's cpu backend, else the reference."""
     from ddsa_kernels import available_backends
 
-    avail = available_backends(device)
+    avail = available_backends(device, op="dual_attention")
     if device.type == "cuda":
         return [b for b in ("triton", "cuda") if b in avail]
     return [b for b in ("cpu",) if b in avail] or ["reference"]
@@ -338,10 +338,10 @@ def cmd_train(args) -> int:
         for backend in ("auto", "eager"):
             model.set_attention_backend(backend)
             rec: dict[str, Any] = {"dtype": dtype_name, "backend": backend, "batch": batch, "size": size}
-            from ddsa_kernels import resolve_backend
+            from ddsa_kernels._registry import resolve_backend
 
             rec["resolved"] = backend if backend == "eager" else resolve_backend(
-                "auto", device, {"float16": torch.float16, "bfloat16": torch.bfloat16}[dtype_name])
+                "auto", device, {"float16": torch.float16, "bfloat16": torch.bfloat16}[dtype_name], op="dual_attention")
 
             def body(rec=rec, dtype_name=dtype_name):
                 x = torch.rand(batch, 3, size, size, device=device, generator=gen)
@@ -386,12 +386,13 @@ _GPU_FILES = ("tests/test_extension_cuda.py", "tests/test_gpu_op.py", "tests/tes
 # (name, pytest arguments, -m expression, cap in seconds)
 TEST_PARTS: tuple[tuple[str, tuple[str, ...], str, int], ...] = (
     ("gpu_extension_cuda", ("tests/test_extension_cuda.py",), "gpu", 30),
-    ("gpu_op", ("tests/test_gpu_op.py", f"--deselect={HUGE_TEST}"), "gpu", 60),
-    ("gpu_triton", ("tests/test_triton.py",), "gpu", 30),
-    ("gpu_other", ("tests", *(f"--ignore={f}" for f in _GPU_FILES)), "gpu", 40),
-    ("op_triton", ("tests/test_triton.py",), "not gpu and not slow", 60),
-    ("op_other", ("tests/test_op.py", "tests/test_extension_cpu.py"), "not gpu and not slow", 30),
-    ("gpu_huge", (HUGE_TEST,), "gpu", 45),
+    ("gpu_op", ("tests/test_gpu_op.py", f"--deselect={HUGE_TEST}"), "gpu", 50),
+    ("gpu_triton", ("tests/test_triton.py",), "gpu", 25),
+    ("gpu_train", ("tests/test_train.py",), "gpu", 50),
+    ("gpu_other", ("tests", *(f"--ignore={f}" for f in (*_GPU_FILES, "tests/test_train.py"))), "gpu", 40),
+    ("op_triton", ("tests/test_triton.py",), "not gpu and not slow", 50),
+    ("op_other", ("tests/test_op.py", "tests/test_extension_cpu.py"), "not gpu and not slow", 25),
+    ("gpu_huge", (HUGE_TEST,), "gpu", 40),
 )
 
 
@@ -461,7 +462,7 @@ def cmd_tests(args) -> int:
         if cap < 5:
             rec.update(status="skipped", reason=f"{left:.0f}s left of the {budget:.0f}s budget")
         else:
-            cmd = [sys.executable, "-m", "pytest", *targets, "-q", "-m", rec["marker"], "-rfE",
+            cmd = [sys.executable, "-m", "pytest", *targets, "-q", "-m", rec["marker"], "-rfE", "--durations=10",
                    "-p", "no:cacheprovider", f"--junitxml={xml}"]
             t0 = time.monotonic()
             with open(log, "w") as fh:
