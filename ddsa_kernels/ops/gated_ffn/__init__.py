@@ -115,9 +115,9 @@ def gated_depthwise(u: Tensor, w_dw: Tensor, b_dw: Optional[Tensor] = None, *, b
         return eager_gated_depthwise(u, w_dw, b_dw)
     check_gated_inputs(u, w_dw, b_dw)
     name = _registry.resolve_backend(backend, u.device, u.dtype, op=_OP)
-    if _registry.is_fused(name, _OP) and backend == "auto" and u.shape[2] * u.shape[3] < MIN_FUSED_PIXELS:
+    if _registry.is_fused(name, op=_OP) and backend == "auto" and u.shape[2] * u.shape[3] < MIN_FUSED_PIXELS:
         name = "eager"
-    if not _registry.is_fused(name, _OP):
+    if not _registry.is_fused(name, op=_OP):
         return _registry.implementation(_OP, name).gated_forward(u, w_dw, b_dw)
     return gated_depthwise_fwd(u, w_dw, b_dw, name)
 
@@ -144,9 +144,9 @@ def gated_ffn(x: Tensor, w_in: Tensor, b_in: Optional[Tensor], w_dw: Tensor, b_d
     check_inputs(x, w_in, b_in, w_dw, b_dw, w_out, b_out)
     name = _registry.resolve_backend(backend, x.device, x.dtype, op=_OP)
     tensors = (x, w_in, b_in, w_dw, b_dw, w_out, b_out)
-    if _registry.is_fused(name, _OP) and backend == "auto" and x.shape[2] * x.shape[3] < MIN_FUSED_PIXELS:
+    if _registry.is_fused(name, op=_OP) and backend == "auto" and x.shape[2] * x.shape[3] < MIN_FUSED_PIXELS:
         name = "eager"
-    if not _registry.is_fused(name, _OP):  # "reference" / "eager": plain autograd of their torch ops
+    if not _registry.is_fused(name, op=_OP):  # "reference" / "eager": plain autograd of their torch ops
         return _registry.implementation(_OP, name).forward(*tensors)
     needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
     if not needs_grad:
