@@ -85,8 +85,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     from ddsa_kernels import build_info
 
-    if build_info().get("cpu") != "available":
-        raise SystemExit(f"the compiled cpu backend is not available: {build_info().get('cpu')}")
+    if build_info("dual_attention").get("cpu") != "available":
+        raise SystemExit(f"the compiled cpu backend is not available: {build_info('dual_attention').get('cpu')}")
     device = torch.device("cpu")
     shapes = args.shapes.split(",") if args.shapes else [s.name for s in op_bench.CPU_GOAL_SHAPES]
     out = args.out or common.default_out_dir(device)

@@ -55,9 +55,9 @@ def resolved_backend(model: torch.nn.Module, device: torch.device) -> str:
     name = getattr(model, "attention_backend", "auto")
     if name != "auto":
         return name
-    from ddsa_kernels import resolve_backend
+    from ddsa_kernels._registry import resolve_backend
 
-    return resolve_backend("auto", device, torch.float32)
+    return resolve_backend("auto", device, torch.float32, op="dual_attention")
 
 
 def _train_step_fn(model, opt, x, y) -> Callable[[], Any]:

@@ -103,17 +103,17 @@ def package_backends(device: torch.device) -> list[str]:
     """The package's backends worth timing on ``device`` (Triton's CPU interpreter is left out)."""
     from ddsa_kernels import available_backends
 
-    names = [n for n in available_backends(device) if n not in BASELINES]
+    names = [n for n in available_backends(device, op="dual_attention") if n not in BASELINES]
     if device.type != "cuda":
         names = [n for n in names if n != "triton"]
     return names
 
 
 def _supports(name: str, device: torch.device, dtype: torch.dtype, channels: int) -> bool:
-    from ddsa_kernels import resolve_backend
+    from ddsa_kernels._registry import resolve_backend
 
     try:
-        resolve_backend(name, device, dtype, channels)
+        resolve_backend(name, device, dtype, channels, op="dual_attention")
     except RuntimeError:
         return False
     return True
@@ -121,9 +121,9 @@ def _supports(name: str, device: torch.device, dtype: torch.dtype, channels: int
 
 def auto_backend(device: torch.device, dtype: torch.dtype, channels: int) -> str:
     """The backend ``backend="auto"`` picks for these tensors."""
-    from ddsa_kernels import resolve_backend
+    from ddsa_kernels._registry import resolve_backend
 
-    return resolve_backend("auto", device, dtype, channels)
+    return resolve_backend("auto", device, dtype, channels, op="dual_attention")
 
 
 def make_inputs(shape: OpShape, dtype: torch.dtype, device: torch.device, requires_grad: bool, seed: int = 0):

@@ -47,108 +47,151 @@ class BackendSpec:
     fused: bool = True
 
 
-BACKENDS: dict[str, tuple[BackendSpec, ...]] = {
-    "dual_attention": (
-        BackendSpec("reference", "ddsa_kernels.ops.dual_attention.reference", _ANY_DEVICE, _ALL_FLOATS,
-                    "the two-sweep algorithm in plain PyTorch (float64 capable)"),
-        BackendSpec("triton", "ddsa_kernels.ops.dual_attention.triton", ("cuda",), _LOW_AND_FP32,
-                    "fused Triton kernels", interpreter_on_cpu=True),
-        BackendSpec("cpu", "ddsa_kernels.ops.dual_attention.extension:CPU", ("cpu",), _ALL_FLOATS,
-                    "C++ kernels of the compiled extension"),
-        BackendSpec("cuda", "ddsa_kernels.ops.dual_attention.extension:CUDA", ("cuda",), _LOW_AND_FP32,
-                    "CUDA kernels of the compiled extension (C×C tiles in shared memory)", max_channels=128),
-        BackendSpec("eager", "ddsa_kernels.ops.dual_attention.naive:eager_dual_attention", _ANY_DEVICE, _ALL_FLOATS,
-                    "the authors'-style unfused computation with plain autograd (the benchmarks' baseline)",
-                    fused=False),
-    ),
-    "channel_norm": (
-        BackendSpec("reference", "ddsa_kernels.ops.channel_norm.reference", _ANY_DEVICE, _ALL_FLOATS,
-                    "two-pass statistics and explicit backward in plain PyTorch (float64 capable)"),
-        BackendSpec("triton", "ddsa_kernels.ops.channel_norm.triton", ("cuda",), _LOW_AND_FP32,
-                    "fused Triton kernels over pixel tiles", interpreter_on_cpu=True),
-        BackendSpec("cpu", "ddsa_kernels.ops.channel_norm.extension:CPU", ("cpu",), _ALL_FLOATS,
-                    "C++ kernels of the compiled extension"),
-        BackendSpec("cuda", "ddsa_kernels.ops.channel_norm.extension:CUDA", ("cuda",), _LOW_AND_FP32,
-                    "CUDA kernels of the compiled extension"),
-        BackendSpec("eager", "ddsa_kernels.ops.channel_norm.naive:eager_channel_norm", _ANY_DEVICE, _ALL_FLOATS,
-                    "the authors' permute + LayerNorm + permute with plain autograd (the benchmarks' baseline)",
-                    fused=False),
-    ),
-    "depthwise_conv": (
-        BackendSpec("reference", "ddsa_kernels.ops.depthwise_conv.reference", _ANY_DEVICE, _ALL_FLOATS,
-                    "K² shifted products and explicit backward in plain PyTorch (float64 capable)"),
-        BackendSpec("cpu", "ddsa_kernels.ops.depthwise_conv.extension:CPU", ("cpu",), (torch.float32, torch.float64),
-                    "C++ kernels of the compiled extension, directly on NCHW planes"),
-        BackendSpec("eager", "ddsa_kernels.ops.depthwise_conv.naive:eager_depthwise_conv", _ANY_DEVICE, _ALL_FLOATS,
-                    "torch's own convolution (F.conv2d, groups=C) with plain autograd: cuDNN on CUDA",
-                    fused=False),
-    ),
-    "depthwise_chain": (
-        BackendSpec("reference", "ddsa_kernels.ops.depthwise_chain.reference", _ANY_DEVICE, _ALL_FLOATS,
-                    "the chain and its explicit backward in plain PyTorch (float64 capable)"),
-        BackendSpec("cpu", "ddsa_kernels.ops.depthwise_chain.extension:CPU", ("cpu",), (torch.float32, torch.float64),
-                    "C++ kernels of the compiled extension: each plane's whole chain in one task"),
-        BackendSpec("eager", "ddsa_kernels.ops.depthwise_chain.naive:eager_depthwise_chain", _ANY_DEVICE,
-                    _ALL_FLOATS, "the authors' conv2d + relu + cat with plain autograd: cuDNN on CUDA", fused=False),
-    ),
-    "depthwise_chain_mlp": (
-        BackendSpec("reference", "ddsa_kernels.ops.depthwise_chain_mlp.naive:reference_depthwise_chain_mlp",
-                    _ANY_DEVICE, _ALL_FLOATS, "channel contractions around the chain's oracle, plain autograd",
-                    fused=False),
-        BackendSpec("cpu", "ddsa_kernels.ops.depthwise_chain_mlp.extension:CPU", ("cpu",),
-                    (torch.float32, torch.float64),
-                    "C++ inference kernel: u and y of one band of rows in a per-thread buffer (with gradients: "
-                    "F.conv2d around the chain's cpu kernel)"),
-        BackendSpec("eager", "ddsa_kernels.ops.depthwise_chain_mlp.naive:eager_depthwise_chain_mlp", _ANY_DEVICE,
-                    _ALL_FLOATS, "the authors' 1×1 conv2d, chain of conv2d + relu, 1×1 conv2d with plain autograd",
-                    fused=False),
-    ),
-    "gated_ffn": (
-        BackendSpec("reference", "ddsa_kernels.ops.gated_ffn.naive:Reference", _ANY_DEVICE, _ALL_FLOATS,
-                    "einsum 1×1, shifted-sum depth-wise and erf-GELU, plain autograd (float64 capable)", fused=False),
-        BackendSpec("cpu", "ddsa_kernels.ops.gated_ffn.extension:CPU", ("cpu",), (torch.float32, torch.float64),
-                    "C++ kernels: banded inference (u of one band of rows in a per-thread buffer); with gradients "
-                    "F.conv2d around the fused depth-wise + GELU gate and its backward"),
-        BackendSpec("eager", "ddsa_kernels.ops.gated_ffn.naive:Eager", _ANY_DEVICE, _ALL_FLOATS,
-                    "the authors' conv2d 1×1, depth-wise conv2d, chunk, F.gelu, conv2d 1×1 with plain autograd",
-                    fused=False),
-    ),
-    "mixed_scale_ffn": (
-        BackendSpec("reference", "ddsa_kernels.ops.mixed_scale_ffn.naive:reference_mixed_scale_ffn", _ANY_DEVICE,
-                    _ALL_FLOATS, "channel contractions and shifted-sum convolutions, plain autograd (float64 "
-                    "capable)", fused=False),
-        BackendSpec("cpu", "ddsa_kernels.ops.mixed_scale_ffn.extension:CPU", ("cpu",), (torch.float32, torch.float64),
-                    "C++ kernels: banded inference (u and m of one band of rows in per-thread buffers); with "
-                    "gradients F.conv2d around the fused depth-wise middle and its backward"),
-        BackendSpec("eager", "ddsa_kernels.ops.mixed_scale_ffn.naive:eager_mixed_scale_ffn", _ANY_DEVICE,
-                    _ALL_FLOATS, "the authors' conv2d / relu / chunk / cat with plain autograd", fused=False),
-    ),
-}
+@dataclass(frozen=True)
+class OpSpec:
+    """The backends of one op and how ``backend="auto"`` picks among them.
 
-# backend="auto": the first backend in this order that is available and supports the tensors.
-# On CUDA, Triton comes first until the per-kernel timings of benchmarks/gpu_run.sh say otherwise
-# (benchmarks/README.md, "Choosing the auto order").
-AUTO_ORDER: dict[str, dict[str, tuple[str, ...]]] = {
-    "dual_attention": {"cuda": ("triton", "cuda", "reference"), "cpu": ("cpu", "reference")},
-    "channel_norm": {"cuda": ("triton", "cuda", "reference"), "cpu": ("cpu", "reference")},
+    auto_order: per device type, the backends "auto" tries in turn (the first available one that
+    supports the tensors wins; on CUDA, Triton comes first until the per-kernel timings of
+    benchmarks/gpu_run.sh say otherwise). fallback: what "auto" takes when none of them fits.
+    """
+
+    backends: tuple[BackendSpec, ...]
+    auto_order: dict[str, tuple[str, ...]]
+    fallback: str
+
+    def backend(self, name: str) -> BackendSpec:
+        for spec in self.backends:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(spec.name for spec in self.backends)
+
+
+OPS: dict[str, OpSpec] = {
+    "dual_attention": OpSpec(
+        backends=(
+            BackendSpec("reference", "ddsa_kernels.ops.dual_attention.reference", _ANY_DEVICE, _ALL_FLOATS,
+                        "the two-sweep algorithm in plain PyTorch (float64 capable)"),
+            BackendSpec("triton", "ddsa_kernels.ops.dual_attention.triton", ("cuda",), _LOW_AND_FP32,
+                        "fused Triton kernels", interpreter_on_cpu=True),
+            BackendSpec("cpu", "ddsa_kernels.ops.dual_attention.extension:CPU", ("cpu",), _ALL_FLOATS,
+                        "C++ kernels of the compiled extension"),
+            BackendSpec("cuda", "ddsa_kernels.ops.dual_attention.extension:CUDA", ("cuda",), _LOW_AND_FP32,
+                        "CUDA kernels of the compiled extension (C×C tiles in shared memory)", max_channels=128),
+            BackendSpec("eager", "ddsa_kernels.ops.dual_attention.naive:eager_dual_attention", _ANY_DEVICE, _ALL_FLOATS,
+                        "the authors'-style unfused computation with plain autograd (the benchmarks' baseline)",
+                        fused=False),
+        ),
+        auto_order={"cuda": ("triton", "cuda", "reference"), "cpu": ("cpu", "reference")},
+        fallback="reference",
+    ),
+    "channel_norm": OpSpec(
+        backends=(
+            BackendSpec("reference", "ddsa_kernels.ops.channel_norm.reference", _ANY_DEVICE, _ALL_FLOATS,
+                        "two-pass statistics and explicit backward in plain PyTorch (float64 capable)"),
+            BackendSpec("triton", "ddsa_kernels.ops.channel_norm.triton", ("cuda",), _LOW_AND_FP32,
+                        "fused Triton kernels over pixel tiles", interpreter_on_cpu=True),
+            BackendSpec("cpu", "ddsa_kernels.ops.channel_norm.extension:CPU", ("cpu",), _ALL_FLOATS,
+                        "C++ kernels of the compiled extension"),
+            BackendSpec("cuda", "ddsa_kernels.ops.channel_norm.extension:CUDA", ("cuda",), _LOW_AND_FP32,
+                        "CUDA kernels of the compiled extension"),
+            BackendSpec("eager", "ddsa_kernels.ops.channel_norm.naive:eager_channel_norm", _ANY_DEVICE, _ALL_FLOATS,
+                        "the authors' permute + LayerNorm + permute with plain autograd (the benchmarks' baseline)",
+                        fused=False),
+        ),
+        auto_order={"cuda": ("triton", "cuda", "reference"), "cpu": ("cpu", "reference")},
+        fallback="reference",
+    ),
     # torch's own convolution wherever the extension has no kernel: cuDNN is fast on GPUs.
-    "depthwise_conv": {"cuda": ("eager",), "cpu": ("cpu", "eager")},
-    "depthwise_chain": {"cuda": ("eager",), "cpu": ("cpu", "eager")},
-    "depthwise_chain_mlp": {"cuda": ("eager",), "cpu": ("cpu", "eager")},
-    "gated_ffn": {"cuda": ("eager",), "cpu": ("cpu", "eager")},
-    "mixed_scale_ffn": {"cuda": ("eager",), "cpu": ("cpu", "eager")},
+    "depthwise_conv": OpSpec(
+        backends=(
+            BackendSpec("reference", "ddsa_kernels.ops.depthwise_conv.reference", _ANY_DEVICE, _ALL_FLOATS,
+                        "K² shifted products and explicit backward in plain PyTorch (float64 capable)"),
+            BackendSpec("cpu", "ddsa_kernels.ops.depthwise_conv.extension:CPU", ("cpu",), (torch.float32, torch.float64),
+                        "C++ kernels of the compiled extension, directly on NCHW planes"),
+            BackendSpec("eager", "ddsa_kernels.ops.depthwise_conv.naive:eager_depthwise_conv", _ANY_DEVICE, _ALL_FLOATS,
+                        "torch's own convolution (F.conv2d, groups=C) with plain autograd: cuDNN on CUDA",
+                        fused=False),
+        ),
+        auto_order={"cuda": ("eager",), "cpu": ("cpu", "eager")},
+        fallback="eager",
+    ),
+    "depthwise_chain": OpSpec(
+        backends=(
+            BackendSpec("reference", "ddsa_kernels.ops.depthwise_chain.reference", _ANY_DEVICE, _ALL_FLOATS,
+                        "the chain and its explicit backward in plain PyTorch (float64 capable)"),
+            BackendSpec("cpu", "ddsa_kernels.ops.depthwise_chain.extension:CPU", ("cpu",), (torch.float32, torch.float64),
+                        "C++ kernels of the compiled extension: each plane's whole chain in one task"),
+            BackendSpec("eager", "ddsa_kernels.ops.depthwise_chain.naive:eager_depthwise_chain", _ANY_DEVICE,
+                        _ALL_FLOATS, "the authors' conv2d + relu + cat with plain autograd: cuDNN on CUDA", fused=False),
+        ),
+        auto_order={"cuda": ("eager",), "cpu": ("cpu", "eager")},
+        fallback="eager",
+    ),
+    "depthwise_chain_mlp": OpSpec(
+        backends=(
+            BackendSpec("reference", "ddsa_kernels.ops.depthwise_chain_mlp.naive:reference_depthwise_chain_mlp",
+                        _ANY_DEVICE, _ALL_FLOATS, "channel contractions around the chain's oracle, plain autograd",
+                        fused=False),
+            BackendSpec("cpu", "ddsa_kernels.ops.depthwise_chain_mlp.extension:CPU", ("cpu",),
+                        (torch.float32, torch.float64),
+                        "C++ inference kernel: u and y of one band of rows in a per-thread buffer (with gradients: "
+                        "F.conv2d around the chain's cpu kernel)"),
+            BackendSpec("eager", "ddsa_kernels.ops.depthwise_chain_mlp.naive:eager_depthwise_chain_mlp", _ANY_DEVICE,
+                        _ALL_FLOATS, "the authors' 1×1 conv2d, chain of conv2d + relu, 1×1 conv2d with plain autograd",
+                        fused=False),
+        ),
+        auto_order={"cuda": ("eager",), "cpu": ("cpu", "eager")},
+        fallback="eager",
+    ),
+    "gated_ffn": OpSpec(
+        backends=(
+            BackendSpec("reference", "ddsa_kernels.ops.gated_ffn.naive:Reference", _ANY_DEVICE, _ALL_FLOATS,
+                        "einsum 1×1, shifted-sum depth-wise and erf-GELU, plain autograd (float64 capable)", fused=False),
+            BackendSpec("cpu", "ddsa_kernels.ops.gated_ffn.extension:CPU", ("cpu",), (torch.float32, torch.float64),
+                        "C++ kernels: banded inference (u of one band of rows in a per-thread buffer); with gradients "
+                        "F.conv2d around the fused depth-wise + GELU gate and its backward"),
+            BackendSpec("eager", "ddsa_kernels.ops.gated_ffn.naive:Eager", _ANY_DEVICE, _ALL_FLOATS,
+                        "the authors' conv2d 1×1, depth-wise conv2d, chunk, F.gelu, conv2d 1×1 with plain autograd",
+                        fused=False),
+        ),
+        auto_order={"cuda": ("eager",), "cpu": ("cpu", "eager")},
+        fallback="eager",
+    ),
+    "mixed_scale_ffn": OpSpec(
+        backends=(
+            BackendSpec("reference", "ddsa_kernels.ops.mixed_scale_ffn.naive:reference_mixed_scale_ffn", _ANY_DEVICE,
+                        _ALL_FLOATS, "channel contractions and shifted-sum convolutions, plain autograd (float64 "
+                        "capable)", fused=False),
+            BackendSpec("cpu", "ddsa_kernels.ops.mixed_scale_ffn.extension:CPU", ("cpu",), (torch.float32, torch.float64),
+                        "C++ kernels: banded inference (u and m of one band of rows in per-thread buffers); with "
+                        "gradients F.conv2d around the fused depth-wise middle and its backward"),
+            BackendSpec("eager", "ddsa_kernels.ops.mixed_scale_ffn.naive:eager_mixed_scale_ffn", _ANY_DEVICE,
+                        _ALL_FLOATS, "the authors' conv2d / relu / chunk / cat with plain autograd", fused=False),
+        ),
+        auto_order={"cuda": ("eager",), "cpu": ("cpu", "eager")},
+        fallback="eager",
+    ),
 }
-_AUTO_FALLBACK = {"depthwise_conv": "eager", "depthwise_chain": "eager", "depthwise_chain_mlp": "eager",
-                  "gated_ffn": "eager", "mixed_scale_ffn": "eager"}  # default: "reference"
 
 _probed: dict[tuple[str, str], tuple[bool, str]] = {}
 _impls: dict[tuple[str, str], Any] = {}
 
 
-def _specs(op: str) -> dict[str, BackendSpec]:
-    if op not in BACKENDS:
-        raise ValueError(f"unknown op {op!r}; ops: {', '.join(BACKENDS)}")
-    return {spec.name: spec for spec in BACKENDS[op]}
+def op_spec(op: str) -> OpSpec:
+    """The table entry of ``op``; ValueError for an unknown op."""
+    if op not in OPS:
+        raise ValueError(f"unknown op {op!r}; ops: {', '.join(OPS)}")
+    return OPS[op]
+
+
+def backend_spec(name: str, *, op: str) -> BackendSpec:
+    """The entry of backend ``name`` of ``op``; KeyError for an unknown backend."""
+    return op_spec(op).backend(name)
 
 
 def triton_interpreter() -> bool:
@@ -175,7 +218,7 @@ def _load(op: str, spec: BackendSpec) -> tuple[bool, str]:
 
 def _probe_all(op: str) -> None:
     """Probe every backend of ``op`` not probed yet (imports, extension queries), caching the results."""
-    for spec in _specs(op).values():
+    for spec in op_spec(op).backends:
         key = (op, spec.name)
         if key not in _probed:
             _probed[key] = _load(op, spec)
@@ -184,7 +227,7 @@ def _probe_all(op: str) -> None:
 def _availability(op: str, name: str) -> tuple[bool, str]:
     key = (op, name)
     if key not in _probed:
-        _specs(op)[name]  # an unknown name raises KeyError
+        backend_spec(name, op=op)  # an unknown name raises KeyError
         _probe_all(op)
     return _probed[key]
 
@@ -232,28 +275,32 @@ def _supports(spec: BackendSpec, device_type: str, dtype: torch.dtype, channels:
     return ""
 
 
-def build_info(op: str = "dual_attention") -> dict[str, str]:
-    """For every backend of ``op``: "available" or the reason it is not."""
+def build_info(op: Optional[str] = None) -> dict:
+    """Which backends this process can run: ``{op: {backend: "available" | the reason it is not}}``
+    for every op, or ``{backend: ...}`` of one ``op``."""
+    if op is None:
+        return {name: build_info(name) for name in OPS}
     return {name: ("available" if ok else why) for name, (ok, why) in
-            ((name, availability(op, name)) for name in _specs(op))}
+            ((name, availability(op, name)) for name in op_spec(op).names)}
 
 
-def available_backends(device: Optional[torch.device | str] = None, op: str = "dual_attention") -> list[str]:
+def available_backends(device: Optional[torch.device | str] = None, *, op: str) -> list[str]:
     """Names of the backends of ``op`` usable in this process (on ``device`` when given)."""
-    names = [name for name in _specs(op) if availability(op, name)[0]]
+    spec = op_spec(op)
+    names = [name for name in spec.names if availability(op, name)[0]]
     if device is not None:
         device_type = torch.device(device).type
-        names = [n for n in names if device_type in device_types(_specs(op)[n])]
+        names = [n for n in names if device_type in device_types(spec.backend(n))]
     return names
 
 
-def check_backend_name(name: str, op: str = "dual_attention") -> str:
+def check_backend_name(name: str, op: str) -> str:
     """Raise ValueError unless ``name`` is "auto" or a backend of ``op``; return it.
 
     Availability is not checked here (a known backend may be missing in this process): that is
     reported when the op runs on actual tensors.
     """
-    known = ("auto", *_specs(op))
+    known = ("auto", *op_spec(op).names)
     if not isinstance(name, str) or name not in known:
         raise ValueError(f"backend={name!r} is not a known backend; choose one of: {', '.join(known)}")
     return name
@@ -264,33 +311,30 @@ def resolve_backend(
     device: torch.device | str,
     dtype: torch.dtype,
     channels: Optional[int] = None,
-    op: str = "dual_attention",
+    *,
+    op: str,
 ) -> str:
-    """Turn "auto" into a concrete backend, or check that the named one can run these tensors.
+    """Turn "auto" into a concrete backend of ``op``, or check that the named one can run these tensors.
 
     channels: the op's channel count (C per head for attention), checked against the backend's limit.
     """
     check_backend_name(name, op)
     device_type = torch.device(device).type
-    specs = _specs(op)
+    spec = op_spec(op)
     if name == "auto":
-        for candidate in AUTO_ORDER[op].get(device_type, ()):
-            if availability(op, candidate)[0] and not _supports(specs[candidate], device_type, dtype, channels):
+        for candidate in spec.auto_order.get(device_type, ()):
+            if availability(op, candidate)[0] and not _supports(spec.backend(candidate), device_type, dtype, channels):
                 return candidate
-        return _AUTO_FALLBACK.get(op, "reference")
+        return spec.fallback
     ok, why = availability(op, name)
     if not ok:
         raise RuntimeError(f"backend={name!r} is not available in this process: {why}")
-    problem = _supports(specs[name], device_type, dtype, channels)
+    problem = _supports(spec.backend(name), device_type, dtype, channels)
     if problem:
         raise RuntimeError(f"backend={name!r} cannot run these tensors: it {problem}")
     return name
 
 
-def is_fused(name: str, op: str = "dual_attention") -> bool:
-    """False for the unfused baseline ("eager"), which runs as plain autograd of torch ops."""
-    return _specs(op)[name].fused
-
-
-def spec(name: str, op: str = "dual_attention") -> BackendSpec:
-    return _specs(op)[name]
+def is_fused(name: str, *, op: str) -> bool:
+    """False for the unfused backends (plain autograd of torch ops) rather than a custom op."""
+    return backend_spec(name, op=op).fused

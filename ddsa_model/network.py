@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ddsa_kernels import DualSelfAttentionCore, check_backend_name
+from ddsa_kernels import DualSelfAttentionCore
+from ddsa_kernels._registry import check_backend_name
 
 from .blocks import DATB, Downsample, Upsample
 from .config import PRESETS, DDSAConfig, get_preset_config
@@ -52,7 +53,7 @@ class DDSANet(nn.Module):
     ``forward(x)``: x is (B, 3, H, W) float (rainy image, [0, 1]) of any H, W ≥ 1; returns the
     derained (B, 3, H, W) = x + net(x). Internally x is reflect-padded to multiples of 8 and the
     result cropped back. ``attention_backend`` picks the attention op's backend ("auto",
-    "reference", "eager", ...; see ``ddsa_kernels.build_info()``); it is not part of the config.
+    "reference", "eager", ...; see ``ddsa_kernels.build_info(op="dual_attention")``); it is not part of the config.
     """
 
     def __init__(self, config: DDSAConfig, attention_backend: str = "auto") -> None:
@@ -60,7 +61,7 @@ class DDSANet(nn.Module):
         if not isinstance(config, DDSAConfig):
             raise TypeError(f"DDSANet needs a DDSAConfig, got {type(config).__name__}")
         self.config = config
-        check_backend_name(attention_backend)
+        check_backend_name(attention_backend, "dual_attention")
         c = config
         d, h, n = c.dim, c.heads, c.num_blocks
         self.patch_embed = nn.Conv2d(3, d, 3, padding=1, bias=False)
@@ -95,7 +96,7 @@ class DDSANet(nn.Module):
 
     def set_attention_backend(self, name: str) -> "DDSANet":
         """Switch every attention block to backend ``name`` ("auto", "reference", "eager", ...)."""
-        check_backend_name(name)
+        check_backend_name(name, "dual_attention")
         for core in self._attention_cores():
             core.backend = name
         return self

@@ -7,7 +7,7 @@ from ddsa_kernels import _registry
 
 
 def test_cuda_backend_refuses_more_than_128_channels_and_says_so():
-    cuda = _registry.spec("cuda")
+    cuda = _registry.backend_spec("cuda", op="dual_attention")
     assert cuda.max_channels == 128
     assert _registry._supports(cuda, "cuda", torch.float16, 128) == ""
     assert _registry._supports(cuda, "cuda", torch.float16, 160) == "supports at most C=128 channels, got C=160"
@@ -20,7 +20,7 @@ def test_named_cuda_backend_raises_with_the_channel_limit(monkeypatch):
     monkeypatch.setitem(_registry._probed, ("dual_attention", "triton"), (False, "hidden by the test"))
     with pytest.raises(RuntimeError, match=r"backend='cuda' cannot run these tensors: it supports at most "
                                            r"C=128 channels, got C=160"):
-        _registry.resolve_backend("cuda", "cuda", torch.float32, channels=160)
-    assert _registry.resolve_backend("cuda", "cuda", torch.float32, channels=128) == "cuda"
-    assert _registry.resolve_backend("auto", "cuda", torch.float32, channels=160) == "reference"
-    assert _registry.resolve_backend("auto", "cuda", torch.float32, channels=128) == "cuda"
+        _registry.resolve_backend("cuda", "cuda", torch.float32, channels=160, op="dual_attention")
+    assert _registry.resolve_backend("cuda", "cuda", torch.float32, channels=128, op="dual_attention") == "cuda"
+    assert _registry.resolve_backend("auto", "cuda", torch.float32, channels=160, op="dual_attention") == "reference"
+    assert _registry.resolve_backend("auto", "cuda", torch.float32, channels=128, op="dual_attention") == "cuda"

@@ -277,8 +277,8 @@ def test_cuda_backend_at_bucket_and_tile_boundaries(channels, pixels):
 
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA device")
-    if build_info().get("cuda") != "available":
-        pytest.skip(f"cuda backend not available: {build_info().get('cuda')}")
+    if build_info("dual_attention").get("cuda") != "available":
+        pytest.skip(f"cuda backend not available: {build_info('dual_attention').get('cuda')}")
     topk = (None, max(1, channels * 7 // 10))
     temperature, weights = op_cases.params(2, 2)
     for dtype in (torch.float32, torch.float16):

@@ -11,12 +11,12 @@ from ddsa_kernels import build_info, ddsa_topk, drsformer_topk, dual_attention
 from ddsa_kernels import reference_dual_attention, restormer_topk
 
 from ddsa_kernels.ops.dual_attention import reference as reference_backend
-from ddsa_kernels import resolve_backend
+from ddsa_kernels._registry import resolve_backend
 
 import op_cases
 from extension_expected import cpu_backend_required
 
-_REASON = build_info().get("cpu", "unknown")
+_REASON = build_info("dual_attention").get("cpu", "unknown")
 if _REASON == "available":
     from ddsa_kernels import _C
 # Skipped only where no build was possible; a missing-but-buildable extension fails these tests.
@@ -212,12 +212,12 @@ def test_bitwise_deterministic_across_runs_and_thread_counts(shape):
 @requires_cpu
 def test_auto_backend_picks_cpu_for_every_cpu_dtype():
     for dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
-        assert resolve_backend("auto", torch.device("cpu"), dtype) == "cpu"
+        assert resolve_backend("auto", torch.device("cpu"), dtype, op="dual_attention") == "cpu"
 
 
 @requires_cpu
 def test_cuda_backend_reason_is_explained():
-    info = build_info()["cuda"]
+    info = build_info("dual_attention")["cuda"]
     if not _C.has_cuda():
         assert "built without CUDA" in info
     elif not torch.cuda.is_available():
@@ -256,9 +256,9 @@ def test_missing_extension_is_explained_not_raised():
     code = (
         "import sys; sys.modules['ddsa_kernels._C'] = None\n"
         "import torch, ddsa_kernels\n"
-        "from ddsa_kernels import resolve_backend\n"
-        "info = ddsa_kernels.build_info()\n"
-        "print(info['cpu']); print(resolve_backend('auto', torch.device('cpu'), torch.float32))\n"
+        "from ddsa_kernels._registry import resolve_backend\n"
+        "info = ddsa_kernels.build_info('dual_attention')\n"
+        "print(info['cpu']); print(resolve_backend('auto', torch.device('cpu'), torch.float32, op='dual_attention'))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr

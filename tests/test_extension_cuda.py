@@ -27,7 +27,7 @@ GRAD_NAMES = ("out", "dq", "dk", "dv", "dtemperature", "dweights")
 def _cuda_backend():
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA device")
-    why = build_info().get("cuda")
+    why = build_info("dual_attention").get("cuda")
     if why != "available":
         pytest.skip(f"cuda backend not available: {why}")
 
@@ -99,7 +99,7 @@ def test_more_than_128_channels_is_refused_and_auto_picks_another_backend():
     """The kernels hold C×C tiles of at most 128 rows per block: backend="cuda" refuses C = 160 with
     the limit in the message (the registry's check, and the extension's own for direct calls), and
     "auto" runs such tensors on another backend, still matching the oracle."""
-    from ddsa_kernels import resolve_backend
+    from ddsa_kernels._registry import resolve_backend
     from ddsa_kernels.ops.dual_attention.extension import CUDA
 
     inputs = make_inputs(1, 1, 160, 300)
@@ -108,9 +108,9 @@ def test_more_than_128_channels_is_refused_and_auto_picks_another_backend():
     q, k, v, t, w = (x.detach() for x in inputs)
     with pytest.raises(RuntimeError, match="at most 128"):
         CUDA.forward(q, k, v, t, w, (0, 112), 1e-12)
-    picked = resolve_backend("auto", q.device, q.dtype, channels=160)
+    picked = resolve_backend("auto", q.device, q.dtype, channels=160, op="dual_attention")
     assert picked != "cuda"
-    assert resolve_backend("auto", q.device, q.dtype, channels=128) in ("triton", "cuda")
+    assert resolve_backend("auto", q.device, q.dtype, channels=128, op="dual_attention") in ("triton", "cuda")
     temperature, weights = op_cases.params(1, 2)
     op_cases.check_case(*op_cases.make_inputs(1, 1, 160, 300, seed=3), temperature, weights, (None, 112),
                         backend="auto", device="cuda")
@@ -177,14 +177,15 @@ def test_bitwise_deterministic():
 
 
 def test_auto_backend_is_the_first_available_cuda_backend_in_auto_order():
-    """Which backend "auto" prefers on CUDA is decided from measurements (AUTO_ORDER): assert only
+    """Which backend "auto" prefers on CUDA is decided from measurements (the auto order): assert only
     that it picks the first available one of that order, and that it is a CUDA-capable one."""
-    from ddsa_kernels import available_backends, resolve_backend
-    from ddsa_kernels._registry import AUTO_ORDER
+    from ddsa_kernels import available_backends
+    from ddsa_kernels._registry import resolve_backend
+    from ddsa_kernels._registry import OPS
 
-    cuda_backends = available_backends("cuda")
+    cuda_backends = available_backends("cuda", op="dual_attention")
     for dtype in (torch.float16, torch.bfloat16, torch.float32):
-        first = next(b for b in AUTO_ORDER["dual_attention"]["cuda"] if b in cuda_backends)
-        picked = resolve_backend("auto", torch.device("cuda"), dtype, channels=48)
+        first = next(b for b in OPS["dual_attention"].auto_order["cuda"] if b in cuda_backends)
+        picked = resolve_backend("auto", torch.device("cuda"), dtype, channels=48, op="dual_attention")
         assert picked == first
         assert picked in ("triton", "cuda")

@@ -335,9 +335,9 @@ def test_auto_runs_the_kernels_on_large_maps_only():
 
 
 def test_registry_orders():
-    from ddsa_kernels._registry import AUTO_ORDER, resolve_backend
+    from ddsa_kernels._registry import OPS, resolve_backend
 
-    assert AUTO_ORDER["gated_ffn"] == {"cuda": ("eager",), "cpu": ("cpu", "eager")}
+    assert OPS["gated_ffn"].auto_order == {"cuda": ("eager",), "cpu": ("cpu", "eager")}
     assert resolve_backend("auto", "cuda", torch.float32, op="gated_ffn") == "eager"
     assert resolve_backend("auto", "cpu", torch.bfloat16, op="gated_ffn") == "eager"
     if HAVE_CPU:

@@ -22,7 +22,7 @@ GPU_BACKENDS = ("triton", "cuda")
 def backend(request):
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA device")
-    why = build_info().get(request.param)
+    why = build_info("dual_attention").get(request.param)
     if why != "available":
         pytest.skip(f"backend {request.param} not available: {why}")
     return request.param
@@ -50,9 +50,9 @@ def test_cuda_extension_built_where_it_can_be():
     possible, why = cuda_build_possible()
     if not possible:
         pytest.skip(f"no CUDA build expected here: {why}")
-    assert build_info()["cuda"] == "available", (
+    assert build_info("dual_attention")["cuda"] == "available", (
         "a CUDA build was possible (CUDA torch, nvcc) but the cuda backend is missing: "
-        f"{build_info()['cuda']}; set DDSA_NO_EXTENSION=1 to run without it deliberately")
+        f"{build_info('dual_attention')['cuda']}; set DDSA_NO_EXTENSION=1 to run without it deliberately")
 
 
 def check(backend, *args, **kwargs):

@@ -259,9 +259,10 @@ def test_auto_takes_the_banded_kernel_for_large_maps_without_gradients_only():
 
 
 def test_registry_order():
-    from ddsa_kernels._registry import AUTO_ORDER, resolve_backend
+    from ddsa_kernels._registry import OPS, resolve_backend
 
-    assert AUTO_ORDER["mixed_scale_ffn"] == {"cuda": ("eager",), "cpu": ("cpu", "eager")}
+    assert OPS["mixed_scale_ffn"].auto_order == {"cuda": ("eager",), "cpu": ("cpu", "eager")}
+    assert OPS["mixed_scale_ffn"].fallback == "eager"
     assert resolve_backend("auto", "cpu", torch.float32, op="mixed_scale_ffn") == ("cpu" if HAVE_CPU else "eager")
     assert resolve_backend("auto", "cpu", torch.bfloat16, op="mixed_scale_ffn") == "eager"
     assert resolve_backend("auto", "meta", torch.float32, op="mixed_scale_ffn") == "eager"

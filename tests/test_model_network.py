@@ -26,7 +26,7 @@ def _tiny(seed: int = 0, **overrides) -> DDSANet:
 
 # -- backends ---------------------------------------------------------------------------------------
 # Triton on a CPU runs in its (slow) interpreter and is tested by the kernel tests; here only on CUDA.
-_CPU_BACKENDS = [b for b in available_backends("cpu") if b not in ("reference", "triton")]
+_CPU_BACKENDS = [b for b in available_backends("cpu", op="dual_attention") if b not in ("reference", "triton")]
 
 
 @pytest.mark.parametrize("backend", ["auto", "eager", *_CPU_BACKENDS])

@@ -289,8 +289,35 @@ class TestErrors:
 
 
 def test_build_info_explains_every_backend():
-    info = build_info()
+    info = build_info("dual_attention")
     assert info["reference"] == "available"
     for name in ("triton", "cpu", "cuda"):
         assert name in info and info[name]
-        assert (info[name] == "available") == (name in available_backends())
+        assert (info[name] == "available") == (name in available_backends(op="dual_attention"))
+
+
+def test_build_info_covers_every_op():
+    """Without an op, one entry per op of the registry, each naming every backend of that op."""
+    from ddsa_kernels._registry import OPS
+
+    info = build_info()
+    assert set(info) == set(OPS) >= {"dual_attention", "channel_norm", "depthwise_conv", "depthwise_chain",
+                                     "depthwise_chain_mlp", "gated_ffn", "mixed_scale_ffn"}
+    for op, backends in info.items():
+        assert backends == build_info(op)
+        assert set(backends) == set(OPS[op].names)
+        assert backends["eager"] == "available"
+
+
+def test_registry_helpers_need_the_op():
+    """No silent default op: leaving it out is a TypeError, an unknown one a ValueError."""
+    from ddsa_kernels._registry import check_backend_name, resolve_backend
+
+    with pytest.raises(TypeError):
+        available_backends("cpu")
+    with pytest.raises(TypeError):
+        resolve_backend("auto", "cpu", torch.float32)
+    with pytest.raises(TypeError):
+        check_backend_name("auto")
+    with pytest.raises(ValueError, match="unknown op 'nope'"):
+        build_info("nope")

@@ -20,9 +20,9 @@ from op_cases import make_inputs, params
 
 
 def _backends() -> list[tuple[str, str]]:
-    pairs = [(n, "cpu") for n in available_backends("cpu") if n != "eager"]
+    pairs = [(n, "cpu") for n in available_backends("cpu", op="dual_attention") if n != "eager"]
     if torch.cuda.is_available():
-        pairs += [(n, "cuda") for n in available_backends("cuda") if n != "eager"]
+        pairs += [(n, "cuda") for n in available_backends("cuda", op="dual_attention") if n != "eager"]
     return pairs
 
 
@@ -37,7 +37,7 @@ def _interpreted(name: str, device: str) -> bool:
 @pytest.mark.parametrize("backend,device", BACKENDS, ids=IDS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=["fp32", "fp16", "bf16"])
 def test_qkv_views_at_storage_offset_one_and_odd_n(backend, device, dtype):
-    if dtype not in _registry.spec(backend).dtypes:
+    if dtype not in _registry.backend_spec(backend, op="dual_attention").dtypes:
         pytest.skip(f"{backend} does not run {dtype}")
     channels, pixels = (16, 37) if _interpreted(backend, device) else (48, 1001)
     topk = ddsa_topk(channels)

@@ -18,7 +18,7 @@ pytest.importorskip("triton")
 
 from ddsa_kernels import available_backends, build_info, dual_attention, reference_dual_attention  # noqa: E402
 from ddsa_kernels.ops.dual_attention import triton as tda  # noqa: E402
-from ddsa_kernels._registry import device_types, spec  # noqa: E402
+from ddsa_kernels._registry import backend_spec, device_types  # noqa: E402
 from ddsa_kernels.module import ddsa_topk, drsformer_topk, restormer_topk  # noqa: E402
 
 import op_cases  # noqa: E402
@@ -300,9 +300,9 @@ def test_saved_tensors_beyond_inputs_are_order_c_squared():
 
 
 def test_registered_and_available():
-    assert "triton" in available_backends()
-    assert build_info()["triton"] == "available"
-    backend = spec("triton")
+    assert "triton" in available_backends(op="dual_attention")
+    assert build_info("dual_attention")["triton"] == "available"
+    backend = backend_spec("triton", op="dual_attention")
     assert DEVICE in device_types(backend)
     assert set(backend.dtypes) == {torch.float16, torch.bfloat16, torch.float32}
     assert device_types(backend) == (("cuda", "cpu") if INTERPRET else ("cuda",))

@@ -53,12 +53,12 @@ def check_attention_backend(name: str, device: torch.device, dtype: torch.dtype 
     from ddsa_kernels import _registry
 
     try:
-        _registry.check_backend_name(name)
+        _registry.check_backend_name(name, "dual_attention")
     except ValueError as e:
         raise CLIError(f"--attention-backend: {e}") from None
     if name != "auto":
         try:
-            _registry.resolve_backend(name, device, dtype)
+            _registry.resolve_backend(name, device, dtype, op="dual_attention")
         except RuntimeError as e:
             raise CLIError(f"--attention-backend {name} on {device} ({str(dtype).replace('torch.', '')}): {e}") from None
     return name

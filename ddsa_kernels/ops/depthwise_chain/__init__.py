@@ -92,7 +92,7 @@ def depthwise_chain(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, *,
         return eager_depthwise_chain(x, weight, bias)
     check_inputs(x, weight, bias)
     name = _registry.resolve_backend(backend, x.device, x.dtype, channels=weight.shape[0], op=_OP)
-    if not _registry.is_fused(name, _OP):
+    if not _registry.is_fused(name, op=_OP):
         return eager_depthwise_chain(x, weight, bias)
     return depthwise_chain_fwd(x, weight, bias, name)
 

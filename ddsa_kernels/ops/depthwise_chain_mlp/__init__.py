@@ -70,7 +70,7 @@ def depthwise_chain_mlp(x: Tensor, w_in: Tensor, b_in: Optional[Tensor], w_dw: T
     check_inputs(x, w_in, b_in, w_dw, b_dw, w_out, b_out)
     name = _registry.resolve_backend(backend, x.device, x.dtype, op=_OP)
     tensors = (x, w_in, b_in, w_dw, b_dw, w_out, b_out)
-    if not _registry.is_fused(name, _OP):  # "reference" / "eager": plain autograd of their torch ops
+    if not _registry.is_fused(name, op=_OP):  # "reference" / "eager": plain autograd of their torch ops
         return _registry.implementation(_OP, name)(*tensors)
     needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
     if not needs_grad and (backend != "auto" or x.shape[2] * x.shape[3] >= MIN_FUSED_PIXELS):

@@ -89,7 +89,7 @@ def depthwise_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, *, 
         return eager_depthwise_conv(x, weight, bias, dilation=check_dilation(dilation))
     check_inputs(x, weight, bias, dilation)
     name = _registry.resolve_backend(backend, x.device, x.dtype, channels=x.shape[1], op=_OP)
-    if not _registry.is_fused(name, _OP):
+    if not _registry.is_fused(name, op=_OP):
         return eager_depthwise_conv(x, weight, bias, dilation=dilation)
     return depthwise_conv_fwd(x, weight, bias, name, dilation)
 

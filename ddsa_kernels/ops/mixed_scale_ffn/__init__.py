@@ -107,7 +107,7 @@ def mixed_scale_middle(u: Tensor, w3: Tensor, b3: OptTensor, w5: Tensor, b5: Opt
         raise ValueError(f"u must be a (B, 2h, H, W) tensor, got {getattr(u, 'shape', type(u).__name__)}")
     check_middle(u, u.shape[1], w3, b3, w5, b5, w3_1, b3_1, w5_1, b5_1)
     name = _registry.resolve_backend(backend, u.device, u.dtype, op=_OP)
-    if not _registry.is_fused(name, _OP):
+    if not _registry.is_fused(name, op=_OP):
         return eager_middle(u, w3, b3, w5, b5, w3_1, b3_1, w5_1, b5_1)
     return mixed_scale_ffn_mid_fwd(u, w3, b3, w5, b5, w3_1, b3_1, w5_1, b5_1, name)
 
@@ -140,7 +140,7 @@ def mixed_scale_ffn(x: Tensor, w_in: Tensor, b_in: OptTensor, w3: Tensor, b3: Op
         return eager_mixed_scale_ffn(*tensors)
     check_inputs(*tensors)
     name = _registry.resolve_backend(backend, x.device, x.dtype, op=_OP)
-    if not _registry.is_fused(name, _OP):  # "reference" / "eager": plain autograd of their torch ops
+    if not _registry.is_fused(name, op=_OP):  # "reference" / "eager": plain autograd of their torch ops
         return _registry.implementation(_OP, name)(*tensors)
     needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
     if not needs_grad and (backend != "auto" or x.shape[2] * x.shape[3] >= MIN_FUSED_PIXELS):
