@@ -82,7 +82,7 @@ OPS: dict[str, OpSpec] = {
                         "C++ kernels of the compiled extension"),
             BackendSpec("cuda", "ddsa_kernels.ops.dual_attention.extension:CUDA", ("cuda",), _LOW_AND_FP32,
                         "CUDA kernels of the compiled extension (C×C tiles in shared memory)", max_channels=128),
-            BackendSpec("eager", "ddsa_kernels.ops.dual_attention.naive:eager_dual_attention", _ANY_DEVICE, _ALL_FLOATS,
+            BackendSpec("eager", "ddsa_kernels.ops.dual_attention.naive:EAGER", _ANY_DEVICE, _ALL_FLOATS,
                         "the authors'-style unfused computation with plain autograd (the benchmarks' baseline)",
                         fused=False),
         ),
@@ -99,7 +99,7 @@ OPS: dict[str, OpSpec] = {
                         "C++ kernels of the compiled extension"),
             BackendSpec("cuda", "ddsa_kernels.ops.channel_norm.extension:CUDA", ("cuda",), _LOW_AND_FP32,
                         "CUDA kernels of the compiled extension"),
-            BackendSpec("eager", "ddsa_kernels.ops.channel_norm.naive:eager_channel_norm", _ANY_DEVICE, _ALL_FLOATS,
+            BackendSpec("eager", "ddsa_kernels.ops.channel_norm.naive:EAGER", _ANY_DEVICE, _ALL_FLOATS,
                         "the authors' permute + LayerNorm + permute with plain autograd (the benchmarks' baseline)",
                         fused=False),
         ),
@@ -113,7 +113,7 @@ OPS: dict[str, OpSpec] = {
                         "K² shifted products and explicit backward in plain PyTorch (float64 capable)"),
             BackendSpec("cpu", "ddsa_kernels.ops.depthwise_conv.extension:CPU", ("cpu",), (torch.float32, torch.float64),
                         "C++ kernels of the compiled extension, directly on NCHW planes"),
-            BackendSpec("eager", "ddsa_kernels.ops.depthwise_conv.naive:eager_depthwise_conv", _ANY_DEVICE, _ALL_FLOATS,
+            BackendSpec("eager", "ddsa_kernels.ops.depthwise_conv.naive:EAGER", _ANY_DEVICE, _ALL_FLOATS,
                         "torch's own convolution (F.conv2d, groups=C) with plain autograd: cuDNN on CUDA",
                         fused=False),
         ),
@@ -126,7 +126,7 @@ OPS: dict[str, OpSpec] = {
                         "the chain and its explicit backward in plain PyTorch (float64 capable)"),
             BackendSpec("cpu", "ddsa_kernels.ops.depthwise_chain.extension:CPU", ("cpu",), (torch.float32, torch.float64),
                         "C++ kernels of the compiled extension: each plane's whole chain in one task"),
-            BackendSpec("eager", "ddsa_kernels.ops.depthwise_chain.naive:eager_depthwise_chain", _ANY_DEVICE,
+            BackendSpec("eager", "ddsa_kernels.ops.depthwise_chain.naive:EAGER", _ANY_DEVICE,
                         _ALL_FLOATS, "the authors' conv2d + relu + cat with plain autograd: cuDNN on CUDA", fused=False),
         ),
         auto_order={"cuda": ("eager",), "cpu": ("cpu", "eager")},
@@ -134,14 +134,14 @@ OPS: dict[str, OpSpec] = {
     ),
     "depthwise_chain_mlp": OpSpec(
         backends=(
-            BackendSpec("reference", "ddsa_kernels.ops.depthwise_chain_mlp.naive:reference_depthwise_chain_mlp",
-                        _ANY_DEVICE, _ALL_FLOATS, "channel contractions around the chain's oracle, plain autograd",
-                        fused=False),
+            BackendSpec("reference", "ddsa_kernels.ops.depthwise_chain_mlp.reference", _ANY_DEVICE, _ALL_FLOATS,
+                        "matrix-product 1×1s around the chain's reference forward in plain PyTorch, autograd "
+                        "(float64 capable)", fused=False),
             BackendSpec("cpu", "ddsa_kernels.ops.depthwise_chain_mlp.extension:CPU", ("cpu",),
                         (torch.float32, torch.float64),
                         "C++ inference kernel: u and y of one band of rows in a per-thread buffer (with gradients: "
                         "F.conv2d around the chain's cpu kernel)"),
-            BackendSpec("eager", "ddsa_kernels.ops.depthwise_chain_mlp.naive:eager_depthwise_chain_mlp", _ANY_DEVICE,
+            BackendSpec("eager", "ddsa_kernels.ops.depthwise_chain_mlp.naive:EAGER", _ANY_DEVICE,
                         _ALL_FLOATS, "the authors' 1×1 conv2d, chain of conv2d + relu, 1×1 conv2d with plain autograd",
                         fused=False),
         ),
@@ -150,12 +150,13 @@ OPS: dict[str, OpSpec] = {
     ),
     "gated_ffn": OpSpec(
         backends=(
-            BackendSpec("reference", "ddsa_kernels.ops.gated_ffn.naive:Reference", _ANY_DEVICE, _ALL_FLOATS,
-                        "einsum 1×1, shifted-sum depth-wise and erf-GELU, plain autograd (float64 capable)", fused=False),
+            BackendSpec("reference", "ddsa_kernels.ops.gated_ffn.reference", _ANY_DEVICE, _ALL_FLOATS,
+                        "matrix-product 1×1s, the depth-wise reference forward and a·Φ(a) GELU in plain PyTorch, "
+                        "autograd (float64 capable)", fused=False),
             BackendSpec("cpu", "ddsa_kernels.ops.gated_ffn.extension:CPU", ("cpu",), (torch.float32, torch.float64),
                         "C++ kernels: banded inference (u of one band of rows in a per-thread buffer); with gradients "
                         "F.conv2d around the fused depth-wise + GELU gate and its backward"),
-            BackendSpec("eager", "ddsa_kernels.ops.gated_ffn.naive:Eager", _ANY_DEVICE, _ALL_FLOATS,
+            BackendSpec("eager", "ddsa_kernels.ops.gated_ffn.naive:EAGER", _ANY_DEVICE, _ALL_FLOATS,
                         "the authors' conv2d 1×1, depth-wise conv2d, chunk, F.gelu, conv2d 1×1 with plain autograd",
                         fused=False),
         ),
@@ -164,13 +165,13 @@ OPS: dict[str, OpSpec] = {
     ),
     "mixed_scale_ffn": OpSpec(
         backends=(
-            BackendSpec("reference", "ddsa_kernels.ops.mixed_scale_ffn.naive:reference_mixed_scale_ffn", _ANY_DEVICE,
-                        _ALL_FLOATS, "channel contractions and shifted-sum convolutions, plain autograd (float64 "
-                        "capable)", fused=False),
+            BackendSpec("reference", "ddsa_kernels.ops.mixed_scale_ffn.reference", _ANY_DEVICE,
+                        _ALL_FLOATS, "matrix-product 1×1s and each pair of K×K stages as one depth-wise reference "
+                        "forward in plain PyTorch, autograd (float64 capable)", fused=False),
             BackendSpec("cpu", "ddsa_kernels.ops.mixed_scale_ffn.extension:CPU", ("cpu",), (torch.float32, torch.float64),
                         "C++ kernels: banded inference (u and m of one band of rows in per-thread buffers); with "
                         "gradients F.conv2d around the fused depth-wise middle and its backward"),
-            BackendSpec("eager", "ddsa_kernels.ops.mixed_scale_ffn.naive:eager_mixed_scale_ffn", _ANY_DEVICE,
+            BackendSpec("eager", "ddsa_kernels.ops.mixed_scale_ffn.naive:EAGER", _ANY_DEVICE,
                         _ALL_FLOATS, "the authors' conv2d / relu / chunk / cat with plain autograd", fused=False),
         ),
         auto_order={"cuda": ("eager",), "cpu": ("cpu", "eager")},

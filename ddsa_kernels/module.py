@@ -11,7 +11,7 @@ from torch import nn
 
 from .ops.channel_norm import channel_norm
 from .ops.depthwise_conv import depthwise_conv
-from .ops.depthwise_conv._common import MAX_KERNEL
+from .ops._common import MAX_KERNEL
 from .ops.dual_attention import dual_attention
 from .ops.dual_attention._common import normalize_topk
 

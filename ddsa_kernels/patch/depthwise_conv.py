@@ -11,7 +11,7 @@ import inspect
 from torch import nn
 
 from ..ops.depthwise_conv import depthwise_conv
-from ..ops.depthwise_conv._common import MAX_KERNEL
+from ..ops._common import MAX_KERNEL
 from ._rule import Match, MatchResult, Rule, Skip, Tensor
 
 # dilated kernels need the op's ``dilation`` keyword

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..ops.depthwise_conv._common import MAX_KERNEL
+from ..ops._common import MAX_KERNEL
 from ..ops.gated_ffn import gated_ffn
 from ._rule import Match, MatchResult, Rule, Skip, Tensor, first_mismatch, stateless_extras
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..ops.depthwise_conv._common import MAX_KERNEL
+from ..ops._common import MAX_KERNEL
 from ..ops.mixed_scale_ffn import mixed_scale_ffn
 from ._rule import Match, MatchResult, Rule, Skip, Tensor, first_mismatch, stateless_extras
 

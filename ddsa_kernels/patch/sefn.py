@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ..ops.depthwise_chain_mlp import depthwise_chain_mlp
-from ..ops.depthwise_conv._common import MAX_KERNEL
+from ..ops._common import MAX_KERNEL
 from ._rule import Match, MatchResult, Rule, Skip, Tensor, conv_mismatch, first_mismatch, stateless_extras
 
 _CHILDREN = {"conv1x1_in", "dwconv3x3", "project_out", "SAlayer"}

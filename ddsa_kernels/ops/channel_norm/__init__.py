@@ -113,7 +113,7 @@ def channel_norm(
     check_inputs(x, weight, bias, eps, subtract_mean)
     name = _registry.resolve_backend(backend, x.device, x.dtype, channels=x.shape[1], op=_OP)
     if not _registry.is_fused(name, op=_OP):
-        return eager_channel_norm(x, weight, bias, eps, subtract_mean=subtract_mean)
+        return _registry.implementation(_OP, name).forward(x, weight, bias, eps, subtract_mean=subtract_mean)
     if x.dim() == 3:
         return channel_norm_fwd(x.unsqueeze(-1), weight, bias, float(eps), subtract_mean, name)[0].squeeze(-1)
     return channel_norm_fwd(x, weight, bias, float(eps), subtract_mean, name)[0]

@@ -6,9 +6,8 @@ from typing import Optional
 
 import torch
 
+from .._common import FLOAT_DTYPES
 from .._dtypes import accumulation_dtype  # noqa: F401  (re-exported to the op's modules)
-
-_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 def check_inputs(
@@ -26,7 +25,7 @@ def check_inputs(
             raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     if x.dim() not in (3, 4):
         raise ValueError(f"x must have shape (B, C, H, W) or (B, C, N), got {tuple(x.shape)}")
-    if x.dtype not in _FLOAT_DTYPES:
+    if x.dtype not in FLOAT_DTYPES:
         raise ValueError(f"x has dtype {x.dtype}; expected float16, bfloat16, float32 or float64")
     channels = x.shape[1]
     if channels < 1:
@@ -40,7 +39,7 @@ def check_inputs(
             continue
         if t.dim() != 1 or t.shape[0] != channels:
             raise ValueError(f"{name} must have shape (C,) with C={channels} (x's dim 1), got {tuple(t.shape)}")
-        if t.dtype not in _FLOAT_DTYPES:
+        if t.dtype not in FLOAT_DTYPES:
             raise ValueError(f"{name} has dtype {t.dtype}; expected a floating-point dtype")
         if t.device != x.device:
             raise ValueError(f"{name} is on {t.device} but x is on {x.device}")

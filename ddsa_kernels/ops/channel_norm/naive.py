@@ -18,6 +18,7 @@ from typing import Optional
 
 import torch
 
+from .._common import Unfused
 from ._common import accumulation_dtype, check_inputs
 
 
@@ -77,3 +78,6 @@ def eager_channel_norm(
     else:
         y3 = x3 / torch.sqrt(sigma + eps) * weight
     return y3.permute(0, 2, 1).reshape(shape)
+
+
+EAGER = Unfused(forward=eager_channel_norm)  # the "eager" backend

@@ -25,6 +25,7 @@ from typing import Optional
 import torch
 
 from ... import _registry
+from .._common import autocast_runs_eager
 from ._common import check_inputs
 from .naive import eager_depthwise_chain, reference_depthwise_chain
 
@@ -87,13 +88,12 @@ def depthwise_chain(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, *,
     Returns:
         (B, n·C, H, W) in x's dtype; differentiable w.r.t. x, weight and bias.
     """
-    if backend == "auto" and isinstance(x, torch.Tensor) and torch.is_autocast_enabled(x.device.type):
-        # let autocast choose the convolutions' dtype, as for any nn.Conv2d
-        return eager_depthwise_chain(x, weight, bias)
+    if autocast_runs_eager(backend, x):
+        return _registry.implementation(_OP, "eager").forward(x, weight, bias)
     check_inputs(x, weight, bias)
     name = _registry.resolve_backend(backend, x.device, x.dtype, channels=weight.shape[0], op=_OP)
     if not _registry.is_fused(name, op=_OP):
-        return eager_depthwise_chain(x, weight, bias)
+        return _registry.implementation(_OP, name).forward(x, weight, bias)
     return depthwise_chain_fwd(x, weight, bias, name)
 
 

@@ -5,7 +5,7 @@ from typing import Optional
 
 import torch
 
-from ..depthwise_conv._common import FLOAT_DTYPES, MAX_KERNEL, check_tensor_types, check_weight_and_bias
+from .._common import check_kernel, check_map, check_tensor_types, check_weight_and_bias
 
 
 def check_inputs(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
@@ -13,18 +13,14 @@ def check_inputs(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Ten
     """Validate x (B, n·C, H, W), weight (C, 1, K, K) with K odd ≤ 7, bias (C,) or None; returns (n, K).
 
     same_dtype=False accepts a weight and bias of another dtype than x (autocast casts them per op)."""
-    check_tensor_types(x, weight, bias)
-    if x.dim() != 4:
-        raise ValueError(f"x must have shape (B, n·C, H, W), got {tuple(x.shape)}")
-    if x.dtype not in FLOAT_DTYPES:
-        raise ValueError(f"x has dtype {x.dtype}; expected float16, bfloat16, float32 or float64")
+    check_tensor_types({"x": x, "weight": weight, "bias": bias})
+    check_map("x", x, "(B, n·C, H, W)")
     if weight.dim() != 4 or weight.shape[1] != 1 or weight.shape[2] != weight.shape[3] or weight.shape[0] < 1:
         raise ValueError(f"weight must have shape (C, 1, K, K), got {tuple(weight.shape)}")
-    channels, k = weight.shape[0], weight.shape[2]
+    channels = weight.shape[0]
     if x.shape[1] % channels:
         raise ValueError(f"x has {x.shape[1]} channels, not a multiple of the weight's C={channels} "
                          "(x holds n groups of C channels)")
-    if k % 2 != 1 or k > MAX_KERNEL:
-        raise ValueError(f"weight has a {k}×{k} kernel; supported: odd sizes 1 to {MAX_KERNEL}")
+    k = check_kernel("weight", weight)
     check_weight_and_bias(x, weight, bias, channels, same_dtype)
     return x.shape[1] // channels, k

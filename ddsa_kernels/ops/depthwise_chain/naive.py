@@ -21,6 +21,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from .._common import Unfused
 from ..depthwise_conv.naive import eager_depthwise_conv, reference_depthwise_conv
 from ._common import check_inputs
 
@@ -45,3 +46,6 @@ def eager_depthwise_chain(x: Tensor, weight: Tensor, bias: Optional[Tensor] = No
     """The same with torch's convolution (``F.conv2d``, ``groups=C``) and plain autograd; under autocast
     x and the weight may differ in dtype, as for any ``nn.Conv2d``."""
     return _chain(x, weight, bias, eager_depthwise_conv, same_dtype=False)
+
+
+EAGER = Unfused(forward=eager_depthwise_chain)  # the "eager" backend

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from ... import _registry
+from .._common import autocast_runs_eager
 from ..depthwise_chain import depthwise_chain
 from ._common import check_inputs
 from .naive import eager_depthwise_chain_mlp, reference_depthwise_chain_mlp
@@ -65,13 +66,13 @@ def depthwise_chain_mlp(x: Tensor, w_in: Tensor, b_in: Optional[Tensor], w_dw: T
         (B, C_out, H, W) in x's dtype; differentiable w.r.t. every input (the fused kernel runs only when
         no gradient is needed).
     """
-    if backend == "auto" and isinstance(x, torch.Tensor) and torch.is_autocast_enabled(x.device.type):
-        return eager_depthwise_chain_mlp(x, w_in, b_in, w_dw, b_dw, w_out, b_out)
+    if autocast_runs_eager(backend, x):
+        return _registry.implementation(_OP, "eager").forward(x, w_in, b_in, w_dw, b_dw, w_out, b_out)
     check_inputs(x, w_in, b_in, w_dw, b_dw, w_out, b_out)
     name = _registry.resolve_backend(backend, x.device, x.dtype, op=_OP)
     tensors = (x, w_in, b_in, w_dw, b_dw, w_out, b_out)
     if not _registry.is_fused(name, op=_OP):  # "reference" / "eager": plain autograd of their torch ops
-        return _registry.implementation(_OP, name)(*tensors)
+        return _registry.implementation(_OP, name).forward(*tensors)
     needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
     if not needs_grad and (backend != "auto" or x.shape[2] * x.shape[3] >= MIN_FUSED_PIXELS):
         return depthwise_chain_mlp_fwd(*tensors, name, BAND_ROWS)

@@ -17,6 +17,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from .._common import Unfused
 from ..depthwise_chain.naive import eager_depthwise_chain, reference_depthwise_chain
 from ._common import check_inputs
 
@@ -41,3 +42,6 @@ def eager_depthwise_chain_mlp(x: Tensor, w_in: Tensor, b_in: Optional[Tensor], w
     differ in dtype, as for any ``nn.Conv2d``."""
     check_inputs(x, w_in, b_in, w_dw, b_dw, w_out, b_out, same_dtype=False)
     return F.conv2d(eager_depthwise_chain(F.conv2d(x, w_in, b_in), w_dw, b_dw), w_out, b_out)
+
+
+EAGER = Unfused(forward=eager_depthwise_chain_mlp)  # the "eager" backend

@@ -21,6 +21,7 @@ from typing import Optional
 import torch
 
 from ... import _registry
+from .._common import autocast_runs_eager
 from ._common import check_dilation, check_inputs
 from .naive import eager_depthwise_conv, reference_depthwise_conv
 
@@ -84,13 +85,12 @@ def depthwise_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, *, 
     Returns:
         (B, C, H, W) in x's dtype; differentiable w.r.t. x, weight and bias.
     """
-    if backend == "auto" and isinstance(x, torch.Tensor) and torch.is_autocast_enabled(x.device.type):
-        # let autocast choose the convolution's dtype, as for any nn.Conv2d
-        return eager_depthwise_conv(x, weight, bias, dilation=check_dilation(dilation))
+    if autocast_runs_eager(backend, x):
+        return _registry.implementation(_OP, "eager").forward(x, weight, bias, dilation=check_dilation(dilation))
     check_inputs(x, weight, bias, dilation)
     name = _registry.resolve_backend(backend, x.device, x.dtype, channels=x.shape[1], op=_OP)
     if not _registry.is_fused(name, op=_OP):
-        return eager_depthwise_conv(x, weight, bias, dilation=dilation)
+        return _registry.implementation(_OP, name).forward(x, weight, bias, dilation=dilation)
     return depthwise_conv_fwd(x, weight, bias, name, dilation)
 
 

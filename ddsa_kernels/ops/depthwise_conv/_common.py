@@ -5,33 +5,7 @@ from typing import Optional
 
 import torch
 
-FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-MAX_KERNEL = 7
-
-
-def check_tensor_types(x: object, weight: object, bias: object) -> None:
-    """TypeError unless x and weight are tensors and bias is a tensor or None."""
-    for name, t in (("x", x), ("weight", weight), ("bias", bias)):
-        if t is None and name == "bias":
-            continue
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-
-
-def check_weight_and_bias(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], channels: int,
-                          same_dtype: bool = True, names: tuple[str, str] = ("weight", "bias")) -> None:
-    """weight and bias on x's device (and of x's dtype unless ``same_dtype=False``), bias (channels,) or None;
-    errors call them by ``names``."""
-    for name, t in zip(names, (weight, bias)):
-        if t is None:
-            continue
-        if same_dtype and t.dtype != x.dtype:
-            raise ValueError(f"{name} has dtype {t.dtype} but x has dtype {x.dtype}")
-        if t.device != x.device:
-            raise ValueError(f"{name} is on {t.device} but x is on {x.device}")
-    if bias is not None and (bias.dim() != 1 or bias.shape[0] != channels):
-        raise ValueError(f"{names[1]} must have shape (C,) with C={channels}, got {tuple(bias.shape)}")
-
+from .._common import check_kernel, check_map, check_tensor_types, check_weight_and_bias
 
 def check_dilation(dilation: object) -> int:
     """ValueError unless ``dilation`` is an int ≥ 1 (a bool is not); returns it."""
@@ -45,17 +19,12 @@ def check_dilation(dilation: object) -> int:
 def check_inputs(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], dilation: int = 1) -> int:
     """Validate x (B, C, H, W), weight (C, 1, K, K) with K odd ≤ 7, bias (C,) or None, dilation an int ≥ 1;
     returns K."""
-    check_tensor_types(x, weight, bias)
+    check_tensor_types({"x": x, "weight": weight, "bias": bias})
     check_dilation(dilation)
-    if x.dim() != 4:
-        raise ValueError(f"x must have shape (B, C, H, W), got {tuple(x.shape)}")
-    if x.dtype not in FLOAT_DTYPES:
-        raise ValueError(f"x has dtype {x.dtype}; expected float16, bfloat16, float32 or float64")
+    check_map("x", x)
     channels = x.shape[1]
     if weight.dim() != 4 or weight.shape[0] != channels or weight.shape[1] != 1 or weight.shape[2] != weight.shape[3]:
         raise ValueError(f"weight must have shape (C, 1, K, K) with C={channels} (x's dim 1), got {tuple(weight.shape)}")
-    k = weight.shape[2]
-    if k % 2 != 1 or k > MAX_KERNEL:
-        raise ValueError(f"weight has a {k}×{k} kernel; supported: odd sizes 1 to {MAX_KERNEL}")
+    k = check_kernel("weight", weight)
     check_weight_and_bias(x, weight, bias, channels)
     return k

@@ -18,6 +18,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from .._common import Unfused
 from ._common import check_inputs
 
 
@@ -43,3 +44,6 @@ def eager_depthwise_conv(x: torch.Tensor, weight: torch.Tensor, bias: Optional[t
     """torch's own convolution (``F.conv2d`` with ``groups=C``, zero padding dilation·(K // 2)), plain autograd."""
     k = weight.shape[-1]
     return F.conv2d(x, weight, bias, stride=1, padding=dilation * (k // 2), dilation=dilation, groups=x.shape[1])
+
+
+EAGER = Unfused(forward=eager_depthwise_conv)  # the "eager" backend

@@ -146,7 +146,7 @@ def dual_attention(
     temp, keep = check_inputs(q, k, v, temperature, weights, topk, eps)
     name = _registry.resolve_backend(backend, q.device, q.dtype, channels=q.shape[2], op=_OP)
     if not _registry.is_fused(name, op=_OP):
-        return eager_dual_attention(q, k, v, temp, weights, topk, eps)
+        return _registry.implementation(_OP, name).forward(q, k, v, temp, weights, topk, eps)
     return dual_attention_fwd(q, k, v, temp, weights, list(keep), float(eps), name)[0]
 
 

@@ -7,9 +7,8 @@ from typing import Optional
 
 import torch
 
+from .._common import FLOAT_DTYPES
 from .._dtypes import accumulation_dtype  # noqa: F401  (re-exported to the op's modules)
-
-_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 def normalize_topk(topk: Sequence[Optional[int]], channels: int) -> tuple[int, ...]:
@@ -49,7 +48,7 @@ def check_inputs(
     for name, t in (("k", k), ("v", v)):
         if t.shape != q.shape:
             raise ValueError(f"{name} has shape {tuple(t.shape)} but q has shape {tuple(q.shape)}")
-    if q.dtype not in _FLOAT_DTYPES:
+    if q.dtype not in FLOAT_DTYPES:
         raise ValueError(f"q has dtype {q.dtype}; expected float16, bfloat16, float32 or float64")
     for name, t in (("k", k), ("v", v)):
         if t.dtype != q.dtype:

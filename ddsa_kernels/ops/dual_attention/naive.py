@@ -18,6 +18,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from .._common import Unfused
 from ._common import accumulation_dtype, check_inputs
 
 
@@ -77,3 +78,6 @@ def eager_dual_attention(
         term = (branch @ v) * weights[i].to(q.dtype)
         out = term if out is None else out + term
     return out
+
+
+EAGER = Unfused(forward=eager_dual_attention)  # the "eager" backend

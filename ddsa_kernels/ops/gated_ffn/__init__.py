@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from ... import _registry
+from .._common import autocast_runs_eager
 from ._common import check_gated_inputs, check_inputs
 from .naive import eager_gated_depthwise, eager_gated_ffn, reference_gated_depthwise, reference_gated_ffn
 
@@ -111,8 +112,8 @@ def gated_depthwise(u: Tensor, w_dw: Tensor, b_dw: Optional[Tensor] = None, *, b
         (B, h, H, W) in u's dtype; differentiable w.r.t. u, w_dw and b_dw (the "cpu" backward recomputes d
         from u rather than saving it).
     """
-    if backend == "auto" and isinstance(u, torch.Tensor) and torch.is_autocast_enabled(u.device.type):
-        return eager_gated_depthwise(u, w_dw, b_dw)
+    if autocast_runs_eager(backend, u):
+        return _registry.implementation(_OP, "eager").gated_forward(u, w_dw, b_dw)
     check_gated_inputs(u, w_dw, b_dw)
     name = _registry.resolve_backend(backend, u.device, u.dtype, op=_OP)
     if _registry.is_fused(name, op=_OP) and backend == "auto" and u.shape[2] * u.shape[3] < MIN_FUSED_PIXELS:
@@ -139,8 +140,8 @@ def gated_ffn(x: Tensor, w_in: Tensor, b_in: Optional[Tensor], w_dw: Tensor, b_d
     Returns:
         (B, C_out, H, W) in x's dtype; differentiable w.r.t. every input.
     """
-    if backend == "auto" and isinstance(x, torch.Tensor) and torch.is_autocast_enabled(x.device.type):
-        return eager_gated_ffn(x, w_in, b_in, w_dw, b_dw, w_out, b_out)
+    if autocast_runs_eager(backend, x):
+        return _registry.implementation(_OP, "eager").forward(x, w_in, b_in, w_dw, b_dw, w_out, b_out)
     check_inputs(x, w_in, b_in, w_dw, b_dw, w_out, b_out)
     name = _registry.resolve_backend(backend, x.device, x.dtype, op=_OP)
     tensors = (x, w_in, b_in, w_dw, b_dw, w_out, b_out)

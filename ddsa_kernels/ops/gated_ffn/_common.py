@@ -5,28 +5,14 @@ from typing import Optional
 
 import torch
 
-from ..depthwise_conv._common import FLOAT_DTYPES, MAX_KERNEL, check_weight_and_bias
-
-
-def _check_types(named: dict[str, object]) -> None:
-    for name, t in named.items():
-        if not isinstance(t, torch.Tensor) and not (t is None and name.startswith("b_")):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-
-
-def _check_map(name: str, t: torch.Tensor, what: str) -> None:
-    if t.dim() != 4:
-        raise ValueError(f"{name} must have shape {what}, got {tuple(t.shape)}")
-    if t.dtype not in FLOAT_DTYPES:
-        raise ValueError(f"{name} has dtype {t.dtype}; expected float16, bfloat16, float32 or float64")
+from .._common import (check_kernel, check_map, check_pointwise_in, check_pointwise_out, check_tensor_types,
+                       check_weight_and_bias)
 
 
 def _check_depthwise(w_dw: torch.Tensor, channels: int) -> None:
     if w_dw.dim() != 4 or w_dw.shape[1] != 1 or w_dw.shape[2] != w_dw.shape[3] or w_dw.shape[0] != channels:
         raise ValueError(f"w_dw must have shape (2h, 1, K, K) with 2h={channels}, got {tuple(w_dw.shape)}")
-    k = w_dw.shape[2]
-    if k % 2 != 1 or k > MAX_KERNEL:
-        raise ValueError(f"w_dw has a {k}×{k} kernel; supported: odd sizes 1 to {MAX_KERNEL}")
+    check_kernel("w_dw", w_dw)
 
 
 def check_inputs(x: torch.Tensor, w_in: torch.Tensor, b_in: Optional[torch.Tensor], w_dw: torch.Tensor,
@@ -36,18 +22,14 @@ def check_inputs(x: torch.Tensor, w_in: torch.Tensor, b_in: Optional[torch.Tenso
     and the biases ((2h,), (2h,), (C_out,) or None).
 
     same_dtype=False accepts weights of another dtype than x (autocast casts them per op)."""
-    _check_types({"x": x, "w_in": w_in, "b_in": b_in, "w_dw": w_dw, "b_dw": b_dw, "w_out": w_out, "b_out": b_out})
-    _check_map("x", x, "(B, C, H, W)")
-    channels = x.shape[1]
-    if w_in.dim() != 4 or w_in.shape[1] != channels or w_in.shape[2:] != (1, 1) or w_in.shape[0] < 2:
-        raise ValueError(f"w_in must have shape (2h, C, 1, 1) with C={channels} (x's dim 1), got {tuple(w_in.shape)}")
-    if w_in.shape[0] % 2:
-        raise ValueError(f"w_in has {w_in.shape[0]} outputs; the gate needs an even number 2h (two halves)")
-    hidden2 = w_in.shape[0]
+    check_tensor_types({"x": x, "w_in": w_in, "b_in": b_in, "w_dw": w_dw, "b_dw": b_dw, "w_out": w_out,
+                        "b_out": b_out})
+    check_map("x", x)
+    hidden2 = check_pointwise_in(x, w_in, "2h")
+    if hidden2 % 2:
+        raise ValueError(f"w_in has {hidden2} outputs; the gate needs an even number 2h (two halves)")
     _check_depthwise(w_dw, hidden2)
-    if w_out.dim() != 4 or w_out.shape[1] != hidden2 // 2 or w_out.shape[2:] != (1, 1) or w_out.shape[0] < 1:
-        raise ValueError(f"w_out must have shape (C_out, {hidden2 // 2}, 1, 1) (half of w_in's outputs), "
-                         f"got {tuple(w_out.shape)}")
+    check_pointwise_out(w_out, hidden2 // 2, "half of w_in's outputs")
     for weight, bias, size, names in ((w_in, b_in, hidden2, ("w_in", "b_in")),
                                       (w_dw, b_dw, hidden2, ("w_dw", "b_dw")),
                                       (w_out, b_out, w_out.shape[0], ("w_out", "b_out"))):
@@ -57,8 +39,8 @@ def check_inputs(x: torch.Tensor, w_in: torch.Tensor, b_in: Optional[torch.Tenso
 def check_gated_inputs(u: torch.Tensor, w_dw: torch.Tensor, b_dw: Optional[torch.Tensor],
                        same_dtype: bool = True) -> None:
     """Validate u (B, 2h, H, W), w_dw (2h, 1, K, K) with K odd ≤ 7 and b_dw (2h,) or None."""
-    _check_types({"u": u, "w_dw": w_dw, "b_dw": b_dw})
-    _check_map("u", u, "(B, 2h, H, W)")
+    check_tensor_types({"u": u, "w_dw": w_dw, "b_dw": b_dw})
+    check_map("u", u, "(B, 2h, H, W)")
     if u.shape[1] % 2 or u.shape[1] == 0:
         raise ValueError(f"u has {u.shape[1]} channels; the gate needs an even number 2h (two halves)")
     _check_depthwise(w_dw, u.shape[1])

@@ -18,6 +18,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from .._common import Unfused
 from ..depthwise_conv.naive import reference_depthwise_conv
 from ._common import check_gated_inputs, check_inputs
 
@@ -66,16 +67,4 @@ def eager_gated_ffn(x: Tensor, w_in: Tensor, b_in: Optional[Tensor], w_dw: Tenso
     return F.conv2d(_eager_middle(F.conv2d(x, w_in, b_in), w_dw, b_dw), w_out, b_out)
 
 
-class Reference:
-    """The "reference" backend: the whole block and its middle as :func:`reference_gated_ffn` and
-    :func:`reference_gated_depthwise`."""
-
-    forward = staticmethod(reference_gated_ffn)
-    gated_forward = staticmethod(reference_gated_depthwise)
-
-
-class Eager:
-    """The "eager" backend: :func:`eager_gated_ffn` and :func:`eager_gated_depthwise`."""
-
-    forward = staticmethod(eager_gated_ffn)
-    gated_forward = staticmethod(eager_gated_depthwise)
+EAGER = Unfused(forward=eager_gated_ffn, gated_forward=eager_gated_depthwise)  # the "eager" backend

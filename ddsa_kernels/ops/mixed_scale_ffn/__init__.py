@@ -25,8 +25,9 @@ import torch
 import torch.nn.functional as F
 
 from ... import _registry
+from .._common import autocast_runs_eager
 from ._common import check_inputs, check_middle
-from .naive import eager_middle, eager_mixed_scale_ffn, reference_mixed_scale_ffn
+from .naive import eager_mixed_scale_ffn, reference_mixed_scale_ffn
 
 _OP = "mixed_scale_ffn"
 BAND_ROWS = 16  # rows per band (fewer on short maps, so that every thread gets rows)
@@ -101,14 +102,15 @@ def mixed_scale_middle(u: Tensor, w3: Tensor, b3: OptTensor, w5: Tensor, b5: Opt
 
     Differentiable w.r.t. u and the four depth-wise weights and biases; the fused backward recomputes the
     stage-1 maps from u rather than saving them. ``backend``: "auto" (the "cpu" kernels for float32/float64
-    CPU tensors, else torch's convolutions), "cpu", "reference" or "eager" (both torch's convolutions here).
+    CPU tensors, else torch's convolutions), "cpu", "reference" (plain tensor algebra) or "eager" (torch's
+    convolutions).
     """
     if not isinstance(u, torch.Tensor) or u.dim() != 4:
         raise ValueError(f"u must be a (B, 2h, H, W) tensor, got {getattr(u, 'shape', type(u).__name__)}")
     check_middle(u, u.shape[1], w3, b3, w5, b5, w3_1, b3_1, w5_1, b5_1)
     name = _registry.resolve_backend(backend, u.device, u.dtype, op=_OP)
     if not _registry.is_fused(name, op=_OP):
-        return eager_middle(u, w3, b3, w5, b5, w3_1, b3_1, w5_1, b5_1)
+        return _registry.implementation(_OP, name).middle_forward(u, w3, b3, w5, b5, w3_1, b3_1, w5_1, b5_1)
     return mixed_scale_ffn_mid_fwd(u, w3, b3, w5, b5, w3_1, b3_1, w5_1, b5_1, name)
 
 
@@ -135,13 +137,12 @@ def mixed_scale_ffn(x: Tensor, w_in: Tensor, b_in: OptTensor, w3: Tensor, b3: Op
         no gradient is needed).
     """
     tensors = (x, w_in, b_in, w3, b3, w5, b5, w3_1, b3_1, w5_1, b5_1, w_out, b_out)
-    if (backend == "auto" and isinstance(x, torch.Tensor) and x.device.type != "meta"  # meta has no autocast
-            and torch.is_autocast_enabled(x.device.type)):
-        return eager_mixed_scale_ffn(*tensors)
+    if autocast_runs_eager(backend, x):
+        return _registry.implementation(_OP, "eager").forward(*tensors)
     check_inputs(*tensors)
     name = _registry.resolve_backend(backend, x.device, x.dtype, op=_OP)
     if not _registry.is_fused(name, op=_OP):  # "reference" / "eager": plain autograd of their torch ops
-        return _registry.implementation(_OP, name)(*tensors)
+        return _registry.implementation(_OP, name).forward(*tensors)
     needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
     if not needs_grad and (backend != "auto" or x.shape[2] * x.shape[3] >= MIN_FUSED_PIXELS):
         return mixed_scale_ffn_fwd(*tensors, name, BAND_ROWS)

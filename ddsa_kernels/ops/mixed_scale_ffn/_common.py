@@ -5,7 +5,8 @@ from typing import Optional
 
 import torch
 
-from ..depthwise_conv._common import FLOAT_DTYPES, MAX_KERNEL, check_weight_and_bias
+from .._common import (check_kernel, check_map, check_pointwise_in, check_pointwise_out, check_tensor_types,
+                       check_weight_and_bias)
 
 Tensor = torch.Tensor
 NAMES = ("x", "w_in", "b_in", "w3", "b3", "w5", "b5", "w3_1", "b3_1", "w5_1", "b5_1", "w_out", "b_out")
@@ -15,9 +16,7 @@ def _check_depthwise(name: str, weight: Tensor, out_channels: int, in_per_group:
     if (weight.dim() != 4 or weight.shape[0] != out_channels or weight.shape[1] != in_per_group
             or weight.shape[2] != weight.shape[3]):
         raise ValueError(f"{name} must have shape ({out_channels}, {in_per_group}, K, K), got {tuple(weight.shape)}")
-    k = weight.shape[2]
-    if k % 2 != 1 or k > MAX_KERNEL:
-        raise ValueError(f"{name} has a {k}×{k} kernel; supported: odd sizes 1 to {MAX_KERNEL}")
+    check_kernel(name, weight)
 
 
 def check_middle(ref: Tensor, two_h: int, w3: Tensor, b3: Optional[Tensor], w5: Tensor, b5: Optional[Tensor],
@@ -44,22 +43,13 @@ def check_inputs(x: Tensor, w_in: Tensor, b_in: Optional[Tensor], w3: Tensor, b3
 
     same_dtype=False accepts weights of another dtype than x (autocast casts them per op)."""
     args = (x, w_in, b_in, w3, b3, w5, b5, w3_1, b3_1, w5_1, b5_1, w_out, b_out)
-    for name, t in zip(NAMES, args):
-        if not isinstance(t, torch.Tensor) and not (t is None and name.startswith("b")):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if x.dim() != 4:
-        raise ValueError(f"x must have shape (B, C, H, W), got {tuple(x.shape)}")
-    if x.dtype not in FLOAT_DTYPES:
-        raise ValueError(f"x has dtype {x.dtype}; expected float16, bfloat16, float32 or float64")
-    channels = x.shape[1]
-    if w_in.dim() != 4 or w_in.shape[1] != channels or w_in.shape[2:] != (1, 1):
-        raise ValueError(f"w_in must have shape (2h, C, 1, 1) with C={channels} (x's dim 1), got {tuple(w_in.shape)}")
-    two_h = w_in.shape[0]
+    check_tensor_types(dict(zip(NAMES, args)))
+    check_map("x", x)
+    two_h = check_pointwise_in(x, w_in, "2h")
     if two_h < 2 or two_h % 2:
         raise ValueError(f"w_in must have an even number 2h ≥ 2 of outputs (the two halves), got {two_h}")
     check_weight_and_bias(x, w_in, b_in, two_h, same_dtype, ("w_in", "b_in"))
     h = check_middle(x, two_h, w3, b3, w5, b5, w3_1, b3_1, w5_1, b5_1, same_dtype)
-    if w_out.dim() != 4 or w_out.shape[1] != two_h or w_out.shape[2:] != (1, 1) or w_out.shape[0] < 1:
-        raise ValueError(f"w_out must have shape (C_out, {two_h}, 1, 1) (w_in's outputs), got {tuple(w_out.shape)}")
+    check_pointwise_out(w_out, two_h, "w_in's outputs")
     check_weight_and_bias(x, w_out, b_out, w_out.shape[0], same_dtype, ("w_out", "b_out"))
     return h

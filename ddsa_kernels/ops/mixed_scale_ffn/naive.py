@@ -23,6 +23,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from .._common import Unfused
 from ._common import check_inputs
 
 Tensor = torch.Tensor
@@ -89,3 +90,6 @@ def eager_mixed_scale_ffn(x: Tensor, w_in: Tensor, b_in: Optional[Tensor], w3: T
     check_inputs(x, w_in, b_in, w3, b3, w5, b5, w3_1, b3_1, w5_1, b5_1, w_out, b_out, same_dtype=False)
     u = F.conv2d(x, w_in, b_in)
     return F.conv2d(eager_middle(u, w3, b3, w5, b5, w3_1, b3_1, w5_1, b5_1), w_out, b_out)
+
+
+EAGER = Unfused(forward=eager_mixed_scale_ffn, middle_forward=eager_middle)  # the "eager" backend
