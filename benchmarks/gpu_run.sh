@@ -7,7 +7,7 @@
 #
 # Stages (cap in seconds; DEADLINE_S, default 540, cuts every cap to what is left):
 #   1 build       150  compile ddsa_kernels._C in place for this GPU's arch; versions -> env.json
-#   2 gpu_tests   330  in parts, each under its own cap (gpu_stages.TEST_PARTS): every GPU test file,
+#   2 gpu_tests   340  in parts, each under its own cap (gpu_stages.TEST_PARTS): every GPU test file,
 #                      the op's test files on the GPU, the >2³¹-element test last -> tests_gpu.json
 #   3 sanitize     70  compute-sanitizer memcheck + racecheck, small fwd+bwd per backend -> sanitize.json
 #   4 op_bench    110  per-kernel breakdown (kernels.json), then the op benchmark (op.json, report.md)
@@ -115,7 +115,7 @@ fi
 # the cap keeps its junit), so one slow part cannot hide the others' results.
 OP_TESTS=(tests/test_gpu_op.py tests/test_extension_cuda.py tests/test_triton.py tests/test_op.py
           tests/test_extension_cpu.py)
-c=$(cap 330)
+c=$(cap 340)
 note=$([ "$DRY" = 1 ] && echo "DRY_RUN: CUDA hidden; GPU tests collected and skipped, op files' CPU tests not run" || true)
 run_stage gpu_tests "$c" "$note" "tests_gpu.json tests_gpu.xml" -- \
   $PY -m benchmarks.gpu_stages tests --out "$OUT" --time-budget $((c > 20 ? c - 10 : c)) --cap-scale "$CAP_SCALE" \
