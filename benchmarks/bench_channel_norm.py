@@ -5,7 +5,7 @@
 
 Times the forward and the forward+backward (grads of x, weight, bias) of:
 
-* ``eager``: the authors' wrapper (``ddsa_kernels.eager_channel_norm``: permute to (B, H·W, C),
+* ``eager``: the authors' wrapper (``ddsa_kernels.testing.eager_channel_norm``: permute to (B, H·W, C),
   mean / biased var over C, normalise, permute back), autograd through every step;
 * ``layer_norm``: ``F.layer_norm`` over a permuted (B, H, W, C) view, permuted back;
 * ``cpu`` and ``reference``: ``ddsa_kernels.channel_norm`` with that backend.
@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 import torch.utils.benchmark as tb
 
-from ddsa_kernels import build_info, channel_norm, eager_channel_norm
+from ddsa_kernels import build_info, channel_norm
+from ddsa_kernels.testing import eager_channel_norm
 
 GOAL_FWDBWD = 3.0
 

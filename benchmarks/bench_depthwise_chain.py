@@ -22,7 +22,8 @@ from typing import Any
 
 import torch
 
-from ddsa_kernels import build_info, depthwise_chain, eager_depthwise_chain
+from ddsa_kernels import build_info, depthwise_chain
+from ddsa_kernels.testing import eager_depthwise_chain
 
 from . import common
 

@@ -23,7 +23,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ddsa_kernels import build_info, depthwise_chain, depthwise_chain_mlp, eager_depthwise_chain_mlp
+from ddsa_kernels import build_info, depthwise_chain, depthwise_chain_mlp
+from ddsa_kernels.testing import eager_depthwise_chain_mlp
 
 from . import common
 

@@ -25,7 +25,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ddsa_kernels import build_info, eager_gated_ffn, gated_depthwise, gated_ffn
+from ddsa_kernels import build_info, gated_depthwise, gated_ffn
+from ddsa_kernels.testing import eager_gated_ffn
 
 from . import common
 

@@ -26,7 +26,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ddsa_kernels import build_info, eager_mixed_scale_ffn, mixed_scale_ffn
+from ddsa_kernels import build_info, mixed_scale_ffn
+from ddsa_kernels.testing import eager_mixed_scale_ffn
 from ddsa_kernels.ops.mixed_scale_ffn import mixed_scale_middle
 
 from . import common

@@ -315,7 +315,7 @@ def add_derived(case: dict[str, Any]) -> None:
 
 def _make_compiled(device: torch.device) -> tuple[Optional[Callable], Optional[str]]:
     """A fresh ``torch.compile`` of the eager function, or (None, why) when it cannot be built."""
-    from ddsa_kernels import eager_dual_attention
+    from ddsa_kernels.testing import eager_dual_attention
 
     try:
         torch._dynamo.reset()

@@ -38,7 +38,8 @@ def _sync(fn):
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: s.name)
 def test_op(benchmark, shape, impl, mode):
-    from ddsa_kernels import dual_attention, eager_dual_attention
+    from ddsa_kernels import dual_attention
+    from ddsa_kernels.testing import eager_dual_attention
 
     inputs, grad_out = op_bench.make_inputs(shape, DTYPE, DEVICE, requires_grad=(mode == "fwd+bwd"))
     topk = shape.topk()

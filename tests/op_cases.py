@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import torch
 
-from ddsa_kernels import dual_attention, reference_dual_attention
+from ddsa_kernels import dual_attention
+from ddsa_kernels.testing import naive_dual_attention
 
 F64 = torch.float64
 ATOL = {torch.float32: 1e-5, torch.float16: 2.0**-11, torch.bfloat16: 2.0**-8}
@@ -126,9 +127,9 @@ def check_case(q64, k64, v64, temperature, weights, topk, *, backend, device, dt
         got = run(lambda *a: dual_attention(*a, topk, backend=backend), q, k, v, temp, w, go)
     else:
         got = run(lambda *a: fn(*a, topk), q, k, v, temp, w, go)
-    base = run(lambda *a: reference_dual_attention(*a, topk), q, k, v, temp, w, go)
+    base = run(lambda *a: naive_dual_attention(*a, topk), q, k, v, temp, w, go)
     oracle = run(
-        lambda *a: reference_dual_attention(*a, topk),
+        lambda *a: naive_dual_attention(*a, topk),
         *(t.detach().cpu().to(F64) for t in (q, k, v, temp, w)),
         go.cpu().to(F64),
     )

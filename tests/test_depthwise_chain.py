@@ -7,7 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ddsa_kernels import build_info, depthwise_chain, reference_depthwise_chain
+from ddsa_kernels import build_info, depthwise_chain
+from ddsa_kernels.testing import naive_depthwise_chain
 from ddsa_kernels._registry import available_backends, resolve_backend
 
 from extension_expected import cpu_backends
@@ -49,7 +50,7 @@ def _torch_chain(x, w, b):
 def test_naive_oracle_equals_the_authors_chain_of_torch_convolutions():
     x, w, b = _inputs(2, 3, 4, 7, 6, 5)
     grad = torch.randn(x.shape, dtype=F64, generator=torch.Generator().manual_seed(1))
-    for got, want in zip(_value_and_grads(reference_depthwise_chain, x, w, b, grad),
+    for got, want in zip(_value_and_grads(naive_depthwise_chain, x, w, b, grad),
                          _value_and_grads(_torch_chain, x, w, b, grad)):
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
 
@@ -60,7 +61,7 @@ def test_naive_oracle_equals_the_authors_chain_of_torch_convolutions():
 def test_float64_values_and_gradients(backend, shape, with_bias):
     x, w, b = _inputs(*shape, bias=with_bias)
     grad = torch.randn(x.shape, generator=torch.Generator().manual_seed(9), dtype=F64)
-    want = _value_and_grads(reference_depthwise_chain, x, w, b, grad)
+    want = _value_and_grads(naive_depthwise_chain, x, w, b, grad)
     got = _value_and_grads(lambda *a: depthwise_chain(*a, backend=backend), x, w, b, grad)
     assert len(got) == len(want)
     for g, e in zip(got, want):
@@ -71,7 +72,7 @@ def test_float64_values_and_gradients(backend, shape, with_bias):
 def test_float32_close_to_float64(backend):
     x, w, b = _inputs(2, 3, 8, 19, 23, 3)
     grad = torch.randn(x.shape, generator=torch.Generator().manual_seed(9), dtype=F64)
-    want = _value_and_grads(reference_depthwise_chain, x, w, b, grad)
+    want = _value_and_grads(naive_depthwise_chain, x, w, b, grad)
     got = _value_and_grads(lambda *a: depthwise_chain(*a, backend=backend), x.float(), w.float(), b.float(), grad)
     for g, e in zip(got, want):
         assert g.dtype == torch.float32
@@ -106,7 +107,7 @@ def test_channel_slice_and_channels_last_inputs(backend):
     x, w, b = _inputs(2, 3, 4, 6, 7, 3)
     wide = torch.cat([x, x[:, :5]], dim=1)[:, :12]
     grad = torch.randn(x.shape, generator=torch.Generator().manual_seed(2), dtype=F64)
-    want = _value_and_grads(reference_depthwise_chain, x, w, b, grad)
+    want = _value_and_grads(naive_depthwise_chain, x, w, b, grad)
     for variant in (wide, x.contiguous(memory_format=torch.channels_last)):
         got = _value_and_grads(lambda *a: depthwise_chain(*a, backend=backend), variant, w, b, grad)
         for g, e in zip(got, want):

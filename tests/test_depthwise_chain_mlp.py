@@ -10,7 +10,8 @@ from typing import Optional
 import pytest
 import torch
 
-from ddsa_kernels import build_info, depthwise_chain_mlp, eager_depthwise_chain_mlp, patch, reference_depthwise_chain_mlp
+from ddsa_kernels import build_info, depthwise_chain_mlp, patch
+from ddsa_kernels.testing import eager_depthwise_chain_mlp, naive_depthwise_chain_mlp
 from ddsa_kernels.ops.depthwise_chain_mlp import MIN_FUSED_PIXELS
 
 from conv_oracles import chain_mlp_oracle
@@ -53,14 +54,14 @@ def _fused(args, band: int):
 def test_fused_kernel_matches_the_float64_oracle(shape, band, bias):
     b, c, h, w, hidden, n, k = shape
     args = _inputs(b, c, h, w, hidden, n, k, c_out=c + 1, bias=bias)
-    want = reference_depthwise_chain_mlp(*args)
+    want = naive_depthwise_chain_mlp(*args)
     torch.testing.assert_close(_fused(args, band), want, rtol=1e-12, atol=1e-12)
 
 
 @needs_cpu
 def test_float32_error_is_at_rounding_level():
     args = _inputs(1, 16, 33, 40, 42, seed=1)
-    want = reference_depthwise_chain_mlp(*args)
+    want = naive_depthwise_chain_mlp(*args)
     got = _fused([a.float() if a is not None else None for a in args], 16).double()
     assert float((got - want).abs().max() / want.abs().max()) < 2e-6
 
@@ -84,7 +85,7 @@ def test_non_contiguous_input():
     args = list(_inputs(2, 6, 18, 12, 4, seed=3))
     wide = torch.randn(2, 12, 18, 12, dtype=F64)
     args[0] = wide[:, ::2]  # every other channel: a strided view
-    want = reference_depthwise_chain_mlp(*args)
+    want = naive_depthwise_chain_mlp(*args)
     torch.testing.assert_close(depthwise_chain_mlp(*args, backend="cpu"), want, rtol=1e-12, atol=1e-12)
     x_cl = args[0].contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(depthwise_chain_mlp(x_cl, *args[1:], backend="cpu"), want, rtol=1e-12, atol=1e-12)

@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ddsa_kernels import DepthwiseConv2d, build_info, depthwise_conv, reference_depthwise_conv
+from ddsa_kernels import DepthwiseConv2d, build_info, depthwise_conv
+from ddsa_kernels.testing import naive_depthwise_conv
 from ddsa_kernels._registry import available_backends, resolve_backend
 
 from extension_expected import cpu_backends
@@ -37,7 +38,7 @@ def _value_and_grads(fn, x, weight, bias, grad):
 
 def test_naive_oracle_equals_torch_convolution():
     x, w, b = _inputs(2, 4, 7, 6, 5)
-    torch.testing.assert_close(reference_depthwise_conv(x, w, b), F.conv2d(x, w, b, padding=2, groups=4),
+    torch.testing.assert_close(naive_depthwise_conv(x, w, b), F.conv2d(x, w, b, padding=2, groups=4),
                                rtol=1e-12, atol=1e-12)
 
 
@@ -47,7 +48,7 @@ def test_naive_oracle_equals_torch_convolution():
 def test_float64_values_and_gradients(backend, shape, with_bias):
     x, w, b = _inputs(*shape, bias=with_bias)
     grad = torch.randn(shape[:4], generator=torch.Generator().manual_seed(9), dtype=F64)
-    want = _value_and_grads(reference_depthwise_conv, x, w, b, grad)
+    want = _value_and_grads(naive_depthwise_conv, x, w, b, grad)
     got = _value_and_grads(lambda *a: depthwise_conv(*a, backend=backend), x, w, b, grad)
     assert len(got) == len(want)
     for g, e in zip(got, want):
@@ -58,7 +59,7 @@ def test_float64_values_and_gradients(backend, shape, with_bias):
 def test_float32_close_to_float64(backend):
     x, w, b = _inputs(2, 8, 19, 23, 3)
     grad = torch.randn(x.shape, generator=torch.Generator().manual_seed(9), dtype=F64)
-    want = _value_and_grads(reference_depthwise_conv, x, w, b, grad)
+    want = _value_and_grads(naive_depthwise_conv, x, w, b, grad)
     got = _value_and_grads(lambda *a: depthwise_conv(*a, backend=backend), x.float(), w.float(), b.float(), grad)
     for g, e in zip(got, want):
         assert g.dtype == torch.float32
@@ -69,12 +70,12 @@ def test_float32_close_to_float64(backend):
 @pytest.mark.parametrize("backend", FUSED)
 def test_strided_and_channels_last_inputs(backend):
     x, w, b = _inputs(2, 6, 9, 10, 3)
-    want = reference_depthwise_conv(x, w, b)
+    want = naive_depthwise_conv(x, w, b)
     cl = x.contiguous(memory_format=torch.channels_last)
     sliced = torch.cat([x, x], dim=3)[:, :, :, ::2]  # every other column of a wider map
     torch.testing.assert_close(depthwise_conv(cl, w, b, backend=backend), want, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(depthwise_conv(sliced, w, b, backend=backend),
-                               reference_depthwise_conv(sliced.contiguous(), w, b), rtol=1e-12, atol=1e-12)
+                               naive_depthwise_conv(sliced.contiguous(), w, b), rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("backend", FUSED)
@@ -85,10 +86,10 @@ def test_channel_slice_of_a_larger_map_and_expanded_gradient(backend):
     piece = wide[:, 4:]
     assert not piece.is_contiguous()
     y = depthwise_conv(piece, w, b, backend=backend)
-    torch.testing.assert_close(y, reference_depthwise_conv(2 * x, w, b), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(y, naive_depthwise_conv(2 * x, w, b), rtol=1e-12, atol=1e-12)
     (g,) = torch.autograd.grad(y.sum(), wide)  # y.sum()'s gradient arrives as an expanded (stride 0) tensor
     ref = wide.detach().clone().requires_grad_(True)
-    (want,) = torch.autograd.grad(reference_depthwise_conv(ref[:, 4:], w, b).sum(), ref)
+    (want,) = torch.autograd.grad(naive_depthwise_conv(ref[:, 4:], w, b).sum(), ref)
     torch.testing.assert_close(g, want, rtol=1e-12, atol=1e-12)
 
 

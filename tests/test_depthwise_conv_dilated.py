@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ddsa_kernels import depthwise_conv, reference_depthwise_conv
+from ddsa_kernels import depthwise_conv
+from ddsa_kernels.testing import naive_depthwise_conv
 from ddsa_kernels._registry import available_backends
 from ddsa_kernels.ops.depthwise_conv import reference as reference_backend
 
@@ -65,7 +66,7 @@ def _fp32_tol(want):
 @pytest.mark.parametrize("d,k,hw", CASES, ids=lambda v: "x".join(map(str, v)) if isinstance(v, tuple) else str(v))
 def test_naive_oracle_matches_torch(d, k, hw):
     x, w, b = _inputs(2, 3, *hw, k)
-    torch.testing.assert_close(reference_depthwise_conv(x, w, b, dilation=d), _oracle(x, w, b, d), **TOL64)
+    torch.testing.assert_close(naive_depthwise_conv(x, w, b, dilation=d), _oracle(x, w, b, d), **TOL64)
 
 
 @pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "nobias"])
@@ -244,7 +245,7 @@ def test_bad_dilation_names_the_problem(backend, dilation, message):
     with pytest.raises(ValueError, match=message):
         depthwise_conv(x, w, b, dilation=dilation, backend=backend)
     with pytest.raises(ValueError, match=message):
-        reference_depthwise_conv(x, w, b, dilation=dilation)
+        naive_depthwise_conv(x, w, b, dilation=dilation)
 
 
 def test_bad_dilation_under_autocast_names_the_problem():

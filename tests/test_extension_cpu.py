@@ -1,5 +1,5 @@
 """The compiled "cpu" backend (ddsa_kernels._C, csrc/cpu) against independent oracles: autograd
-of ``reference_dual_attention`` in float64, the "reference" backend's statistics, and for
+of ``naive_dual_attention`` in float64, the "reference" backend's statistics, and for
 fp16/bf16 the flash-attention rule (error ≤ 2× a plain same-precision computation's error)."""
 import subprocess
 import sys
@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from ddsa_kernels import build_info, ddsa_topk, drsformer_topk, dual_attention
-from ddsa_kernels import reference_dual_attention, restormer_topk
+from ddsa_kernels import restormer_topk
+from ddsa_kernels.testing import naive_dual_attention
 
 from ddsa_kernels.ops.dual_attention import reference as reference_backend
 from ddsa_kernels._registry import resolve_backend
@@ -68,7 +69,7 @@ def test_float64_values_and_all_grads_match_autograd_oracle(channels, pixels, br
     inputs = make_inputs(batch, heads, channels, pixels, n_branches=len(topk))
     g = upstream((batch, heads, channels, pixels))
     got = run(cpu_op, inputs, topk, g)
-    want = run(reference_dual_attention, inputs, topk, g)
+    want = run(naive_dual_attention, inputs, topk, g)
     for name, a, b in zip(("out", "dq", "dk", "dv", "dtemperature", "dweights"), got, want):
         assert a.shape == b.shape and a.dtype == b.dtype, name
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11, msg=lambda m: f"{name}: {m}")
@@ -82,7 +83,7 @@ def test_float32_values_and_grads_close_to_float64_oracle(shape):
     inputs32 = [x.detach().float().requires_grad_() for x in inputs64]
     g = upstream(shape)
     got = run(cpu_op, inputs32, topk, g)
-    want = run(reference_dual_attention, inputs64, topk, g)
+    want = run(naive_dual_attention, inputs64, topk, g)
     for name, a, b in zip(("out", "dq", "dk", "dv", "dtemperature", "dweights"), got, want):
         assert a.dtype == torch.float32, name
         scale = b.abs().max().clamp_min(1e-3)
@@ -110,7 +111,7 @@ def test_both_work_splits_match_oracle(shape):
     inputs = make_inputs(*shape)
     g = upstream(shape)
     topk = (None, shape[2] // 2)
-    for a, b in zip(run(cpu_op, inputs, topk, g), run(reference_dual_attention, inputs, topk, g)):
+    for a, b in zip(run(cpu_op, inputs, topk, g), run(naive_dual_attention, inputs, topk, g)):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
 
 
@@ -123,7 +124,7 @@ def test_zero_rows_follow_normalize_eps_rule(which):
         (q if which == "q" else k)[0, 1, 0].zero_()
     g = upstream(q.shape)
     got = run(cpu_op, (q, k, v, t, w), (None, 11), g)
-    want = run(reference_dual_attention, (q, k, v, t, w), (None, 11), g)
+    want = run(naive_dual_attention, (q, k, v, t, w), (None, 11), g)
     for a, b in zip(got, want):
         assert torch.isfinite(a).all()
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
@@ -143,7 +144,7 @@ def test_ties_at_threshold_are_all_kept():
     for topk in ((2,), (None, 2)):
         ww = w[: len(topk)]
         got = run(cpu_op, (q, k, v, t, ww), topk, g)
-        want = run(reference_dual_attention, (q, k, v, t, ww), topk, g)
+        want = run(naive_dual_attention, (q, k, v, t, ww), topk, g)
         for a, b in zip(got, want):
             torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
 
@@ -161,7 +162,7 @@ def test_strided_layouts_and_expanded_grad():
     inputs = (q, k, v, t, w)
     # out.sum() hands the backward an expanded gradient (all strides 0).
     got = torch.autograd.grad(cpu_op(*inputs, (None, 9)).sum(), inputs)
-    want = torch.autograd.grad(reference_dual_attention(*inputs, (None, 9)).sum(), inputs)
+    want = torch.autograd.grad(naive_dual_attention(*inputs, (None, 9)).sum(), inputs)
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
 
@@ -186,7 +187,7 @@ def test_fp16_products_that_overflow_fp16_accumulate_in_fp32():
     v = torch.randn(1, 1, 8, 4096, generator=gen).half()
     t, w = torch.tensor([3.0]), torch.tensor([0.3, 0.7])
     out = cpu_op(q, k, v, t, w, (None, 5))
-    ref = reference_dual_attention(q.double(), k.double(), v.double(), t.double(), w.double(), (None, 5))
+    ref = naive_dual_attention(q.double(), k.double(), v.double(), t.double(), w.double(), (None, 5))
     assert torch.isfinite(out).all()
     torch.testing.assert_close(out.double(), ref, rtol=1e-2, atol=1e-2)
 

@@ -1,5 +1,5 @@
 """The compiled "cuda" backend (csrc/cuda) against the float64 autograd oracle
-(``reference_dual_attention``) and, for fp16/bf16, the flash-attention rule against the reference
+(``naive_dual_attention``) and, for fp16/bf16, the flash-attention rule against the reference
 run in the same dtype with fp32 accumulation (tests/op_cases.py). Needs a GPU and an extension
 built with CUDA; skips with the reason otherwise, except where a CUDA build was possible
 (tests/test_gpu_op.py::test_cuda_extension_built_where_it_can_be then fails loudly)."""
@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from ddsa_kernels import build_info, ddsa_topk, drsformer_topk, dual_attention
-from ddsa_kernels import reference_dual_attention, restormer_topk
+from ddsa_kernels import restormer_topk
+from ddsa_kernels.testing import naive_dual_attention
 
 import op_cases
 
@@ -81,7 +82,7 @@ def test_float32_values_and_all_grads_match_float64_oracle(channels, pixels, bra
     inputs = make_inputs(batch, heads, channels, pixels, n_branches=len(topk))
     g = upstream((batch, heads, channels, pixels))
     got = run(cuda_op, inputs, topk, g)
-    want = run(reference_dual_attention, as64(inputs), topk, g)
+    want = run(naive_dual_attention, as64(inputs), topk, g)
     assert got[0].dtype == torch.float32
     assert_close_to_oracle(got, want, 2e-5, inputs, topk, g)
 
@@ -91,7 +92,7 @@ def test_long_rows_split_over_blocks(shape):
     topk = ddsa_topk(shape[2])
     inputs = make_inputs(*shape)
     g = upstream(shape)
-    assert_close_to_oracle(run(cuda_op, inputs, topk, g), run(reference_dual_attention, as64(inputs), topk, g), 5e-5,
+    assert_close_to_oracle(run(cuda_op, inputs, topk, g), run(naive_dual_attention, as64(inputs), topk, g), 5e-5,
                            inputs, topk, g)
 
 
@@ -136,7 +137,7 @@ def test_zero_rows_follow_normalize_eps_rule(which):
     got = run(cuda_op, (q, k, v, t, w), (None, 11), g)
     for a in got:
         assert torch.isfinite(a).all()
-    assert_close_to_oracle(got, run(reference_dual_attention, as64((q, k, v, t, w)), (None, 11), g), 2e-5,
+    assert_close_to_oracle(got, run(naive_dual_attention, as64((q, k, v, t, w)), (None, 11), g), 2e-5,
                            (q, k, v, t, w), (None, 11), g)
 
 
@@ -147,7 +148,7 @@ def test_ties_at_threshold_are_all_kept():
         k[0, 0, 4] = k[0, 0, 1]
     g = upstream(q.shape)
     got = run(cuda_op, (q, k, v, t, w[:1]), (2,), g)
-    want = run(reference_dual_attention, as64((q, k, v, t, w[:1])), (2,), g)
+    want = run(naive_dual_attention, as64((q, k, v, t, w[:1])), (2,), g)
     assert_close_to_oracle(got, want, 2e-5, (q, k, v, t, w[:1]), (2,), g)
 
 
@@ -162,7 +163,7 @@ def test_strided_layouts_and_expanded_grad():
     inputs = (q, k, v, t, w)
     got = torch.autograd.grad(cuda_op(*inputs, (None, 9)).sum(), inputs)
     ref_inputs = as64(inputs)  # one set of float64 leaves for the forward and the grad
-    want = torch.autograd.grad(reference_dual_attention(*ref_inputs, (None, 9)).sum(), ref_inputs)
+    want = torch.autograd.grad(naive_dual_attention(*ref_inputs, (None, 9)).sum(), ref_inputs)
     for a, b in zip(got, want):
         assert (a.double() - b).abs().max() <= 2e-5 * b.abs().max().clamp_min(1e-2)
 

@@ -15,7 +15,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ddsa_kernels import build_info, eager_gated_ffn, gated_depthwise, gated_ffn
+from ddsa_kernels import build_info, gated_depthwise, gated_ffn
+from ddsa_kernels.testing import eager_gated_ffn
 from ddsa_kernels.ops.gated_ffn import MIN_FUSED_PIXELS
 
 F64 = torch.float64

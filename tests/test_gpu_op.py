@@ -9,7 +9,8 @@ import shutil
 import pytest
 import torch
 
-from ddsa_kernels import _registry, build_info, ddsa_topk, drsformer_topk, dual_attention, reference_dual_attention
+from ddsa_kernels import _registry, build_info, ddsa_topk, drsformer_topk, dual_attention
+from ddsa_kernels.testing import naive_dual_attention
 
 import op_cases
 from op_cases import F64, error_scales, make_inputs, params, run
@@ -187,9 +188,9 @@ def test_more_than_2_31_elements_in_total(backend):
         xs = x[b:b + 1]
         go = out[b:b + 1]
         got = [out[b:b + 1], dq[b:b + 1], dk[b:b + 1], dv[b:b + 1]]
-        base = run(lambda q, k, v, t, w: reference_dual_attention(q, k, v, t, w, topk), xs, xs, xs,
+        base = run(lambda q, k, v, t, w: naive_dual_attention(q, k, v, t, w, topk), xs, xs, xs,
                    temperature, weights, go)
         args64 = [t.detach().cpu().to(F64) for t in (xs, xs, xs, temperature, weights, go)]
-        oracle = run(lambda q, k, v, t, w: reference_dual_attention(q, k, v, t, w, topk), *args64)
+        oracle = run(lambda q, k, v, t, w: naive_dual_attention(q, k, v, t, w, topk), *args64)
         scales = error_scales(oracle, *args64, topk)
         op_cases.assert_accuracy_rule(got, base[:4], oracle[:4], scales[:4], torch.float16, backend)

@@ -1,5 +1,5 @@
 """The public op, its registration and autograd, on the reference backend (oracles: autograd of
-``reference_dual_attention`` in float64 and a loop-by-loop NumPy implementation)."""
+``naive_dual_attention`` in float64 and a loop-by-loop NumPy implementation)."""
 import pytest
 import torch
 
@@ -10,10 +10,9 @@ from ddsa_kernels import (
     ddsa_topk,
     drsformer_topk,
     dual_attention,
-    eager_dual_attention,
-    reference_dual_attention,
     restormer_topk,
 )
+from ddsa_kernels.testing import eager_dual_attention, naive_dual_attention
 import op_cases
 from op_oracle import numpy_dual_attention
 
@@ -45,7 +44,7 @@ def grads(out, inputs, seed=1):
 def test_reference_matches_numpy_loops(branches, shape):
     topk = BRANCH_SETS[branches](shape[2])
     q, k, v, t, w = make_inputs(*shape, n_branches=len(topk))
-    out = reference_dual_attention(q, k, v, t, w, topk)
+    out = naive_dual_attention(q, k, v, t, w, topk)
     expected = numpy_dual_attention(q.detach(), k.detach(), v.detach(), t.detach(), w.detach(), topk)
     torch.testing.assert_close(out.detach(), torch.from_numpy(expected), rtol=1e-12, atol=1e-12)
 
@@ -53,7 +52,7 @@ def test_reference_matches_numpy_loops(branches, shape):
 def test_reference_gradcheck():
     q, k, v, t, w = make_inputs(1, 2, 6, 9)
     assert torch.autograd.gradcheck(
-        lambda *x: reference_dual_attention(*x, topk=(None, 4)), (q, k, v, t, w), eps=1e-6, atol=1e-7
+        lambda *x: naive_dual_attention(*x, topk=(None, 4)), (q, k, v, t, w), eps=1e-6, atol=1e-7
     )
 
 
@@ -63,7 +62,7 @@ def test_op_values_and_grads_match_autograd_of_reference(branches, shape):
     topk = BRANCH_SETS[branches](shape[2])
     inputs = make_inputs(*shape, n_branches=len(topk))
     out = dual_attention(*inputs, topk, backend="reference")
-    ref = reference_dual_attention(*inputs, topk)
+    ref = naive_dual_attention(*inputs, topk)
     torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
     for got, want in zip(grads(out, inputs), grads(ref, inputs)):
         torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-11)
@@ -106,7 +105,7 @@ def test_zero_rows_follow_normalize_eps_rule(which):
     with torch.no_grad():
         (q if which == "q" else k)[0, 1, 2].zero_()
     out = dual_attention(q, k, v, t, w, (None, 5))
-    ref = reference_dual_attention(q, k, v, t, w, (None, 5))
+    ref = naive_dual_attention(q, k, v, t, w, (None, 5))
     torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
     got, want = grads(out, (q, k, v, t, w)), grads(ref, (q, k, v, t, w))
     for a, b in zip(got, want):
@@ -119,7 +118,7 @@ def test_extreme_temperatures_stay_finite(tau):
     q, k, v, _, w = make_inputs(2, 1, 16, 50)
     t = torch.full((1,), tau, dtype=torch.float64, requires_grad=True)
     out = dual_attention(q, k, v, t, w, (None, 11))
-    ref = reference_dual_attention(q, k, v, t, w, (None, 11))
+    ref = naive_dual_attention(q, k, v, t, w, (None, 11))
     assert torch.isfinite(out).all()
     torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
     for a, b in zip(grads(out, (q, k, v, t, w)), grads(ref, (q, k, v, t, w))):
@@ -136,7 +135,7 @@ def test_fp16_products_that_overflow_fp16_accumulate_in_fp32():
     v = torch.randn(1, 1, channels, pixels, generator=gen).half()
     t, w = torch.tensor([3.0]), torch.tensor([0.3, 0.7])
     out = dual_attention(q, k, v, t, w, (None, 5))
-    ref = reference_dual_attention(q.double(), k.double(), v.double(), t.double(), w.double(), (None, 5))
+    ref = naive_dual_attention(q.double(), k.double(), v.double(), t.double(), w.double(), (None, 5))
     assert torch.isfinite(out).all()
     torch.testing.assert_close(out.double(), ref, rtol=1e-2, atol=1e-2)
 
@@ -157,7 +156,7 @@ def test_eager_baseline_matches_reference_without_ties():
     for topk in (ddsa_topk(16), drsformer_topk(16), restormer_topk(16)):
         w_ = torch.linspace(0.1, 0.9, len(topk), dtype=torch.float64)
         torch.testing.assert_close(
-            eager_dual_attention(q, k, v, t, w_, topk), reference_dual_attention(q, k, v, t, w_, topk)
+            eager_dual_attention(q, k, v, t, w_, topk), naive_dual_attention(q, k, v, t, w_, topk)
         )
 
 
@@ -215,7 +214,7 @@ def test_module_owns_authors_initialisation():
     assert core.weights.shape == (2,) and torch.all(core.weights == 0.2)
     q, k, v, _, _ = make_inputs(1, 2, 16, 25, dtype=torch.float32)
     out = core(q, k, v)
-    ref = reference_dual_attention(q, k, v, core.temperature, core.weights, core.topk)
+    ref = naive_dual_attention(q, k, v, core.temperature, core.weights, core.topk)
     torch.testing.assert_close(out, ref)
 
 

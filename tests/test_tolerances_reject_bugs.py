@@ -13,9 +13,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ddsa_kernels import (
-    channel_norm, ddsa_topk, depthwise_chain, depthwise_chain_mlp, depthwise_conv, reference_dual_attention,
-)
+from ddsa_kernels import channel_norm, ddsa_topk, depthwise_chain, depthwise_chain_mlp, depthwise_conv
+from ddsa_kernels.testing import naive_dual_attention
 from ddsa_kernels._registry import available_backends
 
 import op_cases
@@ -36,25 +35,25 @@ def _cpu_backends(op: str) -> list[str]:
 
 
 def _dropped_topk_mask(q, k, v, t, w, topk):
-    return reference_dual_attention(q, k, v, t, w, (None,) * len(topk))
+    return naive_dual_attention(q, k, v, t, w, (None,) * len(topk))
 
 
 def _swapped_branch_weights(q, k, v, t, w, topk):
-    return reference_dual_attention(q, k, v, t, w.flip(0), topk)
+    return naive_dual_attention(q, k, v, t, w.flip(0), topk)
 
 
 def _swapped_k_and_q(q, k, v, t, w, topk):
-    return reference_dual_attention(k, q, v, t, w, topk)
+    return naive_dual_attention(k, q, v, t, w, topk)
 
 
 def _one_pixel_shift(q, k, v, t, w, topk):
-    return reference_dual_attention(q, k, v, t, w, topk).roll(1, dims=-1)
+    return naive_dual_attention(q, k, v, t, w, topk).roll(1, dims=-1)
 
 
 def _temperature_after_softmax(q, k, v, t, w, topk):
     """τ scales the probabilities instead of the scores (softmax(S)·τ instead of softmax(τ·S))."""
     ones = torch.ones_like(t)
-    return reference_dual_attention(q, k, v, ones, w, topk) * t.view(1, -1, 1, 1)
+    return naive_dual_attention(q, k, v, ones, w, topk) * t.view(1, -1, 1, 1)
 
 
 def _fp16_accumulating(q, k, v, t, w, topk, tile=16):
@@ -220,14 +219,14 @@ def test_channel_norm_check_rejects(monkeypatch, bug):
 
 def test_channel_norm_oracle_is_torch_layer_norm():
     """The oracle above is F.layer_norm for WithBias; the package's plain formula agrees with it."""
-    from ddsa_kernels import reference_channel_norm
+    from ddsa_kernels.testing import naive_channel_norm
 
     gen = torch.Generator().manual_seed(3)
     x = torch.randn(2, 24, 5, 6, generator=gen, dtype=F64)
     w, b = torch.rand(24, generator=gen, dtype=F64) + 0.5, torch.randn(24, generator=gen, dtype=F64)
     want = F.layer_norm(x.permute(0, 2, 3, 1), (24,), w, b, 1e-5).permute(0, 3, 1, 2)
     torch.testing.assert_close(channel_norm_oracle(x, w, b), want, rtol=0, atol=0)
-    torch.testing.assert_close(reference_channel_norm(x, w, b), want, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(naive_channel_norm(x, w, b), want, rtol=1e-12, atol=1e-12)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -370,7 +369,7 @@ def test_error_scale_terms_reproduce_the_oracle_gradients():
     topk = (None, 5)
     temperature, weights = op_cases.params(2, 2)
     go = torch.randn(q.shape, generator=torch.Generator().manual_seed(3), dtype=F64)
-    _, dq, dk, _, _, _ = op_cases.run(lambda *a: reference_dual_attention(*a, topk), q, k, v, temperature, weights, go)
+    _, dq, dk, _, _, _ = op_cases.run(lambda *a: naive_dual_attention(*a, topk), q, k, v, temperature, weights, go)
     _, _, p, s_q, s_k = op_cases._float64_terms(q, k, v, temperature, weights, go, topk, 1e-12)
     torch.testing.assert_close(p @ k - s_q.unsqueeze(-1) * q, dq, rtol=1e-9, atol=1e-12)
     torch.testing.assert_close(p.transpose(-1, -2) @ q - s_k.unsqueeze(-1) * k, dk, rtol=1e-9, atol=1e-12)

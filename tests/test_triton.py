@@ -1,4 +1,4 @@
-"""The Triton backend against the float64 autograd oracle ``reference_dual_attention``.
+"""The Triton backend against the float64 autograd oracle ``naive_dual_attention``.
 
 Without a GPU the kernels run on CPU tensors under the Triton interpreter (conftest sets
 TRITON_INTERPRET=1); on a CUDA machine the same tests run on the GPU, compiled. Tests marked
@@ -16,7 +16,8 @@ import torch
 
 pytest.importorskip("triton")
 
-from ddsa_kernels import available_backends, build_info, dual_attention, reference_dual_attention  # noqa: E402
+from ddsa_kernels import available_backends, build_info, dual_attention  # noqa: E402
+from ddsa_kernels.testing import naive_dual_attention  # noqa: E402
 from ddsa_kernels.ops.dual_attention import triton as tda  # noqa: E402
 from ddsa_kernels._registry import backend_spec, device_types  # noqa: E402
 from ddsa_kernels.module import ddsa_topk, drsformer_topk, restormer_topk  # noqa: E402
@@ -105,7 +106,7 @@ def test_split_n_matches_reference(splits):
     f32 = [t.to(DEVICE, torch.float32) for t in (q64, k64, v64, temperature, weights, go64)]
     got = backend_run(*f32[:5], keep, f32[5], splits)
     assert tda._outer_sweep(f32[0], f32[1], True, splits)[1] > 1
-    oracle = run(lambda *a: reference_dual_attention(*a, topk), q64, k64, v64, temperature, weights, go64)
+    oracle = run(lambda *a: naive_dual_attention(*a, topk), q64, k64, v64, temperature, weights, go64)
     scales = error_scales(oracle, q64, k64, v64, temperature, weights, go64, topk)
     for g, ref, scale, name in zip((got[0], *got[4:]), oracle, scales, NAMES):
         assert (g.cpu().double() - ref).abs().max().item() <= 1e-5 * scale, name
@@ -291,7 +292,7 @@ def test_saved_tensors_beyond_inputs_are_order_c_squared():
     out.sum().backward()
     temp64, w64 = temperature.detach().cpu().double().flatten(), weights.detach().cpu().double()
     ones = torch.ones(q64.shape, dtype=F64)
-    oracle = run(lambda *a: reference_dual_attention(*a, topk), q64, k64, v64, temp64, w64, ones)
+    oracle = run(lambda *a: naive_dual_attention(*a, topk), q64, k64, v64, temp64, w64, ones)
     scales = error_scales(oracle, q64, k64, v64, temp64, w64, ones, topk)
     assert temperature.grad.shape == temperature.shape
     got = (q.grad, k.grad, v.grad, temperature.grad.flatten(), weights.grad)

@@ -24,7 +24,6 @@ import torch
 
 from ... import _registry
 from ._common import accumulation_dtype, check_inputs
-from .naive import eager_channel_norm, reference_channel_norm
 
 _OP = "channel_norm"
 
@@ -119,4 +118,4 @@ def channel_norm(
     return channel_norm_fwd(x, weight, bias, float(eps), subtract_mean, name)[0]
 
 
-__all__ = ["channel_norm", "reference_channel_norm", "eager_channel_norm"]
+__all__ = ["channel_norm"]

@@ -6,7 +6,7 @@ Per batch and pixel, over the C channels of an NCHW map (biased variance)::
     subtract_mean=True:   y = (x − μ)/σ · w + b
     subtract_mean=False:  y =  x/σ · w          (σ still from the centred variance)
 
-* :func:`reference_channel_norm` — the formula written directly with reductions over dim 1; the
+* :func:`naive_channel_norm` — the formula written directly with reductions over dim 1; the
   oracle every backend is tested against (run it in float64). Shares no code with the backends
   except argument checking.
 * :func:`eager_channel_norm` — the authors' way: permute to (B, H·W, C), normalise the last dim,
@@ -27,7 +27,7 @@ def _channel_view(t: torch.Tensor, dims: int) -> torch.Tensor:
     return t.view(1, -1, *([1] * (dims - 2)))
 
 
-def reference_channel_norm(
+def naive_channel_norm(
     x: torch.Tensor,
     weight: torch.Tensor,
     bias: Optional[torch.Tensor] = None,

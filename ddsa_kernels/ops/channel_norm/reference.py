@@ -12,7 +12,7 @@ Backward, with g = dy·w, x̂ = (x − μ)·rstd and means over channels::
     subtract_mean=False: dx = (g − x̂·mean(g·x·rstd))·rstd,       dw = Σ dy·x·rstd, db = Σ dy
 
 (sums over batch and pixels). The autograd oracle of the tests is
-:func:`ddsa_kernels.ops.channel_norm.naive.reference_channel_norm`, which shares no code with this file.
+:func:`ddsa_kernels.ops.channel_norm.naive.naive_channel_norm`, which shares no code with this file.
 """
 from __future__ import annotations
 

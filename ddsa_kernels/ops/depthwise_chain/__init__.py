@@ -27,7 +27,6 @@ import torch
 from ... import _registry
 from .._common import autocast_runs_eager
 from ._common import check_inputs
-from .naive import eager_depthwise_chain, reference_depthwise_chain
 
 _OP = "depthwise_chain"
 
@@ -97,4 +96,4 @@ def depthwise_chain(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, *,
     return depthwise_chain_fwd(x, weight, bias, name)
 
 
-__all__ = ["depthwise_chain", "reference_depthwise_chain", "eager_depthwise_chain"]
+__all__ = ["depthwise_chain"]

@@ -7,8 +7,8 @@ x (B, n·C, H, W) holds n channel groups x_1 .. x_n of C channels each; one dept
 
 With n = 3 and K = 3 this is the middle of IDT-DDSA's feed-forward block (SEFN).
 
-* :func:`reference_depthwise_chain` — the chain over the depth-wise convolution's oracle
-  (:func:`~ddsa_kernels.ops.depthwise_conv.naive.reference_depthwise_conv`, K² shifted products); what
+* :func:`naive_depthwise_chain` — the chain over the depth-wise convolution's oracle
+  (:func:`~ddsa_kernels.ops.depthwise_conv.naive.naive_depthwise_conv`, K² shifted products); what
   every backend is tested against (run it in float64).
 * :func:`eager_depthwise_chain` — the authors' formulation with ``F.conv2d``, ``relu`` and ``cat``:
   the "eager" backend and the benchmarks' baseline.
@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from .._common import Unfused
-from ..depthwise_conv.naive import eager_depthwise_conv, reference_depthwise_conv
+from ..depthwise_conv.naive import eager_depthwise_conv, naive_depthwise_conv
 from ._common import check_inputs
 
 Tensor = torch.Tensor
@@ -37,9 +37,9 @@ def _chain(x: Tensor, weight: Tensor, bias: Optional[Tensor], conv: Callable[...
     return torch.cat(outs, dim=1)
 
 
-def reference_depthwise_chain(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tensor:
+def naive_depthwise_chain(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tensor:
     """(B, n·C, H, W) → (B, n·C, H, W) over the shifted-sum depth-wise convolution, in x's dtype."""
-    return _chain(x, weight, bias, reference_depthwise_conv)
+    return _chain(x, weight, bias, naive_depthwise_conv)
 
 
 def eager_depthwise_chain(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tensor:

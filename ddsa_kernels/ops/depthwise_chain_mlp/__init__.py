@@ -29,7 +29,6 @@ from ... import _registry
 from .._common import autocast_runs_eager
 from ..depthwise_chain import depthwise_chain
 from ._common import check_inputs
-from .naive import eager_depthwise_chain_mlp, reference_depthwise_chain_mlp
 
 _OP = "depthwise_chain_mlp"
 BAND_ROWS = 16  # rows per band: u and y of a 256-wide band of SEFN at dim 32 take 2.9 MB per thread
@@ -79,4 +78,4 @@ def depthwise_chain_mlp(x: Tensor, w_in: Tensor, b_in: Optional[Tensor], w_dw: T
     return F.conv2d(depthwise_chain(F.conv2d(x, w_in, b_in), w_dw, b_dw, backend=name), w_out, b_out)
 
 
-__all__ = ["depthwise_chain_mlp", "reference_depthwise_chain_mlp", "eager_depthwise_chain_mlp"]
+__all__ = ["depthwise_chain_mlp"]

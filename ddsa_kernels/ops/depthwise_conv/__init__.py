@@ -23,7 +23,6 @@ import torch
 from ... import _registry
 from .._common import autocast_runs_eager
 from ._common import check_dilation, check_inputs
-from .naive import eager_depthwise_conv, reference_depthwise_conv
 
 _OP = "depthwise_conv"
 
@@ -94,4 +93,4 @@ def depthwise_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, *, 
     return depthwise_conv_fwd(x, weight, bias, name, dilation)
 
 
-__all__ = ["depthwise_conv", "reference_depthwise_conv", "eager_depthwise_conv"]
+__all__ = ["depthwise_conv"]

@@ -5,7 +5,7 @@ stride 1::
 
     y[b, c, h, w] = bias[c] + Σ_{i, j < K} weight[c, 0, i, j] · x[b, c, h + D(i − R), w + D(j − R)]
 
-* :func:`reference_depthwise_conv` — that sum written out over K² shifted views of the zero-padded
+* :func:`naive_depthwise_conv` — that sum written out over K² shifted views of the zero-padded
   input; the oracle every backend is tested against (run it in float64). Shares no code with torch's
   convolution or with the backends.
 * :func:`eager_depthwise_conv` — ``torch.nn.functional.conv2d`` with ``groups=C``: what an
@@ -22,7 +22,7 @@ from .._common import Unfused
 from ._common import check_inputs
 
 
-def reference_depthwise_conv(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None, *,
+def naive_depthwise_conv(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None, *,
                              dilation: int = 1) -> torch.Tensor:
     """(B, C, H, W) → (B, C, H, W): the K² shifted products summed, in x's dtype."""
     k = check_inputs(x, weight, bias, dilation)

@@ -8,7 +8,7 @@ x (B, C, H, W), weight (C, 1, K, K), K odd, R = K // 2, dilation D, zero padding
 
 Each tap touches only the rectangle where the shifted map overlaps the image (no padded copy, so a
 large dilation costs nothing extra). Sums of dk and db accumulate in float32 (float64 for float64).
-The autograd oracle of the tests is :func:`ddsa_kernels.ops.depthwise_conv.naive.reference_depthwise_conv`.
+The autograd oracle of the tests is :func:`ddsa_kernels.ops.depthwise_conv.naive.naive_depthwise_conv`.
 """
 from __future__ import annotations
 

@@ -32,7 +32,6 @@ import torch
 
 from ... import _registry
 from ._common import accumulation_dtype, check_inputs
-from .naive import eager_dual_attention, reference_dual_attention
 
 _OP = "dual_attention"
 
@@ -150,4 +149,4 @@ def dual_attention(
     return dual_attention_fwd(q, k, v, temp, weights, list(keep), float(eps), name)[0]
 
 
-__all__ = ["dual_attention", "reference_dual_attention", "eager_dual_attention"]
+__all__ = ["dual_attention"]

@@ -1,6 +1,6 @@
 """Naive dual attention in plain PyTorch, differentiable by autograd: the oracle and the baseline.
 
-* :func:`reference_dual_attention` — the exact semantics (ties at the threshold all kept); the
+* :func:`naive_dual_attention` — the exact semantics (ties at the threshold all kept); the
   oracle every backend is tested against (run it in float64). Written the straightforward way on
   purpose — normalised copies, one masked softmax per branch — and shares no code with the fused
   backends except argument checking.
@@ -22,7 +22,7 @@ from .._common import Unfused
 from ._common import accumulation_dtype, check_inputs
 
 
-def reference_dual_attention(
+def naive_dual_attention(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,

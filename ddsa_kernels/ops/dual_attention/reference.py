@@ -17,7 +17,7 @@ Backward, with dO the output gradient and the saved O(C²) statistics:
 
 Shapes: ``qk`` and ``gram`` (B, H, C, C); ``norms`` (B, H, 2, C) holding ‖q_r‖ and ‖k_r‖;
 ``probs`` (B, H, n_branches, C, C); all in the accumulation dtype. The autograd oracle of the
-tests is :func:`ddsa_kernels.ops.dual_attention.naive.reference_dual_attention`, which shares no
+tests is :func:`ddsa_kernels.ops.dual_attention.naive.naive_dual_attention`, which shares no
 code with this file.
 """
 from __future__ import annotations

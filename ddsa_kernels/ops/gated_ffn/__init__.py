@@ -33,7 +33,6 @@ import torch.nn.functional as F
 from ... import _registry
 from .._common import autocast_runs_eager
 from ._common import check_gated_inputs, check_inputs
-from .naive import eager_gated_depthwise, eager_gated_ffn, reference_gated_depthwise, reference_gated_ffn
 
 _OP = "gated_ffn"
 # Rows per band: bands of 4 to 16 rows timed alike (within the noise of a busy machine, single-threaded, 256²
@@ -155,5 +154,4 @@ def gated_ffn(x: Tensor, w_in: Tensor, b_in: Optional[Tensor], w_dw: Tensor, b_d
     return F.conv2d(gated_depthwise_fwd(F.conv2d(x, w_in, b_in), w_dw, b_dw, name), w_out, b_out)
 
 
-__all__ = ["gated_ffn", "gated_depthwise", "reference_gated_ffn", "eager_gated_ffn", "reference_gated_depthwise",
-           "eager_gated_depthwise"]
+__all__ = ["gated_ffn", "gated_depthwise"]

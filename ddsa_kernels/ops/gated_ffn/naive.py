@@ -4,9 +4,9 @@ the baseline.
 x (B, C, H, W); u = W_in · x + b_in (B, 2h, H, W); d = the depth-wise K×K convolution of u (zero "same"
 padding); y = gelu(d[:, :h]) · d[:, h:] with the exact (erf) GELU; z = W_out · y + b_out (B, C_out, H, W).
 
-* :func:`reference_gated_ffn` / :func:`reference_gated_depthwise` — channel contractions (``einsum``),
-  the depth-wise convolution's K² shifted products and ``0.5·a·(1 + erf(a/√2))``; the "reference"
-  backend and what the fused kernels are tested against (run it in float64).
+* :func:`naive_gated_ffn` / :func:`naive_gated_depthwise` — channel contractions (``einsum``),
+  the depth-wise convolution's K² shifted products and ``0.5·a·(1 + erf(a/√2))``; the oracle every
+  backend is tested against (run it in float64).
 * :func:`eager_gated_ffn` / :func:`eager_gated_depthwise` — the authors' formulation with ``F.conv2d``,
   ``chunk`` and ``F.gelu``: the "eager" backend and the benchmarks' baseline.
 """
@@ -18,16 +18,11 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .._common import Unfused
-from ..depthwise_conv.naive import reference_depthwise_conv
+from .._common import Unfused, naive_pointwise
+from ..depthwise_conv.naive import naive_depthwise_conv
 from ._common import check_gated_inputs, check_inputs
 
 Tensor = torch.Tensor
-
-
-def _pointwise(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
-    out = torch.einsum("oc,bchw->bohw", weight[:, :, 0, 0], x)
-    return out if bias is None else out + bias[:, None, None]
 
 
 def _gate(d: Tensor) -> Tensor:
@@ -35,17 +30,17 @@ def _gate(d: Tensor) -> Tensor:
     return 0.5 * a * (1 + torch.erf(a * (1 / math.sqrt(2)))) * g
 
 
-def reference_gated_depthwise(u: Tensor, w_dw: Tensor, b_dw: Optional[Tensor] = None) -> Tensor:
+def naive_gated_depthwise(u: Tensor, w_dw: Tensor, b_dw: Optional[Tensor] = None) -> Tensor:
     """(B, 2h, H, W) → gelu(d[:, :h]) · d[:, h:] (B, h, H, W) from plain tensor algebra, in u's dtype."""
     check_gated_inputs(u, w_dw, b_dw)
-    return _gate(reference_depthwise_conv(u, w_dw, b_dw))
+    return _gate(naive_depthwise_conv(u, w_dw, b_dw))
 
 
-def reference_gated_ffn(x: Tensor, w_in: Tensor, b_in: Optional[Tensor], w_dw: Tensor, b_dw: Optional[Tensor],
+def naive_gated_ffn(x: Tensor, w_in: Tensor, b_in: Optional[Tensor], w_dw: Tensor, b_dw: Optional[Tensor],
                         w_out: Tensor, b_out: Optional[Tensor] = None) -> Tensor:
     """(B, C, H, W) → (B, C_out, H, W) in x's dtype, from plain tensor algebra."""
     check_inputs(x, w_in, b_in, w_dw, b_dw, w_out, b_out)
-    return _pointwise(_gate(reference_depthwise_conv(_pointwise(x, w_in, b_in), w_dw, b_dw)), w_out, b_out)
+    return naive_pointwise(_gate(naive_depthwise_conv(naive_pointwise(x, w_in, b_in), w_dw, b_dw)), w_out, b_out)
 
 
 def _eager_middle(u: Tensor, w_dw: Tensor, b_dw: Optional[Tensor]) -> Tensor:

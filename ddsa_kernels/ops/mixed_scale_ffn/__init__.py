@@ -27,7 +27,6 @@ import torch.nn.functional as F
 from ... import _registry
 from .._common import autocast_runs_eager
 from ._common import check_inputs, check_middle
-from .naive import eager_mixed_scale_ffn, reference_mixed_scale_ffn
 
 _OP = "mixed_scale_ffn"
 BAND_ROWS = 16  # rows per band (fewer on short maps, so that every thread gets rows)
@@ -150,4 +149,4 @@ def mixed_scale_ffn(x: Tensor, w_in: Tensor, b_in: OptTensor, w3: Tensor, b3: Op
     return F.conv2d(m, w_out, b_out)
 
 
-__all__ = ["mixed_scale_ffn", "mixed_scale_middle", "reference_mixed_scale_ffn", "eager_mixed_scale_ffn"]
+__all__ = ["mixed_scale_ffn", "mixed_scale_middle"]
