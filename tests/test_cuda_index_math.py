@@ -105,7 +105,7 @@ def test_a_kernel_edit_reaches_the_replay(tmp_path, monkeypatch):
 def test_the_largest_bucket_is_the_registry_limit():
     from ddsa_kernels import _registry
 
-    assert APPLY_BUCKETS[-1][0] == GRAM_BUCKETS[-1][0] == _registry.spec("cuda").max_channels
+    assert APPLY_BUCKETS[-1][0] == GRAM_BUCKETS[-1][0] == _registry.backend_spec("cuda", op="dual_attention").max_channels
 
 
 def ceil_div(a, b):
