@@ -6,7 +6,7 @@ from typing import Optional
 
 import torch
 
-from .._common import FLOAT_DTYPES
+from .._common import FLOAT_DTYPES, check_tensor_types
 from .._dtypes import accumulation_dtype  # noqa: F401  (re-exported to the op's modules)
 
 
@@ -18,11 +18,7 @@ def check_inputs(
     subtract_mean: bool,
 ) -> None:
     """Validate the op's arguments: x (B, C, H, W) or (B, C, N), weight (C,), bias (C,) or None."""
-    for name, t in (("x", x), ("weight", weight), ("bias", bias)):
-        if t is None and name == "bias":
-            continue
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    check_tensor_types({"x": x, "weight": weight, "bias": bias})
     if x.dim() not in (3, 4):
         raise ValueError(f"x must have shape (B, C, H, W) or (B, C, N), got {tuple(x.shape)}")
     if x.dtype not in FLOAT_DTYPES:

@@ -7,7 +7,7 @@ from typing import Optional
 
 import torch
 
-from .._common import FLOAT_DTYPES
+from .._common import FLOAT_DTYPES, check_tensor_types
 from .._dtypes import accumulation_dtype  # noqa: F401  (re-exported to the op's modules)
 
 
@@ -40,9 +40,7 @@ def check_inputs(
     eps: float,
 ) -> tuple[torch.Tensor, tuple[int, ...]]:
     """Validate the op's arguments. Returns temperature reshaped to (H,) and the keep-counts."""
-    for name, t in (("q", q), ("k", k), ("v", v), ("temperature", temperature), ("weights", weights)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    check_tensor_types({"q": q, "k": k, "v": v, "temperature": temperature, "weights": weights})
     if q.dim() != 4:
         raise ValueError(f"q must have shape (B, H, C, N), got {tuple(q.shape)}")
     for name, t in (("k", k), ("v", v)):
