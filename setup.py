@@ -104,7 +104,7 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.9",
-    packages=find_packages(include=["ddsa_kernels*", "ddsa_model*", "benchmarks*"]),
+    packages=find_packages(include=["ddsa_kernels*", "ddsa_model*", "ddsa_bench*"]),
     package_data={"ddsa_model": ["weights/*.safetensors", "weights/*.json", "weights/*.md", "weights/eval/*", "configs/*.yaml"]},
     include_package_data=True,
     install_requires=[
@@ -131,7 +131,7 @@ setup(
             "ddsa-derain=ddsa_model.cli.derain:main",
             "ddsa-synth=ddsa_model.cli.synth:main",
             "ddsa-demo=ddsa_model.cli.demo:main",
-            "ddsa-bench=benchmarks.__main__:main",
+            "ddsa-bench=ddsa_bench.__main__:main",
             "ddsa-convert=ddsa_model.convert:main",
         ]
     },

@@ -1,4 +1,4 @@
-"""``ddsa-bench`` / ``python -m benchmarks``: run the op and model benchmarks, write JSON + report.
+"""``ddsa-bench`` / ``python -m ddsa_bench``: run the op and model benchmarks, write JSON + report.
 
     ddsa-bench op    [--device cpu|cuda] [--quick|--full] [--out DIR] ...
     ddsa-bench model [--device ...] [--quick|--full] [--presets ...]
@@ -9,7 +9,7 @@
                      (any network file, unpatched vs patched, time per kind of module: patch_<file>_<CLASS>.*)
     ddsa-bench report --out DIR   (re-render report.md and plots from the JSON there)
 
-Results go to benchmarks/results/<device-slug>/ (op.json, model.json, report.md, PNG plots).
+Results go to ddsa_bench/results/<device-slug>/ (op.json, model.json, report.md, PNG plots).
 On CPU the default is the quick subset (a few minutes on 2 cores); ``--full`` runs everything.
 """
 from __future__ import annotations
@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="small subset (default on CPU)")
         g.add_argument("--full", dest="quick", action="store_false", help="every benchmark shape (default on CUDA)")
         p.add_argument("--out", type=Path, default=None,
-                       help="output folder (default: benchmarks/results/<device-slug>)")
+                       help="output folder (default: ddsa_bench/results/<device-slug>)")
         p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads before running")
         p.add_argument("--min-run-time", type=float, default=None,
                        help="seconds per timing (default: op 0.3, 0.25 in CPU quick mode; model 0.5 on CUDA, "
@@ -114,7 +114,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 def _patch_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default: cuda when available)")
     p.add_argument("--out", type=Path, default=None,
-                   help="output folder (default: benchmarks/results/<device-slug>)")
+                   help="output folder (default: ddsa_bench/results/<device-slug>)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads before running")
     p.add_argument("--min-run-time", type=float, default=None,
                    help="seconds per timing and round (default 0.2 on CPU, 0.5 on CUDA)")
@@ -141,7 +141,7 @@ def _patch_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run_patch(args, device: torch.device, out: Path, cpu_memory: Optional[dict[str, bool]]) -> Path:
-    from . import patch_bench
+    from .networks import patch as patch_bench
 
     if args.kwargs is not None and args.arch is None:
         raise ValueError("--kwargs applies to --arch")
@@ -165,7 +165,7 @@ def _log(msg: str) -> None:
 
 
 def _run_op(args, device: torch.device, out: Path, quick: bool) -> None:
-    from . import op_bench
+    from .ops import dual_attention as op_bench
 
     min_run = args.min_run_time or (0.25 if quick and device.type == "cpu" else 0.3)
     compile_dtypes = [] if args.no_compile else args.compile_dtypes
@@ -183,7 +183,7 @@ def _run_op(args, device: torch.device, out: Path, quick: bool) -> None:
 
 
 def _run_model(args, device: torch.device, out: Path, quick: bool) -> None:
-    from . import model_bench
+    from .networks import model as model_bench
 
     compile_mode = "none" if args.no_compile else args.model_compile
     _log(f"[model] device {common.device_name(device)}; {'quick' if quick else 'full'} mode; writing {out}/model.json")

@@ -19,7 +19,7 @@ import torch
 
 from ddsa_model.atomic import atomic_write
 
-from .run_summary import fmt, markdown_table, read_json, write_json, write_text  # noqa: F401  (re-exported)
+from .summary import fmt, markdown_table, read_json, write_json, write_text  # noqa: F401  (re-exported)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_ROOT = Path(__file__).resolve().parent / "results"
@@ -150,7 +150,7 @@ def device_slug(device: torch.device) -> str:
 
 
 def default_out_dir(device: torch.device) -> Path:
-    """benchmarks/results/<device-slug> when that is writable (a checkout), else ./ddsa-bench-results/<slug>."""
+    """ddsa_bench/results/<device-slug> when that is writable (a checkout), else ./ddsa-bench-results/<slug>."""
     slug = device_slug(device)
     if os.access(RESULTS_ROOT.parent, os.W_OK):
         return RESULTS_ROOT / slug
@@ -327,13 +327,13 @@ def shape_bench_main(
     print one line per shape, write ``<benchmark>.json`` and ``<benchmark>.md`` into ``--out``."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog=f"python -m benchmarks.bench_{benchmark}", description=description)
+    parser = argparse.ArgumentParser(prog=f"python -m ddsa_bench.ops.{benchmark}", description=description)
     parser.add_argument("--shapes", nargs="+", default=[",".join(map(str, s)) for s in default_shapes],
                         help=shapes_help)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--min-run-time", type=float, default=0.2, help="seconds of timing per measurement")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads before running")
-    parser.add_argument("--out", default=None, help="output folder (default: benchmarks/results/<device-slug>)")
+    parser.add_argument("--out", default=None, help="output folder (default: ddsa_bench/results/<device-slug>)")
     parser.add_argument("--tune-cpu-memory", action="store_true",
                         help="call ddsa_kernels.tune_cpu_memory() first (glibc keeps freed memory), as the ddsa CLIs do")
     args = parser.parse_args(argv)

@@ -1,9 +1,9 @@
-"""Stage bookkeeping of ``benchmarks/gpu_run.sh``, without torch (it runs after every stage).
+"""Stage bookkeeping of ``ddsa_bench/gpu/run.sh``, without torch (it runs after every stage).
 
-    python -m benchmarks.run_summary stage --out DIR --name NAME --status ok|failed|timeout|skipped \
+    python -m ddsa_bench.summary stage --out DIR --name NAME --status ok|failed|timeout|skipped \
         [--rc RC --seconds S --cap S --reason TEXT --files F...]     record a stage, then re-render
-    python -m benchmarks.run_summary junit --xml F.xml --out F.json [--rc RC]   pytest counts
-    python -m benchmarks.run_summary summary --out DIR
+    python -m ddsa_bench.summary junit --xml F.xml --out F.json [--rc RC]   pytest counts
+    python -m ddsa_bench.summary summary --out DIR
 
 ``stages.json`` holds every stage's outcome; ``summary.json`` (stages + files present) and
 ``summary.md`` (device, versions, commit, stages, the measured tables) are rendered from it and
@@ -26,7 +26,7 @@ STAGES = ("build", "gpu_tests", "sanitize", "op_bench", "train", "patch", "rest_
 
 
 # ----------------------------------------------------------------------------- file and table helpers
-# Shared by every benchmark (benchmarks.common re-exports them); kept here so that this module runs
+# Shared by every benchmark (ddsa_bench.common re-exports them); kept here so that this module runs
 # without torch.
 def write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically, creating its folder."""
@@ -96,7 +96,7 @@ def render_summary(out: Path) -> str:
     lines = ["# GPU run summary", ""]
     lines += [f"* device: **{env.get('device_name', '?')}** ({env.get('device_type', '?')}, capability "
               f"{env.get('gpu_capability', '–')}, driver {env.get('driver') or '–'}); results folder "
-              f"`benchmarks/results/{env.get('device_slug', '?')}/`",
+              f"`ddsa_bench/results/{env.get('device_slug', '?')}/`",
               f"* torch {env.get('torch', '?')}, triton {env.get('triton', '?')}, CUDA {env.get('cuda')}, "
               f"Python {env.get('python', '?')}",
               f"* commit {str(commit.get('sha'))[:12]}{' (dirty)' if commit.get('dirty') else ''}; "
@@ -207,7 +207,7 @@ def cmd_junit(args) -> int:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.run_summary", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m ddsa_bench.summary", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("stage")
     p.add_argument("--out", required=True)

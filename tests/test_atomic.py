@@ -132,7 +132,7 @@ def test_overwrite_gets_plain_mode_not_mkstemp_0600(tmp_path, umask):
 @posix_only
 def test_project_writers_give_plain_mode(tmp_path, umask):
     """The outputs users share (PNGs, checkpoints, benchmark JSON) are not owner-only."""
-    from benchmarks.common import write_json
+    from ddsa_bench.common import write_json
     from ddsa_model import build_model, save_model
     from ddsa_model.pipeline.imageio import write_png
 
@@ -158,11 +158,11 @@ def test_atomic_write_json_is_strict_json_with_non_finite_floats_as_strings(tmp_
 
 
 def test_atomic_module_imports_without_torch():
-    """The GPU run's bookkeeping (benchmarks.run_summary) writes through this module without torch."""
+    """The GPU run's bookkeeping (ddsa_bench.summary) writes through this module without torch."""
     import subprocess
     import sys
 
-    code = ("import sys, ddsa_model.atomic, benchmarks.run_summary; "
+    code = ("import sys, ddsa_model.atomic, ddsa_bench.summary; "
             "print(sorted(m for m in ('torch', 'ddsa_kernels', 'ddsa_model.network') if m in sys.modules))")
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=repo, check=True)

@@ -1,7 +1,7 @@
 """pytest-benchmark suite of the op and a small model step, run only on request:
 
-    pytest benchmarks/test_bench_op.py -m bench                       # CPU, or CUDA when present
-    pytest benchmarks/test_bench_op.py -m bench --benchmark-json=out.json
+    pytest tests/test_bench_op.py -m bench                       # CPU, or CUDA when present
+    pytest tests/test_bench_op.py -m bench --benchmark-json=out.json
 
 Every implementation (eager, torch.compile(eager), each available package backend) at a few
 shapes, forward and forward+backward. The committed figures come from ``ddsa-bench``; this suite is
@@ -12,7 +12,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmarks import common, op_bench
+from ddsa_bench import common
+from ddsa_bench.ops import dual_attention as op_bench
 
 pytestmark = pytest.mark.bench
 

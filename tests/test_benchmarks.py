@@ -8,8 +8,9 @@ import json
 import pytest
 import torch
 
-from benchmarks import common, goals, op_bench, report
-from benchmarks.__main__ import main as bench_main
+from ddsa_bench import common, goals, report
+from ddsa_bench.ops import dual_attention as op_bench
+from ddsa_bench.__main__ import main as bench_main
 
 
 # ----------------------------------------------------------------------------- byte counts
@@ -249,7 +250,7 @@ def test_bad_arguments_are_named():
 
 
 def test_largest_batch_search_shrinks_after_out_of_memory(monkeypatch):
-    from benchmarks import model_bench
+    from ddsa_bench.networks import model as model_bench
 
     calls = []
 
@@ -327,7 +328,7 @@ def test_readme_update_replaces_only_the_marked_section(tmp_path):
 
 
 def test_cpu_goal_rows_compare_the_cpu_backend_with_each_baseline():
-    from benchmarks import bench_op_cpu
+    from ddsa_bench.ops import dual_attention_cpu as bench_op_cpu
 
     def case(mode, **ms):
         return {"label": "(1,1,48,8²)", "mode": mode, "results": {k: {"median_ms": v} for k, v in ms.items()}}
@@ -365,7 +366,7 @@ def _assert_patch_record(rec, attention_kind, n_blocks):
 
 
 def test_patch_bench_family_default_runs_the_published_structure_standins(tmp_path, one_thread):
-    from benchmarks import patch_bench
+    from ddsa_bench.networks import patch as patch_bench
 
     rc = bench_main(["patch", "--net", "tiny", "--families", "ddsa,restormer", *PATCH_TINY, "--out", str(tmp_path),
                      *one_thread])
@@ -415,7 +416,7 @@ def test_patch_bench_names_bad_arguments(tmp_path, args, message):
 
 
 def test_patch_bench_arch_import_failure_and_missing_source_tree(tmp_path, monkeypatch):
-    from benchmarks import patch_bench
+    from ddsa_bench.networks import patch as patch_bench
 
     bad = tmp_path / "needs_einops.py"
     bad.write_text("import einops_that_is_not_installed\n")
@@ -427,7 +428,7 @@ def test_patch_bench_arch_import_failure_and_missing_source_tree(tmp_path, monke
 
 
 def test_depthwise_chain_bench_writes_every_method(tmp_path, one_thread):
-    from benchmarks import bench_depthwise_chain
+    from ddsa_bench.ops import depthwise_chain as bench_depthwise_chain
 
     result = bench_depthwise_chain.main(["--shapes", "1,4,9,7", "2,3,5,6", "--rounds", "2", "--min-run-time", "0.01",
                                          "--out", str(tmp_path), *one_thread])
@@ -448,7 +449,7 @@ def test_depthwise_chain_bench_writes_every_method(tmp_path, one_thread):
 
 
 def test_depthwise_chain_mlp_bench_writes_every_method(tmp_path, one_thread):
-    from benchmarks import bench_depthwise_chain_mlp
+    from ddsa_bench.ops import depthwise_chain_mlp as bench_depthwise_chain_mlp
 
     result = bench_depthwise_chain_mlp.main(["--shapes", "1,4,9,7,3", "--rounds", "2", "--min-run-time", "0.01",
                                              "--tune-cpu-memory", "--out", str(tmp_path), *one_thread])
@@ -469,7 +470,7 @@ def test_depthwise_chain_mlp_bench_writes_every_method(tmp_path, one_thread):
 
 
 def test_depthwise_conv_bench_writes_every_method(tmp_path, one_thread):
-    from benchmarks import bench_depthwise_conv
+    from ddsa_bench.ops import depthwise_conv as bench_depthwise_conv
 
     result = bench_depthwise_conv.main(["--shapes", "1,4,9,7", "2,3,5,6", "--rounds", "2", "--min-run-time", "0.01",
                                         "--out", str(tmp_path), *one_thread])

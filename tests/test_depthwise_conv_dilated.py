@@ -276,7 +276,7 @@ def test_extension_refuses_bad_dilation():
 def test_benchmark_times_dilated_shapes(tmp_path):
     import json
 
-    from benchmarks import bench_depthwise_conv
+    from ddsa_bench.ops import depthwise_conv as bench_depthwise_conv
 
     bench_depthwise_conv.main(["--shapes", "1,3,9,8", "1,2,11,10,5,2", "--rounds", "1", "--min-run-time", "0.01",
                                "--threads", str(torch.get_num_threads()), "--out", str(tmp_path)])

@@ -11,8 +11,8 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 PAGES = sorted(
     [REPO / "README.md", REPO / "CHANGELOG.md", REPO / "ddsa_model" / "weights" / "README.md",
-     REPO / "benchmarks" / "README.md", *(REPO / "docs").glob("*.md"),
-     *(REPO / "benchmarks" / "results").glob("**/README.md")]
+     REPO / "ddsa_bench" / "README.md", *(REPO / "docs").glob("*.md"),
+     *(REPO / "ddsa_bench" / "results").glob("**/README.md")]
 )
 README_MAX_LINES = 220
 
@@ -83,11 +83,11 @@ def test_ci_finds_the_readme_test_command():
     assert "pip install" in cmd and "--no-build-isolation" in cmd and "pytest" in cmd, cmd
 
 
-_REPO_DIRS = ("ddsa_kernels/", "ddsa_model/", "benchmarks/", "docs/", "tests/", "csrc/", ".ci/")
+_REPO_DIRS = ("ddsa_kernels/", "ddsa_model/", "ddsa_bench/", "docs/", "tests/", "csrc/", ".ci/")
 
 
 def missing_paths(text: str) -> list[str]:
-    """Repository paths quoted in backticks (`ddsa_model/...`, `benchmarks/...`) that do not exist;
+    """Repository paths quoted in backticks (`ddsa_model/...`, `ddsa_bench/...`) that do not exist;
     globs and placeholders (`*`, `{}`, `<>`, `$`) are not paths."""
     missing = []
     for token in re.findall(r"`([^`\s]+)`", text):
@@ -98,7 +98,7 @@ def missing_paths(text: str) -> list[str]:
 
 
 def test_the_path_checker_finds_a_missing_file():
-    assert missing_paths("see `ddsa_model/nowhere.py`, `ddsa_model/atomic.py` and `benchmarks/results/<device>/`") == [
+    assert missing_paths("see `ddsa_model/nowhere.py`, `ddsa_model/atomic.py` and `ddsa_bench/results/<device>/`") == [
         "ddsa_model/nowhere.py"]
 
 

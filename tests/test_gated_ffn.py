@@ -430,7 +430,7 @@ def test_torch_compile_fullgraph_inference_and_training():
 def test_bench_writes_every_method_and_they_agree(tmp_path):
     import json
 
-    from benchmarks import bench_gated_ffn
+    from ddsa_bench.ops import gated_ffn as bench_gated_ffn
 
     threads = torch.get_num_threads()
     try:

@@ -1,4 +1,4 @@
-"""``benchmarks/gpu_run.sh`` rehearsed on the CPU (``DRY_RUN=1``): every stage runs its code path,
+"""``ddsa_bench/gpu/run.sh`` rehearsed on the CPU (``DRY_RUN=1``): every stage runs its code path,
 writes its result files under $OUT, and the summary says which stages ran and which were skipped
 and why. A GPU session is too short to find a broken script there."""
 import json
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import gpu_stages
-from benchmarks.gpu_stages import HUGE_TEST, TEST_PARTS
+from ddsa_bench.gpu import stages as gpu_stages
+from ddsa_bench.gpu.stages import HUGE_TEST, TEST_PARTS
 
 ROOT = Path(__file__).resolve().parent.parent
 STAGES = ("build", "gpu_tests", "sanitize", "op_bench", "train", "patch", "rest_tests")
@@ -24,7 +24,7 @@ def dry_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("gpu_run")
     env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "CUDA_VISIBLE_DEVICES")}
     env.update(DRY_RUN="1", OUT=str(out), PYTHON=sys.executable, OMP_NUM_THREADS="1")
-    done = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_run.sh")], env=env, capture_output=True,
+    done = subprocess.run(["bash", str(ROOT / "ddsa_bench" / "gpu" / "run.sh")], env=env, capture_output=True,
                           text=True, timeout=900)
     return out, done
 

@@ -360,7 +360,7 @@ def test_torch_compile_fullgraph_inference_and_training():
 def test_bench_writes_every_method(tmp_path):
     import json
 
-    from benchmarks import bench_mixed_scale_ffn
+    from ddsa_bench.ops import mixed_scale_ffn as bench_mixed_scale_ffn
 
     threads = torch.get_num_threads()
     try:

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-# The project's own top-level packages. The benchmarks still install as `benchmarks`; `ddsa_bench` is the
-# name the package may take.
-OWN_TOP_LEVEL = {"ddsa_kernels", "ddsa_model", "benchmarks", "ddsa_bench"}
+# The project's own top-level packages; the benchmarks install under the project's name, never as a bare
+# `benchmarks` that would clash with any other package of that name.
+OWN_TOP_LEVEL = {"ddsa_kernels", "ddsa_model", "ddsa_bench"}
 CARD = "ddsa_model/weights/README.md"
 
 
@@ -25,8 +25,8 @@ def wheel_names(tmp_path_factory) -> list[str]:
     src = tmp_path_factory.mktemp("src")
     for name in ("setup.py", "pyproject.toml", "README.md"):
         shutil.copy2(REPO / name, src / name)
-    ignore = shutil.ignore_patterns("*.so", "*.pyd", "__pycache__", "build", "*.egg-info", "results")
-    for pkg in ("ddsa_kernels", "ddsa_model", "benchmarks"):
+    ignore = shutil.ignore_patterns("*.so", "*.pyd", "__pycache__", "build", "*.egg-info")
+    for pkg in ("ddsa_kernels", "ddsa_model", "ddsa_bench"):
         if (REPO / pkg).is_dir():
             shutil.copytree(REPO / pkg, src / pkg, ignore=ignore)
     out = tmp_path_factory.mktemp("wheel")
@@ -46,6 +46,14 @@ def test_wheel_installs_only_the_projects_own_packages(wheel_names):
     tops = {n.split("/")[0] for n in wheel_names if not n.split("/")[0].endswith((".dist-info", ".data"))}
     assert tops <= OWN_TOP_LEVEL and {"ddsa_kernels", "ddsa_model"} <= tops, tops
     assert not any(n.startswith("tests/") or "/tests/" in n for n in wheel_names)
+
+
+def test_wheel_installs_the_benchmarks_as_ddsa_bench_with_its_console_script(wheel_names):
+    tops = {n.split("/")[0] for n in wheel_names}
+    assert "ddsa_bench" in tops and "benchmarks" not in tops, tops
+    for sub in ("ops", "networks", "gpu"):
+        assert f"ddsa_bench/{sub}/__init__.py" in wheel_names, sub
+    assert not [n for n in wheel_names if n.startswith("ddsa_bench/results/")], "benchmark results are shipped"
 
 
 def test_wheel_ships_the_models_and_only_the_eval_files_their_card_names(wheel_names):

@@ -2,8 +2,8 @@
 # One prepared GPU session, in stages, each under its own time cap and each leaving its results in
 # $OUT as soon as it ends (a later crash or timeout keeps them). Run from anywhere in the checkout:
 #
-#     OUT=/some/folder bash benchmarks/gpu_run.sh
-#     DRY_RUN=1 OUT=/tmp/x bash benchmarks/gpu_run.sh      # every stage's code path on the CPU, seconds
+#     OUT=/some/folder bash ddsa_bench/gpu/run.sh
+#     DRY_RUN=1 OUT=/tmp/x bash ddsa_bench/gpu/run.sh      # every stage's code path on the CPU, seconds
 #
 # Stages (cap in seconds; DEADLINE_S, default 540, cuts every cap to what is left):
 #   1 build       150  compile ddsa_kernels._C in place for this GPU's arch; versions -> env.json
@@ -16,7 +16,7 @@
 #   7 rest_tests  rest the remaining test suite -> tests_rest.json
 # After every stage: stages.json, summary.json and summary.md (device, versions, commit, what ran or
 # was skipped and why, the measured tables). Copy $OUT/*.json $OUT/*.md $OUT/*.png to
-# benchmarks/results/<device-slug>/ (the slug is in env.json and summary.md).
+# ddsa_bench/results/<device-slug>/ (the slug is in env.json and summary.md).
 #
 # Knobs: PYTHON (default python3), DEADLINE_S, CAP_SCALE (caps × this; 4 under DRY_RUN), MAX_JOBS (default: CPU count), TORCH_CUDA_ARCH_LIST
 # (default: the visible GPU's capability), SKIP_BUILD=1, DRY_RUN=1.
@@ -25,7 +25,7 @@ set -uo pipefail
 : "${OUT:?set OUT to the folder that receives the results}"
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 PY=${PYTHON:-python3}
 DRY=${DRY_RUN:-0}
 # A rehearsal on a (possibly busy) CPU has no lease to protect: its caps and deadline are 4× wider,
@@ -43,8 +43,8 @@ cap() {
   [ "$left" -lt 10 ] && left=10
   [ "$left" -lt "$want" ] && echo "$left" || echo "$want"
 }
-stages() { $PY -m benchmarks.gpu_stages "$@"; }
-book() { $PY -m benchmarks.run_summary "$@"; }
+stages() { $PY -m ddsa_bench.gpu.stages "$@"; }
+book() { $PY -m ddsa_bench.summary "$@"; }
 # record NAME STATUS RC SECONDS CAP REASON FILES...: stages.json, then summary.{json,md}
 record() {
   local name=$1 status=$2 rc=$3 secs=$4 cap_s=$5 reason=$6
@@ -110,7 +110,7 @@ else
 fi
 
 # ---------------------------------------------------------------- 2. GPU tests, in parts
-# benchmarks/gpu_stages.py TEST_PARTS: every GPU test file, then the op files' other tests (Triton
+# ddsa_bench/gpu/stages.py TEST_PARTS: every GPU test file, then the op files' other tests (Triton
 # compiled on the GPU), then the >2³¹-element test alone, each part under its own cap (SIGINT at
 # the cap keeps its junit), so one slow part cannot hide the others' results.
 OP_TESTS=(tests/test_gpu_op.py tests/test_extension_cuda.py tests/test_triton.py tests/test_op.py
@@ -118,7 +118,7 @@ OP_TESTS=(tests/test_gpu_op.py tests/test_extension_cuda.py tests/test_triton.py
 c=$(cap 340)
 note=$([ "$DRY" = 1 ] && echo "DRY_RUN: CUDA hidden; GPU tests collected and skipped, op files' CPU tests not run" || true)
 run_stage gpu_tests "$c" "$note" "tests_gpu.json tests_gpu.xml" -- \
-  $PY -m benchmarks.gpu_stages tests --out "$OUT" --time-budget $((c > 20 ? c - 10 : c)) --cap-scale "$CAP_SCALE" \
+  $PY -m ddsa_bench.gpu.stages tests --out "$OUT" --time-budget $((c > 20 ? c - 10 : c)) --cap-scale "$CAP_SCALE" \
     "${DRYFLAG[@]}"
 $PY -c "import json,sys; [print(p['name'], p['status'], p.get('counts', '')) for p in json.load(open(sys.argv[1]))['parts']]" "$OUT/tests_gpu.json" 2>/dev/null
 
@@ -132,29 +132,29 @@ mkdir -p "$OUT/sanitize"
 if [ "$DRY" = 1 ] || [ -z "$SAN" ]; then
   why=$([ "$DRY" = 1 ] && echo "DRY_RUN: cases run on the CPU without compute-sanitizer" \
         || echo "compute-sanitizer not found: cases run without it")
-  backends=$([ "$DRY" = 1 ] && echo cpu || $PY -c 'from benchmarks.gpu_stages import gpu_backends; import torch; print(" ".join(gpu_backends(torch.device("cuda"))))')
+  backends=$([ "$DRY" = 1 ] && echo cpu || $PY -c 'from ddsa_bench.gpu.stages import gpu_backends; import torch; print(" ".join(gpu_backends(torch.device("cuda"))))')
   dev=$([ "$DRY" = 1 ] && echo cpu || echo cuda)
   dt=$([ "$DRY" = 1 ] && echo float32 || echo float16,bfloat16,float32)
   ch=$([ "$DRY" = 1 ] && echo 48 || echo 48,96)
   run_stage sanitize "$c" "$why" "sanitize.json" -- \
-    $PY -m benchmarks.sanitize_stage --out "$OUT" --device "$dev" --dtypes "$dt" --channels "$ch" --backends $backends
+    $PY -m ddsa_bench.gpu.sanitize_stage --out "$OUT" --device "$dev" --dtypes "$dt" --channels "$ch" --backends $backends
 else
-  backends=$($PY -c 'from benchmarks.gpu_stages import gpu_backends; import torch; print(" ".join(gpu_backends(torch.device("cuda"))))')
+  backends=$($PY -c 'from ddsa_bench.gpu.stages import gpu_backends; import torch; print(" ".join(gpu_backends(torch.device("cuda"))))')
   run_stage sanitize "$c" "$SAN" "sanitize.json" -- \
-    $PY -m benchmarks.sanitize_stage --out "$OUT" --device cuda --sanitizer "$SAN" --backends $backends \
+    $PY -m ddsa_bench.gpu.sanitize_stage --out "$OUT" --device cuda --sanitizer "$SAN" --backends $backends \
       --per-run-cap $(( c / 4 > 15 ? c / 4 : 15 ))
 fi
 
 # ---------------------------------------------------------------- 4. op: kernel breakdown + benchmark
 c=$(cap 110)
 run_stage op_bench "$c" "" "kernels.json op.json report.md" -- \
-  bash -c "$PY -m benchmarks.gpu_stages kernels --out '$OUT' --device $DEV ${DRYFLAG[*]}; rk=\$?; \
-    $PY -m benchmarks.gpu_stages op --out '$OUT' --device $DEV ${DRYFLAG[*]} --time-budget $(( c * 2 / 3 - 20 > 20 ? c * 2 / 3 - 20 : 20 )); ro=\$?; \
-    $PY -m benchmarks report --out '$OUT' >/dev/null; exit \$(( rk > ro ? rk : ro ))"
+  bash -c "$PY -m ddsa_bench.gpu.stages kernels --out '$OUT' --device $DEV ${DRYFLAG[*]}; rk=\$?; \
+    $PY -m ddsa_bench.gpu.stages op --out '$OUT' --device $DEV ${DRYFLAG[*]} --time-budget $(( c * 2 / 3 - 20 > 20 ? c * 2 / 3 - 20 : 20 )); ro=\$?; \
+    $PY -m ddsa_bench report --out '$OUT' >/dev/null; exit \$(( rk > ro ? rk : ro ))"
 
 # ---------------------------------------------------------------- 5. training step
 c=$(cap 60)
-run_stage train "$c" "" "train.json" -- $PY -m benchmarks.gpu_stages train --out "$OUT" --device "$DEV" "${DRYFLAG[@]}"
+run_stage train "$c" "" "train.json" -- $PY -m ddsa_bench.gpu.stages train --out "$OUT" --device "$DEV" "${DRYFLAG[@]}"
 
 # ---------------------------------------------------------------- 6. drop-in patch of the authors' networks
 c=$(cap 45)
@@ -165,7 +165,7 @@ else
   PATCH_ARGS=(--device cuda --dtypes bfloat16,float16 --rounds 3 --min-run-time 0.2)
 fi
 run_stage patch "$c" "" "patch.json patch.md" -- \
-  $PY -m benchmarks patch --out "$OUT" --time-budget $(( c * 2 / 3 > 10 ? c * 2 / 3 : 10 )) "${PATCH_ARGS[@]}"
+  $PY -m ddsa_bench patch --out "$OUT" --time-budget $(( c * 2 / 3 > 10 ? c * 2 / 3 : 10 )) "${PATCH_ARGS[@]}"
 
 # ---------------------------------------------------------------- 7. the rest of the test suite
 c=$(cap 600)
@@ -183,7 +183,7 @@ else
   run_stage rest_tests "$c" "" "tests_rest.json tests_rest.xml" -- \
     bash -c "$PY -m pytest tests -q -m 'not gpu and not slow' $ignore $xdist -rfE -p no:cacheprovider \
       --junitxml='$OUT/tests_rest.xml' >'$OUT/tests_rest.log' 2>&1; rc=\$?; \
-      $PY -m benchmarks.run_summary junit --xml '$OUT/tests_rest.xml' --out '$OUT/tests_rest.json' --rc \$rc; exit \$rc"
+      $PY -m ddsa_bench.summary junit --xml '$OUT/tests_rest.xml' --out '$OUT/tests_rest.json' --rc \$rc; exit \$rc"
 fi
 book summary --out "$OUT"
 say "done in ${SECONDS}s; summary: $OUT/summary.md"

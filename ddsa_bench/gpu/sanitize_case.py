@@ -1,7 +1,7 @@
 """Small forward + backward cases of one backend, to run under ``compute-sanitizer``.
 
-    compute-sanitizer --tool memcheck python benchmarks/sanitize_case.py --backend triton
-    python benchmarks/sanitize_case.py --backend cpu --device cpu     (dry run, no sanitizer)
+    compute-sanitizer --tool memcheck python ddsa_bench/gpu/sanitize_case.py --backend triton
+    python ddsa_bench/gpu/sanitize_case.py --backend cpu --device cpu     (dry run, no sanitizer)
 
 Cases: C = 48 and 96, odd N (1001), q/k/v as views of one qkv tensor shifted by one element
 (storage offset 1, so no row is 16-byte aligned), in fp16, bf16 and fp32. Each output and gradient

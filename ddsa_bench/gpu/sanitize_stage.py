@@ -1,7 +1,7 @@
-"""Stage 3 of gpu_run.sh: ``benchmarks/sanitize_case.py`` per backend under compute-sanitizer.
+"""Stage 3 of gpu_run.sh: ``ddsa_bench/gpu/sanitize_case.py`` per backend under compute-sanitizer.
 
-    python -m benchmarks.sanitize_stage --out DIR --device cuda --sanitizer PATH --backends triton cuda
-    python -m benchmarks.sanitize_stage --out DIR --device cpu --backends cpu      (no sanitizer)
+    python -m ddsa_bench.gpu.sanitize_stage --out DIR --device cuda --sanitizer PATH --backends triton cuda
+    python -m ddsa_bench.gpu.sanitize_stage --out DIR --device cpu --backends cpu      (no sanitizer)
 
 Runs, per backend, memcheck over every case (C = 48, 96 × the dtypes) and racecheck (shared-memory
 hazards) over fp16 and fp32, each under its own cap. Writes DIR/sanitize.json after every run
@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import common
+from .. import common
 
 CASE = str(Path(__file__).resolve().parent / "sanitize_case.py")
 

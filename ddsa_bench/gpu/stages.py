@@ -1,14 +1,14 @@
-"""The Python side of ``benchmarks/gpu_run.sh``: one subcommand per stage that needs Python.
+"""The Python side of ``ddsa_bench/gpu/run.sh``: one subcommand per stage that needs Python.
 
-    python -m benchmarks.gpu_stages env     --out DIR [--build-log F --build-seconds S --build-rc RC]
-    python -m benchmarks.gpu_stages op      --out DIR --device cuda|cpu [--dry-run]
-    python -m benchmarks.gpu_stages kernels --out DIR --device cuda|cpu [--dry-run]
-    python -m benchmarks.gpu_stages train   --out DIR --device cuda|cpu [--dry-run]
-    python -m benchmarks.gpu_stages tests   --out DIR [--dry-run] [--time-budget S]
+    python -m ddsa_bench.gpu.stages env     --out DIR [--build-log F --build-seconds S --build-rc RC]
+    python -m ddsa_bench.gpu.stages op      --out DIR --device cuda|cpu [--dry-run]
+    python -m ddsa_bench.gpu.stages kernels --out DIR --device cuda|cpu [--dry-run]
+    python -m ddsa_bench.gpu.stages train   --out DIR --device cuda|cpu [--dry-run]
+    python -m ddsa_bench.gpu.stages tests   --out DIR [--dry-run] [--time-budget S]
 
 Every subcommand writes its JSON under DIR as soon as it has something (atomically, after each
 case), so a crash or a timeout later keeps what was measured (env.json, op.json, kernels.json,
-train.json). ``benchmarks/run_summary.py`` (no torch) records the stages and renders summary.md.
+train.json). ``ddsa_bench/summary.py`` (no torch) records the stages and renders summary.md.
 
 Units: times in ms, memory in bytes (MiB in the markdown), bandwidth in GB/s (1e9 B/s).
 """
@@ -29,7 +29,7 @@ from typing import Any, Optional
 
 import torch
 
-from . import common
+from .. import common
 
 # The op's goal shape (the issue's main inference case) and the dtypes, fp16 first.
 MAIN_SHAPE = "infer-1024"
@@ -113,7 +113,7 @@ def gpu_backends(device: torch.device) -> list[str]:
 
 
 def cmd_op(args) -> int:
-    from . import op_bench
+    from ..ops import dual_attention as op_bench
 
     device = _device(args.device)
     out = Path(args.out)
@@ -185,7 +185,7 @@ def kernel_breakdown(backend: str, shape, dtype: torch.dtype, device: torch.devi
     """Forward and backward of one backend, profiled separately (backend functions called directly)."""
     from ddsa_kernels import _registry
 
-    from . import op_bench
+    from ..ops import dual_attention as op_bench
 
     impl = _registry.implementation("dual_attention", backend)
     (q, k, v, t, w), g = op_bench.make_inputs(shape, dtype, device, requires_grad=False)
@@ -204,7 +204,7 @@ def kernel_breakdown(backend: str, shape, dtype: torch.dtype, device: torch.devi
 
 
 def cmd_kernels(args) -> int:
-    from . import op_bench
+    from ..ops import dual_attention as op_bench
 
     device = _device(args.device)
     out = Path(args.out)
@@ -440,7 +440,7 @@ def cmd_tests(args) -> int:
     import signal
 
     out = Path(args.out)
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     env = dict(os.environ)
     if args.dry_run:
         env["CUDA_VISIBLE_DEVICES"] = ""
@@ -498,7 +498,7 @@ def cmd_tests(args) -> int:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.gpu_stages", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m ddsa_bench.gpu.stages", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for name in ("env", "op", "kernels", "train"):
         p = sub.add_parser(name)

@@ -1,6 +1,6 @@
 """What ``ddsa_kernels.tune_cpu_memory`` buys on CPU: the shipped model with and without it.
 
-    python -m benchmarks.bench_cpu_memory [--rounds 3] [--calls 3] [--threads N] [--out DIR]
+    python -m ddsa_bench.networks.cpu_memory [--rounds 3] [--calls 3] [--threads N] [--out DIR]
 
 Allocator settings are per process and fixed at the first large allocation, so every measurement runs
 in a fresh child process, with one of three settings:
@@ -31,7 +31,7 @@ from typing import Any, Optional
 
 import torch
 
-from . import common
+from .. import common
 
 SETTINGS = {
     "system": {"DDSA_SYSTEM_MALLOC": "1"},
@@ -122,12 +122,12 @@ def render_markdown(result: dict[str, Any]) -> str:
 
 
 def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_cpu_memory",
+    parser = argparse.ArgumentParser(prog="python -m ddsa_bench.networks.cpu_memory",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--calls", type=int, default=3, help="timed calls per task in each child")
     parser.add_argument("--threads", type=int, default=0, help="torch threads in the children (default: torch's)")
-    parser.add_argument("--out", default=None, help="output folder (default: benchmarks/results/<device-slug>)")
+    parser.add_argument("--out", default=None, help="output folder (default: ddsa_bench/results/<device-slug>)")
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.calls < 1:
         parser.error("--rounds and --calls must be at least 1")

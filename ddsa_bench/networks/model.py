@@ -21,7 +21,7 @@ from typing import Any, Optional
 import torch
 import torch.nn.functional as F
 
-from . import common
+from .. import common
 
 BACKENDS = ("eager", "auto")
 

@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import common
+from .. import common
 
 FAMILIES = ("ddsa", "drsformer", "restormer")
 STANDIN_DIR = common.REPO_ROOT / "tests" / "published_nets"

@@ -1,7 +1,7 @@
 """CPU inference speed of SEFN's 1×1 → depth-wise ReLU chain → 1×1 ("cpu" backend) against torch's ops.
 
-    python -m benchmarks.bench_depthwise_chain_mlp [--shapes 1,32,256,256,85 ...] [--rounds 3]
-                                                   [--min-run-time 0.2] [--out benchmarks/results/<device>]
+    python -m ddsa_bench.ops.depthwise_chain_mlp [--shapes 1,32,256,256,85 ...] [--rounds 3]
+                                                   [--min-run-time 0.2] [--out ddsa_bench/results/<device>]
 
 Each shape B,C,H,W,C_h is a block on a (B, C, H, W) map with 3·C_h hidden channels, one shared 3×3
 kernel and C output channels. Times the forward under ``no_grad`` of:
@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from ddsa_kernels import build_info, depthwise_chain, depthwise_chain_mlp
 from ddsa_kernels.testing import eager_depthwise_chain_mlp
 
-from . import common
+from .. import common
 
 DEFAULT_SHAPES = ((1, 16, 256, 256, 42), (1, 32, 256, 256, 85), (1, 32, 128, 128, 85), (1, 64, 64, 64, 170),
                   (1, 128, 32, 32, 340))

@@ -1,8 +1,8 @@
 """CPU speed of the depth-wise convolution ("cpu" backend) against torch's own convolution.
 
-    python -m benchmarks.bench_depthwise_conv [--shapes 1,170,256,256 2,16,128,128,5,2] [--rounds 3]
+    python -m ddsa_bench.ops.depthwise_conv [--shapes 1,170,256,256 2,16,128,128,5,2] [--rounds 3]
                                               [--min-run-time 0.2] [--threads N] [--tune-cpu-memory]
-                                              [--out benchmarks/results/<device>]
+                                              [--out ddsa_bench/results/<device>]
 
 Each shape is B,C,H,W (a 3×3 kernel, dilation 1) or B,C,H,W,K,D (a K×K kernel with dilation D, zero
 padding D·(K // 2)). For each, times the forward (no_grad) and the forward+backward (grads of x and the
@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from ddsa_kernels import build_info, depthwise_conv
 
-from . import common
+from .. import common
 
 DEFAULT_SHAPES = ((1, 170, 256, 256), (1, 96, 256, 256), (2, 170, 128, 128), (2, 96, 128, 128), (2, 340, 64, 64))
 # DRSformer's MEFC subnet: DilConv's depth-wise K×K convolutions with dilation 2 (B, C, H, W, K, D)
@@ -137,14 +137,14 @@ def _parse_shape(text: str) -> Optional[tuple[int, ...]]:
 
 def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     """The command line (see the module docstring); returns the result written to depthwise_conv.json."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_depthwise_conv",
+    parser = argparse.ArgumentParser(prog="python -m ddsa_bench.ops.depthwise_conv",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--shapes", nargs="+", default=[",".join(map(str, s)) for s in DEFAULT_SHAPES + DILATED_SHAPES],
                         help="B,C,H,W (3×3, dilation 1) or B,C,H,W,K,D (K odd) ...")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--min-run-time", type=float, default=0.2, help="seconds of timing per measurement")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads before running")
-    parser.add_argument("--out", default=None, help="output folder (default: benchmarks/results/<device-slug>)")
+    parser.add_argument("--out", default=None, help="output folder (default: ddsa_bench/results/<device-slug>)")
     parser.add_argument("--tune-cpu-memory", action="store_true",
                         help="call ddsa_kernels.tune_cpu_memory() first (glibc keeps freed memory), "
                              "as the ddsa CLIs do")

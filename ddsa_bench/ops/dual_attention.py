@@ -24,7 +24,7 @@ from typing import Any, Optional
 
 import torch
 
-from . import common
+from .. import common
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 MODES = ("fwd", "fwd+bwd")

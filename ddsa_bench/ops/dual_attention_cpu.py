@@ -1,8 +1,8 @@
 """The CPU goal of the fused op: the "cpu" backend against the authors'-style code, side by side.
 
-    python -m benchmarks.bench_op_cpu [--dtype float32] [--rounds 5] [--min-run-time 2.5] [--out DIR]
+    python -m ddsa_bench.ops.dual_attention_cpu [--dtype float32] [--rounds 5] [--min-run-time 2.5] [--out DIR]
 
-Runs the op benchmark (``benchmarks/op_bench.py``) at the four shapes of the CPU goal with DDSA's
+Runs the op benchmark (``ddsa_bench/ops/dual_attention.py``) at the four shapes of the CPU goal with DDSA's
 branches, forward and forward+backward, timing in interleaved rounds: the eager baseline,
 ``torch.compile`` of it, the bare products (``floor(gemm)``: a lower bound for a kernel that
 does the same matmuls), the "reference" backend and the compiled "cpu" backend. Writes
@@ -18,7 +18,8 @@ from typing import Any, Optional
 
 import torch
 
-from . import common, op_bench
+from .. import common
+from . import dual_attention as op_bench
 
 GOALS = {("fwd", "eager"): 2.0, ("fwd", "compile(eager)"): 1.6, ("fwd+bwd", "eager"): 1.8}
 IMPLS = ("eager", "compile(eager)", op_bench.GEMM_FLOOR, "reference", "cpu")
@@ -79,7 +80,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds over all implementations")
     parser.add_argument("--min-run-time", type=float, default=2.5,
                         help="seconds of timing per implementation and case, split over the rounds")
-    parser.add_argument("--out", type=Path, default=None, help="folder (default: benchmarks/results/<cpu-slug>)")
+    parser.add_argument("--out", type=Path, default=None, help="folder (default: ddsa_bench/results/<cpu-slug>)")
     parser.add_argument("--shapes", default=None,
                         help="comma-separated shape names (default: " + ",".join(s.name for s in op_bench.CPU_GOAL_SHAPES) + ")")
     args = parser.parse_args(argv)

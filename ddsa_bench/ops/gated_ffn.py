@@ -1,7 +1,7 @@
 """CPU speed of Restormer's gated feed-forward (GDFN) through ``ddsa_kernels.gated_ffn`` against torch's ops.
 
-    python -m benchmarks.bench_gated_ffn [--shapes 1,16,256,256,42 ...] [--rounds 3] [--min-run-time 0.2]
-                                         [--out benchmarks/results/<device>]
+    python -m ddsa_bench.ops.gated_ffn [--shapes 1,16,256,256,42 ...] [--rounds 3] [--min-run-time 0.2]
+                                         [--out ddsa_bench/results/<device>]
 
 Each shape B,C,H,W,h is a block on a (B, C, H, W) map with 2h hidden channels, a 3×3 depth-wise kernel, biases
 off (Restormer's default) and C output channels. For every shape it times
@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from ddsa_kernels import build_info, gated_depthwise, gated_ffn
 from ddsa_kernels.testing import eager_gated_ffn
 
-from . import common
+from .. import common
 
 DEFAULT_SHAPES = ((1, 16, 256, 256, 42), (1, 32, 128, 128, 85), (1, 64, 64, 64, 170), (1, 128, 32, 32, 340),
                   (2, 16, 128, 128, 42))

@@ -1,7 +1,7 @@
 """CPU speed of DRSformer's mixed-scale feed-forward (``ddsa_kernels.mixed_scale_ffn``) against torch's ops.
 
-    python -m benchmarks.bench_mixed_scale_ffn [--shapes 1,16,256,256 ...] [--rounds 3]
-                                               [--min-run-time 0.2] [--out benchmarks/results/<device>]
+    python -m ddsa_bench.ops.mixed_scale_ffn [--shapes 1,16,256,256 ...] [--rounds 3]
+                                               [--min-run-time 0.2] [--out ddsa_bench/results/<device>]
 
 Each shape B,C,H,W is a block on a (B, C, H, W) map with h = int(2.66·C) hidden channels (DRSformer's
 expansion factor), the published kernel sizes (3×3 and 5×5 in both stages) and biases. Times of:
@@ -30,7 +30,7 @@ from ddsa_kernels import build_info, mixed_scale_ffn
 from ddsa_kernels.testing import eager_mixed_scale_ffn
 from ddsa_kernels.ops.mixed_scale_ffn import mixed_scale_middle
 
-from . import common
+from .. import common
 
 FACTOR = 2.66
 DEFAULT_SHAPES = ((1, 16, 256, 256), (1, 32, 128, 128), (1, 64, 64, 64), (1, 128, 32, 32), (2, 16, 128, 128))
