@@ -290,3 +290,17 @@ def test_benchmark_times_dilated_shapes(tmp_path):
     for bad in ("1,2,11,10,4,2", "1,2,11,10,5", "1,2,11,10,5,0"):
         with pytest.raises(SystemExit):
             bench_depthwise_conv.main(["--shapes", bad, "--out", str(tmp_path)])
+
+
+@pytest.mark.skipif("cpu" not in available_backends("cpu", op="depthwise_conv"), reason="cpu extension missing")
+@pytest.mark.parametrize("k,d,grad,fused", [(3, 2, False, True), (5, 2, False, False), (7, 2, False, False),
+                                            (5, 2, True, True), (7, 1, False, True), (5, 3, True, True)])
+def test_auto_takes_torch_for_dilated_large_kernels_at_inference(k, d, grad, fused):
+    """auto: the cpu kernel everywhere except the forward-only dilated 5×5 / 7×7, where torch's is faster."""
+    x = torch.randn(1, 4, 12, 13, requires_grad=grad)
+    w = torch.randn(4, 1, k, k)
+    with torch.profiler.profile() as prof, torch.set_grad_enabled(grad):
+        y = depthwise_conv(x, w, dilation=d)
+    names = {e.key for e in prof.key_averages()}
+    assert ("ddsa::depthwise_conv_fwd" in names) == fused, names
+    torch.testing.assert_close(y, F.conv2d(x, w, padding=d * (k // 2), dilation=d, groups=4), rtol=1e-5, atol=1e-5)
