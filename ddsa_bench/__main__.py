@@ -1,20 +1,26 @@
-"""``ddsa-bench`` / ``python -m ddsa_bench``: run the op and model benchmarks, write JSON + report.
+"""``ddsa-bench`` / ``python -m ddsa_bench``: run a benchmark, write its JSON, render the results pages.
 
-    ddsa-bench op    [--device cpu|cuda] [--quick|--full] [--out DIR] ...
-    ddsa-bench model [--device ...] [--quick|--full] [--presets ...]
+    ddsa-bench op    [--device cpu|cuda] [--quick|--full] [--out DIR] ...   the dual attention op (op.json)
+    ddsa-bench model [--device ...] [--quick|--full] [--presets ...]        the DDSA network (model.json)
     ddsa-bench all   (op, then model)
     ddsa-bench patch [--device ...] [--families ddsa,drsformer,restormer] [--out DIR]
                      (the published-structure stand-ins, unpatched vs ddsa_kernels.patch: patch.json, patch.md)
     ddsa-bench patch --arch PATH.py:CLASS [--kwargs JSON]
                      (any network file, unpatched vs patched, time per kind of module: patch_<file>_<CLASS>.*)
-    ddsa-bench report --out DIR   (re-render report.md and plots from the JSON there)
+    ddsa-bench op-cpu | channel-norm | depthwise-conv | depthwise-chain | depthwise-chain-mlp | gated-ffn |
+               mixed-scale-ffn | cpu-memory  [their own flags; --help]          the per-op CPU benchmarks
+    ddsa-bench gpu-run [--out DIR] [--dry-run]   the whole GPU run in capped stages (gpu/run.sh)
+    ddsa-bench report --device DIR [DIR ...]     re-render each device folder's README.md from its JSON
+    ddsa-bench report --out DIR                  re-render report.md and plots from op.json / model.json there
 
-Results go to ddsa_bench/results/<device-slug>/ (op.json, model.json, report.md, PNG plots).
-On CPU the default is the quick subset (a few minutes on 2 cores); ``--full`` runs everything.
+Results go to ddsa_bench/results/<device-slug>/ in a checkout (else ./ddsa-bench-results/<slug>).
+On CPU the default of op/model is the quick subset (a few minutes on 2 cores); ``--full`` runs everything.
 """
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -76,11 +82,51 @@ def build_parser() -> argparse.ArgumentParser:
     pat = sub.add_parser("patch", help="a network file's network (--arch) or the three families' stand-ins, "
                                        "unpatched vs ddsa_kernels.patch")
     _patch_args(pat)
-    rep = sub.add_parser("report", help="re-render report.md and the plots from JSON in --out")
-    rep.add_argument("--out", type=Path, required=True, nargs="+", help="results folder(s)")
+    for name, (_, help_text) in DELEGATED.items():
+        sub.add_parser(name, help=help_text, add_help=False)  # parsed by the benchmark's own main()
+    gpu = sub.add_parser("gpu-run", help="the GPU run in capped stages (gpu/run.sh; env: OUT, DRY_RUN, DEADLINE_S)")
+    gpu.add_argument("--out", type=Path, default=None, help="output folder (default: $OUT)")
+    gpu.add_argument("--dry-run", action="store_true", help="every stage's code path on the CPU with tiny shapes")
+    rep = sub.add_parser("report", help="re-render a device folder's README.md (--device) or report.md (--out)")
+    where = rep.add_mutually_exclusive_group(required=True)
+    where.add_argument("--device", type=Path, nargs="+", help="device results folder(s): README.md from every JSON")
+    where.add_argument("--out", type=Path, nargs="+", help="results folder(s): report.md and plots from op/model JSON")
     rep.add_argument("--readme", type=Path, default=None,
                      help="also paste goals, tables and plots between the ddsa-bench markers of this file")
     return parser
+
+
+# Benchmarks with a command line of their own: subcommand -> ("module:function", help).
+DELEGATED = {
+    "op-cpu": ("ops.dual_attention:cpu_goal_main", "the dual attention op's CPU goal at four shapes (op_cpu.json)"),
+    "channel-norm": ("ops.channel_norm:main", "channel LayerNorm: cpu/reference vs the authors' wrapper"),
+    "depthwise-conv": ("ops.depthwise_conv:main", "depth-wise convolution vs F.conv2d (depthwise_conv.json)"),
+    "depthwise-chain": ("ops.depthwise_chain:main", "SEFN's depth-wise ReLU chain (depthwise_chain.json)"),
+    "depthwise-chain-mlp": ("ops.depthwise_chain_mlp:main", "SEFN's 1×1 → chain → 1×1 (depthwise_chain_mlp.json)"),
+    "gated-ffn": ("ops.gated_ffn:main", "Restormer's gated feed-forward (gated_ffn.json)"),
+    "mixed-scale-ffn": ("ops.mixed_scale_ffn:main", "DRSformer's mixed-scale feed-forward (mixed_scale_ffn.json)"),
+    "cpu-memory": ("networks.cpu_memory:main", "the shipped model under three allocator settings (cpu_memory.json)"),
+}
+GPU_RUN = Path(__file__).resolve().parent / "gpu" / "run.sh"
+
+
+def _run_delegated(name: str, argv: list[str]) -> int:
+    import importlib
+
+    module, func = DELEGATED[name][0].split(":")
+    getattr(importlib.import_module(f"{__package__ or 'ddsa_bench'}.{module}"), func)(argv)
+    return 0
+
+
+def _run_gpu(args) -> int:
+    env = dict(os.environ)
+    if args.out is not None:
+        env["OUT"] = str(args.out)
+    if args.dry_run:
+        env["DRY_RUN"] = "1"
+    if not env.get("OUT"):
+        raise SystemExit("ddsa-bench gpu-run: give --out DIR (or set OUT)")
+    return subprocess.run(["bash", str(GPU_RUN)], env=env, check=False).returncode
 
 
 def _op_args(p: argparse.ArgumentParser) -> None:
@@ -198,9 +244,20 @@ def _run_model(args, device: torch.device, out: Path, quick: bool) -> None:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in DELEGATED:
+        return _run_delegated(argv[0], argv[1:])
     args = build_parser().parse_args(argv)
     from . import report
 
+    if args.command == "gpu-run":
+        return _run_gpu(args)
+    if args.command == "report" and args.device:
+        for folder in args.device:
+            if not folder.is_dir():
+                raise SystemExit(f"ddsa-bench report: {folder} is not a folder")
+            _log(f"wrote {report.write_device_readme(folder)}")
+        return 0
     if args.command == "report":
         folders = []
         for folder in args.out:

@@ -327,7 +327,7 @@ def shape_bench_main(
     print one line per shape, write ``<benchmark>.json`` and ``<benchmark>.md`` into ``--out``."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog=f"python -m ddsa_bench.ops.{benchmark}", description=description)
+    parser = argparse.ArgumentParser(prog=f"ddsa-bench {benchmark.replace('_', '-')}", description=description)
     parser.add_argument("--shapes", nargs="+", default=[",".join(map(str, s)) for s in default_shapes],
                         help=shapes_help)
     parser.add_argument("--rounds", type=int, default=3)

@@ -269,3 +269,98 @@ def update_readme(readme: Path, out_dirs: list[Path]) -> None:
     head, rest = text.split(README_START, 1)
     tail = rest.split(README_END, 1)[1]
     common.write_text(readme, f"{head}{README_START}\n{body}\n{README_END}{tail}")
+
+
+# ----------------------------------------------------------------------------- the device page
+# Each results folder holds the JSON of every benchmark's current run; its README.md is rendered from them
+# (`ddsa-bench report --device DIR`). (file name or glob, section title, "module:function" of the renderer)
+DEVICE_SECTIONS = (
+    ("op.json", "Dual attention op and network", "`ddsa-bench op`, `ddsa-bench model`", None),
+    ("model.json", "Network", "`ddsa-bench model`", "report:model_table"),
+    ("op_cpu.json", "Dual attention, CPU goal", "`ddsa-bench op-cpu`", "ops.dual_attention:cpu_goal_markdown"),
+    ("channel_norm.json", "Channel LayerNorm", "`ddsa-bench channel-norm --out FILE`", "ops.channel_norm:render_markdown"),
+    ("depthwise_conv.json", "Depth-wise convolution", "`ddsa-bench depthwise-conv`",
+     "ops.depthwise_conv:render_markdown"),
+    ("depthwise_chain.json", "Depth-wise ReLU chain", "`ddsa-bench depthwise-chain`",
+     "ops.depthwise_chain:render_markdown"),
+    ("depthwise_chain_mlp.json", "Depth-wise chain MLP", "`ddsa-bench depthwise-chain-mlp`",
+     "ops.depthwise_chain_mlp:render_markdown"),
+    ("gated_ffn*.json", "Gated feed-forward", "`ddsa-bench gated-ffn`", "ops.gated_ffn:render_markdown"),
+    ("mixed_scale_ffn*.json", "Mixed-scale feed-forward", "`ddsa-bench mixed-scale-ffn`",
+     "ops.mixed_scale_ffn:render_markdown"),
+    ("patch*.json", "Whole networks, patched", "`ddsa-bench patch`", "networks.patch:render_markdown"),
+    ("cpu_memory.json", "CPU memory settings", "`ddsa-bench cpu-memory`", "networks.cpu_memory:render_markdown"),
+    ("stages.json", "GPU run", "`ddsa-bench gpu-run`", None),
+)
+# Written by the GPU run next to stages.json and rendered in its section.
+GPU_RUN_FILES = ("env.json", "kernels.json", "train.json", "summary.json", "sanitize.json", "model.json")
+
+
+def _demote(markdown: str, levels: int = 2) -> str:
+    return "\n".join("#" * levels + line if line.startswith("#") else line for line in markdown.splitlines())
+
+
+def _renderer(spec: str):
+    import importlib
+
+    module, func = spec.split(":")
+    return getattr(importlib.import_module(f"{__package__}.{module}"), func)
+
+
+def _device_section(out_dir: Path, path: Path, title: str, command: str, pattern: str, spec: Optional[str],
+                    done: set[str]) -> str:
+    data = common.read_json(path)
+    variant = path.stem[len(pattern.split("*")[0]):].strip("_").replace("_", " ")  # gated_ffn_small_maps: small maps
+    parts = [f"## {title}" + (f" ({variant})" if variant else ""), "", f"{command} → `{path.name}`", ""]
+    if isinstance(data.get("machine"), dict):  # the renderers print their own load warning
+        parts += [*(line for line in machine_lines(data["machine"])
+                    if line.startswith("* ") and not line.startswith("* ddsa backends")), ""]
+    if path.name == "op.json":
+        model = common.read_json(out_dir / "model.json") if (out_dir / "model.json").exists() else None
+        done.add("model.json")
+        plots = [p.name for p in sorted(out_dir.glob("op_time_vs_n_*.png"))]
+        body = render(data, model, plots).split("\n", 1)[1]  # without the title
+        body = "\n".join(line for line in body.splitlines() if not line.startswith("* ")
+                         or "|" in line or line.startswith("* `"))  # machine lines printed above
+    elif path.name == "stages.json":
+        from .summary import render_summary
+
+        done.update(GPU_RUN_FILES)
+        done.update(p.name for p in out_dir.glob("tests_*.json"))
+        body = render_summary(out_dir)
+    else:
+        body = _renderer(spec)(data)
+    parts.append(_demote(body.strip()))
+    return "\n".join(parts)
+
+
+def render_device(out_dir: Path) -> str:
+    """README.md of one device's results folder: every benchmark's table, each with the machine, versions,
+    commit and date recorded in its JSON."""
+    out_dir = Path(out_dir)
+    done: set[str] = set()
+    sections: list[str] = []
+    unreadable: list[str] = []
+    for pattern, title, command, spec in DEVICE_SECTIONS:
+        for path in sorted(out_dir.glob(pattern)):
+            if path.name in done:
+                continue
+            done.add(path.name)
+            try:
+                sections.append(_device_section(out_dir, path, title, command, pattern, spec, done))
+            except (KeyError, TypeError, ValueError) as exc:  # a JSON of an older format: listed, not rendered
+                unreadable.append(f"* `{path.name}`: not rendered ({type(exc).__name__}: {exc})")
+    others = sorted(p.name for p in out_dir.glob("*.json") if p.name not in done)
+    head = [f"# Benchmark results: {out_dir.name}", "",
+            "Rendered from the JSON files of this folder by `ddsa-bench report --device "
+            f"ddsa_bench/results/{out_dir.name}`; each JSON holds the current run of one benchmark.", ""]
+    if others or unreadable:
+        sections.append("## Other files\n\n" + "\n".join([*unreadable, *(f"* `{n}`" for n in others)]))
+    return "\n".join(head) + "\n" + "\n\n".join(sections) + "\n"
+
+
+def write_device_readme(out_dir: Path) -> Path:
+    """(Re)write ``README.md`` of a device's results folder from its JSON."""
+    path = Path(out_dir) / "README.md"
+    common.write_text(path, render_device(out_dir))
+    return path

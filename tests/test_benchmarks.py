@@ -328,14 +328,14 @@ def test_readme_update_replaces_only_the_marked_section(tmp_path):
 
 
 def test_cpu_goal_rows_compare_the_cpu_backend_with_each_baseline():
-    from ddsa_bench.ops import dual_attention_cpu as bench_op_cpu
+    from ddsa_bench.ops import dual_attention as bench_op_cpu
 
     def case(mode, **ms):
         return {"label": "(1,1,48,8²)", "mode": mode, "results": {k: {"median_ms": v} for k, v in ms.items()}}
 
     result = {"cases": [case("fwd", eager=10.0, **{"compile(eager)": 4.0}, cpu=2.0),
                         case("fwd+bwd", eager=9.0, cpu=6.0)]}
-    fwd, fwdbwd = bench_op_cpu.goal_rows(result)
+    fwd, fwdbwd = bench_op_cpu.cpu_goal_rows(result)
     assert fwd["speedup_vs_eager"] == 5.0 and fwd["meets_eager"]
     assert fwd["speedup_vs_compile(eager)"] == 2.0 and fwd["meets_compile(eager)"]
     assert fwdbwd["speedup_vs_eager"] == 1.5 and not fwdbwd["meets_eager"]  # goal 1.8×
@@ -488,3 +488,85 @@ def test_depthwise_conv_bench_writes_every_method(tmp_path, one_thread):
     assert "| 1×4×9×7 | forward |" in (tmp_path / "depthwise_conv.md").read_text()
     with pytest.raises(SystemExit):
         bench_depthwise_conv.main(["--shapes", "1,4,9", "--out", str(tmp_path)])
+
+
+# ----------------------------------------------------------------------------- the CLI and the device pages
+RESULTS = common.REPO_ROOT / "ddsa_bench" / "results"
+DEVICE_DIRS = sorted(p for p in RESULTS.iterdir() if p.is_dir() and p.name.startswith(("cpu-", "cuda-")))
+
+
+def test_every_benchmark_is_a_subcommand(tmp_path, one_thread, capsys):
+    from ddsa_bench.__main__ import DELEGATED, build_parser
+
+    commands = set(build_parser()._subparsers._group_actions[0].choices)
+    assert {"op", "model", "all", "patch", "report", "gpu-run", "op-cpu", "channel-norm", "depthwise-conv",
+            "depthwise-chain", "depthwise-chain-mlp", "gated-ffn", "mixed-scale-ffn", "cpu-memory"} <= commands
+    for name in DELEGATED:  # each resolves to its module's command line
+        with pytest.raises(SystemExit) as done:
+            bench_main([name, "--help"])
+        assert done.value.code == 0
+        assert f"usage: ddsa-bench {name}" in capsys.readouterr().out
+    assert bench_main(["depthwise-chain", "--shapes", "1,2,5,4", "--rounds", "1", "--min-run-time", "0.01",
+                       "--out", str(tmp_path), *one_thread]) == 0
+    assert json.loads((tmp_path / "depthwise_chain.json").read_text())["rows"][0]["shape"] == [1, 2, 5, 4]
+
+
+def test_gpu_run_subcommand_passes_out_and_dry_run_to_the_script(tmp_path, monkeypatch):
+    import subprocess
+
+    from ddsa_bench import __main__ as cli
+
+    seen = {}
+
+    def fake_run(cmd, env, check):
+        seen.update(cmd=cmd, out=env.get("OUT"), dry=env.get("DRY_RUN"))
+        return subprocess.CompletedProcess(cmd, 3)
+
+    monkeypatch.setattr(cli.subprocess, "run", fake_run)
+    monkeypatch.delenv("OUT", raising=False)
+    monkeypatch.delenv("DRY_RUN", raising=False)
+    assert bench_main(["gpu-run", "--out", str(tmp_path), "--dry-run"]) == 3  # the script's exit status
+    assert seen == {"cmd": ["bash", str(cli.GPU_RUN)], "out": str(tmp_path), "dry": "1"}
+    assert cli.GPU_RUN.is_file()
+    with pytest.raises(SystemExit, match="--out"):
+        bench_main(["gpu-run"])
+
+
+def test_report_device_renders_every_json_with_its_provenance(tmp_path, one_thread):
+    bench_main(["depthwise-conv", "--shapes", "1,3,6,5", "--rounds", "1", "--min-run-time", "0.01",
+                "--out", str(tmp_path), *one_thread])
+    machine = json.loads((tmp_path / "depthwise_conv.json").read_text())["machine"]
+    (tmp_path / "mystery.json").write_text("{}")
+    (tmp_path / "cpu_memory.json").write_text(json.dumps({"machine": machine, "old": "format"}))
+    assert bench_main(["report", "--device", str(tmp_path)]) == 0
+    page = (tmp_path / "README.md").read_text()
+    section = page[page.index("## Depth-wise convolution"):page.index("## Other files")]
+    assert "`ddsa-bench depthwise-conv` → `depthwise_conv.json`" in section
+    assert machine["timestamp_utc"] in section and f"torch {machine['torch']}, triton {machine['triton']}" in section
+    assert (machine["commit"]["sha"] or "unknown")[:12] in section
+    assert "| 1×3×6×5 | forward |" in section
+    # nothing is dropped silently: an unknown file and one this code cannot render are listed
+    others = page[page.index("## Other files"):]
+    assert "* `mystery.json`" in others and "* `cpu_memory.json`: not rendered (KeyError" in others
+    with pytest.raises(SystemExit, match="not a folder"):
+        bench_main(["report", "--device", str(tmp_path / "nowhere")])
+
+
+@pytest.mark.parametrize("folder", DEVICE_DIRS, ids=lambda p: p.name)
+def test_committed_device_page_is_rendered_from_its_json(folder):
+    page = (folder / "README.md").read_text(encoding="utf-8")
+    assert page == report.render_device(folder), f"run: ddsa-bench report --device ddsa_bench/results/{folder.name}"
+    assert "## Other files" not in page  # every committed JSON is one benchmark's current run, rendered
+    assert not [p.name for p in folder.iterdir() if p.suffix == ".md" and p.name != "README.md"]
+    assert not [p for p in folder.iterdir() if p.is_dir()], "history folders: keep only the current run"
+
+
+def test_console_script_points_at_ddsa_bench():
+    from importlib import metadata
+
+    try:
+        scripts = metadata.distribution("ddsa").entry_points
+    except metadata.PackageNotFoundError:
+        pytest.skip("the ddsa distribution is not installed")
+    (bench,) = [e for e in scripts if e.name == "ddsa-bench"]
+    assert bench.value == "ddsa_bench.__main__:main"

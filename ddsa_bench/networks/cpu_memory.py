@@ -122,7 +122,7 @@ def render_markdown(result: dict[str, Any]) -> str:
 
 
 def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(prog="python -m ddsa_bench.networks.cpu_memory",
+    parser = argparse.ArgumentParser(prog="ddsa-bench cpu-memory",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--calls", type=int, default=3, help="timed calls per task in each child")

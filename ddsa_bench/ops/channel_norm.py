@@ -92,8 +92,24 @@ def bench(shape, dtype, subtract_mean: bool, rounds: int, min_run_time: float) -
     return row
 
 
+def render_markdown(result: dict) -> str:
+    """The table of one ``--out`` JSON: ms per method, forward and forward+backward, and eager / method."""
+    row = result["row"]
+    headers = ["method", "fwd ms", "fwd+bwd ms", "eager / fwd", "eager / fwd+bwd"]
+    table = [[n, f"{row['fwd'][n]['median_ms']:.2f}", f"{row['fwdbwd'][n]['median_ms']:.2f}",
+              f"{row['speedup_fwd'][n]:.2f}×", f"{row['speedup_fwdbwd'][n]:.2f}×"] for n in row["fwd"]]
+    lines = [f"Shape (B,C,H,W) {tuple(row['shape'])}, {row['dtype']}, subtract_mean={row['subtract_mean']}, "
+             f"{result['threads']} threads, torch {result['torch']}, load average {result['loadavg']}.", "",
+             "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers),
+             *("| " + " | ".join(r) + " |" for r in table)]
+    if "meets_goal_fwdbwd" in row:
+        lines += ["", f"Goal cpu ≥ {GOAL_FWDBWD}× eager forward+backward: "
+                      f"{'met' if row['meets_goal_fwdbwd'] else 'NOT met'}."]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="ddsa-bench channel-norm", description=__doc__.splitlines()[0])
     parser.add_argument("--shape", default="4,48,128,128", help="B,C,H,W")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16", "float64"))
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds over all methods")

@@ -137,7 +137,7 @@ def _parse_shape(text: str) -> Optional[tuple[int, ...]]:
 
 def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     """The command line (see the module docstring); returns the result written to depthwise_conv.json."""
-    parser = argparse.ArgumentParser(prog="python -m ddsa_bench.ops.depthwise_conv",
+    parser = argparse.ArgumentParser(prog="ddsa-bench depthwise-conv",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--shapes", nargs="+", default=[",".join(map(str, s)) for s in DEFAULT_SHAPES + DILATED_SHAPES],
                         help="B,C,H,W (3×3, dilation 1) or B,C,H,W,K,D (K odd) ...")

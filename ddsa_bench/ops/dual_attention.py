@@ -10,16 +10,20 @@ then ``torch.autograd.grad`` of all five inputs) it times, in one run:
   ``triton``) — except Triton on CPU, whose interpreter is a correctness tool, not a backend to time;
 
 plus a device copy of the op's DRAM-floor bytes, the speed-ups against both baselines, the
-achieved bandwidth, the bytes saved for backward and (CUDA) the peak allocated memory.
+achieved bandwidth, the bytes saved for backward and (CUDA) the peak allocated memory
+(``ddsa-bench op`` → op.json). The CPU goal (``ddsa-bench op-cpu`` → op_cpu.json, op_cpu.md) runs the
+same cases at the four shapes of CPU_GOAL_SHAPES with the bare products as a lower bound.
 """
 from __future__ import annotations
 
+import argparse
 import gc
 import statistics
 import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Optional
 
 import torch
@@ -456,3 +460,93 @@ def _case_line(case: dict[str, Any], seconds: float) -> str:
         else:
             parts.append(f"{impl} {rec['status']}")
     return f"[op] {case['shape']:<20} {case['dtype']:<8} {case['mode']:<7} " + ", ".join(parts) + f"  ({seconds:.0f} s)"
+
+
+# ----------------------------------------------------------------------------- the CPU goal
+# ``ddsa-bench op-cpu``: the op benchmark at CPU_GOAL_SHAPES with DDSA's branches, forward and
+# forward+backward, in interleaved rounds: eager, torch.compile of it, the bare products (floor(gemm), a
+# lower bound for a kernel doing the same matmuls), the "reference" and the compiled "cpu" backend.
+# Goals: forward ≥ 2.0× eager and ≥ 1.6× torch.compile of it; forward+backward ≥ 1.8× eager.
+CPU_GOALS = {("fwd", "eager"): 2.0, ("fwd", "compile(eager)"): 1.6, ("fwd+bwd", "eager"): 1.8}
+CPU_GOAL_IMPLS = ("eager", "compile(eager)", GEMM_FLOOR, "reference", "cpu")
+
+
+def cpu_goal_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per (shape, mode): the cpu backend's speed-ups and whether each goal is met."""
+    rows = []
+    for case in result["cases"]:
+        res = case["results"]
+        cpu = res.get("cpu", {}).get("median_ms")
+        row = {"label": case["label"], "mode": case["mode"],
+               **{f"{impl}_ms": res.get(impl, {}).get("median_ms") for impl in CPU_GOAL_IMPLS}}
+        for (mode, base), goal in CPU_GOALS.items():
+            if mode != case["mode"]:
+                continue
+            speedup = common.ratio(res.get(base, {}).get("median_ms"), cpu)
+            row[f"speedup_vs_{base}"] = speedup
+            row[f"meets_{base}"] = speedup is not None and speedup >= goal
+        rows.append(row)
+    return rows
+
+
+def cpu_goal_markdown(result: dict[str, Any]) -> str:
+    m, cfg = result["machine"], result["config"]
+    rows = cpu_goal_rows(result)
+    headers = ["B,H,C,N", "mode", *[f"{i} ms" for i in CPU_GOAL_IMPLS], "cpu vs eager", "cpu vs compile"]
+    table = [[r["label"], r["mode"], *[common.fmt(r[f"{i}_ms"]) for i in CPU_GOAL_IMPLS],
+              _x(r.get("speedup_vs_eager")), _x(r.get("speedup_vs_compile(eager)"))] for r in rows]
+    met = all(r[key] for r in rows for key in r if key.startswith("meets_"))
+    goals = "; ".join(f"{mode} ≥ {goal}× {base}" for (mode, base), goal in CPU_GOALS.items())
+    lines = [
+        f"# Dual attention op on CPU ({', '.join(cfg['dtypes'])}, {m['torch_threads']} threads)",
+        "",
+        f"Machine: {m['cpu_model']} ({m['cpu_count']} logical CPUs), load average at start "
+        f"{m['loadavg_at_start']}, at end {m.get('loadavg_at_end')}; torch {m['torch']}; commit "
+        f"{(m['commit'].get('sha') or 'unknown')[:12]}{' (dirty)' if m['commit'].get('dirty') else ''}.",
+        f"DDSA branches (dense + top C·7//10). Milliseconds: median over {cfg['rounds']} interleaved rounds "
+        "of torch.utils.benchmark medians after warm-up. `floor(gemm)` = the products alone.",
+        "",
+        common.markdown_table(headers, table),
+        "",
+        f"Goals ({goals}): {'met' if met else 'NOT met'} at every shape.",
+    ]
+    warning = common.busy_warning(m)
+    if warning:
+        lines += ["", f"**{warning}**"]
+    return "\n".join(lines) + "\n"
+
+
+def _x(value: Optional[float]) -> str:
+    return "–" if value is None else f"**{value:.2f}×**"
+
+
+def cpu_goal_main(argv: Optional[list[str]] = None) -> dict[str, Any]:
+    """``ddsa-bench op-cpu``: the CPU goal at CPU_GOAL_SHAPES → op_cpu.json and op_cpu.md."""
+    parser = argparse.ArgumentParser(prog="ddsa-bench op-cpu", description="the CPU goal of the fused op: "
+                                     "the cpu backend against eager, torch.compile and the bare products")
+    parser.add_argument("--dtype", default="float32", choices=tuple(DTYPES))
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds over all implementations")
+    parser.add_argument("--min-run-time", type=float, default=2.5,
+                        help="seconds of timing per implementation and case, split over the rounds")
+    parser.add_argument("--out", type=Path, default=None, help="folder (default: ddsa_bench/results/<cpu-slug>)")
+    parser.add_argument("--shapes", default=None,
+                        help="comma-separated shape names (default: " + ",".join(s.name for s in CPU_GOAL_SHAPES) + ")")
+    args = parser.parse_args(argv)
+    from ddsa_kernels import build_info
+
+    if build_info("dual_attention").get("cpu") != "available":
+        raise SystemExit(f"the compiled cpu backend is not available: {build_info('dual_attention').get('cpu')}")
+    device = torch.device("cpu")
+    shapes = args.shapes.split(",") if args.shapes else [s.name for s in CPU_GOAL_SHAPES]
+    out = args.out or common.default_out_dir(device)
+    result = run_op_bench(
+        device, quick=False, dtypes=[args.dtype], shapes=shapes, backends=CPU_GOAL_IMPLS, compile_dtypes=[args.dtype],
+        min_run_time=args.min_run_time, rounds=args.rounds)
+    result["benchmark"] = "op_cpu_goal"
+    result["goal_rows"] = cpu_goal_rows(result)
+    out.mkdir(parents=True, exist_ok=True)
+    common.write_json(out / "op_cpu.json", result)
+    common.write_text(out / "op_cpu.md", cpu_goal_markdown(result))
+    print(cpu_goal_markdown(result))
+    return result
+
