@@ -115,7 +115,26 @@ def _run_delegated(name: str, argv: list[str]) -> int:
 
     module, func = DELEGATED[name][0].split(":")
     getattr(importlib.import_module(f"{__package__ or 'ddsa_bench'}.{module}"), func)(argv)
+    out = next((Path(v) for k, v in zip(argv, argv[1:]) if k == "--out"), None)
+    if name == "channel-norm":  # --out names its JSON file; nothing is written without it
+        out = out.parent if out is not None else None
+    elif out is None:
+        out = common.default_out_dir(torch.device("cpu"))
+    _refresh_device_page(out)
     return 0
+
+
+def _refresh_device_page(folder: Optional[Path]) -> None:
+    """Re-render the device page after a run that wrote into the checkout's results (not elsewhere)."""
+    if folder is None or not folder.is_dir():
+        return
+    try:
+        folder.resolve().relative_to(common.RESULTS_ROOT.resolve())
+    except ValueError:
+        return
+    from . import report
+
+    _log(f"wrote {report.write_device_readme(folder)}")
 
 
 def _run_gpu(args) -> int:
@@ -290,6 +309,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         except (ValueError, RuntimeError) as exc:
             raise SystemExit(f"ddsa-bench patch: {exc}") from None
         _log(f"wrote {path} ({time.perf_counter() - t0:.0f} s)")
+        _refresh_device_page(out)
         return 0
     try:
         if args.command in ("op", "all"):
@@ -301,6 +321,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         raise SystemExit(f"ddsa-bench {args.command}: {exc}") from None
     path = report.write_report(out)
     _log(f"wrote {path} ({time.perf_counter() - t0:.0f} s)")
+    _refresh_device_page(out)
     return 0
 
 

@@ -53,7 +53,7 @@ class OpSpec:
 
     auto_order: per device type, the backends "auto" tries in turn (the first available one that
     supports the tensors wins; on CUDA, Triton comes first until the per-kernel timings of
-    benchmarks/gpu_run.sh say otherwise). fallback: what "auto" takes when none of them fits.
+    ddsa_bench/gpu/run.sh say otherwise). fallback: what "auto" takes when none of them fits.
     """
 
     backends: tuple[BackendSpec, ...]

@@ -6,7 +6,7 @@ them with ``munmap`` on free, and trims the top of its heap when more than a thr
 default each map costs fresh page faults and zero-filling by the kernel, one per 4 KiB page.
 
 :func:`tune_cpu_memory` raises the mmap threshold to its maximum (32 MiB) and the trim threshold far
-above it: freed blocks are reused and not faulted in again. ``python -m benchmarks.bench_cpu_memory``
+above it: freed blocks are reused and not faulted in again. ``ddsa-bench cpu-memory``
 measures it on the shipped model (on 2 cores, committed run: page faults per call 1.2–5.5× fewer,
 inference and training steps 1.04–1.31× faster; 1.15–1.34× in two earlier runs). The cost: the process
 keeps its peak heap until it exits.

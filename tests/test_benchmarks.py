@@ -570,3 +570,13 @@ def test_console_script_points_at_ddsa_bench():
         pytest.skip("the ddsa distribution is not installed")
     (bench,) = [e for e in scripts if e.name == "ddsa-bench"]
     assert bench.value == "ddsa_bench.__main__:main"
+
+
+def test_a_run_into_the_results_tree_refreshes_its_device_page(tmp_path, monkeypatch, one_thread):
+    monkeypatch.setattr(common, "RESULTS_ROOT", tmp_path / "results")
+    inside, outside = tmp_path / "results" / "cpu-x", tmp_path / "elsewhere"
+    for folder in (inside, outside):
+        bench_main(["depthwise-chain", "--shapes", "1,2,5,4", "--rounds", "1", "--min-run-time", "0.01",
+                    "--out", str(folder), *one_thread])
+    assert "## Depth-wise ReLU chain" in (inside / "README.md").read_text()
+    assert not (outside / "README.md").exists()  # --out elsewhere writes only the benchmark's files

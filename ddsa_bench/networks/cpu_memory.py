@@ -1,6 +1,6 @@
 """What ``ddsa_kernels.tune_cpu_memory`` buys on CPU: the shipped model with and without it.
 
-    python -m ddsa_bench.networks.cpu_memory [--rounds 3] [--calls 3] [--threads N] [--out DIR]
+    ddsa-bench cpu-memory [--rounds 3] [--calls 3] [--threads N] [--out DIR]
 
 Allocator settings are per process and fixed at the first large allocation, so every measurement runs
 in a fresh child process, with one of three settings:

@@ -1,7 +1,7 @@
 """CPU speed of the channel LayerNorm ("cpu" backend) against the authors' wrapper.
 
-    python -m ddsa_bench.ops.channel_norm [--shape 4,48,128,128] [--dtype float32] [--rounds 5]
-                                            [--min-run-time 0.3] [--bias-free] [--out result.json]
+    ddsa-bench channel-norm [--shape 4,48,128,128] [--dtype float32] [--rounds 5]
+                              [--min-run-time 0.3] [--bias-free] [--out result.json]
 
 Times the forward and the forward+backward (grads of x, weight, bias) of:
 

@@ -1,7 +1,7 @@
 """CPU speed of the depth-wise ReLU chain ("cpu" backend) against the authors' torch ops.
 
-    python -m ddsa_bench.ops.depthwise_chain [--shapes 1,42,256,256 2,42,128,128] [--rounds 3]
-                                               [--min-run-time 0.2] [--out ddsa_bench/results/<device>]
+    ddsa-bench depthwise-chain [--shapes 1,42,256,256 2,42,128,128] [--rounds 3]
+                                 [--min-run-time 0.2] [--out ddsa_bench/results/<device>]
 
 Each shape B,C,H,W is the chain of IDT-DDSA's SEFN on a (B, 3·C, H, W) map (C = hidden channels, one
 shared 3×3 kernel): ``y1 = relu(d(x1))``, ``y2 = relu(d(y1 + x2))``, ``y3 = relu(d(y2 + x3))``,

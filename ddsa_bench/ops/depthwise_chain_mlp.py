@@ -1,7 +1,7 @@
 """CPU inference speed of SEFN's 1×1 → depth-wise ReLU chain → 1×1 ("cpu" backend) against torch's ops.
 
-    python -m ddsa_bench.ops.depthwise_chain_mlp [--shapes 1,32,256,256,85 ...] [--rounds 3]
-                                                   [--min-run-time 0.2] [--out ddsa_bench/results/<device>]
+    ddsa-bench depthwise-chain-mlp [--shapes 1,32,256,256,85 ...] [--rounds 3]
+                                     [--min-run-time 0.2] [--out ddsa_bench/results/<device>]
 
 Each shape B,C,H,W,C_h is a block on a (B, C, H, W) map with 3·C_h hidden channels, one shared 3×3
 kernel and C output channels. Times the forward under ``no_grad`` of:

@@ -1,8 +1,8 @@
 """CPU speed of the depth-wise convolution ("cpu" backend) against torch's own convolution.
 
-    python -m ddsa_bench.ops.depthwise_conv [--shapes 1,170,256,256 2,16,128,128,5,2] [--rounds 3]
-                                              [--min-run-time 0.2] [--threads N] [--tune-cpu-memory]
-                                              [--out ddsa_bench/results/<device>]
+    ddsa-bench depthwise-conv [--shapes 1,170,256,256 2,16,128,128,5,2] [--rounds 3]
+                                [--min-run-time 0.2] [--threads N] [--tune-cpu-memory]
+                                [--out ddsa_bench/results/<device>]
 
 Each shape is B,C,H,W (a 3×3 kernel, dilation 1) or B,C,H,W,K,D (a K×K kernel with dilation D, zero
 padding D·(K // 2)). For each, times the forward (no_grad) and the forward+backward (grads of x and the

@@ -1,7 +1,7 @@
 """CPU speed of Restormer's gated feed-forward (GDFN) through ``ddsa_kernels.gated_ffn`` against torch's ops.
 
-    python -m ddsa_bench.ops.gated_ffn [--shapes 1,16,256,256,42 ...] [--rounds 3] [--min-run-time 0.2]
-                                         [--out ddsa_bench/results/<device>]
+    ddsa-bench gated-ffn [--shapes 1,16,256,256,42 ...] [--rounds 3] [--min-run-time 0.2]
+                           [--out ddsa_bench/results/<device>]
 
 Each shape B,C,H,W,h is a block on a (B, C, H, W) map with 2h hidden channels, a 3×3 depth-wise kernel, biases
 off (Restormer's default) and C output channels. For every shape it times

@@ -1,7 +1,7 @@
 """CPU speed of DRSformer's mixed-scale feed-forward (``ddsa_kernels.mixed_scale_ffn``) against torch's ops.
 
-    python -m ddsa_bench.ops.mixed_scale_ffn [--shapes 1,16,256,256 ...] [--rounds 3]
-                                               [--min-run-time 0.2] [--out ddsa_bench/results/<device>]
+    ddsa-bench mixed-scale-ffn [--shapes 1,16,256,256 ...] [--rounds 3]
+                                 [--min-run-time 0.2] [--out ddsa_bench/results/<device>]
 
 Each shape B,C,H,W is a block on a (B, C, H, W) map with h = int(2.66·C) hidden channels (DRSformer's
 expansion factor), the published kernel sizes (3×3 and 5×5 in both stages) and biases. Times of:

@@ -6,7 +6,7 @@ z = W_out · m + b_out. Unfused, the block writes six 2h- or h-channel maps to m
 and torch's NCHW depth-wise convolutions are slow on CPU.
 
 * Inference (no gradient needed, CPU, float32/float64): the "cpu" backend's banded kernel computes u and
-  m of one band of rows in per-thread buffers, one GEMM in and one out. ``benchmarks/bench_mixed_scale_ffn``
+  m of one band of rows in per-thread buffers, one GEMM in and one out. ``ddsa-bench mixed-scale-ffn``
   found it within about 10 % of the training path below on small maps (4×4 to 32², C = 16 to 128, one
   thread) and ahead from 128² up, so ``backend="auto"`` uses it from :data:`MIN_FUSED_PIXELS` up.
 * Training: ``F.conv2d`` 1×1 around ``ddsa::mixed_scale_ffn_mid_fwd`` (u → m, one task per plane of m),
