@@ -1,0 +1,1 @@
+"""The benchmarks of the ddsa project (``ddsa-bench``): ops/, networks/, gpu/ and the harness."""

@@ -322,7 +322,7 @@ def shape_bench_main(
     render_markdown: Callable[[dict[str, Any]], str],
     build_info: dict[str, str],
 ) -> dict[str, Any]:
-    """The command line of the CPU per-shape benchmarks (``bench_depthwise_conv``, ``bench_depthwise_chain``):
+    """The command line of the CPU per-shape benchmarks (``ops.depthwise_conv``, ``ops.depthwise_chain``, ...):
     parse ``--shapes B,C,H,W ... (as many sizes as the default shapes have) --rounds --min-run-time --threads --out``, run ``bench_shape`` on each,
     print one line per shape, write ``<benchmark>.json`` and ``<benchmark>.md`` into ``--out``."""
     import argparse

@@ -2,12 +2,12 @@
 # One prepared GPU session, in stages, each under its own time cap and each leaving its results in
 # $OUT as soon as it ends (a later crash or timeout keeps them). Run from anywhere in the checkout:
 #
-#     OUT=/some/folder bash ddsa_bench/gpu/run.sh
+#     OUT=/some/folder bash ddsa_bench/gpu/run.sh          # or: ddsa-bench gpu-run --out /some/folder
 #     DRY_RUN=1 OUT=/tmp/x bash ddsa_bench/gpu/run.sh      # every stage's code path on the CPU, seconds
 #
 # Stages (cap in seconds; DEADLINE_S, default 540, cuts every cap to what is left):
 #   1 build       150  compile ddsa_kernels._C in place for this GPU's arch; versions -> env.json
-#   2 gpu_tests   340  in parts, each under its own cap (gpu_stages.TEST_PARTS): every GPU test file,
+#   2 gpu_tests   340  in parts, each under its own cap (gpu/stages.py TEST_PARTS): every GPU test file,
 #                      the op's test files on the GPU, the >2³¹-element test last -> tests_gpu.json
 #   3 sanitize     70  compute-sanitizer memcheck + racecheck, small fwd+bwd per backend -> sanitize.json
 #   4 op_bench    110  per-kernel breakdown (kernels.json), then the op benchmark (op.json, report.md)
@@ -15,8 +15,9 @@
 #   6 patch        45  ddsa_kernels.patch on the three families' networks, bf16 and fp16 -> patch.json
 #   7 rest_tests  rest the remaining test suite -> tests_rest.json
 # After every stage: stages.json, summary.json and summary.md (device, versions, commit, what ran or
-# was skipped and why, the measured tables). Copy $OUT/*.json $OUT/*.md $OUT/*.png to
-# ddsa_bench/results/<device-slug>/ (the slug is in env.json and summary.md).
+# was skipped and why, the measured tables). Copy $OUT/*.json $OUT/*.png to
+# ddsa_bench/results/<device-slug>/ (the slug is in env.json and summary.md), then render its page:
+# ddsa-bench report --device ddsa_bench/results/<device-slug>.
 #
 # Knobs: PYTHON (default python3), DEADLINE_S, CAP_SCALE (caps × this; 4 under DRY_RUN), MAX_JOBS (default: CPU count), TORCH_CUDA_ARCH_LIST
 # (default: the visible GPU's capability), SKIP_BUILD=1, DRY_RUN=1.
