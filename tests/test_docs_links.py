@@ -114,3 +114,13 @@ def test_every_config_the_pages_name_exists():
         names |= set(re.findall(r"ddsa_model/configs/([\w.-]+\.yaml)", page.read_text(encoding="utf-8")))
     missing = sorted(n for n in names if not (REPO / "ddsa_model" / "configs" / n).is_file())
     assert names and not missing, missing
+
+
+def test_no_page_names_the_old_benchmarks_package():
+    """The benchmarks are `ddsa_bench` (`ddsa-bench <name>`); `benchmarks/...` or `python -m benchmarks.x` is stale."""
+    old = re.compile(r"(?<![\w/.-])benchmarks[/.][A-Za-z_]")
+    assert old.search("see `benchmarks/results/x`") and old.search("python -m benchmarks.bench_op_cpu")
+    assert not old.search("the benchmarks. Then ddsa_bench/results and my_benchmarks/x")
+    written = [p for p in PAGES if p.name != "CHANGELOG.md" and "results" not in p.parts]  # not rendered JSON
+    stale = [f"{p.relative_to(REPO)}: {m.group(0)}" for p in written for m in old.finditer(p.read_text(encoding="utf-8"))]
+    assert stale == []

@@ -7,7 +7,7 @@ Cases: C = 48 and 96, odd N (1001), q/k/v as views of one qkv tensor shifted by 
 (storage offset 1, so no row is 16-byte aligned), in fp16, bf16 and fp32. Each output and gradient
 must be finite and within a loose bound of the float64 reference (a sanity check: the accuracy
 tests live in tests/; here the sanitizer is the judge). Exit status 0 when every case passed;
-the sanitizer's own error count is what gpu_run.sh records.
+the sanitizer's own error count is what gpu/run.sh records.
 """
 from __future__ import annotations
 

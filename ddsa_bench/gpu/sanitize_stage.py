@@ -1,4 +1,4 @@
-"""Stage 3 of gpu_run.sh: ``ddsa_bench/gpu/sanitize_case.py`` per backend under compute-sanitizer.
+"""Stage 3 of gpu/run.sh: ``ddsa_bench/gpu/sanitize_case.py`` per backend under compute-sanitizer.
 
     python -m ddsa_bench.gpu.sanitize_stage --out DIR --device cuda --sanitizer PATH --backends triton cuda
     python -m ddsa_bench.gpu.sanitize_stage --out DIR --device cpu --backends cpu      (no sanitizer)
