@@ -319,9 +319,8 @@ def _device_section(out_dir: Path, path: Path, title: str, command: str, pattern
         model = common.read_json(out_dir / "model.json") if (out_dir / "model.json").exists() else None
         done.add("model.json")
         plots = [p.name for p in sorted(out_dir.glob("op_time_vs_n_*.png"))]
-        body = render(data, model, plots).split("\n", 1)[1]  # without the title
-        body = "\n".join(line for line in body.splitlines() if not line.startswith("* ")
-                         or "|" in line or line.startswith("* `"))  # machine lines printed above
+        text = render(data, model, plots)
+        body = text[text.index("## Goals"):]  # the title and machine lines are printed above
     elif path.name == "stages.json":
         from .summary import render_summary
 
