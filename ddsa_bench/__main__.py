@@ -92,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--device", type=Path, nargs="+", help="device results folder(s): README.md from every JSON")
     where.add_argument("--out", type=Path, nargs="+", help="results folder(s): report.md and plots from op/model JSON")
     rep.add_argument("--readme", type=Path, default=None,
-                     help="also paste goals, tables and plots between the ddsa-bench markers of this file")
+                     help="with --out: also paste goals, tables and plots between the ddsa-bench markers of this file; with "
+                          "--device: regenerate the table between its patch-table markers from patch.json (and the plot)")
     return parser
 
 
@@ -276,6 +277,16 @@ def main(argv: Optional[list[str]] = None) -> int:
             if not folder.is_dir():
                 raise SystemExit(f"ddsa-bench report: {folder} is not a folder")
             _log(f"wrote {report.write_device_readme(folder)}")
+        if args.readme:
+            if len(args.device) != 1 or not (args.device[0] / "patch.json").exists():
+                raise SystemExit("ddsa-bench report: --readme with --device takes one device folder with a patch.json")
+            try:
+                notes = report.update_patch_table(args.readme, args.device[0])
+            except (OSError, ValueError) as exc:
+                raise SystemExit(f"ddsa-bench report: {exc}") from None
+            for note in notes:
+                _log(note)
+            _log(f"updated the patch table of {args.readme}")
         return 0
     if args.command == "report":
         folders = []

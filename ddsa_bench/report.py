@@ -363,3 +363,86 @@ def write_device_readme(out_dir: Path) -> Path:
     path = Path(out_dir) / "README.md"
     common.write_text(path, render_device(out_dir))
     return path
+
+
+# ----------------------------------------------------------------------------- the README's patch table
+PATCH_TABLE_START, PATCH_TABLE_END = "<!-- patch-table -->", "<!-- /patch-table -->"
+_TASK_TITLES = {"infer": "inference", "train": "training step"}
+
+
+def patch_rows(patch: dict) -> list[tuple[str, dict[str, Optional[float]]]]:
+    """(family, {task: plain median ÷ patched median or None}) of every float32 family of a patch.json."""
+    rows = []
+    for fam in patch.get("families", []):
+        if fam.get("dtype", "float32") != "float32" or fam.get("status") != "ok":
+            continue
+        ratios = {}
+        for task, rec in fam.get("tasks", {}).items():
+            ok = rec.get("status") == "ok" and rec.get("plain") and rec.get("patched")
+            ratios[task] = rec["plain"]["median_ms"] / rec["patched"]["median_ms"] if ok else None
+        rows.append((fam["family"], ratios))
+    return rows
+
+
+def patch_table(patch: dict) -> str:
+    """Markdown table of the whole-network speed-ups of a patch.json (float32 rows)."""
+    tasks = {t: None for fam in patch.get("families", []) for t in fam.get("tasks", {})}
+    heads = []
+    for task in tasks:
+        rec = next(f["tasks"][task] for f in patch["families"] if task in f.get("tasks", {}))
+        heads.append(f"{_TASK_TITLES.get(task, task)} {rec.get('batch', '?')}×{rec.get('size', '?')}²")
+    names = {"ddsa": "IDT-DDSA", "drsformer": "DRSformer", "restormer": "Restormer"}
+    lines = ["| network | " + " | ".join(heads) + " |", "|---|" + "---:|" * len(heads)]
+    for family, ratios in patch_rows(patch):
+        cells = [f"{ratios[t]:.2f}×" if ratios.get(t) else "—" for t in tasks]
+        lines.append(f"| {names.get(family, family)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_patch(patch: dict, path: Path) -> Optional[str]:
+    """Bar chart of the speed-ups of :func:`patch_table` as PNG at ``path``; None, or why not."""
+    if not common.have_matplotlib():
+        return "matplotlib is not installed (pip install matplotlib)"
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = patch_rows(patch)
+    tasks = [t for t in _TASK_TITLES if any(r.get(t) for _, r in rows)]
+    fig, ax = plt.subplots(figsize=(5.5, 2.8))
+    width = 0.8 / max(1, len(tasks))
+    for i, task in enumerate(tasks):
+        xs = [j + i * width for j in range(len(rows))]
+        ax.bar(xs, [r.get(task) or 0 for _, r in rows], width, label=_TASK_TITLES[task])
+    ax.axhline(1.0, color="grey", linewidth=0.8)
+    ax.set_xticks([j + width * (len(tasks) - 1) / 2 for j in range(len(rows))], [f for f, _ in rows])
+    ax.set_ylabel("speed-up over unpatched (×)")
+    ax.set_title(f"ddsa_kernels.patch, {patch['machine'].get('device_name', '?')}, "
+                 f"{patch['machine'].get('torch_threads', '?')} threads, fp32", fontsize=9)
+    ax.legend(fontsize=8)
+    common.save_figure(fig, path)
+    plt.close(fig)
+    return None
+
+
+def update_patch_table(readme: Path, device_dir: Path) -> list[str]:
+    """Regenerate the table between the patch-table markers of ``readme`` from ``device_dir``/patch.json
+    and, when matplotlib is installed, its plot ``device_dir``/patch.png; returns notes (e.g. no plot)."""
+    readme, device_dir = Path(readme), Path(device_dir)
+    patch = common.read_json(device_dir / "patch.json")
+    text = readme.read_text(encoding="utf-8")
+    if PATCH_TABLE_START not in text or PATCH_TABLE_END not in text:
+        raise ValueError(f"{readme} has no {PATCH_TABLE_START} … {PATCH_TABLE_END} markers")
+    notes = []
+    why = plot_patch(patch, device_dir / "patch.png")
+    body = patch_table(patch)
+    if why is None or (device_dir / "patch.png").exists():
+        rel = (device_dir / "patch.png").resolve().relative_to(readme.resolve().parent)
+        body += f"\n\n![patch speed-ups]({rel.as_posix()})"
+    if why is not None:
+        notes.append(f"no new plot: {why}")
+    head, rest = text.split(PATCH_TABLE_START, 1)
+    tail = rest.split(PATCH_TABLE_END, 1)[1]
+    common.write_text(readme, f"{head}{PATCH_TABLE_START}\n{body}\n{PATCH_TABLE_END}{tail}")
+    return notes
