@@ -496,3 +496,61 @@ def test_distributed_data_parallel_single_process(tmp_path):
             torch.testing.assert_close(q.grad, p.grad, rtol=1e-9, atol=1e-10, msg=lambda m: f"{n}: {m}")
     finally:
         dist.destroy_process_group()
+
+
+class _TanhGDFN(fa.GDFN):
+    """GDFN with the tanh approximation of GELU: one activation off."""
+
+    def forward(self, x):
+        x1, x2 = self.dwconv(self.project_in(x)).chunk(2, dim=1)
+        return self.project_out(F.gelu(x1, approximate="tanh") * x2)
+
+
+class _ExtraConvGDFN(fa.GDFN):
+    def __init__(self, dim):
+        super().__init__(dim, 2.0, False)
+        self.extra = nn.Conv2d(dim, dim, 1)
+
+    def forward(self, x):
+        return super().forward(x) + self.extra(x)
+
+
+class _SwappedMSFN(fa.MSFN):
+    """DRSformer's feed-forward with the two scales' second halves swapped into the other branch."""
+
+    def forward(self, x):
+        x = self.project_in(x)
+        a3, b3 = self.relu3(self.dwconv3x3(x)).chunk(2, dim=1)
+        a5, b5 = self.relu5(self.dwconv5x5(x)).chunk(2, dim=1)
+        p = self.relu3_1(self.dwconv3x3_1(torch.cat([a3, b5], dim=1)))
+        q = self.relu5_1(self.dwconv5x5_1(torch.cat([b3, a5], dim=1)))
+        return self.project_out(torch.cat([p, q], dim=1))
+
+
+@pytest.mark.parametrize("make,reason", [
+    (lambda: _TanhGDFN(8, 2.0, False), "differs from the fused feed_forward:gdfn computation"),
+    (lambda: _ExtraConvGDFN(8), "unknown submodule 'extra' (Conv2d) with parameters or buffers"),
+    (lambda: _SwappedMSFN(8, 2.0, False), "differs from the fused feed_forward:mixed_scale computation"),
+])
+def test_feed_forward_near_misses_are_reported_and_left_alone(make, reason):
+    torch.manual_seed(0)
+    model = _single(make())
+    x = torch.randn(1, 8, 9, 10)
+    with torch.no_grad():
+        want = model(x)
+    report = patch(model, depthwise_conv=False)
+    assert not report.patched and len(report.skipped) == 1
+    assert report.skipped[0][0] == "0" and reason in report.skipped[0][1], report.skipped[0][1]
+    with torch.no_grad():
+        assert torch.equal(model(x), want)
+
+
+@pytest.mark.parametrize("make", [lambda: fa.GDFN(8, 2.66, True), lambda: fa.MSFN(8, 2.66, True)])
+def test_published_feed_forwards_with_bias_patched_exactly(make):
+    torch.manual_seed(0)
+    model = _single(make()).double()
+    x = torch.randn(2, 8, 7, 9, dtype=F64)
+    want = _grads(model, x)
+    report = patch(model, depthwise_conv=False, backend="cpu")
+    assert len(report.patched) == 1 and not report.skipped
+    _assert_all_close(_grads(model, x), want, rtol=1e-9, atol=1e-10)

@@ -8,7 +8,7 @@ on float64 copies), and the fused ``forward`` that replaces the instance's ``for
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
@@ -100,16 +100,23 @@ def conv_mismatch(m: nn.Module, cin: int, cout: int, kernel: int, padding: int, 
     return ""
 
 
-def stateless_extras(m: nn.Module, known: set[str]) -> str:
-    """Empty string when every child of ``m`` outside ``known`` is parameter- and buffer-free (an
-    activation module, a Dropout(0), ...: the behaviour check decides whether it matters), and ``m`` has
-    no parameters or buffers of its own; else the reason."""
+def block_children(m: nn.Module, required: Sequence[str], convs: Sequence[str]) -> Union[dict[str, nn.Module], Skip]:
+    """The children of a feed-forward block by name, or why it is not one: every ``required`` child present,
+    the ``convs`` among them ``nn.Conv2d``, no parameters or buffers on the block itself, and every other
+    child parameter- and buffer-free (an activation module, a Dropout(0), ...: the behaviour check decides
+    whether it matters)."""
+    children = dict(m.named_children())
+    missing = [n for n in required if n not in children]
+    if missing:
+        return Skip(f"no submodule {missing[0]!r} (submodules {sorted(children)})")
     if list(m._parameters) or list(m._buffers):
-        return "the block has parameters or buffers of its own"
-    for name, child in m.named_children():
-        if name not in known and (any(True for _ in child.parameters()) or any(True for _ in child.buffers())):
-            return f"unknown submodule {name!r} ({type(child).__name__}) with parameters or buffers"
-    return ""
+        return Skip("the block has parameters or buffers of its own")
+    for name, child in children.items():
+        if name not in required and (any(True for _ in child.parameters()) or any(True for _ in child.buffers())):
+            return Skip(f"unknown submodule {name!r} ({type(child).__name__}) with parameters or buffers")
+    if not all(isinstance(children[n], nn.Conv2d) for n in convs):
+        return Skip(f"{', '.join(convs)} must all be Conv2d")
+    return children
 
 
 def first_mismatch(m: nn.Module, specs: Mapping[str, tuple]) -> str:

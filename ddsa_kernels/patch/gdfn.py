@@ -11,9 +11,9 @@ from torch import nn
 
 from ..ops._common import MAX_KERNEL
 from ..ops.gated_ffn import gated_ffn
-from ._rule import Match, MatchResult, Rule, Skip, Tensor, first_mismatch, stateless_extras
+from ._rule import Match, MatchResult, Rule, Skip, Tensor, block_children, first_mismatch
 
-_CHILDREN = {"project_in", "dwconv", "project_out"}
+_CHILDREN = ("project_in", "dwconv", "project_out")
 
 
 def is_candidate(m: nn.Module) -> bool:
@@ -21,16 +21,10 @@ def is_candidate(m: nn.Module) -> bool:
 
 
 def match(m: nn.Module) -> MatchResult:
-    children = dict(m.named_children())
-    missing = sorted(_CHILDREN - set(children))
-    if missing:
-        return Skip(f"no submodule {missing[0]!r} (submodules {sorted(children)})")
-    why = stateless_extras(m, _CHILDREN)
-    if why:
-        return Skip(why)
+    children = block_children(m, _CHILDREN, _CHILDREN)
+    if isinstance(children, Skip):
+        return children
     conv_in, dw, out = children["project_in"], children["dwconv"], children["project_out"]
-    if not all(isinstance(c, nn.Conv2d) for c in (conv_in, dw, out)):
-        return Skip("project_in, dwconv and project_out must be Conv2d")
     dim, hidden2, k = conv_in.in_channels, conv_in.out_channels, dw.kernel_size[0]
     if hidden2 % 2:
         return Skip(f"project_in has {hidden2} output channels, not an even number")

@@ -12,7 +12,7 @@ from torch import nn
 
 from ..ops._common import MAX_KERNEL
 from ..ops.mixed_scale_ffn import mixed_scale_ffn
-from ._rule import Match, MatchResult, Rule, Skip, Tensor, first_mismatch, stateless_extras
+from ._rule import Match, MatchResult, Rule, Skip, Tensor, block_children, first_mismatch
 
 _CONVS = ("project_in", "dwconv3x3", "dwconv5x5", "dwconv3x3_1", "dwconv5x5_1", "project_out")
 
@@ -22,15 +22,9 @@ def is_candidate(m: nn.Module) -> bool:
 
 
 def match(m: nn.Module) -> MatchResult:
-    children = dict(m.named_children())
-    missing = [n for n in _CONVS if n not in children]
-    if missing:
-        return Skip(f"no submodule {missing[0]!r} (submodules {sorted(children)})")
-    why = stateless_extras(m, set(_CONVS))
-    if why:
-        return Skip(why)
-    if not all(isinstance(children[n], nn.Conv2d) for n in _CONVS):
-        return Skip(f"{', '.join(_CONVS)} must all be Conv2d")
+    children = block_children(m, _CONVS, _CONVS)
+    if isinstance(children, Skip):
+        return children
     kernels = {n: children[n].kernel_size[0] for n in _CONVS[1:5]}
     bad = [n for n, k in kernels.items() if k % 2 != 1 or k > MAX_KERNEL]
     if bad:

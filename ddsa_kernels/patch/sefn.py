@@ -21,9 +21,9 @@ from torch import nn
 
 from ..ops.depthwise_chain_mlp import depthwise_chain_mlp
 from ..ops._common import MAX_KERNEL
-from ._rule import Match, MatchResult, Rule, Skip, Tensor, conv_mismatch, first_mismatch, stateless_extras
+from ._rule import Match, MatchResult, Rule, Skip, Tensor, block_children, conv_mismatch, first_mismatch
 
-_CHILDREN = {"conv1x1_in", "dwconv3x3", "project_out", "SAlayer"}
+_CHILDREN = ("conv1x1_in", "dwconv3x3", "project_out", "SAlayer")
 
 
 def is_candidate(m: nn.Module) -> bool:
@@ -31,16 +31,10 @@ def is_candidate(m: nn.Module) -> bool:
 
 
 def match(m: nn.Module) -> MatchResult:
-    children = dict(m.named_children())
-    missing = sorted(_CHILDREN - set(children))
-    if missing:
-        return Skip(f"no submodule {missing[0]!r} (submodules {sorted(children)})")
-    why = stateless_extras(m, _CHILDREN)
-    if why:
-        return Skip(why)
+    children = block_children(m, _CHILDREN, ("conv1x1_in", "dwconv3x3"))
+    if isinstance(children, Skip):
+        return children
     conv_in, dw = children["conv1x1_in"], children["dwconv3x3"]
-    if not isinstance(conv_in, nn.Conv2d) or not isinstance(dw, nn.Conv2d):
-        return Skip("conv1x1_in and dwconv3x3 must be Conv2d")
     dim, hidden, k = conv_in.in_channels, dw.in_channels, dw.kernel_size[0]
     if k % 2 != 1 or k > MAX_KERNEL:
         return Skip(f"dwconv3x3 has kernel {tuple(dw.kernel_size)} (supported: square, odd, up to {MAX_KERNEL})")
