@@ -40,10 +40,11 @@ _OP = "gated_ffn"
 # (2h = 84) and 2.6 MB at dim 48 (2h = 254).
 BAND_ROWS = 8
 # backend="auto" on CPU runs the kernels on maps of at least this many pixels (H·W): the banded one without
-# gradients, F.conv2d around the fused middle with them. Single-threaded runs of `ddsa-bench gated-ffn`
-# on a busy 2-core EPYC (ddsa_bench/results/cpu-amd-epyc/gated_ffn*.json): at 64² and up the banded kernel ran 1.1-4.4×
-# as fast as torch's ops and the training step 1.2-2.2×; at 32² and 16² the runs were mixed (0.5-2×, 0.4× in an
-# earlier run), so torch's ops run there.
+# gradients, F.conv2d around the fused middle with them. `ddsa-bench gated-ffn` on the 2-core EPYC, 2 threads
+# (ddsa_bench/results/cpu-amd-epyc/gated_ffn.json): from 64² up the banded kernel runs 1.4-2.8× as fast as
+# torch's ops and the training step 1.3-3.0×; at 32² (dim 128) the banded kernel is slower than torch's
+# (1.76 vs 1.42 ms) and single-threaded small-map runs were mixed (gated_ffn_small_maps.json), so torch's ops
+# run below 64².
 MIN_FUSED_PIXELS = 64 * 64
 
 Tensor = torch.Tensor
