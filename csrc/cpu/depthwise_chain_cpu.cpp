@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "../ddsa.h"
+#include "bands.h"
 #include "blas.h"
 #include "depthwise_planes.h"
 
@@ -195,7 +196,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> depthwise_chain_backward_cpu(cons
   return {dx, dk.to(weight.scalar_type()).reshape(weight.sizes()), db.to(weight.scalar_type())};
 }
 
-
 // Inference of the whole pointwise → chain → pointwise block (SEFN without its gate):
 //
 //   u = W_in · x + b_in   (1×1 convolution, C → n·C_h channels),   y = chain(u),   z = W_out · y + b_out
@@ -208,22 +208,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> depthwise_chain_backward_cpu(cons
 // recomputed. The chain pads the buffer's edge rows with zeros, which is wrong where the edge is not the
 // image's: the error moves one row inward per link, so after n links it has reached `halo` rows, exactly
 // the rows that are not written out.
-namespace cpu {
-namespace {
-
-template <typename T>
-void add_row_bias(T* rows, int64_t channels, int64_t ld, int64_t count, const T* bias) {
-  if (!bias) return;
-  for (int64_t c = 0; c < channels; ++c) {
-    T* p = rows + c * ld;
-    const T b = bias[c];
-#pragma omp simd
-    for (int64_t i = 0; i < count; ++i) p[i] += b;
-  }
-}
-
-}  // namespace
-}  // namespace cpu
 
 at::Tensor depthwise_chain_mlp_forward_cpu(const at::Tensor& x_in, const at::Tensor& w_in,
                                            const std::optional<at::Tensor>& b_in, const at::Tensor& w_dw,
@@ -272,10 +256,7 @@ at::Tensor depthwise_chain_mlp_forward_cpu(const at::Tensor& x_in, const at::Ten
 
   const int64_t halo = n * (K / 2);
   band = std::min(band, H);
-  // Row runs: enough per image for every thread, each at least one band long.
-  const int64_t threads = at::get_num_threads();
-  const int64_t runs = std::max<int64_t>(1, std::min((threads + B - 1) / B, (H + band - 1) / band));
-  const int64_t run_rows = (H + runs - 1) / runs;
+  const auto [runs, run_rows] = cpu::bands::row_runs(B, H, band);
   AT_DISPATCH_FLOATING_TYPES(dtype, "ddsa_depthwise_chain_mlp_forward_cpu", [&] {
     using T = scalar_t;
     const T* xp = x.data_ptr<T>();
@@ -310,7 +291,7 @@ at::Tensor depthwise_chain_mlp_forward_cpu(const at::Tensor& x_in, const at::Ten
           if (rb > fresh) {
             cpu::gemm(false, false, nh, (rb - fresh) * W, C, T(1), wip, C, xb + fresh * W, H * W, T(0),
                       buf.get() + (fresh - ra) * W, ps);
-            cpu::add_row_bias(buf.get() + (fresh - ra) * W, nh, ps, (rb - fresh) * W, bip);
+            cpu::bands::add_row_bias(buf.get() + (fresh - ra) * W, nh, ps, (rb - fresh) * W, bip);
           }
           kept_lo = kept_hi = 0;
           if (r1 < R1 && halo > 0) {  // the next band's leading halo rows, before the chain overwrites them
@@ -338,7 +319,7 @@ at::Tensor depthwise_chain_mlp_forward_cpu(const at::Tensor& x_in, const at::Ten
           }
           cpu::gemm(false, false, C_out, (r1 - r0) * W, nh, T(1), wop, nh, buf.get() + (r0 - ra) * W, ps, T(0),
                     zb + r0 * W, H * W);
-          cpu::add_row_bias(zb + r0 * W, C_out, H * W, (r1 - r0) * W, bop);
+          cpu::bands::add_row_bias(zb + r0 * W, C_out, H * W, (r1 - r0) * W, bop);
         }
       }
     });

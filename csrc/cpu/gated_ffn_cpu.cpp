@@ -42,6 +42,7 @@
 #include <vector>
 
 #include "../ddsa.h"
+#include "bands.h"
 #include "blas.h"
 #include "depthwise_planes.h"
 
@@ -177,17 +178,6 @@ GateGradFn<T> gate_grad_kernel() {
   return gate_grad_base<T>;
 }
 
-template <typename T>
-void add_row_bias(T* rows, int64_t channels, int64_t ld, int64_t count, const T* bias) {
-  if (!bias) return;
-  for (int64_t c = 0; c < channels; ++c) {
-    T* p = rows + c * ld;
-    const T b = bias[c];
-#pragma omp simd
-    for (int64_t i = 0; i < count; ++i) p[i] += b;
-  }
-}
-
 void check_dtype_device(const at::Tensor& t, const char* name, at::ScalarType dtype, int64_t numel) {
   TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == dtype && (numel < 0 || (t.dim() == 1 && t.numel() == numel)),
               "ddsa gated_ffn: ", name, " must be a CPU tensor of x's dtype ", dtype,
@@ -243,10 +233,7 @@ at::Tensor gated_ffn_forward_cpu(const at::Tensor& x_in, const at::Tensor& w_in,
   if (z.numel() == 0) return z;
 
   band = std::min(band, H);
-  // Row runs: enough per image for every thread, each at least one band long.
-  const int64_t threads = at::get_num_threads();
-  const int64_t runs = std::max<int64_t>(1, std::min((threads + B - 1) / B, (H + band - 1) / band));
-  const int64_t run_rows = (H + runs - 1) / runs;
+  const auto [runs, run_rows] = cpu::bands::row_runs(B, H, band);
   AT_DISPATCH_FLOATING_TYPES(dtype, "ddsa_gated_ffn_forward_cpu", [&] {
     using T = scalar_t;
     const T* xp = x.data_ptr<T>();
@@ -282,7 +269,7 @@ at::Tensor gated_ffn_forward_cpu(const at::Tensor& x_in, const at::Tensor& w_in,
           if (rb > fresh) {
             cpu::gemm(false, false, h2, (rb - fresh) * W, C, T(1), wip, C, xb + fresh * W, H * W, T(0),
                       buf.get() + (fresh - ra) * W, ps);
-            g::add_row_bias(buf.get() + (fresh - ra) * W, h2, ps, (rb - fresh) * W, bip);
+            cpu::bands::add_row_bias(buf.get() + (fresh - ra) * W, h2, ps, (rb - fresh) * W, bip);
           }
           kept_lo = kept_hi = 0;
           if (r1 < R1 && R > 0) {  // the next band's upper halo and first rows, before y overwrites u_a
@@ -303,7 +290,7 @@ at::Tensor gated_ffn_forward_cpu(const at::Tensor& x_in, const at::Tensor& w_in,
             gate(sa.get() + out0, sg.get() + out0, ua + out0, len);
           }
           cpu::gemm(false, false, C_out, len, h, T(1), wop, h, buf.get() + out0, ps, T(0), zb + r0 * W, H * W);
-          g::add_row_bias(zb + r0 * W, C_out, H * W, len, bop);
+          cpu::bands::add_row_bias(zb + r0 * W, C_out, H * W, len, bop);
         }
       }
     });

@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "../ddsa.h"
+#include "bands.h"
 #include "blas.h"
 #include "depthwise_planes.h"
 
@@ -123,17 +124,6 @@ __attribute__((optimize("no-trapping-math"))) void relu_mask(const T* __restrict
   for (int64_t i = 0; i < n; ++i) {
     const T a = v[i];
     g[i] = s[i] > T(0) ? a : T(0);
-  }
-}
-
-template <typename T>
-void add_row_bias(T* rows, int64_t channels, int64_t ld, int64_t count, const T* bias) {
-  if (!bias) return;
-  for (int64_t c = 0; c < channels; ++c) {
-    T* p = rows + c * ld;
-    const T b = bias[c];
-#pragma omp simd
-    for (int64_t i = 0; i < count; ++i) p[i] += b;
   }
 }
 
@@ -410,8 +400,7 @@ at::Tensor mixed_scale_ffn_forward_cpu(const at::Tensor& x_in, const at::Tensor&
   const int64_t threads = at::get_num_threads();
   // Short maps: bands no taller than an even share of the rows, so that every thread gets a run.
   band = std::min({band, H, std::max<int64_t>(1, (H * B + threads - 1) / threads)});
-  const int64_t runs = std::max<int64_t>(1, std::min((threads + B - 1) / B, (H + band - 1) / band));
-  const int64_t run_rows = (H + runs - 1) / runs;
+  const auto [runs, run_rows] = cpu::bands::row_runs(B, H, band);
   AT_DISPATCH_FLOATING_TYPES(dtype, "ddsa_mixed_scale_ffn_forward_cpu", [&] {
     using T = scalar_t;
     const ms::Mid<T> mid = weights.view<T>(h);
@@ -441,7 +430,7 @@ at::Tensor mixed_scale_ffn_forward_cpu(const at::Tensor& x_in, const at::Tensor&
           if (rb > fresh) {
             cpu::gemm(false, false, two_h, (rb - fresh) * W, C, T(1), wip, C, xb + fresh * W, H * W, T(0),
                       ubuf.get() + (fresh - ra) * W, ps);
-            ms::add_row_bias(ubuf.get() + (fresh - ra) * W, two_h, ps, (rb - fresh) * W, bip);
+            cpu::bands::add_row_bias(ubuf.get() + (fresh - ra) * W, two_h, ps, (rb - fresh) * W, bip);
           }
           const T* u0 = ubuf.get();
           for (int64_t o = 0; o < two_h; ++o)
@@ -449,7 +438,7 @@ at::Tensor mixed_scale_ffn_forward_cpu(const at::Tensor& x_in, const at::Tensor&
                        s.get(), zeros.data());
           cpu::gemm(false, false, C_out, (r1 - r0) * W, two_h, T(1), wop, two_h, mbuf.get(), ms_, T(0),
                     zb + r0 * W, H * W);
-          ms::add_row_bias(zb + r0 * W, C_out, H * W, (r1 - r0) * W, bop);
+          cpu::bands::add_row_bias(zb + r0 * W, C_out, H * W, (r1 - r0) * W, bop);
           held = 0;
           if (r1 < R1) {  // the next band starts at r1: its rows from max(0, r1 − halo) on are held already
             const int64_t keep_from = std::max<int64_t>(0, r1 - halo);
