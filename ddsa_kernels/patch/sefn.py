@@ -22,6 +22,7 @@ from torch import nn
 from ..ops.depthwise_chain_mlp import depthwise_chain_mlp
 from ..ops._common import MAX_KERNEL
 from ._rule import Match, MatchResult, Rule, Skip, Tensor, block_children, conv_mismatch, first_mismatch
+from ._verify import close
 
 _CHILDREN = ("conv1x1_in", "dwconv3x3", "project_out", "SAlayer")
 
@@ -81,8 +82,7 @@ def confirm_gate(twin: nn.Module, match: Match, gen: torch.Generator) -> Match:
     z = torch.randn(2, twin.project_out.out_channels, 5, 6, generator=gen, dtype=torch.float64)
     with torch.no_grad():
         a, b = authors_gate(twin.SAlayer, z), twin.SAlayer(z)
-    same = bool((a - b).abs().max() <= 1e-9 * max(1.0, float(b.abs().max())))
-    return match if same else Match(match.kind, match.variant, {**match.options, "gate": False})
+    return match if close(a, b) else Match(match.kind, match.variant, {**match.options, "gate": False})
 
 
 RULE = Rule("feed_forward", "depthwise_chain_mlp", is_candidate, match, forward,
