@@ -24,6 +24,12 @@ def autocast_runs_eager(backend: str, x: object) -> bool:
             and torch.is_autocast_enabled(x.device.type))
 
 
+def needs_grad(*tensors: Optional[torch.Tensor]) -> bool:
+    """True when autograd will record an op on these tensors (grad mode on and one of them requires grad):
+    the inference-only kernels cannot run then."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 def check_tensor_types(named: dict[str, object]) -> None:
     """TypeError unless every value is a tensor; a bias (a name starting with "b") may be None."""
     for name, t in named.items():

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from ... import _registry
-from .._common import autocast_runs_eager
+from .._common import autocast_runs_eager, needs_grad
 from ..depthwise_chain import depthwise_chain
 from ._common import check_inputs
 
@@ -72,8 +72,7 @@ def depthwise_chain_mlp(x: Tensor, w_in: Tensor, b_in: Optional[Tensor], w_dw: T
     tensors = (x, w_in, b_in, w_dw, b_dw, w_out, b_out)
     if not _registry.is_fused(name, op=_OP):  # "reference" / "eager": plain autograd of their torch ops
         return _registry.implementation(_OP, name).forward(*tensors)
-    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
-    if not needs_grad and (backend != "auto" or x.shape[2] * x.shape[3] >= MIN_FUSED_PIXELS):
+    if not needs_grad(*tensors) and (backend != "auto" or x.shape[2] * x.shape[3] >= MIN_FUSED_PIXELS):
         return depthwise_chain_mlp_fwd(*tensors, name, BAND_ROWS)
     return F.conv2d(depthwise_chain(F.conv2d(x, w_in, b_in), w_dw, b_dw, backend=name), w_out, b_out)
 

@@ -21,7 +21,7 @@ from typing import Optional
 import torch
 
 from ... import _registry
-from .._common import autocast_runs_eager
+from .._common import autocast_runs_eager, needs_grad
 from ._common import check_dilation, check_inputs
 
 _OP = "depthwise_conv"
@@ -88,17 +88,14 @@ def depthwise_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, *, 
         return _registry.implementation(_OP, "eager").forward(x, weight, bias, dilation=check_dilation(dilation))
     check_inputs(x, weight, bias, dilation)
     name = _registry.resolve_backend(backend, x.device, x.dtype, channels=x.shape[1], op=_OP)
-    if backend == "auto" and name == "cpu" and dilation > 1 and weight.shape[-1] >= 5 and not _needs_grad(x, weight, bias):
+    if (backend == "auto" and name == "cpu" and dilation > 1 and weight.shape[-1] >= 5
+            and not needs_grad(x, weight, bias)):
         # the dilated 5×5 / 7×7 forward alone is slower than torch's (0.35–0.95×, depthwise_conv.json); with the
         # backward it is 8–10× faster
         name = "eager"
     if not _registry.is_fused(name, op=_OP):
         return _registry.implementation(_OP, name).forward(x, weight, bias, dilation=dilation)
     return depthwise_conv_fwd(x, weight, bias, name, dilation)
-
-
-def _needs_grad(*tensors: Optional[Tensor]) -> bool:
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
 __all__ = ["depthwise_conv"]

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from ... import _registry
-from .._common import autocast_runs_eager
+from .._common import autocast_runs_eager, needs_grad
 from ._common import check_gated_inputs, check_inputs
 
 _OP = "gated_ffn"
@@ -149,8 +149,7 @@ def gated_ffn(x: Tensor, w_in: Tensor, b_in: Optional[Tensor], w_dw: Tensor, b_d
         name = "eager"
     if not _registry.is_fused(name, op=_OP):  # "reference" / "eager": plain autograd of their torch ops
         return _registry.implementation(_OP, name).forward(*tensors)
-    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
-    if not needs_grad:
+    if not needs_grad(*tensors):
         return gated_ffn_fwd(*tensors, name, BAND_ROWS)
     return F.conv2d(gated_depthwise_fwd(F.conv2d(x, w_in, b_in), w_dw, b_dw, name), w_out, b_out)
 

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from ... import _registry
-from .._common import autocast_runs_eager
+from .._common import autocast_runs_eager, needs_grad
 from ._common import check_inputs, check_middle
 
 _OP = "mixed_scale_ffn"
@@ -142,8 +142,7 @@ def mixed_scale_ffn(x: Tensor, w_in: Tensor, b_in: OptTensor, w3: Tensor, b3: Op
     name = _registry.resolve_backend(backend, x.device, x.dtype, op=_OP)
     if not _registry.is_fused(name, op=_OP):  # "reference" / "eager": plain autograd of their torch ops
         return _registry.implementation(_OP, name).forward(*tensors)
-    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
-    if not needs_grad and (backend != "auto" or x.shape[2] * x.shape[3] >= MIN_FUSED_PIXELS):
+    if not needs_grad(*tensors) and (backend != "auto" or x.shape[2] * x.shape[3] >= MIN_FUSED_PIXELS):
         return mixed_scale_ffn_fwd(*tensors, name, BAND_ROWS)
     m = mixed_scale_ffn_mid_fwd(F.conv2d(x, w_in, b_in), w3, b3, w5, b5, w3_1, b3_1, w5_1, b5_1, name)
     return F.conv2d(m, w_out, b_out)
