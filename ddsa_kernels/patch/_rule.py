@@ -75,6 +75,11 @@ class Rule:
     refine: Optional[Callable[[nn.Module, "Match", torch.Generator], "Match"]] = None
 
 
+def overrides_conv_forward(m: nn.Conv2d) -> bool:
+    """True when ``m``'s class replaces ``nn.Conv2d``'s computation (its ``forward`` or ``_conv_forward``)."""
+    return type(m).forward is not nn.Conv2d.forward or type(m)._conv_forward is not nn.Conv2d._conv_forward
+
+
 def conv_mismatch(m: nn.Module, cin: int, cout: int, kernel: int, padding: int, groups: int,
                   dilation: int = 1) -> str:
     """Empty string when ``m`` is exactly ``nn.Conv2d(cin, cout, kernel, padding=padding, groups=groups,
@@ -95,7 +100,7 @@ def conv_mismatch(m: nn.Module, cin: int, cout: int, kernel: int, padding: int, 
                 f"{tuple(m.stride)}, padding {m.padding}, dilation {tuple(m.dilation)}, groups {m.groups}, "
                 f"{m.padding_mode}); expected {cin}→{cout}, kernel {kernel}, padding {padding}, groups {groups}"
                 + (f", dilation {dilation}" if dilation != 1 else ""))
-    if type(m).forward is not nn.Conv2d.forward or type(m)._conv_forward is not nn.Conv2d._conv_forward:
+    if overrides_conv_forward(m):
         return f"is {type(m).__name__}, which overrides Conv2d's forward"
     return ""
 

@@ -15,6 +15,7 @@ from typing import Optional
 import torch
 from torch import nn
 
+from ..module import ddsa_topk, drsformer_topk, restormer_topk
 from ..ops.dual_attention import dual_attention
 from ._rule import Match, MatchResult, Rule, Skip, Tensor, first_mismatch
 
@@ -26,16 +27,15 @@ FAMILY_WEIGHTS = {
 _CHILDREN = ("qkv", "qkv_dwconv", "project_out")
 
 
+_FAMILY_TOPK = {"restormer": restormer_topk, "ddsa": ddsa_topk, "drsformer": drsformer_topk}
+
+
 def family_topk(family: str, channels: int) -> tuple[Optional[int], ...]:
     """Keep-counts of each branch for ``channels`` channels per head (None = dense branch), in the order
     of the family's weight parameters."""
-    if family == "restormer":
-        return (None,)
-    if family == "ddsa":
-        return (None, channels * 7 // 10)
-    if family == "drsformer":
-        return (channels // 2, channels * 2 // 3, channels * 3 // 4, channels * 4 // 5)
-    raise ValueError(f"unknown attention family {family!r}")
+    if family not in _FAMILY_TOPK:
+        raise ValueError(f"unknown attention family {family!r}")
+    return _FAMILY_TOPK[family](channels)
 
 
 def is_candidate(m: nn.Module) -> bool:

@@ -6,16 +6,11 @@ Structure and type say everything here: no behaviour check. Fused forward: :func
 the module's ``weight`` and ``bias``."""
 from __future__ import annotations
 
-import inspect
-
 from torch import nn
 
 from ..ops.depthwise_conv import depthwise_conv
 from ..ops._common import MAX_KERNEL
-from ._rule import Match, MatchResult, Rule, Skip, Tensor
-
-# dilated kernels need the op's ``dilation`` keyword
-DILATION_SUPPORTED = "dilation" in inspect.signature(depthwise_conv).parameters
+from ._rule import Match, MatchResult, Rule, Skip, Tensor, overrides_conv_forward
 
 
 def is_candidate(m: nn.Module) -> bool:
@@ -23,15 +18,14 @@ def is_candidate(m: nn.Module) -> bool:
 
 
 def match(m: nn.Module) -> MatchResult:
-    if type(m).forward is not nn.Conv2d.forward or type(m)._conv_forward is not nn.Conv2d._conv_forward:
+    if overrides_conv_forward(m):
         return Skip(f"{type(m).__name__} overrides Conv2d's forward")
     kh, kw = m.kernel_size
     if kh != kw or kh % 2 != 1 or kh > MAX_KERNEL:
         return Skip(f"kernel {tuple(m.kernel_size)} (supported: square, odd, up to {MAX_KERNEL}×{MAX_KERNEL})")
     dh, dw = m.dilation
-    if tuple(m.stride) != (1, 1) or dh != dw or (dh != 1 and not DILATION_SUPPORTED):
-        return Skip(f"stride {tuple(m.stride)}, dilation {tuple(m.dilation)}; supported: stride 1, "
-                    + ("equal dilations" if DILATION_SUPPORTED else "dilation 1"))
+    if tuple(m.stride) != (1, 1) or dh != dw:
+        return Skip(f"stride {tuple(m.stride)}, dilation {tuple(m.dilation)}; supported: stride 1, equal dilations")
     reach = dh * (kh // 2)
     padding = m.padding if isinstance(m.padding, str) else tuple(m.padding)
     if padding not in ("same", (reach, reach)) or m.padding_mode != "zeros":
@@ -44,10 +38,7 @@ def match(m: nn.Module) -> MatchResult:
 
 def forward(module: nn.Conv2d, x: Tensor, *, match: Match, backend: str) -> Tensor:
     """Patched ``forward``: (B, C, H, W) → (B, C, H, W)."""
-    dilation = match.options["dilation"]
-    if dilation == 1:
-        return depthwise_conv(x, module.weight, module.bias, backend=backend)
-    return depthwise_conv(x, module.weight, module.bias, dilation=dilation, backend=backend)
+    return depthwise_conv(x, module.weight, module.bias, dilation=match.options["dilation"], backend=backend)
 
 
 RULE = Rule("depthwise_conv", "depthwise_conv", is_candidate, match, forward,
