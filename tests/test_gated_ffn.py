@@ -15,13 +15,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ddsa_kernels import build_info, gated_depthwise, gated_ffn
+from ddsa_kernels import gated_depthwise, gated_ffn
 from ddsa_kernels.testing import eager_gated_ffn
 from ddsa_kernels.ops.gated_ffn import MIN_FUSED_PIXELS
 
+from extension_expected import cpu_backend_required
+
 F64 = torch.float64
-HAVE_CPU = build_info("gated_ffn").get("cpu") == "available"
-needs_cpu = pytest.mark.skipif(not HAVE_CPU, reason="C++ extension not built")
+HAVE_CPU = cpu_backend_required("gated_ffn")  # a missing but buildable extension fails, never skips
+needs_cpu = pytest.mark.skipif(not HAVE_CPU, reason="C++ extension not built here on purpose")
 BACKENDS = ["auto", "eager", "reference"] + (["cpu"] if HAVE_CPU else [])
 TIGHT = dict(rtol=1e-12, atol=1e-12)  # float64 forward
 GRAD = dict(rtol=1e-10, atol=1e-10)  # float64 gradients
