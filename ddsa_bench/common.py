@@ -287,6 +287,22 @@ def _atomic_write(path: Path, write: Callable[[Any], None], mode: str = "w") -> 
         write(fh)
 
 
+def markdown_heading(title: str, machine: dict[str, Any]) -> list[str]:
+    """The first lines of a benchmark's markdown: ``## <title> (<device>)`` and the busy-machine warning
+    when the load at the start says the timings may be off."""
+    lines = [f"## {title} ({machine['device_name']})", ""]
+    warning = busy_warning(machine)
+    if warning:
+        lines += [f"> **Warning:** {warning}", ""]
+    return lines
+
+
+def memory_note(result: dict[str, Any]) -> str:
+    """How the run's CPU allocator was set, for a results note."""
+    return ("after `ddsa_kernels.tune_cpu_memory()`" if result.get("cpu_memory")
+            else "default allocation settings (no `tune_cpu_memory()`)")
+
+
 def have_matplotlib() -> bool:
     try:
         import matplotlib  # noqa: F401

@@ -98,10 +98,7 @@ def run_child(setting: str, threads: int, calls: int) -> dict[str, dict[str, flo
 
 def render_markdown(result: dict[str, Any]) -> str:
     m = result["machine"]
-    lines = [f"## CPU allocator settings, shipped model ({m['device_name']})", ""]
-    warning = common.busy_warning(m)
-    if warning:
-        lines += [f"> **Warning:** {warning}", ""]
+    lines = common.markdown_heading("CPU allocator settings, shipped model", m)
     rows = []
     for task in TASKS:
         med = result["median"][task]

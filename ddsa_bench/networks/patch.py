@@ -408,10 +408,7 @@ def render_markdown(result: dict[str, Any]) -> str:
     time per kind of module."""
     m, cfg = result["machine"], result["config"]
     title = f"`{cfg['arch']}`" if cfg.get("arch") else "the published-structure networks"
-    lines = [f"## `ddsa_kernels.patch` on {title} ({m['device_name']})", ""]
-    warning = common.busy_warning(m)
-    if warning:
-        lines += [f"> **Warning:** {warning}", ""]
+    lines = common.markdown_heading(f"`ddsa_kernels.patch` on {title}", m)
     rows, kind_rows = [], []
     for rec in result["families"]:
         dtype = rec.get("dtype", "float32")

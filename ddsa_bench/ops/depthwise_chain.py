@@ -67,10 +67,7 @@ def bench_shape(shape: tuple[int, int, int, int], rounds: int, min_run_time: flo
 
 def render_markdown(result: dict[str, Any]) -> str:
     m = result["machine"]
-    lines = [f"## SEFN's depth-wise ReLU chain on CPU ({m['device_name']})", ""]
-    warning = common.busy_warning(m)
-    if warning:
-        lines += [f"> **Warning:** {warning}", ""]
+    lines = common.markdown_heading("SEFN's depth-wise ReLU chain on CPU", m)
     rows = []
     for row in result["rows"]:
         b, c, h, w = row["shape"]

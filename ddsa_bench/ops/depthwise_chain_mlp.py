@@ -63,10 +63,7 @@ def bench_shape(shape: tuple[int, ...], rounds: int, min_run_time: float) -> dic
 
 def render_markdown(result: dict[str, Any]) -> str:
     m = result["machine"]
-    lines = [f"## SEFN's 1×1 → depth-wise ReLU chain → 1×1, inference on CPU ({m['device_name']})", ""]
-    warning = common.busy_warning(m)
-    if warning:
-        lines += [f"> **Warning:** {warning}", ""]
+    lines = common.markdown_heading("SEFN's 1×1 → depth-wise ReLU chain → 1×1, inference on CPU", m)
     rows = []
     for row in result["rows"]:
         b, c, h, w, hidden = row["shape"]
@@ -76,8 +73,7 @@ def render_markdown(result: dict[str, Any]) -> str:
                      *(f"×{sp[n]:.2f}" if sp.get(n) else "–" for n in ("chain", "cpu"))])
     lines.append(common.markdown_table(
         ["B×C×H×W", "eager ms", "chain ms", "ddsa cpu ms", "chain vs eager", "cpu vs eager"], rows))
-    memory = ("after `ddsa_kernels.tune_cpu_memory()`" if result.get("cpu_memory")
-              else "default allocation settings (no `tune_cpu_memory()`)")
+    memory = common.memory_note(result)
     lines += ["", f"torch {m['torch']}, {m['torch_threads']} thread(s), fp32, forward under no_grad, {memory}, commit "
               f"{(m['commit'] or {}).get('sha') or '?'}.", "",
               "* eager = `F.conv2d` 1×1, the chain as chunk + three `F.conv2d(..., groups=C_h)` + ReLU + additions + "

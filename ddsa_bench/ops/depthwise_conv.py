@@ -102,10 +102,7 @@ def _table_rows(rows: list[dict[str, Any]], with_kernel: bool) -> list[list[str]
 
 def render_markdown(result: dict[str, Any]) -> str:
     m = result["machine"]
-    lines = [f"## Depth-wise convolution on CPU ({m['device_name']})", ""]
-    warning = common.busy_warning(m)
-    if warning:
-        lines += [f"> **Warning:** {warning}", ""]
+    lines = common.markdown_heading("Depth-wise convolution on CPU", m)
     times = ["conv2d NCHW ms", "conv2d channels-last ms", "ddsa cpu ms", "cpu vs NCHW", "channels-last vs NCHW"]
     plain = [r for r in result["rows"] if (r.get("kernel", 3), r.get("dilation", 1)) == (3, 1)]
     other = [r for r in result["rows"] if r not in plain]

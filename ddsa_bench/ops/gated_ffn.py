@@ -88,10 +88,7 @@ def bench_shape(shape: tuple[int, ...], rounds: int, min_run_time: float) -> dic
 
 def render_markdown(result: dict[str, Any]) -> str:
     m = result["machine"]
-    lines = [f"## Restormer's gated feed-forward (GDFN) on CPU ({m['device_name']})", ""]
-    warning = common.busy_warning(m)
-    if warning:
-        lines += [f"> **Warning:** {warning}", ""]
+    lines = common.markdown_heading("Restormer's gated feed-forward (GDFN) on CPU", m)
     fwd_rows, step_rows = [], []
     for row in result["rows"]:
         b, c, h, w, hidden = row["shape"]
@@ -107,8 +104,7 @@ def render_markdown(result: dict[str, Any]) -> str:
         ["B×C×H×W", "eager ms", "middle ms", "banded cpu ms", "middle vs eager", "banded vs eager"], fwd_rows))
     lines += ["", "### Training step (forward + backward w.r.t. x and the weights)", ""]
     lines.append(common.markdown_table(["B×C×H×W", "eager ms", "middle ms", "middle vs eager"], step_rows))
-    memory = ("after `ddsa_kernels.tune_cpu_memory()`" if result.get("cpu_memory")
-              else "default allocation settings (no `tune_cpu_memory()`)")
+    memory = common.memory_note(result)
     lines += ["", f"torch {m['torch']}, {m['torch_threads']} thread(s), fp32, no biases, {memory}, commit "
               f"{(m['commit'] or {}).get('sha') or '?'}.", "",
               "* eager = Restormer's `FeedForward`: `F.conv2d` 1×1, depth-wise `F.conv2d`, `chunk`, `F.gelu`, "

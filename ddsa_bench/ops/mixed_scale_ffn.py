@@ -91,10 +91,7 @@ def bench_shape(shape: tuple[int, ...], rounds: int, min_run_time: float) -> dic
 
 def render_markdown(result: dict[str, Any]) -> str:
     m = result["machine"]
-    lines = [f"## DRSformer's mixed-scale feed-forward on CPU ({m['device_name']})", ""]
-    warning = common.busy_warning(m)
-    if warning:
-        lines += [f"> **Warning:** {warning}", ""]
+    lines = common.markdown_heading("DRSformer's mixed-scale feed-forward on CPU", m)
     rows = []
     for row in result["rows"]:
         b, c, h, w = row["shape"]
@@ -108,8 +105,7 @@ def render_markdown(result: dict[str, Any]) -> str:
                          *(f"×{sp[n]:.2f}" if sp.get(n) else "–" for n in ("middle", "cpu"))])
     lines.append(common.markdown_table(
         ["B×C×H×W", "pass", "eager ms", "middle ms", "ddsa cpu ms", "middle vs eager", "cpu vs eager"], rows))
-    memory = ("after `ddsa_kernels.tune_cpu_memory()`" if result.get("cpu_memory")
-              else "default allocation settings (no `tune_cpu_memory()`)")
+    memory = common.memory_note(result)
     lines += ["", f"torch {m['torch']}, {m['torch_threads']} thread(s), fp32, {memory}, commit "
               f"{(m['commit'] or {}).get('sha') or '?'}.", "",
               "* eager = the authors' `F.conv2d` 1×1, depth-wise 3×3 and 5×5 + ReLU, chunk / cat, grouped 3×3 and "
