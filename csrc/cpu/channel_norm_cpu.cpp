@@ -6,9 +6,13 @@
 // a contiguous pixel run of one channel, so it vectorises over pixels, and the per-pixel channel
 // statistics live in T-long accumulators.
 //
-// Statistics are two-pass over the cached tile: the mean first, then the centred sum of squares.
-// A one-pass Σx, Σx² would cost the same reads here (the tile is in cache either way) but loses
-// every digit of the variance when |μ| ≫ σ (Σx²/C − μ² cancels), so it is not used.
+// Statistics are two-pass over the cached tile: the mean first, then the centred sums Σd and Σd²
+// of d = x − μ. A one-pass Σx, Σx² would cost the same reads here (the tile is in cache either way)
+// but loses every digit of the variance when |μ| ≫ σ (Σx²/C − μ² cancels), so it is not used.
+// μ itself is only good to half an ulp of |μ|, which on a near-constant pixel far from zero
+// (x = 2 ± 1e-3) is a sizeable part of every d: the residual mean Σd/C is therefore subtracted
+// again wherever x̂ is formed (forward and backward), as autograd of the plain formula does through
+// μ's own gradient. The saved mean is μ + Σd/C; the backward re-derives its residual from x.
 //
 // float16/bfloat16 tiles are converted to float32 once per tile; accumulation is float32
 // (float64 for float64). dw and db are reduced per work item (each item one partial row), then
@@ -113,11 +117,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_impl(const at::Tensor& x_
   const int64_t T = sp.tile;
   const A c_a = static_cast<A>(C), inv_c = A(1) / c_a, eps_a = static_cast<A>(eps);
   const bool convert = !std::is_same_v<scalar_t, A>;
-  for_items<A>(B * sp.chunks, 2 * T + (convert ? C * T : 0), [&](int64_t item, A* scratch) {
+  for_items<A>(B * sp.chunks, 3 * T + (convert ? C * T : 0), [&](int64_t item, A* scratch) {
     const int64_t b = item / sp.chunks, s = item % sp.chunks;
     A* __restrict m = scratch;
     A* __restrict r = scratch + T;
-    A* buf = scratch + 2 * T;
+    A* __restrict res = scratch + 2 * T;  // residual mean Σd/C
+    A* buf = scratch + 3 * T;
     for (int64_t t = sp.tile_begin(s); t < sp.tile_begin(s + 1); ++t) {
       const int64_t n0 = t * T, len = std::min(T, N - n0);
       int64_t ld;
@@ -127,26 +132,31 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_impl(const at::Tensor& x_
         const A* __restrict xr = rows + c * ld;
         for (int64_t p = 0; p < len; ++p) m[p] += xr[p];
       }
-      for (int64_t p = 0; p < len; ++p) {  // a division, as torch's mean: a constant pixel gives x − μ = 0
+      for (int64_t p = 0; p < len; ++p) {  // a division, as torch's mean
         m[p] /= c_a;
-        r[p] = 0;
+        r[p] = res[p] = 0;
       }
       for (int64_t c = 0; c < C; ++c) {
         const A* __restrict xr = rows + c * ld;
         for (int64_t p = 0; p < len; ++p) {
           const A d = xr[p] - m[p];
+          res[p] += d;
           r[p] += d * d;
         }
       }
-      for (int64_t p = 0; p < len; ++p) r[p] = A(1) / std::sqrt(r[p] * inv_c + eps_a);
-      std::copy(m, m + len, mp + b * N + n0);
+      for (int64_t p = 0; p < len; ++p) {
+        res[p] /= c_a;  // a constant pixel: every d equals res, so (x − μ) − res = 0 exactly
+        r[p] = A(1) / std::sqrt(std::max(A(0), r[p] * inv_c - res[p] * res[p]) + eps_a);
+        mp[b * N + n0 + p] = m[p] + res[p];
+      }
       std::copy(r, r + len, rp + b * N + n0);
       for (int64_t c = 0; c < C; ++c) {
         const A* __restrict xr = rows + c * ld;
         scalar_t* __restrict yr = yp + (b * C + c) * N + n0;
         const A wc = w[c], bc = bb ? bb[c] : A(0);
         if (subtract_mean) {
-          for (int64_t p = 0; p < len; ++p) yr[p] = static_cast<scalar_t>((xr[p] - m[p]) * (r[p] * wc) + bc);
+          for (int64_t p = 0; p < len; ++p)
+            yr[p] = static_cast<scalar_t>(((xr[p] - m[p]) - res[p]) * (r[p] * wc) + bc);
         } else {
           for (int64_t p = 0; p < len; ++p) yr[p] = static_cast<scalar_t>(xr[p] * (r[p] * wc));
         }
@@ -182,11 +192,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_impl(const at::Tensor& g
   const A inv_c = A(1) / static_cast<A>(C);
   const bool convert = !std::is_same_v<scalar_t, A>;
   std::vector<A> partial(items * 2 * C);  // per item: dw (C), db (C)
-  for_items<A>(items, 2 * T + (convert ? 2 * C * T : 0), [&](int64_t item, A* scratch) {
+  for_items<A>(items, 3 * T + (convert ? 2 * C * T : 0), [&](int64_t item, A* scratch) {
     const int64_t b = item / sp.chunks, s = item % sp.chunks;
     A* __restrict sg = scratch;       // mean_c g
     A* __restrict sgx = scratch + T;  // mean_c g·x̂ (or g·x·rstd)
-    A* buf = scratch + 2 * T;
+    A* __restrict res = scratch + 2 * T;  // residual mean of x − μ
+    A* buf = scratch + 3 * T;
     A* dw_part = partial.data() + item * 2 * C;
     A* db_part = dw_part + C;
     std::fill(dw_part, dw_part + 2 * C, A(0));
@@ -197,7 +208,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_impl(const at::Tensor& g
       const A* grows = tile_rows<scalar_t, A>(gp + b * sgb + n0, sgc, C, len, T, buf + C * T, ldg);
       const A* __restrict m = mp + b * N + n0;
       const A* __restrict r = rp + b * N + n0;
-      for (int64_t p = 0; p < len; ++p) sg[p] = sgx[p] = 0;
+      for (int64_t p = 0; p < len; ++p) sg[p] = sgx[p] = res[p] = 0;
+      for (int64_t c = 0; c < C; ++c) {
+        const A* __restrict xr = xrows + c * ldx;
+        for (int64_t p = 0; p < len; ++p) res[p] += xr[p] - m[p];
+      }
+      for (int64_t p = 0; p < len; ++p) res[p] /= static_cast<A>(C);
       for (int64_t c = 0; c < C; ++c) {
         const A* __restrict xr = xrows + c * ldx;
         const A* __restrict gr = grows + c * ldg;
@@ -206,7 +222,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_impl(const at::Tensor& g
         if (subtract_mean) {
 #pragma omp simd reduction(+ : dwc, dbc)
           for (int64_t p = 0; p < len; ++p) {
-            const A xh = (xr[p] - m[p]) * r[p];
+            const A xh = ((xr[p] - m[p]) - res[p]) * r[p];
             const A g = gr[p] * wc;
             sg[p] += g;
             sgx[p] += g * xh;
@@ -236,12 +252,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_impl(const at::Tensor& g
         const A wc = w[c];
         if (subtract_mean) {
           for (int64_t p = 0; p < len; ++p) {
-            const A xh = (xr[p] - m[p]) * r[p];
+            const A xh = ((xr[p] - m[p]) - res[p]) * r[p];
             dr[p] = static_cast<scalar_t>((gr[p] * wc - sg[p] - xh * sgx[p]) * r[p]);
           }
         } else {
           for (int64_t p = 0; p < len; ++p) {
-            const A xh = (xr[p] - m[p]) * r[p];
+            const A xh = ((xr[p] - m[p]) - res[p]) * r[p];
             dr[p] = static_cast<scalar_t>((gr[p] * wc - xh * sgx[p]) * r[p]);
           }
         }
