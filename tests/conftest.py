@@ -34,3 +34,11 @@ def tiny_ckpt(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors")
     save_model(build_model("tiny"), path)
     return path
+
+
+@pytest.fixture
+def one_thread():
+    """The CLI runs that use it pass --threads 1 (2-thread OpenMP stalls on a loaded CI box); restored after."""
+    before = torch.get_num_threads()
+    yield ["--threads", "1"]
+    torch.set_num_threads(before)

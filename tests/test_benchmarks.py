@@ -12,6 +12,8 @@ from ddsa_bench import common, goals, report
 from ddsa_bench.ops import dual_attention as op_bench
 from ddsa_bench.__main__ import main as bench_main
 
+from op_checks import assert_bench_row
+
 
 # ----------------------------------------------------------------------------- byte counts
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
@@ -164,14 +166,6 @@ def test_model_goal_needs_both_throughput_and_memory():
 
 
 # ----------------------------------------------------------------------------- end to end
-@pytest.fixture
-def one_thread():
-    """The CLI runs below use --threads 1 (2-thread OpenMP stalls on a loaded CI box); restore after."""
-    before = torch.get_num_threads()
-    yield ["--threads", "1"]
-    torch.set_num_threads(before)
-
-
 def test_op_bench_cli_writes_every_field(tmp_path, one_thread):
     rc = bench_main(["op", "--device", "cpu", "--quick", "--shapes", "infer-128", "--no-compile",
                      "--min-run-time", "0.01", "--out", str(tmp_path), *one_thread])
@@ -436,13 +430,7 @@ def test_depthwise_chain_bench_writes_every_method(tmp_path, one_thread):
     assert [r["shape"] for r in data["rows"]] == [[1, 4, 9, 7], [2, 3, 5, 6]] == [r["shape"] for r in result["rows"]]
     methods = {"eager"} | ({"cpu"} if data["build_info"]["cpu"] == "available" else set())
     for row in data["rows"]:
-        assert set(row["max_abs_diff_fwd"]) == methods and max(row["max_abs_diff_fwd"].values()) < 1e-5
-        for task in ("fwd", "fwdbwd"):
-            assert set(row[task]) == methods
-            base = row[task]["eager"]["median_ms"]
-            for name, rec in row[task].items():
-                assert len(rec["rounds_ms"]) == 2
-                assert row[f"speedup_{task}"][name] == pytest.approx(base / rec["median_ms"])
+        assert_bench_row(row, methods, "eager", ("fwd", "fwdbwd"))
     assert "| 1×3·4×9×7 | forward |" in (tmp_path / "depthwise_chain.md").read_text()
     with pytest.raises(SystemExit):
         bench_depthwise_chain.main(["--shapes", "1,4,9", "--out", str(tmp_path)])
@@ -458,11 +446,8 @@ def test_depthwise_chain_mlp_bench_writes_every_method(tmp_path, one_thread):
     assert data["cpu_memory"] == {"malloc_retains_freed": result["cpu_memory"]["malloc_retains_freed"]}
     methods = {"eager"} | ({"chain", "cpu"} if data["build_info"]["cpu"] == "available" else set())
     row = data["rows"][0]
-    assert set(row["max_abs_diff_fwd"]) == methods and max(row["max_abs_diff_fwd"].values()) < 1e-5
-    assert set(row["fwd"]) == methods and "fwdbwd" not in row
-    for name, rec in row["fwd"].items():
-        assert len(rec["rounds_ms"]) == 2
-        assert row["speedup_fwd"][name] == pytest.approx(row["fwd"]["eager"]["median_ms"] / rec["median_ms"])
+    assert_bench_row(row, methods, "eager")
+    assert "fwdbwd" not in row
     md = (tmp_path / "depthwise_chain_mlp.md").read_text()
     assert "| 1×4×9×7, 3·3 hidden |" in md and "after `ddsa_kernels.tune_cpu_memory()`" in md
     with pytest.raises(SystemExit):
@@ -478,13 +463,7 @@ def test_depthwise_conv_bench_writes_every_method(tmp_path, one_thread):
     assert [r["shape"] for r in data["rows"]] == [[1, 4, 9, 7], [2, 3, 5, 6]] == [r["shape"] for r in result["rows"]]
     methods = {"conv2d", "conv2d_nhwc"} | ({"cpu"} if data["build_info"]["cpu"] == "available" else set())
     for row in data["rows"]:
-        assert set(row["max_abs_diff_fwd"]) == methods and max(row["max_abs_diff_fwd"].values()) < 1e-5
-        for task in ("fwd", "fwdbwd"):
-            assert set(row[task]) == methods
-            base = row[task]["conv2d"]["median_ms"]
-            for name, rec in row[task].items():
-                assert len(rec["rounds_ms"]) == 2
-                assert row[f"speedup_{task}"][name] == pytest.approx(base / rec["median_ms"])
+        assert_bench_row(row, methods, "conv2d", ("fwd", "fwdbwd"))
     assert "| 1×4×9×7 | forward |" in (tmp_path / "depthwise_conv.md").read_text()
     with pytest.raises(SystemExit):
         bench_depthwise_conv.main(["--shapes", "1,4,9", "--out", str(tmp_path)])

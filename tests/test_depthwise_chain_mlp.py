@@ -16,6 +16,8 @@ from ddsa_kernels.ops.depthwise_chain_mlp import MIN_FUSED_PIXELS
 
 from conv_oracles import chain_mlp_oracle
 from extension_expected import cpu_backend_required
+from op_checks import (PROJECTION_ERRORS_HEAD, PROJECTION_ERRORS_TAIL, assert_low_precision_takes_torch_ops,
+                       compile_fullgraph, per_thread_count, ran, set_arg)
 
 F64 = torch.float64
 HAVE_CPU = cpu_backend_required("depthwise_chain_mlp")  # missing but buildable: the tests run and fail
@@ -69,14 +71,7 @@ def test_float32_error_is_at_rounding_level():
 @needs_cpu
 def test_result_does_not_depend_on_the_thread_count():
     args = _inputs(1, 8, 64, 20, 12, dtype=torch.float32, seed=2)
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        one = _fused(args, 16)
-        torch.set_num_threads(max(2, threads))
-        many = _fused(args, 16)
-    finally:
-        torch.set_num_threads(threads)
+    one, many = per_thread_count(lambda: _fused(args, 16), (1, max(2, torch.get_num_threads())))
     torch.testing.assert_close(one, many, rtol=1e-6, atol=1e-6)
 
 
@@ -105,9 +100,7 @@ def test_gradients_match_autograd_of_the_oracle(backend):
 
 
 def _ran_fused_kernel(fn) -> bool:
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-        fn()
-    return any("depthwise_chain_mlp_fwd" in e.key for e in prof.key_averages())
+    return ran(fn, "depthwise_chain_mlp_fwd")
 
 
 @needs_cpu
@@ -122,24 +115,15 @@ def test_auto_fuses_large_maps_without_gradients_only():
     x = large[0].clone().requires_grad_(True)
     assert not _ran_fused_kernel(lambda: depthwise_chain_mlp(x, *large[1:]))
     # low precision and autocast take torch's ops, bitwise as the eager baseline
-    half = [a.bfloat16() if a is not None else None for a in large]
-    with torch.no_grad():
-        assert not _ran_fused_kernel(lambda: depthwise_chain_mlp(*half))
-        assert torch.equal(depthwise_chain_mlp(*half), eager_depthwise_chain_mlp(*half))
+    assert_low_precision_takes_torch_ops(depthwise_chain_mlp, eager_depthwise_chain_mlp, large,
+                                         ["depthwise_chain_mlp_fwd"])
 
 
 @pytest.mark.parametrize("change,message", [
-    (lambda a: a.__setitem__(0, a[0][:, :, 0]), "x must have shape"),
-    (lambda a: a.__setitem__(1, a[1][:, :-1]), "w_in must have shape"),
-    (lambda a: a.__setitem__(1, a[1][:-1]), "not a multiple of w_dw"),
-    (lambda a: a.__setitem__(3, torch.zeros(3, 1, 2, 2, dtype=F64)), "2×2 kernel"),
-    (lambda a: a.__setitem__(5, a[5][:, :-1]), "w_out must have shape"),
-    (lambda a: a.__setitem__(2, a[2][:-1]), "b_in must have shape"),
-    (lambda a: a.__setitem__(4, a[4][:-1]), "b_dw must have shape"),
-    (lambda a: a.__setitem__(6, a[6][:-1]), "b_out must have shape"),
-    (lambda a: a.__setitem__(3, a[3].float()), "w_dw has dtype torch.float32 but x has dtype torch.float64"),
-    (lambda a: a.__setitem__(0, a[0].long()), "x has dtype torch.int64"),
-    (lambda a: a.__setitem__(5, "w"), "w_out must be a torch.Tensor"),
+    *PROJECTION_ERRORS_HEAD,
+    (set_arg(1, lambda t: t[:-1]), "not a multiple of w_dw"),
+    (set_arg(3, torch.zeros(3, 1, 2, 2, dtype=F64)), "2×2 kernel"),
+    *PROJECTION_ERRORS_TAIL,
 ])
 def test_bad_inputs_are_named(change, message):
     args = list(_inputs(1, 4, 6, 5, 3))
@@ -163,9 +147,7 @@ def test_torch_compile_fullgraph_traces_the_op():
         return depthwise_chain_mlp(x, *args[1:]).sin()
 
     with torch.no_grad():
-        assert torch._dynamo.explain(f)(args[0]).graph_break_count == 0
-        got = torch.compile(f, fullgraph=True, backend="aot_eager")(args[0])
-        torch.testing.assert_close(got, f(args[0]))
+        torch.testing.assert_close(compile_fullgraph(f, args[0])(args[0]), f(args[0]))
 
 
 @needs_cpu

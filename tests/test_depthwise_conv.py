@@ -12,6 +12,7 @@ from ddsa_kernels.testing import naive_depthwise_conv
 from ddsa_kernels._registry import available_backends, resolve_backend
 
 from extension_expected import cpu_backends
+from op_checks import assert_compiled_value_and_grad, assert_thread_count_independent, value_and_grads
 
 F64 = torch.float64
 FUSED = cpu_backends("depthwise_conv")  # "cpu" stays when the extension is missing but buildable: it fails
@@ -30,10 +31,7 @@ def _inputs(b, c, h, w, k, dtype=F64, bias=True, seed=0):
 
 
 def _value_and_grads(fn, x, weight, bias, grad):
-    leaves = [t.detach().clone().requires_grad_(True) if t is not None else None for t in (x, weight, bias)]
-    y = fn(*leaves)
-    inputs = [t for t in leaves if t is not None]
-    return (y.detach(), *torch.autograd.grad(y, inputs, grad.to(y.dtype)))
+    return value_and_grads(fn, (x, weight, bias), grad)
 
 
 def test_naive_oracle_equals_torch_convolution():
@@ -102,19 +100,8 @@ def test_empty_batch():
 @pytest.mark.skipif("cpu" not in FUSED, reason="C++ extension not built")
 def test_cpu_kernel_independent_of_thread_count():
     x, w, _ = _inputs(2, 12, 21, 17, 3, dtype=torch.float32)
-    x.requires_grad_(True)
-    w.requires_grad_(True)
-    before = torch.get_num_threads()
-    results = []
-    try:
-        for threads in (1, 2):
-            torch.set_num_threads(threads)
-            y = depthwise_conv(x, w, backend="cpu")
-            results.append((y.detach(), *torch.autograd.grad(y.square().sum(), (x, w))))
-    finally:
-        torch.set_num_threads(before)
-    for a, b in zip(*results):
-        assert torch.equal(a, b)
+    assert_thread_count_independent(lambda *a: depthwise_conv(*a, backend="cpu"),
+                                    [x.requires_grad_(True), w.requires_grad_(True)])
 
 
 def test_auto_picks_cpu_kernel_then_eager():
@@ -150,18 +137,7 @@ def test_torch_compile_fullgraph_traces_the_op():
     x, w, b = _inputs(1, 4, 8, 8, 3, dtype=torch.float32)
     x.requires_grad_(True)
 
-    def f(t):
-        return depthwise_conv(t, w, b).sin()
-
-    explained = torch._dynamo.explain(f)(x)
-    assert explained.graph_break_count == 0
-    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
-    y = compiled(x)
-    (gx,) = torch.autograd.grad(y.sum(), x)
-    want = f(x)
-    (want_gx,) = torch.autograd.grad(want.sum(), x)
-    torch.testing.assert_close(y, want)
-    torch.testing.assert_close(gx, want_gx)
+    assert_compiled_value_and_grad(lambda t: depthwise_conv(t, w, b).sin(), x)
 
 
 def test_module_is_a_drop_in_conv2d():

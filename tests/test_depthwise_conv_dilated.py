@@ -13,6 +13,7 @@ from ddsa_kernels.testing import naive_depthwise_conv
 from ddsa_kernels.ops.depthwise_conv import reference as reference_backend
 
 from extension_expected import cpu_backends
+from op_checks import assert_compiled_value_and_grad, assert_thread_count_independent
 from test_depthwise_conv import _inputs, _value_and_grads
 
 F64 = torch.float64
@@ -110,19 +111,8 @@ def test_non_contiguous_inputs(backend):
 @pytest.mark.skipif("cpu" not in FUSED, reason="C++ extension not built here on purpose")
 def test_cpu_kernel_independent_of_thread_count():
     x, w, _ = _inputs(2, 12, 21, 17, 5, dtype=torch.float32)
-    x.requires_grad_(True)
-    w.requires_grad_(True)
-    before = torch.get_num_threads()
-    results = []
-    try:
-        for threads in (1, 2):
-            torch.set_num_threads(threads)
-            y = depthwise_conv(x, w, dilation=3, backend="cpu")
-            results.append((y.detach(), *torch.autograd.grad(y.square().sum(), (x, w))))
-    finally:
-        torch.set_num_threads(before)
-    for a, c in zip(*results):
-        assert torch.equal(a, c)
+    assert_thread_count_independent(lambda *a: depthwise_conv(*a, dilation=3, backend="cpu"),
+                                    [x.requires_grad_(True), w.requires_grad_(True)])
 
 
 # ---- deliberately broken variants: the tolerances above must reject each of them ----------------------
@@ -204,18 +194,8 @@ def test_torch_compile_fullgraph_with_dilation(backend):
     x, w, b = _inputs(1, 4, 9, 8, 5, dtype=torch.float32)
     x.requires_grad_(True)
 
-    def f(t):
-        return depthwise_conv(t, w, b, dilation=2, backend=backend).sin()
-
-    explained = torch._dynamo.explain(f)(x)
-    assert explained.graph_break_count == 0
-    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
-    y = compiled(x)
-    (gx,) = torch.autograd.grad(y.sum(), x)
-    want = _oracle(x, w, b, 2).sin()
-    (want_gx,) = torch.autograd.grad(want.sum(), x)
-    torch.testing.assert_close(y, want)
-    torch.testing.assert_close(gx, want_gx)
+    assert_compiled_value_and_grad(lambda t: depthwise_conv(t, w, b, dilation=2, backend=backend).sin(), x,
+                                   want_fn=lambda t: _oracle(t, w, b, 2).sin())
 
 
 @pytest.mark.parametrize("dilation,message", [

@@ -20,6 +20,8 @@ from ddsa_kernels.testing import eager_gated_ffn
 from ddsa_kernels.ops.gated_ffn import MIN_FUSED_PIXELS
 
 from extension_expected import cpu_backend_required
+from op_checks import (PROJECTION_ERRORS_HEAD, PROJECTION_ERRORS_TAIL, assert_low_precision_takes_torch_ops,
+                       compile_fullgraph, per_thread_count, ran, set_arg)
 
 F64 = torch.float64
 HAVE_CPU = cpu_backend_required("gated_ffn")  # a missing but buildable extension fails, never skips
@@ -206,15 +208,12 @@ def test_result_does_not_depend_on_the_thread_count():
     args = _inputs(2, 8, 64, 20, 12, dtype=torch.float32, seed=2)
     u = _pointwise(args[0], args[1], args[2]).requires_grad_(True)
     g = torch.randn(2, 12, 64, 20, generator=torch.Generator().manual_seed(3))
-    threads = torch.get_num_threads()
-    results = []
-    try:
-        for n in (1, max(2, threads), 3):
-            torch.set_num_threads(n)
-            y = gated_depthwise(u, args[3], args[4], backend="cpu")
-            results.append((_banded(args, 16), y, *torch.autograd.grad(y, u, g)))
-    finally:
-        torch.set_num_threads(threads)
+
+    def run():
+        y = gated_depthwise(u, args[3], args[4], backend="cpu")
+        return (_banded(args, 16), y, *torch.autograd.grad(y, u, g))
+
+    results = per_thread_count(run, (1, max(2, torch.get_num_threads()), 3))
     for other in results[1:]:
         torch.testing.assert_close(other[0], results[0][0], rtol=1e-6, atol=1e-6)  # GEMM blocking may differ
         for a, b in zip(other[1:], results[0][1:]):
@@ -225,15 +224,12 @@ def test_result_does_not_depend_on_the_thread_count():
 def test_weight_gradients_do_not_depend_on_the_thread_count():
     u, w, b = _middle_inputs(2, 7, 31, 17, 3, dtype=torch.float32, seed=4)
     g = torch.randn(2, 7, 31, 17, generator=torch.Generator().manual_seed(5))
-    threads = torch.get_num_threads()
-    grads = []
-    try:
-        for n in (1, max(2, threads)):
-            torch.set_num_threads(n)
-            leaves = [t.detach().clone().requires_grad_(True) for t in (u, w, b)]
-            grads.append(torch.autograd.grad(gated_depthwise(*leaves, backend="cpu"), leaves, g))
-    finally:
-        torch.set_num_threads(threads)
+
+    def run():
+        leaves = [t.detach().clone().requires_grad_(True) for t in (u, w, b)]
+        return torch.autograd.grad(gated_depthwise(*leaves, backend="cpu"), leaves, g)
+
+    grads = per_thread_count(run, (1, max(2, torch.get_num_threads())))
     for a, b_ in zip(*grads):
         assert torch.equal(a, b_)
 
@@ -304,10 +300,6 @@ def test_float32_gradients_at_rounding_level():
 
 
 # ---------------------------------------------------------------------------------------------- dispatching
-def _ran(fn, name: str) -> bool:
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-        fn()
-    return any(name in e.key for e in prof.key_averages())
 
 
 @needs_cpu
@@ -316,25 +308,20 @@ def test_auto_runs_the_kernels_on_large_maps_only():
     large = _inputs(1, 2, side, side, 2, dtype=torch.float32)
     small = _inputs(1, 2, side - 1, side, 2, dtype=torch.float32)
     with torch.no_grad():
-        assert _ran(lambda: gated_ffn(*large), "gated_ffn_fwd")
-        assert not _ran(lambda: gated_ffn(*small), "ddsa::")  # small maps: torch's ops
+        assert ran(lambda: gated_ffn(*large), "gated_ffn_fwd")
+        assert not ran(lambda: gated_ffn(*small), "ddsa::")  # small maps: torch's ops
         assert torch.equal(gated_ffn(*small), eager_gated_ffn(*small))
-        assert _ran(lambda: gated_ffn(*small, backend="cpu"), "gated_ffn_fwd")  # named: always the kernels
+        assert ran(lambda: gated_ffn(*small, backend="cpu"), "gated_ffn_fwd")  # named: always the kernels
         u = torch.randn(1, 4, side - 1, side)
-        assert not _ran(lambda: gated_depthwise(u, large[3]), "ddsa::")
-        assert _ran(lambda: gated_depthwise(u, large[3], backend="cpu"), "gated_depthwise_fwd")
-        assert _ran(lambda: gated_depthwise(torch.randn(1, 4, side, side), large[3]), "gated_depthwise_fwd")
+        assert not ran(lambda: gated_depthwise(u, large[3]), "ddsa::")
+        assert ran(lambda: gated_depthwise(u, large[3], backend="cpu"), "gated_depthwise_fwd")
+        assert ran(lambda: gated_depthwise(torch.randn(1, 4, side, side), large[3]), "gated_depthwise_fwd")
     # with gradients: F.conv2d around the fused middle, forward and backward
     x = large[0].clone().requires_grad_(True)
-    assert not _ran(lambda: gated_ffn(x, *large[1:]), "gated_ffn_fwd")
-    assert _ran(lambda: gated_ffn(x, *large[1:]).sum().backward(), "gated_depthwise_bwd")
+    assert not ran(lambda: gated_ffn(x, *large[1:]), "gated_ffn_fwd")
+    assert ran(lambda: gated_ffn(x, *large[1:]).sum().backward(), "gated_depthwise_bwd")
     # low precision and autocast take torch's ops, bitwise as the eager baseline
-    half = [a.bfloat16() if a is not None else None for a in large]
-    with torch.no_grad():
-        assert not _ran(lambda: gated_ffn(*half), "ddsa::")
-        assert torch.equal(gated_ffn(*half), eager_gated_ffn(*half))
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            assert not _ran(lambda: gated_ffn(*large), "ddsa::")
+    assert_low_precision_takes_torch_ops(gated_ffn, eager_gated_ffn, large, ["ddsa::"])
 
 
 def test_registry_orders():
@@ -349,20 +336,13 @@ def test_registry_orders():
 
 # --------------------------------------------------------------------------------------------------- errors
 @pytest.mark.parametrize("change,message", [
-    (lambda a: a.__setitem__(0, a[0][:, :, 0]), "x must have shape"),
-    (lambda a: a.__setitem__(1, a[1][:, :-1]), "w_in must have shape"),
-    (lambda a: a.__setitem__(1, a[1][:-1]), "even number"),
-    (lambda a: a.__setitem__(3, a[3][:-2]), "w_dw must have shape"),
-    (lambda a: a.__setitem__(3, torch.zeros(6, 1, 2, 2, dtype=F64)), "2×2 kernel"),
-    (lambda a: a.__setitem__(3, torch.zeros(6, 1, 9, 9, dtype=F64)), "9×9 kernel"),
-    (lambda a: a.__setitem__(5, a[5][:, :-1]), "w_out must have shape"),
-    (lambda a: a.__setitem__(2, a[2][:-1]), "b_in must have shape"),
-    (lambda a: a.__setitem__(4, a[4][:-1]), "b_dw must have shape"),
-    (lambda a: a.__setitem__(6, a[6][:-1]), "b_out must have shape"),
-    (lambda a: a.__setitem__(3, a[3].float()), "w_dw has dtype torch.float32 but x has dtype torch.float64"),
-    (lambda a: a.__setitem__(0, a[0].long()), "x has dtype torch.int64"),
-    (lambda a: a.__setitem__(5, "w"), "w_out must be a torch.Tensor"),
-    (lambda a: a.__setitem__(1, a[1].to("meta")), "w_in is on meta but x is on cpu"),
+    *PROJECTION_ERRORS_HEAD,
+    (set_arg(1, lambda t: t[:-1]), "even number"),
+    (set_arg(3, lambda t: t[:-2]), "w_dw must have shape"),
+    (set_arg(3, torch.zeros(6, 1, 2, 2, dtype=F64)), "2×2 kernel"),
+    (set_arg(3, torch.zeros(6, 1, 9, 9, dtype=F64)), "9×9 kernel"),
+    *PROJECTION_ERRORS_TAIL,
+    (set_arg(1, lambda t: t.to("meta")), "w_in is on meta but x is on cpu"),
 ])
 def test_bad_inputs_are_named(change, message):
     args = _inputs(1, 4, 6, 5, 3)
@@ -410,18 +390,14 @@ def test_torch_compile_fullgraph_inference_and_training():
         return gated_ffn(x, *weights).sin()
 
     with torch.no_grad():
-        assert torch._dynamo.explain(f)(*args).graph_break_count == 0
-        got = torch.compile(f, fullgraph=True, backend="aot_eager")(*args)
-        torch.testing.assert_close(got, f(*args))
+        torch.testing.assert_close(compile_fullgraph(f, *args)(*args), f(*args))
     small = _inputs(2, 3, 9, 8, 2, seed=9)
     leaves = [a.requires_grad_(True) for a in small]
 
     def train(x, *weights):  # the fused middle's forward and backward custom ops inside the graph
         return gated_ffn(x, *weights, backend="cpu").sin()
 
-    assert torch._dynamo.explain(train)(*leaves).graph_break_count == 0
-    compiled = torch.compile(train, fullgraph=True, backend="aot_eager")
-    got = torch.autograd.grad(compiled(*leaves).sum(), leaves)
+    got = torch.autograd.grad(compile_fullgraph(train, *leaves)(*leaves).sum(), leaves)
     want = torch.autograd.grad(oracle(*leaves).sin().sum(), leaves)
     for a, e in zip(got, want):
         torch.testing.assert_close(a, e, **GRAD)
@@ -429,17 +405,13 @@ def test_torch_compile_fullgraph_inference_and_training():
 
 # --------------------------------------------------------------------------------------------------- benchmark
 @needs_cpu
-def test_bench_writes_every_method_and_they_agree(tmp_path):
+def test_bench_writes_every_method_and_they_agree(tmp_path, one_thread):
     import json
 
     from ddsa_bench.ops import gated_ffn as bench_gated_ffn
 
-    threads = torch.get_num_threads()
-    try:
-        bench_gated_ffn.main(["--shapes", "1,4,9,7,3", "2,3,8,6,2", "--rounds", "2", "--min-run-time", "0.01",
-                              "--threads", "1", "--out", str(tmp_path)])
-    finally:
-        torch.set_num_threads(threads)
+    bench_gated_ffn.main(["--shapes", "1,4,9,7,3", "2,3,8,6,2", "--rounds", "2", "--min-run-time", "0.01",
+                          "--out", str(tmp_path), *one_thread])
     data = json.loads((tmp_path / "gated_ffn.json").read_text())
     assert [row["shape"] for row in data["rows"]] == [[1, 4, 9, 7, 3], [2, 3, 8, 6, 2]]
     for row in data["rows"]:

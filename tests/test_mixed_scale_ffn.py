@@ -16,6 +16,8 @@ from ddsa_kernels.testing import eager_mixed_scale_ffn, naive_mixed_scale_ffn
 from ddsa_kernels.ops.mixed_scale_ffn import MIN_FUSED_PIXELS, mixed_scale_middle
 
 from extension_expected import cpu_backend_required
+from op_checks import (assert_bench_row, assert_low_precision_takes_torch_ops, compile_fullgraph, per_thread_count,
+                       ran, set_arg)
 
 F64 = torch.float64
 TOL = dict(rtol=1e-10, atol=1e-10)
@@ -152,14 +154,7 @@ def test_result_does_not_depend_on_the_thread_count():
         m = mixed_scale_middle(u, *weights, backend="cpu")
         return (z, m.detach(), *torch.autograd.grad(m, [u, *weights], g))
 
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        one = run()
-        torch.set_num_threads(max(2, threads))
-        many = run()
-    finally:
-        torch.set_num_threads(threads)
+    one, many = per_thread_count(run, (1, max(2, torch.get_num_threads())))
     torch.testing.assert_close(one[0], many[0], rtol=1e-6, atol=1e-6)  # the GEMMs' blocking may differ
     for a, b in zip(one[1:], many[1:]):  # the middle: same per-plane work, a fixed reduction order
         assert torch.equal(a, b)
@@ -234,9 +229,7 @@ def test_broken_variants_are_rejected_by_the_same_tolerance(name):
 
 # ----------------------------------------------------------------------------- dispatch
 def _ran(fn, op: str) -> bool:
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-        fn()
-    return any(e.key.endswith(op) for e in prof.key_averages())
+    return ran(fn, op, suffix=True)
 
 
 @needs_cpu
@@ -252,13 +245,9 @@ def test_auto_takes_the_banded_kernel_for_large_maps_without_gradients_only():
     x = large[0].clone().requires_grad_(True)
     assert not _ran(lambda: mixed_scale_ffn(x, *large[1:]), "mixed_scale_ffn_fwd")
     assert _ran(lambda: mixed_scale_ffn(x, *large[1:]).sum().backward(), "mixed_scale_ffn_mid_bwd")
-    # low precision and autocast take torch's ops, bitwise as the eager baseline
-    half = [a.bfloat16() for a in large]
-    with torch.no_grad():
-        assert not _ran(lambda: mixed_scale_ffn(*half), "mixed_scale_ffn_mid_fwd")
-        assert torch.equal(mixed_scale_ffn(*half), eager_mixed_scale_ffn(*half))
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            assert not _ran(lambda: mixed_scale_ffn(*large), "mixed_scale_ffn_fwd")
+    # low precision and autocast take torch's ops (neither kernel), bitwise as the eager baseline
+    assert_low_precision_takes_torch_ops(mixed_scale_ffn, eager_mixed_scale_ffn, large,
+                                         ["mixed_scale_ffn_fwd", "mixed_scale_ffn_mid_fwd"])
 
 
 def test_registry_order():
@@ -285,30 +274,26 @@ def test_cuda_auto_runs_torch_ops_and_matches_the_oracle():
         mixed_scale_ffn(*[a.cuda() for a in args], backend="cpu")
 
 
-def _set(i: int, value) -> Callable[[list], None]:
-    return lambda a: a.__setitem__(i, value(a[i]) if callable(value) else value)
-
-
 @pytest.mark.parametrize("change,message", [
-    (_set(0, lambda t: t[:, :, 0]), "x must have shape"),
-    (_set(1, lambda t: t[:, :-1]), "w_in must have shape"),
-    (_set(1, lambda t: t[:-1]), "even number 2h"),
-    (_set(3, lambda t: t[:-1]), r"w3 must have shape \(6, 1, K, K\)"),
-    (_set(5, lambda t: torch.zeros(6, 1, 4, 4, dtype=F64)), "w5 has a 4×4 kernel"),
-    (_set(5, lambda t: torch.zeros(6, 1, 9, 9, dtype=F64)), "w5 has a 9×9 kernel"),
-    (_set(7, lambda t: t[:, :1]), r"w3_1 must have shape \(3, 2, K, K\)"),
-    (_set(9, lambda t: t[:, :, :, :-1]), r"w5_1 must have shape \(3, 2, K, K\)"),
-    (_set(11, lambda t: t[:, :-1]), "w_out must have shape"),
-    (_set(2, lambda t: t[:-1]), "b_in must have shape"),
-    (_set(4, lambda t: t[:-1]), "b3 must have shape"),
-    (_set(6, lambda t: t[:-1]), "b5 must have shape"),
-    (_set(8, lambda t: t[:-1]), "b3_1 must have shape"),
-    (_set(10, lambda t: t[:-1]), "b5_1 must have shape"),
-    (_set(12, lambda t: t[:-1]), "b_out must have shape"),
-    (_set(7, lambda t: t.float()), "w3_1 has dtype torch.float32 but x has dtype torch.float64"),
-    (_set(0, lambda t: t.long()), "x has dtype torch.int64"),
-    (_set(9, lambda t: t.to("meta")), "w5_1 is on meta but x is on cpu"),
-    (_set(11, "w"), "w_out must be a torch.Tensor"),
+    (set_arg(0, lambda t: t[:, :, 0]), "x must have shape"),
+    (set_arg(1, lambda t: t[:, :-1]), "w_in must have shape"),
+    (set_arg(1, lambda t: t[:-1]), "even number 2h"),
+    (set_arg(3, lambda t: t[:-1]), r"w3 must have shape \(6, 1, K, K\)"),
+    (set_arg(5, lambda t: torch.zeros(6, 1, 4, 4, dtype=F64)), "w5 has a 4×4 kernel"),
+    (set_arg(5, lambda t: torch.zeros(6, 1, 9, 9, dtype=F64)), "w5 has a 9×9 kernel"),
+    (set_arg(7, lambda t: t[:, :1]), r"w3_1 must have shape \(3, 2, K, K\)"),
+    (set_arg(9, lambda t: t[:, :, :, :-1]), r"w5_1 must have shape \(3, 2, K, K\)"),
+    (set_arg(11, lambda t: t[:, :-1]), "w_out must have shape"),
+    (set_arg(2, lambda t: t[:-1]), "b_in must have shape"),
+    (set_arg(4, lambda t: t[:-1]), "b3 must have shape"),
+    (set_arg(6, lambda t: t[:-1]), "b5 must have shape"),
+    (set_arg(8, lambda t: t[:-1]), "b3_1 must have shape"),
+    (set_arg(10, lambda t: t[:-1]), "b5_1 must have shape"),
+    (set_arg(12, lambda t: t[:-1]), "b_out must have shape"),
+    (set_arg(7, lambda t: t.float()), "w3_1 has dtype torch.float32 but x has dtype torch.float64"),
+    (set_arg(0, lambda t: t.long()), "x has dtype torch.int64"),
+    (set_arg(9, lambda t: t.to("meta")), "w5_1 is on meta but x is on cpu"),
+    (set_arg(11, "w"), "w_out must be a torch.Tensor"),
 ])
 def test_bad_inputs_are_named(change, message):
     args = _inputs(1, 4, 6, 5, 3)
@@ -346,12 +331,9 @@ def test_torch_compile_fullgraph_inference_and_training():
         return mixed_scale_ffn(x, *rest).sin()
 
     with torch.no_grad():
-        assert torch._dynamo.explain(f)(*args).graph_break_count == 0
-        got = torch.compile(f, fullgraph=True, backend="aot_eager")(*args)
-        torch.testing.assert_close(got, f(*args))
+        torch.testing.assert_close(compile_fullgraph(f, *args)(*args), f(*args))
     small = [a.requires_grad_(True) for a in _inputs(2, 3, 9, 8, 2, seed=8)]
-    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
-    z = compiled(*small)
+    z = compile_fullgraph(f, *small)(*small)
     grads = torch.autograd.grad(z.sum(), small)
     want = torch.autograd.grad(_oracle(*small).sin().sum(), small)
     for got, exp in zip(grads, want):
@@ -359,17 +341,13 @@ def test_torch_compile_fullgraph_inference_and_training():
 
 
 # ----------------------------------------------------------------------------- benchmark script
-def test_bench_writes_every_method(tmp_path):
+def test_bench_writes_every_method(tmp_path, one_thread):
     import json
 
     from ddsa_bench.ops import mixed_scale_ffn as bench_mixed_scale_ffn
 
-    threads = torch.get_num_threads()
-    try:
-        result = bench_mixed_scale_ffn.main(["--shapes", "1,3,9,7", "2,2,6,5", "--rounds", "2", "--min-run-time",
-                                             "0.01", "--threads", "1", "--out", str(tmp_path)])
-    finally:
-        torch.set_num_threads(threads)
+    result = bench_mixed_scale_ffn.main(["--shapes", "1,3,9,7", "2,2,6,5", "--rounds", "2", "--min-run-time",
+                                         "0.01", "--out", str(tmp_path), *one_thread])
     data = json.loads((tmp_path / "mixed_scale_ffn.json").read_text())
     assert [r["shape"] for r in data["rows"]] == [[1, 3, 9, 7], [2, 2, 6, 5]] == [r["shape"] for r in result["rows"]]
     methods = {"eager"} | ({"middle", "cpu"} if data["build_info"]["cpu"] == "available" else set())
@@ -377,10 +355,7 @@ def test_bench_writes_every_method(tmp_path):
     assert one["hidden"] == int(3 * 2.66) and set(one["fwd"]) == methods and "fwdbwd" not in one
     assert set(batch["fwdbwd"]) == methods - {"middle"}
     for row in data["rows"]:
-        assert set(row["max_abs_diff_fwd"]) == methods and max(row["max_abs_diff_fwd"].values()) < 1e-5
-        for name, rec in row["fwd"].items():
-            assert len(rec["rounds_ms"]) == 2
-            assert row["speedup_fwd"][name] == pytest.approx(row["fwd"]["eager"]["median_ms"] / rec["median_ms"])
+        assert_bench_row(row, methods, "eager")
     md = (tmp_path / "mixed_scale_ffn.md").read_text()
     assert "| 1×3×9×7, 2·7 hidden | inference |" in md and "| 2×2×6×5, 2·5 hidden | forward+backward |" in md
     with pytest.raises(SystemExit):
