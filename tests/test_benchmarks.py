@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 import torch
@@ -474,6 +477,20 @@ RESULTS = common.REPO_ROOT / "ddsa_bench" / "results"
 DEVICE_DIRS = sorted(p for p in RESULTS.iterdir() if p.is_dir() and p.name.startswith(("cpu-", "cuda-")))
 
 
+def _committed_files(folder: Path) -> list[str]:
+    """The paths, relative to ``folder``, of the files git tracks under it: what a fresh clone (CI) holds, without
+    the git-ignored per-run markdown a local benchmark run leaves next to its JSON. Every file on disk where
+    ``folder`` is not in a git checkout that tracks its README.md (an unpacked sdist, no git)."""
+    try:
+        listed = subprocess.run(["git", "ls-files", "-z", "--", "."], cwd=folder, capture_output=True, text=True,
+                                check=True).stdout.split("\0")
+    except (OSError, subprocess.CalledProcessError):
+        listed = []
+    if "README.md" in listed:
+        return sorted(name for name in listed if name)
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+
 def test_every_benchmark_is_a_subcommand(tmp_path, one_thread, capsys):
     from ddsa_bench.__main__ import DELEGATED, build_parser
 
@@ -491,8 +508,6 @@ def test_every_benchmark_is_a_subcommand(tmp_path, one_thread, capsys):
 
 
 def test_gpu_run_subcommand_passes_out_and_dry_run_to_the_script(tmp_path, monkeypatch):
-    import subprocess
-
     from ddsa_bench import __main__ as cli
 
     seen = {}
@@ -532,12 +547,18 @@ def test_report_device_renders_every_json_with_its_provenance(tmp_path, one_thre
 
 
 @pytest.mark.parametrize("folder", DEVICE_DIRS, ids=lambda p: p.name)
-def test_committed_device_page_is_rendered_from_its_json(folder):
+def test_committed_device_page_is_rendered_from_its_json(folder, tmp_path):
+    committed = _committed_files(folder)
+    assert not [name for name in committed if "/" in name], "history folders: keep only the current run"
+    assert not [name for name in committed if name.endswith(".md") and name != "README.md"]
+    copy_of_committed = tmp_path / folder.name  # rendered from the committed files only, as in a fresh clone
+    copy_of_committed.mkdir()
+    for name in committed:
+        shutil.copy2(folder / name, copy_of_committed / name)
     page = (folder / "README.md").read_text(encoding="utf-8")
-    assert page == report.render_device(folder), f"run: ddsa-bench report --device ddsa_bench/results/{folder.name}"
+    assert page == report.render_device(copy_of_committed), \
+        f"run: ddsa-bench report --device ddsa_bench/results/{folder.name}"
     assert "## Other files" not in page  # every committed JSON is one benchmark's current run, rendered
-    assert not [p.name for p in folder.iterdir() if p.suffix == ".md" and p.name != "README.md"]
-    assert not [p for p in folder.iterdir() if p.is_dir()], "history folders: keep only the current run"
 
 
 def test_console_script_points_at_ddsa_bench():
