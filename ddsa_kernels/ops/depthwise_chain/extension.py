@@ -1,25 +1,14 @@
 """The "cpu" backend: the C++ kernels of the compiled extension ``ddsa_kernels._C`` (csrc/cpu).
 
-Signatures as :mod:`ddsa_kernels.ops.depthwise_chain.reference`. When the extension was not compiled
-the import raises an ImportError that says how to build it; the backend registry reports that message
-(``ddsa_kernels.build_info("depthwise_chain")``).
+Signatures as :mod:`ddsa_kernels.ops.depthwise_chain.reference`.
 """
 from __future__ import annotations
 
-from ..._extension import _C, kernel_availability
+from ..._extension import ExtensionKernels, kernel
 
 
-class CPU:
+class CPU(ExtensionKernels):
     """One task per (b, c) plane runs the whole chain with one scratch plane; the backward one task per channel."""
 
-    @staticmethod
-    def availability() -> tuple[bool, str]:
-        return kernel_availability("depthwise_chain_forward_cpu")
-
-    @staticmethod
-    def forward(x, weight, bias):
-        return _C.depthwise_chain_forward_cpu(x, weight, bias)
-
-    @staticmethod
-    def backward(grad_y, x, y, weight):
-        return _C.depthwise_chain_backward_cpu(grad_y, x, y, weight)
+    forward = kernel("depthwise_chain_forward_cpu")  # (x, weight, bias)
+    backward = kernel("depthwise_chain_backward_cpu")  # (grad_y, x, y, weight)
