@@ -71,110 +71,121 @@ class OpSpec:
         return tuple(spec.name for spec in self.backends)
 
 
+def _reference(op: str, summary: str, *, fused: bool = True) -> BackendSpec:
+    """The plain-PyTorch backend ``ops/<op>/reference.py``: any device, float64 capable."""
+    return BackendSpec("reference", f"ddsa_kernels.ops.{op}.reference", _ANY_DEVICE, _ALL_FLOATS, summary, fused=fused)
+
+
+def _triton(op: str, summary: str) -> BackendSpec:
+    """The Triton backend ``ops/<op>/triton.py``: CUDA (or the interpreter on CPU), no float64."""
+    return BackendSpec("triton", f"ddsa_kernels.ops.{op}.triton", ("cuda",), _LOW_AND_FP32, summary,
+                       interpreter_on_cpu=True)
+
+
+def _cpu(op: str, summary: str, dtypes: tuple[torch.dtype, ...] = _ALL_FLOATS) -> BackendSpec:
+    """The C++ kernels of the compiled extension, ``CPU`` of ``ops/<op>/extension.py``."""
+    return BackendSpec("cpu", f"ddsa_kernels.ops.{op}.extension:CPU", ("cpu",), dtypes, summary)
+
+
+def _cuda(op: str, summary: str, max_channels: Optional[int] = None) -> BackendSpec:
+    """The CUDA kernels of the compiled extension, ``CUDA`` of ``ops/<op>/extension.py``: no float64."""
+    return BackendSpec("cuda", f"ddsa_kernels.ops.{op}.extension:CUDA", ("cuda",), _LOW_AND_FP32, summary,
+                       max_channels=max_channels)
+
+
+def _eager(op: str, summary: str) -> BackendSpec:
+    """The unfused baseline ``EAGER`` of ``ops/<op>/naive.py``: the authors' torch ops with plain autograd."""
+    return BackendSpec("eager", f"ddsa_kernels.ops.{op}.naive:EAGER", _ANY_DEVICE, _ALL_FLOATS, summary, fused=False)
+
+
+_FP32_FP64 = (torch.float32, torch.float64)
+# The ops with only a CPU kernel: torch's own convolutions wherever the extension has none (cuDNN is fast on
+# GPUs).
+_CPU_KERNEL_ORDER = {"cuda": ("eager",), "cpu": ("cpu", "eager")}
+_FUSED_KERNEL_ORDER = {"cuda": ("triton", "cuda", "reference"), "cpu": ("cpu", "reference")}
+
 OPS: dict[str, OpSpec] = {
     "dual_attention": OpSpec(
         backends=(
-            BackendSpec("reference", "ddsa_kernels.ops.dual_attention.reference", _ANY_DEVICE, _ALL_FLOATS,
-                        "the two-sweep algorithm in plain PyTorch (float64 capable)"),
-            BackendSpec("triton", "ddsa_kernels.ops.dual_attention.triton", ("cuda",), _LOW_AND_FP32,
-                        "fused Triton kernels", interpreter_on_cpu=True),
-            BackendSpec("cpu", "ddsa_kernels.ops.dual_attention.extension:CPU", ("cpu",), _ALL_FLOATS,
-                        "C++ kernels of the compiled extension"),
-            BackendSpec("cuda", "ddsa_kernels.ops.dual_attention.extension:CUDA", ("cuda",), _LOW_AND_FP32,
-                        "CUDA kernels of the compiled extension (C×C tiles in shared memory)", max_channels=128),
-            BackendSpec("eager", "ddsa_kernels.ops.dual_attention.naive:EAGER", _ANY_DEVICE, _ALL_FLOATS,
-                        "the authors'-style unfused computation with plain autograd (the benchmarks' baseline)",
-                        fused=False),
+            _reference("dual_attention", "the two-sweep algorithm in plain PyTorch (float64 capable)"),
+            _triton("dual_attention", "fused Triton kernels"),
+            _cpu("dual_attention", "C++ kernels of the compiled extension"),
+            _cuda("dual_attention", "CUDA kernels of the compiled extension (C×C tiles in shared memory)",
+                  max_channels=128),
+            _eager("dual_attention",
+                   "the authors'-style unfused computation with plain autograd (the benchmarks' baseline)"),
         ),
-        auto_order={"cuda": ("triton", "cuda", "reference"), "cpu": ("cpu", "reference")},
+        auto_order=_FUSED_KERNEL_ORDER,
         fallback="reference",
     ),
     "channel_norm": OpSpec(
         backends=(
-            BackendSpec("reference", "ddsa_kernels.ops.channel_norm.reference", _ANY_DEVICE, _ALL_FLOATS,
-                        "two-pass statistics and explicit backward in plain PyTorch (float64 capable)"),
-            BackendSpec("triton", "ddsa_kernels.ops.channel_norm.triton", ("cuda",), _LOW_AND_FP32,
-                        "fused Triton kernels over pixel tiles", interpreter_on_cpu=True),
-            BackendSpec("cpu", "ddsa_kernels.ops.channel_norm.extension:CPU", ("cpu",), _ALL_FLOATS,
-                        "C++ kernels of the compiled extension"),
-            BackendSpec("cuda", "ddsa_kernels.ops.channel_norm.extension:CUDA", ("cuda",), _LOW_AND_FP32,
-                        "CUDA kernels of the compiled extension"),
-            BackendSpec("eager", "ddsa_kernels.ops.channel_norm.naive:EAGER", _ANY_DEVICE, _ALL_FLOATS,
-                        "the authors' permute + LayerNorm + permute with plain autograd (the benchmarks' baseline)",
-                        fused=False),
+            _reference("channel_norm",
+                       "two-pass statistics and explicit backward in plain PyTorch (float64 capable)"),
+            _triton("channel_norm", "fused Triton kernels over pixel tiles"),
+            _cpu("channel_norm", "C++ kernels of the compiled extension"),
+            _cuda("channel_norm", "CUDA kernels of the compiled extension"),
+            _eager("channel_norm",
+                   "the authors' permute + LayerNorm + permute with plain autograd (the benchmarks' baseline)"),
         ),
-        auto_order={"cuda": ("triton", "cuda", "reference"), "cpu": ("cpu", "reference")},
+        auto_order=_FUSED_KERNEL_ORDER,
         fallback="reference",
     ),
-    # torch's own convolution wherever the extension has no kernel: cuDNN is fast on GPUs.
     "depthwise_conv": OpSpec(
         backends=(
-            BackendSpec("reference", "ddsa_kernels.ops.depthwise_conv.reference", _ANY_DEVICE, _ALL_FLOATS,
-                        "K² shifted products and explicit backward in plain PyTorch (float64 capable)"),
-            BackendSpec("cpu", "ddsa_kernels.ops.depthwise_conv.extension:CPU", ("cpu",), (torch.float32, torch.float64),
-                        "C++ kernels of the compiled extension, directly on NCHW planes"),
-            BackendSpec("eager", "ddsa_kernels.ops.depthwise_conv.naive:EAGER", _ANY_DEVICE, _ALL_FLOATS,
-                        "torch's own convolution (F.conv2d, groups=C) with plain autograd: cuDNN on CUDA",
-                        fused=False),
+            _reference("depthwise_conv",
+                       "K² shifted products and explicit backward in plain PyTorch (float64 capable)"),
+            _cpu("depthwise_conv", "C++ kernels of the compiled extension, directly on NCHW planes", _FP32_FP64),
+            _eager("depthwise_conv",
+                   "torch's own convolution (F.conv2d, groups=C) with plain autograd: cuDNN on CUDA"),
         ),
-        auto_order={"cuda": ("eager",), "cpu": ("cpu", "eager")},
+        auto_order=_CPU_KERNEL_ORDER,
         fallback="eager",
     ),
     "depthwise_chain": OpSpec(
         backends=(
-            BackendSpec("reference", "ddsa_kernels.ops.depthwise_chain.reference", _ANY_DEVICE, _ALL_FLOATS,
-                        "the chain and its explicit backward in plain PyTorch (float64 capable)"),
-            BackendSpec("cpu", "ddsa_kernels.ops.depthwise_chain.extension:CPU", ("cpu",), (torch.float32, torch.float64),
-                        "C++ kernels of the compiled extension: each plane's whole chain in one task"),
-            BackendSpec("eager", "ddsa_kernels.ops.depthwise_chain.naive:EAGER", _ANY_DEVICE,
-                        _ALL_FLOATS, "the authors' conv2d + relu + cat with plain autograd: cuDNN on CUDA", fused=False),
+            _reference("depthwise_chain", "the chain and its explicit backward in plain PyTorch (float64 capable)"),
+            _cpu("depthwise_chain",
+                 "C++ kernels of the compiled extension: each plane's whole chain in one task", _FP32_FP64),
+            _eager("depthwise_chain", "the authors' conv2d + relu + cat with plain autograd: cuDNN on CUDA"),
         ),
-        auto_order={"cuda": ("eager",), "cpu": ("cpu", "eager")},
+        auto_order=_CPU_KERNEL_ORDER,
         fallback="eager",
     ),
     "depthwise_chain_mlp": OpSpec(
         backends=(
-            BackendSpec("reference", "ddsa_kernels.ops.depthwise_chain_mlp.reference", _ANY_DEVICE, _ALL_FLOATS,
-                        "matrix-product 1×1s around the chain's reference forward in plain PyTorch, autograd "
-                        "(float64 capable)", fused=False),
-            BackendSpec("cpu", "ddsa_kernels.ops.depthwise_chain_mlp.extension:CPU", ("cpu",),
-                        (torch.float32, torch.float64),
-                        "C++ inference kernel: u and y of one band of rows in a per-thread buffer (with gradients: "
-                        "F.conv2d around the chain's cpu kernel)"),
-            BackendSpec("eager", "ddsa_kernels.ops.depthwise_chain_mlp.naive:EAGER", _ANY_DEVICE,
-                        _ALL_FLOATS, "the authors' 1×1 conv2d, chain of conv2d + relu, 1×1 conv2d with plain autograd",
-                        fused=False),
+            _reference("depthwise_chain_mlp", "matrix-product 1×1s around the chain's reference forward in plain "
+                       "PyTorch, autograd (float64 capable)", fused=False),
+            _cpu("depthwise_chain_mlp", "C++ inference kernel: u and y of one band of rows in a per-thread buffer "
+                 "(with gradients: F.conv2d around the chain's cpu kernel)", _FP32_FP64),
+            _eager("depthwise_chain_mlp",
+                   "the authors' 1×1 conv2d, chain of conv2d + relu, 1×1 conv2d with plain autograd"),
         ),
-        auto_order={"cuda": ("eager",), "cpu": ("cpu", "eager")},
+        auto_order=_CPU_KERNEL_ORDER,
         fallback="eager",
     ),
     "gated_ffn": OpSpec(
         backends=(
-            BackendSpec("reference", "ddsa_kernels.ops.gated_ffn.reference", _ANY_DEVICE, _ALL_FLOATS,
-                        "matrix-product 1×1s, the depth-wise reference forward and a·Φ(a) GELU in plain PyTorch, "
-                        "autograd (float64 capable)", fused=False),
-            BackendSpec("cpu", "ddsa_kernels.ops.gated_ffn.extension:CPU", ("cpu",), (torch.float32, torch.float64),
-                        "C++ kernels: banded inference (u of one band of rows in a per-thread buffer); with gradients "
-                        "F.conv2d around the fused depth-wise + GELU gate and its backward"),
-            BackendSpec("eager", "ddsa_kernels.ops.gated_ffn.naive:EAGER", _ANY_DEVICE, _ALL_FLOATS,
-                        "the authors' conv2d 1×1, depth-wise conv2d, chunk, F.gelu, conv2d 1×1 with plain autograd",
-                        fused=False),
+            _reference("gated_ffn", "matrix-product 1×1s, the depth-wise reference forward and a·Φ(a) GELU in "
+                       "plain PyTorch, autograd (float64 capable)", fused=False),
+            _cpu("gated_ffn", "C++ kernels: banded inference (u of one band of rows in a per-thread buffer); with "
+                 "gradients F.conv2d around the fused depth-wise + GELU gate and its backward", _FP32_FP64),
+            _eager("gated_ffn",
+                   "the authors' conv2d 1×1, depth-wise conv2d, chunk, F.gelu, conv2d 1×1 with plain autograd"),
         ),
-        auto_order={"cuda": ("eager",), "cpu": ("cpu", "eager")},
+        auto_order=_CPU_KERNEL_ORDER,
         fallback="eager",
     ),
     "mixed_scale_ffn": OpSpec(
         backends=(
-            BackendSpec("reference", "ddsa_kernels.ops.mixed_scale_ffn.reference", _ANY_DEVICE,
-                        _ALL_FLOATS, "matrix-product 1×1s and each pair of K×K stages as one depth-wise reference "
-                        "forward in plain PyTorch, autograd (float64 capable)", fused=False),
-            BackendSpec("cpu", "ddsa_kernels.ops.mixed_scale_ffn.extension:CPU", ("cpu",), (torch.float32, torch.float64),
-                        "C++ kernels: banded inference (u and m of one band of rows in per-thread buffers); with "
-                        "gradients F.conv2d around the fused depth-wise middle and its backward"),
-            BackendSpec("eager", "ddsa_kernels.ops.mixed_scale_ffn.naive:EAGER", _ANY_DEVICE,
-                        _ALL_FLOATS, "the authors' conv2d / relu / chunk / cat with plain autograd", fused=False),
+            _reference("mixed_scale_ffn", "matrix-product 1×1s and each pair of K×K stages as one depth-wise "
+                       "reference forward in plain PyTorch, autograd (float64 capable)", fused=False),
+            _cpu("mixed_scale_ffn", "C++ kernels: banded inference (u and m of one band of rows in per-thread "
+                 "buffers); with gradients F.conv2d around the fused depth-wise middle and its backward",
+                 _FP32_FP64),
+            _eager("mixed_scale_ffn", "the authors' conv2d / relu / chunk / cat with plain autograd"),
         ),
-        auto_order={"cuda": ("eager",), "cpu": ("cpu", "eager")},
+        auto_order=_CPU_KERNEL_ORDER,
         fallback="eager",
     ),
 }
