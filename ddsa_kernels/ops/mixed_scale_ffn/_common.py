@@ -21,12 +21,13 @@ def _check_depthwise(name: str, weight: Tensor, out_channels: int, in_per_group:
 
 def check_middle(ref: Tensor, two_h: int, w3: Tensor, b3: Optional[Tensor], w5: Tensor, b5: Optional[Tensor],
                  w3_1: Tensor, b3_1: Optional[Tensor], w5_1: Tensor, b5_1: Optional[Tensor],
-                 same_dtype: bool = True) -> int:
-    """Validate the depth-wise stages for 2h projected channels: w3, w5 (2h, 1, K, K), b3, b5 (2h,);
-    w3_1, w5_1 (h, 2, K, K), b3_1, b5_1 (h,); K odd ≤ 7 (each weight its own); all on ref's device (and
-    of its dtype unless ``same_dtype=False``). Returns h."""
+                 same_dtype: bool = True, counted: str = "u's channels") -> int:
+    """Validate the depth-wise stages for 2h projected channels: 2h even and ≥ 2 (``counted`` names where
+    2h comes from in the error), w3, w5 (2h, 1, K, K), b3, b5 (2h,); w3_1, w5_1 (h, 2, K, K), b3_1, b5_1
+    (h,); K odd ≤ 7 (each weight its own); all on ref's device (and of its dtype unless
+    ``same_dtype=False``). Returns h."""
     if two_h < 2 or two_h % 2:
-        raise ValueError(f"the projection must have an even number 2h ≥ 2 of channels, got {two_h}")
+        raise ValueError(f"{counted} must be an even number 2h ≥ 2 (the two halves), got {two_h}")
     h = two_h // 2
     for name, weight, bias, out_channels, per_group in (("w3", w3, b3, two_h, 1), ("w5", w5, b5, two_h, 1),
                                                         ("w3_1", w3_1, b3_1, h, 2), ("w5_1", w5_1, b5_1, h, 2)):
@@ -46,10 +47,8 @@ def check_inputs(x: Tensor, w_in: Tensor, b_in: Optional[Tensor], w3: Tensor, b3
     check_tensor_types(dict(zip(NAMES, args)))
     check_map("x", x)
     two_h = check_pointwise_in(x, w_in, "2h")
-    if two_h < 2 or two_h % 2:
-        raise ValueError(f"w_in must have an even number 2h ≥ 2 of outputs (the two halves), got {two_h}")
+    h = check_middle(x, two_h, w3, b3, w5, b5, w3_1, b3_1, w5_1, b5_1, same_dtype, counted="w_in's outputs")
     check_weight_and_bias(x, w_in, b_in, two_h, same_dtype, ("w_in", "b_in"))
-    h = check_middle(x, two_h, w3, b3, w5, b5, w3_1, b3_1, w5_1, b5_1, same_dtype)
     check_pointwise_out(w_out, two_h, "w_in's outputs")
     check_weight_and_bias(x, w_out, b_out, w_out.shape[0], same_dtype, ("w_out", "b_out"))
     return h
