@@ -1,5 +1,6 @@
 """Pieces every op folder shares: argument checks (every bad input named in the error), the autocast
-rule of ``backend="auto"``, and the holder of an unfused backend's entry points."""
+rule of ``backend="auto"``, the holder of an unfused backend's entry points, and the shapes the custom
+ops' fake (meta) implementations return."""
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -28,6 +29,18 @@ def needs_grad(*tensors: Optional[torch.Tensor]) -> bool:
     """True when autograd will record an op on these tensors (grad mode on and one of them requires grad):
     the inference-only kernels cannot run then."""
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def empty_depthwise_grads(x: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Uninitialised (dx, dweight, dbias) of a depth-wise convolution's backward, for a custom op's fake:
+    x's shape, weight's (C, 1, K, K) and (C,)."""
+    return x.new_empty(x.shape), weight.new_empty(weight.shape), weight.new_empty(weight.shape[:1])
+
+
+def empty_block_output(x: torch.Tensor, w_out: torch.Tensor) -> torch.Tensor:
+    """Uninitialised output of a block over x (B, C, H, W) that ends in the 1×1 convolution w_out
+    (C_out, ·, 1, 1), for a custom op's fake: (B, C_out, H, W) in x's dtype."""
+    return x.new_empty((x.shape[0], w_out.shape[0], x.shape[2], x.shape[3]))
 
 
 def check_tensor_types(named: dict[str, object]) -> None:

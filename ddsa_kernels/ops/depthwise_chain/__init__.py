@@ -25,7 +25,7 @@ from typing import Optional
 import torch
 
 from ... import _registry
-from .._common import autocast_runs_eager
+from .._common import autocast_runs_eager, empty_depthwise_grads
 from ._common import check_inputs
 
 _OP = "depthwise_chain"
@@ -52,7 +52,7 @@ def depthwise_chain_bwd(grad_y: Tensor, x: Tensor, y: Tensor, weight: Tensor,
 
 @depthwise_chain_bwd.register_fake
 def _(grad_y, x, y, weight, backend):
-    return x.new_empty(x.shape), weight.new_empty(weight.shape), weight.new_empty(weight.shape[:1])
+    return empty_depthwise_grads(x, weight)
 
 
 def _setup_context(ctx, inputs, output):

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from ... import _registry
-from .._common import autocast_runs_eager, needs_grad
+from .._common import autocast_runs_eager, empty_block_output, needs_grad
 from ..depthwise_chain import depthwise_chain
 from ._common import check_inputs
 
@@ -45,7 +45,7 @@ def depthwise_chain_mlp_fwd(x: Tensor, w_in: Tensor, b_in: Optional[Tensor], w_d
 
 @depthwise_chain_mlp_fwd.register_fake
 def _(x, w_in, b_in, w_dw, b_dw, w_out, b_out, backend, band):
-    return x.new_empty((x.shape[0], w_out.shape[0], x.shape[2], x.shape[3]))
+    return empty_block_output(x, w_out)
 
 
 def depthwise_chain_mlp(x: Tensor, w_in: Tensor, b_in: Optional[Tensor], w_dw: Tensor, b_dw: Optional[Tensor],

@@ -21,7 +21,7 @@ from typing import Optional
 import torch
 
 from ... import _registry
-from .._common import autocast_runs_eager, needs_grad
+from .._common import autocast_runs_eager, empty_depthwise_grads, needs_grad
 from ._common import check_dilation, check_inputs
 
 _OP = "depthwise_conv"
@@ -48,7 +48,7 @@ def depthwise_conv_bwd(grad_y: Tensor, x: Tensor, weight: Tensor, backend: str,
 
 @depthwise_conv_bwd.register_fake
 def _(grad_y, x, weight, backend, dilation=1):
-    return x.new_empty(x.shape), weight.new_empty(weight.shape), weight.new_empty(weight.shape[:1])
+    return empty_depthwise_grads(x, weight)
 
 
 def _setup_context(ctx, inputs, output):

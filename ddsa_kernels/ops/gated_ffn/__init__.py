@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from ... import _registry
-from .._common import autocast_runs_eager, needs_grad
+from .._common import autocast_runs_eager, empty_block_output, empty_depthwise_grads, needs_grad
 from ._common import check_gated_inputs, check_inputs
 
 _OP = "gated_ffn"
@@ -58,7 +58,7 @@ def gated_ffn_fwd(x: Tensor, w_in: Tensor, b_in: Optional[Tensor], w_dw: Tensor,
 
 @gated_ffn_fwd.register_fake
 def _(x, w_in, b_in, w_dw, b_dw, w_out, b_out, backend, band):
-    return x.new_empty((x.shape[0], w_out.shape[0], x.shape[2], x.shape[3]))
+    return empty_block_output(x, w_out)
 
 
 @torch.library.custom_op("ddsa::gated_depthwise_fwd", mutates_args=())
@@ -80,7 +80,7 @@ def gated_depthwise_bwd(grad_y: Tensor, u: Tensor, w_dw: Tensor, b_dw: Optional[
 
 @gated_depthwise_bwd.register_fake
 def _(grad_y, u, w_dw, b_dw, backend):
-    return u.new_empty(u.shape), w_dw.new_empty(w_dw.shape), w_dw.new_empty(w_dw.shape[:1])
+    return empty_depthwise_grads(u, w_dw)
 
 
 def _setup_context(ctx, inputs, output):

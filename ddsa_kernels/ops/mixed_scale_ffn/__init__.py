@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from ... import _registry
-from .._common import autocast_runs_eager, needs_grad
+from .._common import autocast_runs_eager, empty_block_output, needs_grad
 from ._common import check_inputs, check_middle
 
 _OP = "mixed_scale_ffn"
@@ -46,7 +46,7 @@ def mixed_scale_ffn_fwd(x: Tensor, w_in: Tensor, b_in: OptTensor, w3: Tensor, b3
 
 @mixed_scale_ffn_fwd.register_fake
 def _(x, w_in, b_in, w3, b3, w5, b5, w3_1, b3_1, w5_1, b5_1, w_out, b_out, backend, band):
-    return x.new_empty((x.shape[0], w_out.shape[0], x.shape[2], x.shape[3]))
+    return empty_block_output(x, w_out)
 
 
 @torch.library.custom_op("ddsa::mixed_scale_ffn_mid_fwd", mutates_args=())
