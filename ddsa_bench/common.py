@@ -79,8 +79,12 @@ def spec_bandwidth(name: str) -> Optional[float]:
     return None
 
 
-def machine_info(device: torch.device) -> dict[str, Any]:
-    """Everything needed to tell two benchmark runs apart (device, versions, commit, threads, load)."""
+def machine_info(device: torch.device, ops: Optional[Iterable[str]] = None) -> dict[str, Any]:
+    """Everything needed to tell two benchmark runs apart (device, versions, commit, threads, load).
+
+    ``ddsa_backends`` holds ``ddsa_kernels.build_info`` of the ``ops`` the benchmark times
+    (default: every op, for benchmarks of whole networks).
+    """
     try:
         import triton
 
@@ -116,7 +120,7 @@ def machine_info(device: torch.device) -> dict[str, Any]:
     try:
         from ddsa_kernels import build_info
 
-        info["ddsa_backends"] = build_info()
+        info["ddsa_backends"] = build_info() if ops is None else {op: build_info(op) for op in ops}
     except Exception as exc:  # the package itself failing to import is worth recording, not fatal
         info["ddsa_backends"] = {"error": f"{type(exc).__name__}: {exc}"}
     return info
@@ -303,6 +307,20 @@ def memory_note(result: dict[str, Any]) -> str:
             else "default allocation settings (no `tune_cpu_memory()`)")
 
 
+def write_results(result: dict[str, Any], render_markdown: Callable[[dict[str, Any]], str],
+                  device: torch.device, out: Optional[str] = None) -> Path:
+    """Finish a run: note the load average at its end, write ``<benchmark>.json`` and ``<benchmark>.md``
+    into ``out`` (default: :func:`default_out_dir`) and say where; returns the folder."""
+    result["machine"]["loadavg_at_end"] = loadavg()
+    folder = Path(out) if out else default_out_dir(device)
+    folder.mkdir(parents=True, exist_ok=True)
+    name = result["benchmark"]
+    write_json(folder / f"{name}.json", result)
+    write_text(folder / f"{name}.md", render_markdown(result))
+    print(f"wrote {folder / f'{name}.md'}")
+    return folder
+
+
 def have_matplotlib() -> bool:
     try:
         import matplotlib  # noqa: F401
@@ -325,60 +343,6 @@ def tuned_cpu_memory(tune: bool) -> Optional[dict[str, bool]]:
     from ddsa_kernels import tune_cpu_memory
 
     return {"malloc_retains_freed": tune_cpu_memory()}
-
-
-def shape_bench_main(
-    argv: Optional[list[str]],
-    *,
-    benchmark: str,
-    description: str,
-    default_shapes: Iterable[tuple[int, ...]],
-    shapes_help: str,
-    bench_shape: Callable[[tuple[int, ...], int, float], dict[str, Any]],
-    render_markdown: Callable[[dict[str, Any]], str],
-    build_info: dict[str, str],
-) -> dict[str, Any]:
-    """The command line of the CPU per-shape benchmarks (``ops.depthwise_conv``, ``ops.depthwise_chain``, ...):
-    parse ``--shapes B,C,H,W ... (as many sizes as the default shapes have) --rounds --min-run-time --threads --out``, run ``bench_shape`` on each,
-    print one line per shape, write ``<benchmark>.json`` and ``<benchmark>.md`` into ``--out``."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog=f"ddsa-bench {benchmark.replace('_', '-')}", description=description)
-    parser.add_argument("--shapes", nargs="+", default=[",".join(map(str, s)) for s in default_shapes],
-                        help=shapes_help)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--min-run-time", type=float, default=0.2, help="seconds of timing per measurement")
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads before running")
-    parser.add_argument("--out", default=None, help="output folder (default: ddsa_bench/results/<device-slug>)")
-    parser.add_argument("--tune-cpu-memory", action="store_true",
-                        help="call ddsa_kernels.tune_cpu_memory() first (glibc keeps freed memory), as the ddsa CLIs do")
-    args = parser.parse_args(argv)
-    cpu_memory = tuned_cpu_memory(args.tune_cpu_memory)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device("cpu")
-    arity = len(next(iter(default_shapes)))
-    shapes = []
-    for text in args.shapes:
-        parts = tuple(int(s) for s in text.split(","))
-        if len(parts) != arity or min(parts) < 1:
-            parser.error(f"--shapes takes {arity} positive sizes each ({shapes_help}), got {text!r}")
-        shapes.append(parts)
-    result = {"benchmark": benchmark, "machine": machine_info(device), "build_info": build_info,
-              "cpu_memory": cpu_memory, "rows": []}
-    for shape in shapes:
-        row = bench_shape(shape, args.rounds, args.min_run_time)
-        result["rows"].append(row)
-        print(f"[{benchmark}] {'×'.join(map(str, shape)):<16} " + "  | ".join(
-            f"{label}: " + "  ".join(f"{n} {r['median_ms']:.2f} ms" for n, r in row[task].items())
-            for task, label in (("fwd", "fwd"), ("fwdbwd", "f+b")) if task in row))
-    result["machine"]["loadavg_at_end"] = loadavg()
-    out = Path(args.out) if args.out else default_out_dir(device)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / f"{benchmark}.json", result)
-    write_text(out / f"{benchmark}.md", render_markdown(result))
-    print(f"wrote {out / f'{benchmark}.md'}")
-    return result
 
 
 def time_rounds(fns: dict[str, Callable[[], Any]], device: torch.device, *, rounds: int,

@@ -218,7 +218,7 @@ def cmd_kernels(args) -> int:
         copy_gbps = common.bandwidth_gbps(2 * 256 * 2**20, timing.median_ms)
     result: dict[str, Any] = {
         "benchmark": "kernels",
-        "machine": common.machine_info(device),
+        "machine": common.machine_info(device, ops=("dual_attention",)),
         "copy_gbps": copy_gbps,
         "notes": ["ms per call of each kernel (torch.profiler device time, mean over iterations); "
                   "fwd = backend forward, bwd = backend backward, called directly with saved statistics; "

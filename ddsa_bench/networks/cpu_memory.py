@@ -26,7 +26,6 @@ import statistics
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 from typing import Any, Optional
 
 import torch
@@ -141,12 +140,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     result["median"] = {
         task: {s: {key: statistics.median(run["tasks"][task][key] for run in result["runs"] if run["setting"] == s)
                    for key in ("ms", "faults")} for s in SETTINGS} for task in TASKS}
-    result["machine"]["loadavg_at_end"] = common.loadavg()
-    out = Path(args.out) if args.out else common.default_out_dir(device)
-    out.mkdir(parents=True, exist_ok=True)
-    common.write_json(out / "cpu_memory.json", result)
-    common.write_text(out / "cpu_memory.md", render_markdown(result))
-    print(f"wrote {out / 'cpu_memory.md'}")
+    common.write_results(result, render_markdown, device, args.out)
     return result
 
 

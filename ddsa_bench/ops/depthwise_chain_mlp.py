@@ -27,6 +27,7 @@ from ddsa_kernels import build_info, depthwise_chain, depthwise_chain_mlp
 from ddsa_kernels.testing import eager_depthwise_chain_mlp
 
 from .. import common
+from . import _harness
 
 DEFAULT_SHAPES = ((1, 16, 256, 256, 42), (1, 32, 256, 256, 85), (1, 32, 128, 128, 85), (1, 64, 64, 64, 170),
                   (1, 128, 32, 32, 340))
@@ -45,50 +46,32 @@ def bench_shape(shape: tuple[int, ...], rounds: int, min_run_time: float) -> dic
     if build_info("depthwise_chain_mlp").get("cpu") == "available":
         methods["chain"] = lambda: F.conv2d(depthwise_chain(F.conv2d(x, w_in), w_dw, backend="cpu"), w_out)
         methods["cpu"] = lambda: depthwise_chain_mlp(x, w_in, None, w_dw, None, w_out, backend="cpu")
-    with torch.no_grad():
-        want = methods["eager"]()
-        max_diff = {n: float((fn() - want).abs().max()) for n, fn in methods.items()}
-
-    def forward(name):
-        def run():
-            with torch.no_grad():
-                methods[name]()
-        return run
-
-    row: dict[str, Any] = {"shape": list(shape), "max_abs_diff_fwd": max_diff}
-    row["fwd"], row["speedup_fwd"] = common.interleaved_rounds(
-        {n: forward(n) for n in methods}, "eager", rounds=rounds, min_run_time=min_run_time)
-    return row
+    return _harness.time_variants({"shape": list(shape)}, methods, rounds=rounds, min_run_time=min_run_time)
 
 
 def render_markdown(result: dict[str, Any]) -> str:
-    m = result["machine"]
-    lines = common.markdown_heading("SEFN's 1×1 → depth-wise ReLU chain → 1×1, inference on CPU", m)
     rows = []
     for row in result["rows"]:
         b, c, h, w, hidden = row["shape"]
-        res, sp = row["fwd"], row["speedup_fwd"]
-        rows.append([f"{b}×{c}×{h}×{w}, 3·{hidden} hidden",
-                     *(common.fmt(res[n]["median_ms"]) if n in res else "–" for n in METHODS),
-                     *(f"×{sp[n]:.2f}" if sp.get(n) else "–" for n in ("chain", "cpu"))])
-    lines.append(common.markdown_table(
-        ["B×C×H×W", "eager ms", "chain ms", "ddsa cpu ms", "chain vs eager", "cpu vs eager"], rows))
-    memory = common.memory_note(result)
-    lines += ["", f"torch {m['torch']}, {m['torch_threads']} thread(s), fp32, forward under no_grad, {memory}, commit "
-              f"{(m['commit'] or {}).get('sha') or '?'}.", "",
-              "* eager = `F.conv2d` 1×1, the chain as chunk + three `F.conv2d(..., groups=C_h)` + ReLU + additions + "
-              "`torch.cat`, `F.conv2d` 1×1 (the authors' SEFN without its gate); chain = the same with "
-              "`ddsa_kernels.depthwise_chain` in the middle; ddsa cpu = `ddsa_kernels.depthwise_chain_mlp(..., "
-              "backend=\"cpu\")`, the banded kernel (`backend=\"auto\"` uses it from 128² up).",
-              "* Median over interleaved rounds."]
-    return "\n".join(lines) + "\n"
+        rows.append([f"{b}×{c}×{h}×{w}, 3·{hidden} hidden", *_harness.median_cells(row["fwd"], METHODS),
+                     *_harness.speedup_cells(row["speedup_fwd"], ("chain", "cpu"))])
+    table = common.markdown_table(
+        ["B×C×H×W", "eager ms", "chain ms", "ddsa cpu ms", "chain vs eager", "cpu vs eager"], rows)
+    return _harness.render_page(
+        "SEFN's 1×1 → depth-wise ReLU chain → 1×1, inference on CPU", result["machine"], [table],
+        ["forward under no_grad", common.memory_note(result)],
+        ["eager = `F.conv2d` 1×1, the chain as chunk + three `F.conv2d(..., groups=C_h)` + ReLU + additions + "
+         "`torch.cat`, `F.conv2d` 1×1 (the authors' SEFN without its gate); chain = the same with "
+         "`ddsa_kernels.depthwise_chain` in the middle; ddsa cpu = `ddsa_kernels.depthwise_chain_mlp(..., "
+         "backend=\"cpu\")`, the banded kernel (`backend=\"auto\"` uses it from 128² up).",
+         "Median over interleaved rounds."])
 
 
-def main(argv=None) -> dict[str, Any]:
-    return common.shape_bench_main(
-        argv, benchmark="depthwise_chain_mlp", description=__doc__.splitlines()[0], default_shapes=DEFAULT_SHAPES,
-        shapes_help="B,C,H,W,C_h ... (C_h = hidden channels per group; the block has 3·C_h)",
-        bench_shape=bench_shape, render_markdown=render_markdown, build_info=build_info("depthwise_chain_mlp"))
+BENCHMARK = _harness.ShapeBenchmark(
+    name="depthwise_chain_mlp", description=__doc__.splitlines()[0], default_shapes=DEFAULT_SHAPES,
+    shapes_help="B,C,H,W,C_h ... (C_h = hidden channels per group; the block has 3·C_h)",
+    bench_shape=bench_shape, render_markdown=render_markdown)
+main = BENCHMARK.main  # the command line (see the module docstring); returns the result it wrote
 
 
 if __name__ == "__main__":

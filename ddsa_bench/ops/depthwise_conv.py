@@ -23,8 +23,6 @@ all alike) at torch's current thread count. Writes ``depthwise_conv.json`` and `
 """
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
@@ -33,10 +31,12 @@ import torch.nn.functional as F
 from ddsa_kernels import build_info, depthwise_conv
 
 from .. import common
+from . import _harness
 
 DEFAULT_SHAPES = ((1, 170, 256, 256), (1, 96, 256, 256), (2, 170, 128, 128), (2, 96, 128, 128), (2, 340, 64, 64))
 # DRSformer's MEFC subnet: DilConv's depth-wise K×K convolutions with dilation 2 (B, C, H, W, K, D)
 DILATED_SHAPES = tuple((b, c, s, s, k, 2) for b, s in ((1, 256), (2, 128)) for c in (16, 32) for k in (3, 5, 7))
+METHODS = ("conv2d", "conv2d_nhwc", "cpu")
 
 
 def _methods(c: int, k: int, d: int) -> dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]:
@@ -61,115 +61,56 @@ def bench_shape(shape: tuple[int, ...], rounds: int, min_run_time: float) -> dic
     inputs = {"conv2d": x, "conv2d_nhwc": x.contiguous(memory_format=torch.channels_last), "cpu": x}
     grads = {"conv2d": dy, "conv2d_nhwc": dy.contiguous(memory_format=torch.channels_last), "cpu": dy}
     methods = _methods(size[1], k, d)
-    with torch.no_grad():
-        want = methods["conv2d"](x, w)
-        max_diff = {n: float((fn(inputs[n], w) - want).abs().max()) for n, fn in methods.items()}
-
-    def forward(name):
-        def run():
-            with torch.no_grad():
-                methods[name](inputs[name], w)
-        return run
-
-    def train(name):
-        xin = inputs[name].detach().requires_grad_(True)
-        win = w.detach().requires_grad_(True)
-
-        def run():
-            torch.autograd.grad(methods[name](xin, win), (xin, win), grads[name])
-        return run
-
-    row: dict[str, Any] = {"shape": list(size), "kernel": k, "dilation": d, "max_abs_diff_fwd": max_diff}
-    for task, make in (("fwd", forward), ("fwdbwd", train)):
-        row[task], row[f"speedup_{task}"] = common.interleaved_rounds(
-            {n: make(n) for n in methods}, "conv2d", rounds=rounds, min_run_time=min_run_time)
-    return row
+    return _harness.time_variants(
+        {"shape": list(size), "kernel": k, "dilation": d},
+        {n: (lambda n=n, fn=fn: fn(inputs[n], w)) for n, fn in methods.items()},
+        {n: _harness.grad_step(fn, (inputs[n], w), grads[n]) for n, fn in methods.items()},
+        rounds=rounds, min_run_time=min_run_time)
 
 
 def _table_rows(rows: list[dict[str, Any]], with_kernel: bool) -> list[list[str]]:
     out = []
     for row in rows:
-        for task in ("fwd", "fwdbwd"):
-            res, sp = row[task], row[f"speedup_{task}"]
-            kernel = [f"{row['kernel']}×{row['kernel']}", str(row["dilation"])] if with_kernel else []
-            times = (common.fmt(res[n]["median_ms"]) if n in res else "–" for n in ("conv2d", "conv2d_nhwc", "cpu"))
-            out.append(["×".join(map(str, row["shape"])), *kernel, "forward" if task == "fwd" else "forward+backward",
-                        *times,
-                        f"×{sp['cpu']:.2f}" if sp.get("cpu") else "–",
-                        f"×{sp['conv2d_nhwc']:.2f}" if sp.get("conv2d_nhwc") else "–"])
+        kernel = [f"{row['kernel']}×{row['kernel']}", str(row["dilation"])] if with_kernel else []
+        out += _harness.pass_rows(row, [_harness.shape_label(row), *kernel], METHODS, ("cpu", "conv2d_nhwc"))
     return out
 
 
 def render_markdown(result: dict[str, Any]) -> str:
-    m = result["machine"]
-    lines = common.markdown_heading("Depth-wise convolution on CPU", m)
     times = ["conv2d NCHW ms", "conv2d channels-last ms", "ddsa cpu ms", "cpu vs NCHW", "channels-last vs NCHW"]
     plain = [r for r in result["rows"] if (r.get("kernel", 3), r.get("dilation", 1)) == (3, 1)]
     other = [r for r in result["rows"] if r not in plain]
+    body: list[str] = []
     if plain:
-        lines += ["### 3×3, dilation 1", "", common.markdown_table(["B×C×H×W", "pass", *times],
-                                                                   _table_rows(plain, False)), ""]
+        body += ["### 3×3, dilation 1", "", common.markdown_table(["B×C×H×W", "pass", *times],
+                                                                  _table_rows(plain, False))]
     if other:
-        lines += ["### Other kernels and dilations (dilation 2: DRSformer's MEFC subnet)", "",
-                  common.markdown_table(["B×C×H×W", "kernel", "dilation", "pass", *times], _table_rows(other, True)),
-                  ""]
-    lines += [f"torch {m['torch']}, {m['torch_threads']} thread(s), fp32, commit "
-              f"{(m['commit'] or {}).get('sha') or '?'}.", "",
-              "* conv2d = `F.conv2d(x, w, padding=d·(K // 2), dilation=d, groups=C)` as an `nn.Conv2d` runs it; "
-              "channels-last = the same on an NHWC copy made beforehand (untimed); ddsa cpu = "
-              "`ddsa_kernels.depthwise_conv(..., dilation=d, backend=\"cpu\")` on the NCHW map.",
-              "* forward+backward = gradients of x and the weight. Median over interleaved rounds."]
-    return "\n".join(lines) + "\n"
+        body += [""] if body else []
+        body += ["### Other kernels and dilations (dilation 2: DRSformer's MEFC subnet)", "",
+                 common.markdown_table(["B×C×H×W", "kernel", "dilation", "pass", *times], _table_rows(other, True))]
+    return _harness.render_page(
+        "Depth-wise convolution on CPU", result["machine"], body, [],
+        ["conv2d = `F.conv2d(x, w, padding=d·(K // 2), dilation=d, groups=C)` as an `nn.Conv2d` runs it; "
+         "channels-last = the same on an NHWC copy made beforehand (untimed); ddsa cpu = "
+         "`ddsa_kernels.depthwise_conv(..., dilation=d, backend=\"cpu\")` on the NCHW map.",
+         "forward+backward = gradients of x and the weight. Median over interleaved rounds."])
 
 
 def _parse_shape(text: str) -> Optional[tuple[int, ...]]:
-    try:
-        parts = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        return None
-    if len(parts) not in (4, 6) or min(parts) < 1 or (len(parts) == 6 and parts[4] % 2 == 0):
-        return None
-    return parts
+    parts = _harness.sizes(text, (4, 6))
+    return None if parts is None or (len(parts) == 6 and parts[4] % 2 == 0) else parts
 
 
-def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
-    """The command line (see the module docstring); returns the result written to depthwise_conv.json."""
-    parser = argparse.ArgumentParser(prog="ddsa-bench depthwise-conv",
-                                     description=__doc__.splitlines()[0])
-    parser.add_argument("--shapes", nargs="+", default=[",".join(map(str, s)) for s in DEFAULT_SHAPES + DILATED_SHAPES],
-                        help="B,C,H,W (3×3, dilation 1) or B,C,H,W,K,D (K odd) ...")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--min-run-time", type=float, default=0.2, help="seconds of timing per measurement")
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads before running")
-    parser.add_argument("--out", default=None, help="output folder (default: ddsa_bench/results/<device-slug>)")
-    parser.add_argument("--tune-cpu-memory", action="store_true",
-                        help="call ddsa_kernels.tune_cpu_memory() first (glibc keeps freed memory), "
-                             "as the ddsa CLIs do")
-    args = parser.parse_args(argv)
-    shapes = [_parse_shape(text) for text in args.shapes]
-    for text, shape in zip(args.shapes, shapes):
-        if shape is None:
-            parser.error(f"--shapes takes B,C,H,W or B,C,H,W,K,D (positive, K odd) each, got {text!r}")
-    cpu_memory = common.tuned_cpu_memory(args.tune_cpu_memory)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device("cpu")
-    result = {"benchmark": "depthwise_conv", "machine": common.machine_info(device),
-              "build_info": build_info("depthwise_conv"), "cpu_memory": cpu_memory, "rows": []}
-    for shape in shapes:
-        row = bench_shape(shape, args.rounds, args.min_run_time)
-        result["rows"].append(row)
-        label = "×".join(map(str, row["shape"])) + f" {row['kernel']}×{row['kernel']} d{row['dilation']}"
-        print(f"[depthwise_conv] {label:<24} " + "  | ".join(
-            f"{name}: " + "  ".join(f"{n} {r['median_ms']:.2f} ms" for n, r in row[task].items())
-            for task, name in (("fwd", "fwd"), ("fwdbwd", "f+b"))))
-    result["machine"]["loadavg_at_end"] = common.loadavg()
-    out = Path(args.out) if args.out else common.default_out_dir(device)
-    out.mkdir(parents=True, exist_ok=True)
-    common.write_json(out / "depthwise_conv.json", result)
-    common.write_text(out / "depthwise_conv.md", render_markdown(result))
-    print(f"wrote {out / 'depthwise_conv.md'}")
-    return result
+def _row_label(row: dict[str, Any]) -> str:
+    return _harness.shape_label(row) + f" {row['kernel']}×{row['kernel']} d{row['dilation']}"
+
+
+BENCHMARK = _harness.ShapeBenchmark(
+    name="depthwise_conv", description=__doc__.splitlines()[0], default_shapes=DEFAULT_SHAPES + DILATED_SHAPES,
+    shapes_help="B,C,H,W (3×3, dilation 1) or B,C,H,W,K,D (K odd) ...", bench_shape=bench_shape,
+    render_markdown=render_markdown, parse_shape=_parse_shape,
+    shapes_rule="B,C,H,W or B,C,H,W,K,D (positive, K odd) each", row_label=_row_label, label_width=24)
+main = BENCHMARK.main  # the command line (see the module docstring); returns the result it wrote
 
 
 if __name__ == "__main__":

@@ -389,7 +389,7 @@ def run_op_bench(
         impls = [*BASELINES, *pkg]
     result: dict[str, Any] = {
         "benchmark": "op",
-        "machine": common.machine_info(device),
+        "machine": common.machine_info(device, ops=("dual_attention",)),
         "config": {
             "quick": quick,
             "quick_note": QUICK_NOTE_CPU if (quick and device.type == "cpu") else None,

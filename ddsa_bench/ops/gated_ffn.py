@@ -29,11 +29,20 @@ from ddsa_kernels import build_info, gated_depthwise, gated_ffn
 from ddsa_kernels.testing import eager_gated_ffn
 
 from .. import common
+from . import _harness
 
 DEFAULT_SHAPES = ((1, 16, 256, 256, 42), (1, 32, 128, 128, 85), (1, 64, 64, 64, 170), (1, 128, 32, 32, 340),
                   (2, 16, 128, 128, 42))
 FWD_METHODS = ("eager", "middle", "cpu")
 STEP_METHODS = ("eager", "middle")
+
+
+def _block(name: str, x: torch.Tensor, w_in: torch.Tensor, w_dw: torch.Tensor, w_out: torch.Tensor) -> torch.Tensor:
+    if name == "eager":
+        return eager_gated_ffn(x, w_in, None, w_dw, None, w_out, None)
+    if name == "middle":
+        return F.conv2d(gated_depthwise(F.conv2d(x, w_in), w_dw, None, backend="cpu"), w_out)
+    return gated_ffn(x, w_in, None, w_dw, None, w_out, None, backend="cpu")
 
 
 def bench_shape(shape: tuple[int, ...], rounds: int, min_run_time: float) -> dict[str, Any]:
@@ -44,83 +53,47 @@ def bench_shape(shape: tuple[int, ...], rounds: int, min_run_time: float) -> dic
     w_in = torch.randn(2 * hidden, c, 1, 1, generator=gen) / c ** 0.5
     w_dw = torch.randn(2 * hidden, 1, 3, 3, generator=gen) / 3
     w_out = torch.randn(c, hidden, 1, 1, generator=gen) / hidden ** 0.5
+    grad = torch.randn(b, c, h, w_, generator=gen)
     have_cpu = build_info("gated_ffn").get("cpu") == "available"
-
-    def block(name: str, xs, wi, wd, wo):
-        if name == "eager":
-            return eager_gated_ffn(xs, wi, None, wd, None, wo, None)
-        if name == "middle":
-            return F.conv2d(gated_depthwise(F.conv2d(xs, wi), wd, None, backend="cpu"), wo)
-        return gated_ffn(xs, wi, None, wd, None, wo, None, backend="cpu")
-
-    fwd_names = [n for n in FWD_METHODS if have_cpu or n == "eager"]
-    step_names = [n for n in STEP_METHODS if have_cpu or n == "eager"]
-    with torch.no_grad():
-        want = block("eager", x, w_in, w_dw, w_out)
-        max_diff = {n: float((block(n, x, w_in, w_dw, w_out) - want).abs().max()) for n in fwd_names}
-    leaves = [t.clone().requires_grad_(True) for t in (x, w_in, w_dw, w_out)]
-    grad = torch.randn(want.shape, generator=gen)
-
-    def step_grads(name):
-        return torch.autograd.grad(block(name, *leaves), leaves, grad)
-
-    ref_grads = step_grads("eager")
-    max_diff_grad = {n: max(float((g - r).abs().max()) for g, r in zip(step_grads(n), ref_grads)) for n in step_names}
-
-    def forward(name):
-        def run():
-            with torch.no_grad():
-                block(name, x, w_in, w_dw, w_out)
-        return run
-
-    def step(name):
-        def run():
-            step_grads(name)
-        return run
-
-    row: dict[str, Any] = {"shape": list(shape), "max_abs_diff_fwd": max_diff, "max_abs_diff_grad": max_diff_grad}
-    row["fwd"], row["speedup_fwd"] = common.interleaved_rounds(
-        {n: forward(n) for n in fwd_names}, "eager", rounds=rounds, min_run_time=min_run_time)
-    row["fwdbwd"], row["speedup_fwdbwd"] = common.interleaved_rounds(
-        {n: step(n) for n in step_names}, "eager", rounds=rounds, min_run_time=min_run_time)
-    return row
+    inputs = (x, w_in, w_dw, w_out)
+    return _harness.time_variants(
+        {"shape": list(shape)},
+        {n: (lambda n=n: _block(n, *inputs)) for n in FWD_METHODS if have_cpu or n == "eager"},
+        {n: _harness.grad_step(lambda *t, n=n: _block(n, *t), inputs, grad)
+         for n in STEP_METHODS if have_cpu or n == "eager"},
+        rounds=rounds, min_run_time=min_run_time, compare_grads=True)
 
 
 def render_markdown(result: dict[str, Any]) -> str:
-    m = result["machine"]
-    lines = common.markdown_heading("Restormer's gated feed-forward (GDFN) on CPU", m)
     fwd_rows, step_rows = [], []
     for row in result["rows"]:
         b, c, h, w, hidden = row["shape"]
         label = f"{b}×{c}×{h}×{w}, 2·{hidden} hidden"
-        res, sp = row["fwd"], row["speedup_fwd"]
-        fwd_rows.append([label, *(common.fmt(res[n]["median_ms"]) if n in res else "–" for n in FWD_METHODS),
-                         *(f"×{sp[n]:.2f}" if sp.get(n) else "–" for n in ("middle", "cpu"))])
-        res, sp = row["fwdbwd"], row["speedup_fwdbwd"]
-        step_rows.append([label, *(common.fmt(res[n]["median_ms"]) if n in res else "–" for n in STEP_METHODS),
-                          f"×{sp['middle']:.2f}" if sp.get("middle") else "–"])
-    lines += ["### Inference (forward under no_grad)", ""]
-    lines.append(common.markdown_table(
-        ["B×C×H×W", "eager ms", "middle ms", "banded cpu ms", "middle vs eager", "banded vs eager"], fwd_rows))
-    lines += ["", "### Training step (forward + backward w.r.t. x and the weights)", ""]
-    lines.append(common.markdown_table(["B×C×H×W", "eager ms", "middle ms", "middle vs eager"], step_rows))
-    memory = common.memory_note(result)
-    lines += ["", f"torch {m['torch']}, {m['torch_threads']} thread(s), fp32, no biases, {memory}, commit "
-              f"{(m['commit'] or {}).get('sha') or '?'}.", "",
-              "* eager = Restormer's `FeedForward`: `F.conv2d` 1×1, depth-wise `F.conv2d`, `chunk`, `F.gelu`, "
-              "product, `F.conv2d` 1×1; middle = `F.conv2d` 1×1 around `ddsa_kernels.gated_depthwise` (depth-wise "
-              "convolution + GELU gate fused, forward and backward; what training runs, from 64² up under "
-              "`backend=\"auto\"`); banded cpu = `ddsa_kernels.gated_ffn(..., backend=\"cpu\")` "
-              "without gradients (what `backend=\"auto\"` runs from 64² up).",
-              "* Median over interleaved rounds."]
-    return "\n".join(lines) + "\n"
+        fwd_rows.append([label, *_harness.median_cells(row["fwd"], FWD_METHODS),
+                         *_harness.speedup_cells(row["speedup_fwd"], ("middle", "cpu"))])
+        step_rows.append([label, *_harness.median_cells(row["fwdbwd"], STEP_METHODS),
+                          *_harness.speedup_cells(row["speedup_fwdbwd"], ("middle",))])
+    body = ["### Inference (forward under no_grad)", "",
+            common.markdown_table(["B×C×H×W", "eager ms", "middle ms", "banded cpu ms", "middle vs eager",
+                                   "banded vs eager"], fwd_rows),
+            "", "### Training step (forward + backward w.r.t. x and the weights)", "",
+            common.markdown_table(["B×C×H×W", "eager ms", "middle ms", "middle vs eager"], step_rows)]
+    return _harness.render_page(
+        "Restormer's gated feed-forward (GDFN) on CPU", result["machine"], body,
+        ["no biases", common.memory_note(result)],
+        ["eager = Restormer's `FeedForward`: `F.conv2d` 1×1, depth-wise `F.conv2d`, `chunk`, `F.gelu`, "
+         "product, `F.conv2d` 1×1; middle = `F.conv2d` 1×1 around `ddsa_kernels.gated_depthwise` (depth-wise "
+         "convolution + GELU gate fused, forward and backward; what training runs, from 64² up under "
+         "`backend=\"auto\"`); banded cpu = `ddsa_kernels.gated_ffn(..., backend=\"cpu\")` "
+         "without gradients (what `backend=\"auto\"` runs from 64² up).",
+         "Median over interleaved rounds."])
 
 
-def main(argv=None) -> dict[str, Any]:
-    return common.shape_bench_main(
-        argv, benchmark="gated_ffn", description=__doc__.splitlines()[0], default_shapes=DEFAULT_SHAPES,
-        shapes_help="B,C,H,W,h ... (h = hidden channels; the block has 2h after project_in)",
-        bench_shape=bench_shape, render_markdown=render_markdown, build_info=build_info("gated_ffn"))
+BENCHMARK = _harness.ShapeBenchmark(
+    name="gated_ffn", description=__doc__.splitlines()[0], default_shapes=DEFAULT_SHAPES,
+    shapes_help="B,C,H,W,h ... (h = hidden channels; the block has 2h after project_in)",
+    bench_shape=bench_shape, render_markdown=render_markdown)
+main = BENCHMARK.main  # the command line (see the module docstring); returns the result it wrote
 
 
 if __name__ == "__main__":

@@ -31,10 +31,12 @@ from ddsa_kernels.testing import eager_mixed_scale_ffn
 from ddsa_kernels.ops.mixed_scale_ffn import mixed_scale_middle
 
 from .. import common
+from . import _harness
 
 FACTOR = 2.66
 DEFAULT_SHAPES = ((1, 16, 256, 256), (1, 32, 128, 128), (1, 64, 64, 64), (1, 128, 32, 32), (2, 16, 128, 128))
 METHODS = ("eager", "middle", "cpu")
+PASS_LABELS = {"fwd": "inference", "fwdbwd": "forward+backward"}
 
 
 def block_weights(c: int, gen: torch.Generator) -> list[torch.Tensor]:
@@ -57,71 +59,43 @@ def bench_shape(shape: tuple[int, ...], rounds: int, min_run_time: float) -> dic
     x = torch.randn(b, c, h, w_, generator=gen)
     weights = block_weights(c, gen)
     dz = torch.randn(b, c, h, w_, generator=gen)
-    methods = {"eager": lambda t, ws: eager_mixed_scale_ffn(t, *ws)}
+    methods = {"eager": lambda t, *ws: eager_mixed_scale_ffn(t, *ws)}
     if build_info("mixed_scale_ffn").get("cpu") == "available":
-        methods["middle"] = lambda t, ws: F.conv2d(mixed_scale_middle(F.conv2d(t, ws[0], ws[1]), *ws[2:10],
-                                                                      backend="cpu"), ws[10], ws[11])
-        methods["cpu"] = lambda t, ws: mixed_scale_ffn(t, *ws, backend="cpu")
-    with torch.no_grad():
-        want = methods["eager"](x, weights)
-        max_diff = {n: float((fn(x, weights) - want).abs().max()) for n, fn in methods.items()}
-
-    def forward(name):
-        def run():
-            with torch.no_grad():
-                methods[name](x, weights)
-        return run
-
-    def train(name):
-        leaves = [t.detach().requires_grad_(True) for t in (x, *weights)]
-
-        def run():
-            torch.autograd.grad(methods[name](leaves[0], leaves[1:]), leaves, dz)
-        return run
-
-    row: dict[str, Any] = {"shape": list(shape), "hidden": int(c * FACTOR), "max_abs_diff_fwd": max_diff}
-    row["fwd"], row["speedup_fwd"] = common.interleaved_rounds(
-        {n: forward(n) for n in methods}, "eager", rounds=rounds, min_run_time=min_run_time)
-    if b > 1:
-        train_methods = [n for n in methods if n != "middle"]  # with gradients "cpu" runs the middle
-        row["fwdbwd"], row["speedup_fwdbwd"] = common.interleaved_rounds(
-            {n: train(n) for n in train_methods}, "eager", rounds=rounds, min_run_time=min_run_time)
-    return row
+        methods["middle"] = lambda t, *ws: F.conv2d(mixed_scale_middle(F.conv2d(t, ws[0], ws[1]), *ws[2:10],
+                                                                       backend="cpu"), ws[10], ws[11])
+        methods["cpu"] = lambda t, *ws: mixed_scale_ffn(t, *ws, backend="cpu")
+    train = {}
+    if b > 1:  # with gradients "cpu" runs the middle
+        train = {n: _harness.grad_step(fn, (x, *weights), dz) for n, fn in methods.items() if n != "middle"}
+    return _harness.time_variants(
+        {"shape": list(shape), "hidden": int(c * FACTOR)},
+        {n: (lambda fn=fn: fn(x, *weights)) for n, fn in methods.items()}, train,
+        rounds=rounds, min_run_time=min_run_time)
 
 
 def render_markdown(result: dict[str, Any]) -> str:
-    m = result["machine"]
-    lines = common.markdown_heading("DRSformer's mixed-scale feed-forward on CPU", m)
     rows = []
     for row in result["rows"]:
         b, c, h, w = row["shape"]
-        for task in ("fwd", "fwdbwd"):
-            if task not in row:
-                continue
-            res, sp = row[task], row[f"speedup_{task}"]
-            rows.append([f"{b}×{c}×{h}×{w}, 2·{row['hidden']} hidden",
-                         "inference" if task == "fwd" else "forward+backward",
-                         *(common.fmt(res[n]["median_ms"]) if n in res else "–" for n in METHODS),
-                         *(f"×{sp[n]:.2f}" if sp.get(n) else "–" for n in ("middle", "cpu"))])
-    lines.append(common.markdown_table(
-        ["B×C×H×W", "pass", "eager ms", "middle ms", "ddsa cpu ms", "middle vs eager", "cpu vs eager"], rows))
-    memory = common.memory_note(result)
-    lines += ["", f"torch {m['torch']}, {m['torch_threads']} thread(s), fp32, {memory}, commit "
-              f"{(m['commit'] or {}).get('sha') or '?'}.", "",
-              "* eager = the authors' `F.conv2d` 1×1, depth-wise 3×3 and 5×5 + ReLU, chunk / cat, grouped 3×3 and "
-              "5×5 + ReLU, cat, `F.conv2d` 1×1; middle = `F.conv2d` 1×1 around the fused depth-wise middle "
-              "(`mixed_scale_middle(..., backend=\"cpu\")`); ddsa cpu = `ddsa_kernels.mixed_scale_ffn(..., "
-              "backend=\"cpu\")`: the banded kernel for inference, the middle's forward and backward for training.",
-              "* inference under `no_grad`; forward+backward = gradients of x and all twelve weights and biases. "
-              "Median over interleaved rounds."]
-    return "\n".join(lines) + "\n"
+        rows += _harness.pass_rows(row, [f"{b}×{c}×{h}×{w}, 2·{row['hidden']} hidden"], METHODS, ("middle", "cpu"),
+                                   PASS_LABELS)
+    table = common.markdown_table(
+        ["B×C×H×W", "pass", "eager ms", "middle ms", "ddsa cpu ms", "middle vs eager", "cpu vs eager"], rows)
+    return _harness.render_page(
+        "DRSformer's mixed-scale feed-forward on CPU", result["machine"], [table], [common.memory_note(result)],
+        ["eager = the authors' `F.conv2d` 1×1, depth-wise 3×3 and 5×5 + ReLU, chunk / cat, grouped 3×3 and "
+         "5×5 + ReLU, cat, `F.conv2d` 1×1; middle = `F.conv2d` 1×1 around the fused depth-wise middle "
+         "(`mixed_scale_middle(..., backend=\"cpu\")`); ddsa cpu = `ddsa_kernels.mixed_scale_ffn(..., "
+         "backend=\"cpu\")`: the banded kernel for inference, the middle's forward and backward for training.",
+         "inference under `no_grad`; forward+backward = gradients of x and all twelve weights and biases. "
+         "Median over interleaved rounds."])
 
 
-def main(argv=None) -> dict[str, Any]:
-    return common.shape_bench_main(
-        argv, benchmark="mixed_scale_ffn", description=__doc__.splitlines()[0], default_shapes=DEFAULT_SHAPES,
-        shapes_help="B,C,H,W ... (h = int(2.66·C) hidden channels; B > 1 also times forward+backward)",
-        bench_shape=bench_shape, render_markdown=render_markdown, build_info=build_info("mixed_scale_ffn"))
+BENCHMARK = _harness.ShapeBenchmark(
+    name="mixed_scale_ffn", description=__doc__.splitlines()[0], default_shapes=DEFAULT_SHAPES,
+    shapes_help="B,C,H,W ... (h = int(2.66·C) hidden channels; B > 1 also times forward+backward)",
+    bench_shape=bench_shape, render_markdown=render_markdown)
+main = BENCHMARK.main  # the command line (see the module docstring); returns the result it wrote
 
 
 if __name__ == "__main__":
