@@ -17,20 +17,22 @@ from typing import Iterator, Optional
 import torch
 
 
+def _window(shift: int, size: int) -> tuple[slice, slice]:
+    """(output slice, input slice) along an axis of ``size`` pixels where the map shifted by ``shift``
+    pixels overlaps the image (empty when it does not)."""
+    return slice(max(0, -shift), min(size, size - shift)), slice(max(0, shift), min(size, size + shift))
+
+
 def _overlaps(height: int, width: int, k: int, dilation: int) -> Iterator[tuple[int, int, tuple, tuple]]:
     """(i, j, output window, input window) of every tap whose shifted map overlaps the image; a window
     is (row slice, column slice) of a (…, H, W) tensor."""
     r = k // 2
     for i in range(k):
-        di = (i - r) * dilation
-        rows_out = slice(max(0, -di), min(height, height - di))
-        rows_in = slice(max(0, di), min(height, height + di))
+        rows_out, rows_in = _window((i - r) * dilation, height)
         if rows_out.start >= rows_out.stop:
             continue
         for j in range(k):
-            dj = (j - r) * dilation
-            cols_out = slice(max(0, -dj), min(width, width - dj))
-            cols_in = slice(max(0, dj), min(width, width + dj))
+            cols_out, cols_in = _window((j - r) * dilation, width)
             if cols_out.start >= cols_out.stop:
                 continue
             yield i, j, (rows_out, cols_out), (rows_in, cols_in)
