@@ -114,6 +114,19 @@ def _forward_kernel(
 
 
 @triton.jit
+def _backward_tile(c, C, n_ok, x_ptr, dy_ptr, w_ptr, sx_c, sg_c, x_pix, g_pix):
+    """The backward's tile of channels c: (c < C, the (channel, pixel) mask, c as an int64 column, x and dy
+    in fp32, g = dy·w)."""
+    c_ok = c < C
+    mask = c_ok[:, None] & n_ok[None, :]
+    c64 = c.to(tl.int64)[:, None]
+    x = tl.load(x_ptr + c64 * sx_c + x_pix[None, :], mask=mask, other=0.0).to(tl.float32)
+    dy = tl.load(dy_ptr + c64 * sg_c + g_pix[None, :], mask=mask, other=0.0).to(tl.float32)
+    g = dy * tl.load(w_ptr + c, mask=c_ok, other=0.0)[:, None]
+    return c_ok, mask, c64, x, dy, g
+
+
+@triton.jit
 def _backward_kernel(
     dy_ptr, x_ptr, w_ptr, mean_ptr, rstd_ptr, dx_ptr, part_ptr,
     C, N, W, tiles_per_batch,
@@ -135,13 +148,7 @@ def _backward_kernel(
     cs = tl.arange(0, BLOCK_C)
     part = part_ptr + pid.to(tl.int64) * 2 * C
     if ONE_CHUNK:
-        c_ok = cs < C
-        mask = c_ok[:, None] & n_ok[None, :]
-        c64 = cs.to(tl.int64)[:, None]
-        x = tl.load(x_ptr + c64 * sx_c + x_pix[None, :], mask=mask, other=0.0).to(tl.float32)
-        dy = tl.load(dy_ptr + c64 * sg_c + g_pix[None, :], mask=mask, other=0.0).to(tl.float32)
-        wv = tl.load(w_ptr + cs, mask=c_ok, other=0.0)
-        g = dy * wv[:, None]
+        c_ok, mask, c64, x, dy, g = _backward_tile(cs, C, n_ok, x_ptr, dy_ptr, w_ptr, sx_c, sg_c, x_pix, g_pix)
         xh = tl.where(mask, (x - mean[None, :]) * rstd[None, :], 0.0)  # padding stays 0 (no overflow)
         if SUBTRACT_MEAN:
             mean_g = tl.sum(g, axis=0) / C
@@ -161,12 +168,7 @@ def _backward_kernel(
         acc_gx = tl.zeros((BLOCK_N,), dtype=tl.float32)
         for c0 in range(0, C, BLOCK_C):
             c = c0 + cs
-            c_ok = c < C
-            mask = c_ok[:, None] & n_ok[None, :]
-            c64 = c.to(tl.int64)[:, None]
-            x = tl.load(x_ptr + c64 * sx_c + x_pix[None, :], mask=mask, other=0.0).to(tl.float32)
-            dy = tl.load(dy_ptr + c64 * sg_c + g_pix[None, :], mask=mask, other=0.0).to(tl.float32)
-            g = dy * tl.load(w_ptr + c, mask=c_ok, other=0.0)[:, None]
+            c_ok, mask, c64, x, dy, g = _backward_tile(c, C, n_ok, x_ptr, dy_ptr, w_ptr, sx_c, sg_c, x_pix, g_pix)
             if SUBTRACT_MEAN:
                 xh = (x - mean[None, :]) * rstd[None, :]
                 acc_g += tl.sum(g, axis=0)
@@ -180,12 +182,7 @@ def _backward_kernel(
         mean_gx = acc_gx / C
         for c0 in range(0, C, BLOCK_C):
             c = c0 + cs
-            c_ok = c < C
-            mask = c_ok[:, None] & n_ok[None, :]
-            c64 = c.to(tl.int64)[:, None]
-            x = tl.load(x_ptr + c64 * sx_c + x_pix[None, :], mask=mask, other=0.0).to(tl.float32)
-            dy = tl.load(dy_ptr + c64 * sg_c + g_pix[None, :], mask=mask, other=0.0).to(tl.float32)
-            g = dy * tl.load(w_ptr + c, mask=c_ok, other=0.0)[:, None]
+            c_ok, mask, c64, x, dy, g = _backward_tile(c, C, n_ok, x_ptr, dy_ptr, w_ptr, sx_c, sg_c, x_pix, g_pix)
             xh = tl.where(mask, (x - mean[None, :]) * rstd[None, :], 0.0)
             if SUBTRACT_MEAN:
                 dx = (g - mean_g[None, :] - xh * mean_gx[None, :]) * rstd[None, :]
