@@ -11,9 +11,10 @@ Likewise for dτ and dw, sums over B·H·C² terms of either sign.
 """
 from __future__ import annotations
 
+import pytest
 import torch
 
-from ddsa_kernels import dual_attention
+from ddsa_kernels import ddsa_topk, drsformer_topk, dual_attention, restormer_topk
 from ddsa_kernels.testing import naive_dual_attention
 
 F64 = torch.float64
@@ -199,3 +200,41 @@ def assert_ties_kept(probs, q64, k64, temperature, topk):
         assert torch.equal((probs[:, :, i] > 0).sum(-1), expected)
         tie_seen |= bool((expected > keep).any())
     assert tie_seen, "the construction must put ties at some threshold"
+
+
+# ---- the sweep of the compiled backends' tests against the autograd oracle (test_extension_cpu, _cuda) ----
+BRANCH_SETS = {
+    "ddsa": ddsa_topk,
+    "drsformer": drsformer_topk,
+    "restormer": restormer_topk,
+    "keep1_and_C": lambda c: (1, c),
+}
+# (B, H) per channel count: B·H from 1 to 8.
+BATCH_HEADS = {8: (2, 4), 16: (1, 1), 48: (2, 1), 96: (1, 3)}
+
+
+def over_branch_sets(test):
+    """Parametrizes ``test(channels, pixels, branches)`` over C in BATCH_HEADS, N in (1, 37, 1000) and the
+    names of BRANCH_SETS."""
+    test = pytest.mark.parametrize("branches", list(BRANCH_SETS))(test)
+    test = pytest.mark.parametrize("pixels", [1, 37, 1000])(test)
+    return pytest.mark.parametrize("channels", list(BATCH_HEADS))(test)
+
+
+def branch_set_case(channels, pixels, branches, make, upstream):
+    """(inputs, topk, upstream gradient) of one over_branch_sets case: ``make(B, H, C, N, n_branches=...)`` and
+    ``upstream(shape)`` are the calling test's factories (dtype, device, layout)."""
+    batch, heads = BATCH_HEADS[channels]
+    topk = BRANCH_SETS[branches](channels)
+    return make(batch, heads, channels, pixels, n_branches=len(topk)), topk, upstream((batch, heads, channels, pixels))
+
+
+def run_with_topk(fn, inputs, topk, grad_out):
+    """(fn(*inputs, topk), its gradients w.r.t. every input for ``grad_out``), not detached."""
+    out = fn(*inputs, topk)
+    return (out, *torch.autograd.grad(out, inputs, grad_out.to(out.dtype)))
+
+
+def as64(inputs):
+    """Float64 leaves (requiring grad) with the values of ``inputs``."""
+    return [x.detach().double().requires_grad_() for x in inputs]

@@ -7,8 +7,7 @@ import sys
 import pytest
 import torch
 
-from ddsa_kernels import build_info, ddsa_topk, drsformer_topk, dual_attention
-from ddsa_kernels import restormer_topk
+from ddsa_kernels import build_info, ddsa_topk, dual_attention
 from ddsa_kernels.testing import naive_dual_attention
 
 from ddsa_kernels.ops.dual_attention import reference as reference_backend
@@ -16,21 +15,14 @@ from ddsa_kernels._registry import resolve_backend
 
 import op_cases
 from extension_expected import cpu_backend_required
+from op_cases import NAMES, branch_set_case, over_branch_sets, run_with_topk
+from op_checks import per_thread_count
 
 _REASON = build_info("dual_attention").get("cpu", "unknown")
 if _REASON == "available":
     from ddsa_kernels import _C
 # Skipped only where no build was possible; a missing-but-buildable extension fails these tests.
 requires_cpu = pytest.mark.skipif(not cpu_backend_required(), reason=f"compiled cpu backend not available: {_REASON}")
-
-BRANCH_SETS = {
-    "ddsa": ddsa_topk,
-    "drsformer": drsformer_topk,
-    "restormer": restormer_topk,
-    "keep1_and_C": lambda c: (1, c),
-}
-# (B, H) per channel count: B·H from 1 to 8.
-BATCH_HEADS = {8: (2, 4), 16: (1, 1), 48: (2, 1), 96: (1, 3)}
 
 
 def make_inputs(batch, heads, channels, pixels, dtype=torch.float64, n_branches=2, seed=0):
@@ -46,31 +38,17 @@ def upstream(shape, seed=1):
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 
 
-def run(fn, inputs, topk, grad_out):
-    out = fn(*inputs, topk)
-    return (out, *torch.autograd.grad(out, inputs, grad_out.to(out.dtype)))
-
-
 def cpu_op(q, k, v, t, w, topk):
     return dual_attention(q, k, v, t, w, topk, backend="cpu")
 
 
-def as64(inputs):
-    return [x.detach().double().requires_grad_() for x in inputs]
-
-
 @requires_cpu
-@pytest.mark.parametrize("branches", list(BRANCH_SETS))
-@pytest.mark.parametrize("pixels", [1, 37, 1000])
-@pytest.mark.parametrize("channels", [8, 16, 48, 96])
+@over_branch_sets
 def test_float64_values_and_all_grads_match_autograd_oracle(channels, pixels, branches):
-    batch, heads = BATCH_HEADS[channels]
-    topk = BRANCH_SETS[branches](channels)
-    inputs = make_inputs(batch, heads, channels, pixels, n_branches=len(topk))
-    g = upstream((batch, heads, channels, pixels))
-    got = run(cpu_op, inputs, topk, g)
-    want = run(naive_dual_attention, inputs, topk, g)
-    for name, a, b in zip(("out", "dq", "dk", "dv", "dtemperature", "dweights"), got, want):
+    inputs, topk, g = branch_set_case(channels, pixels, branches, make_inputs, upstream)
+    got = run_with_topk(cpu_op, inputs, topk, g)
+    want = run_with_topk(naive_dual_attention, inputs, topk, g)
+    for name, a, b in zip(NAMES, got, want):
         assert a.shape == b.shape and a.dtype == b.dtype, name
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11, msg=lambda m: f"{name}: {m}")
 
@@ -82,9 +60,9 @@ def test_float32_values_and_grads_close_to_float64_oracle(shape):
     inputs64 = make_inputs(*shape)
     inputs32 = [x.detach().float().requires_grad_() for x in inputs64]
     g = upstream(shape)
-    got = run(cpu_op, inputs32, topk, g)
-    want = run(naive_dual_attention, inputs64, topk, g)
-    for name, a, b in zip(("out", "dq", "dk", "dv", "dtemperature", "dweights"), got, want):
+    got = run_with_topk(cpu_op, inputs32, topk, g)
+    want = run_with_topk(naive_dual_attention, inputs64, topk, g)
+    for name, a, b in zip(NAMES, got, want):
         assert a.dtype == torch.float32, name
         scale = b.abs().max().clamp_min(1e-3)
         assert (a.double() - b).abs().max() <= 1e-5 * scale, name
@@ -111,7 +89,7 @@ def test_both_work_splits_match_oracle(shape):
     inputs = make_inputs(*shape)
     g = upstream(shape)
     topk = (None, shape[2] // 2)
-    for a, b in zip(run(cpu_op, inputs, topk, g), run(naive_dual_attention, inputs, topk, g)):
+    for a, b in zip(run_with_topk(cpu_op, inputs, topk, g), run_with_topk(naive_dual_attention, inputs, topk, g)):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
 
 
@@ -123,8 +101,8 @@ def test_zero_rows_follow_normalize_eps_rule(which):
         (q if which == "q" else k)[1, 0, 3].zero_()
         (q if which == "q" else k)[0, 1, 0].zero_()
     g = upstream(q.shape)
-    got = run(cpu_op, (q, k, v, t, w), (None, 11), g)
-    want = run(naive_dual_attention, (q, k, v, t, w), (None, 11), g)
+    got = run_with_topk(cpu_op, (q, k, v, t, w), (None, 11), g)
+    want = run_with_topk(naive_dual_attention, (q, k, v, t, w), (None, 11), g)
     for a, b in zip(got, want):
         assert torch.isfinite(a).all()
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
@@ -143,8 +121,8 @@ def test_ties_at_threshold_are_all_kept():
     g = upstream(q.shape)
     for topk in ((2,), (None, 2)):
         ww = w[: len(topk)]
-        got = run(cpu_op, (q, k, v, t, ww), topk, g)
-        want = run(naive_dual_attention, (q, k, v, t, ww), topk, g)
+        got = run_with_topk(cpu_op, (q, k, v, t, ww), topk, g)
+        want = run_with_topk(naive_dual_attention, (q, k, v, t, ww), topk, g)
         for a, b in zip(got, want):
             torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
 
@@ -198,13 +176,7 @@ def test_bitwise_deterministic_across_runs_and_thread_counts(shape):
     inputs = make_inputs(*shape, dtype=torch.float32)
     g = upstream(inputs[0].shape)
     threads = torch.get_num_threads()
-    results = []
-    try:
-        for n in (threads, 1, 3, threads):
-            torch.set_num_threads(n)
-            results.append(run(cpu_op, inputs, ddsa_topk(shape[2]), g))
-    finally:
-        torch.set_num_threads(threads)
+    results = per_thread_count(lambda: run_with_topk(cpu_op, inputs, ddsa_topk(shape[2]), g), (threads, 1, 3, threads))
     for other in results[1:]:
         for a, b in zip(results[0], other):
             assert torch.equal(a, b)

@@ -6,22 +6,13 @@ built with CUDA; skips with the reason otherwise, except where a CUDA build was 
 import pytest
 import torch
 
-from ddsa_kernels import build_info, ddsa_topk, drsformer_topk, dual_attention
-from ddsa_kernels import restormer_topk
+from ddsa_kernels import build_info, ddsa_topk, dual_attention
 from ddsa_kernels.testing import naive_dual_attention
 
 import op_cases
+from op_cases import NAMES as GRAD_NAMES, as64, branch_set_case, over_branch_sets, run_with_topk
 
 pytestmark = pytest.mark.gpu
-
-BRANCH_SETS = {
-    "ddsa": ddsa_topk,
-    "drsformer": drsformer_topk,
-    "restormer": restormer_topk,
-    "keep1_and_C": lambda c: (1, c),
-}
-BATCH_HEADS = {8: (2, 4), 16: (1, 1), 48: (2, 1), 96: (1, 3)}
-GRAD_NAMES = ("out", "dq", "dk", "dv", "dtemperature", "dweights")
 
 
 @pytest.fixture(autouse=True)
@@ -40,15 +31,6 @@ def make_inputs(batch, heads, channels, pixels, dtype=torch.float32, n_branches=
     temperature = (torch.rand(heads, generator=gen, dtype=torch.float64) * 2 + 0.25).to(device).requires_grad_()
     weights = (torch.rand(n_branches, generator=gen, dtype=torch.float64) + 0.1).to(device).requires_grad_()
     return q, k, v, temperature, weights
-
-
-def as64(inputs):
-    return [x.detach().double().requires_grad_() for x in inputs]
-
-
-def run(fn, inputs, topk, grad_out):
-    out = fn(*inputs, topk)
-    return (out, *torch.autograd.grad(out, inputs, grad_out.to(out.dtype)))
 
 
 def cuda_op(q, k, v, t, w, topk):
@@ -73,16 +55,11 @@ def assert_close_to_oracle(got, want, rel, inputs, topk, grad_out):
         assert err <= bound, (name, err, scale)
 
 
-@pytest.mark.parametrize("branches", list(BRANCH_SETS))
-@pytest.mark.parametrize("pixels", [1, 37, 1000])
-@pytest.mark.parametrize("channels", [8, 16, 48, 96])
+@over_branch_sets
 def test_float32_values_and_all_grads_match_float64_oracle(channels, pixels, branches):
-    batch, heads = BATCH_HEADS[channels]
-    topk = BRANCH_SETS[branches](channels)
-    inputs = make_inputs(batch, heads, channels, pixels, n_branches=len(topk))
-    g = upstream((batch, heads, channels, pixels))
-    got = run(cuda_op, inputs, topk, g)
-    want = run(naive_dual_attention, as64(inputs), topk, g)
+    inputs, topk, g = branch_set_case(channels, pixels, branches, make_inputs, upstream)
+    got = run_with_topk(cuda_op, inputs, topk, g)
+    want = run_with_topk(naive_dual_attention, as64(inputs), topk, g)
     assert got[0].dtype == torch.float32
     assert_close_to_oracle(got, want, 2e-5, inputs, topk, g)
 
@@ -92,7 +69,7 @@ def test_long_rows_split_over_blocks(shape):
     topk = ddsa_topk(shape[2])
     inputs = make_inputs(*shape)
     g = upstream(shape)
-    assert_close_to_oracle(run(cuda_op, inputs, topk, g), run(naive_dual_attention, as64(inputs), topk, g), 5e-5,
+    assert_close_to_oracle(run_with_topk(cuda_op, inputs, topk, g), run_with_topk(naive_dual_attention, as64(inputs), topk, g), 5e-5,
                            inputs, topk, g)
 
 
@@ -134,10 +111,10 @@ def test_zero_rows_follow_normalize_eps_rule(which):
     with torch.no_grad():
         (q if which == "q" else k)[1, 0, 3].zero_()
     g = upstream(q.shape)
-    got = run(cuda_op, (q, k, v, t, w), (None, 11), g)
+    got = run_with_topk(cuda_op, (q, k, v, t, w), (None, 11), g)
     for a in got:
         assert torch.isfinite(a).all()
-    assert_close_to_oracle(got, run(naive_dual_attention, as64((q, k, v, t, w)), (None, 11), g), 2e-5,
+    assert_close_to_oracle(got, run_with_topk(naive_dual_attention, as64((q, k, v, t, w)), (None, 11), g), 2e-5,
                            (q, k, v, t, w), (None, 11), g)
 
 
@@ -147,8 +124,8 @@ def test_ties_at_threshold_are_all_kept():
         k[0, 0, 3] = k[0, 0, 1]
         k[0, 0, 4] = k[0, 0, 1]
     g = upstream(q.shape)
-    got = run(cuda_op, (q, k, v, t, w[:1]), (2,), g)
-    want = run(naive_dual_attention, as64((q, k, v, t, w[:1])), (2,), g)
+    got = run_with_topk(cuda_op, (q, k, v, t, w[:1]), (2,), g)
+    want = run_with_topk(naive_dual_attention, as64((q, k, v, t, w[:1])), (2,), g)
     assert_close_to_oracle(got, want, 2e-5, (q, k, v, t, w[:1]), (2,), g)
 
 
@@ -171,8 +148,8 @@ def test_strided_layouts_and_expanded_grad():
 def test_bitwise_deterministic():
     inputs = make_inputs(1, 2, 48, 70_000)
     g = upstream(inputs[0].shape)
-    first = run(cuda_op, inputs, ddsa_topk(48), g)
-    second = run(cuda_op, inputs, ddsa_topk(48), g)
+    first = run_with_topk(cuda_op, inputs, ddsa_topk(48), g)
+    second = run_with_topk(cuda_op, inputs, ddsa_topk(48), g)
     for a, b in zip(first, second):
         assert torch.equal(a, b)
 
