@@ -374,36 +374,35 @@ def test_half_on_cpu_runs_bfloat16_autocast_close_to_float32(tmp_path, tiny):
     assert np.abs(half - fp32).mean() < 2e-2 and np.abs(half - fp32).max() < 0.15  # bf16: ~3 significant digits
 
 
+def _refused(tmp_path, weights, capsys, *flags):
+    """ddsa-derain on one image with ``flags``: exit status 2 and no output folder; returns what it wrote to stderr."""
+    _one_image(tmp_path)
+    rc = cli.main([str(tmp_path / "a.png"), "-o", str(tmp_path / "out"), "--weights", weights, *flags])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert not (tmp_path / "out").exists()
+    return err
+
+
 def test_cuda_device_without_a_gpu_is_a_clear_error(tmp_path, tiny, capsys):
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is present")
-    _one_image(tmp_path)
-    rc = cli.main([str(tmp_path / "a.png"), "-o", str(tmp_path / "out"), "--weights", tiny[0], "--device", "cuda"])
-    assert rc == 2
-    assert "error: --device cuda: no CUDA device is available (use --device cpu)" in capsys.readouterr().err
-    assert not (tmp_path / "out").exists()
+    err = _refused(tmp_path, tiny[0], capsys, "--device", "cuda")
+    assert "error: --device cuda: no CUDA device is available (use --device cpu)" in err
 
 
 def test_unknown_attention_backend_is_named_with_the_known_ones(tmp_path, tiny, capsys):
-    _one_image(tmp_path)
-    rc = cli.main([str(tmp_path / "a.png"), "-o", str(tmp_path / "out"), "--weights", tiny[0], "--device", "cpu",
-                   "--attention-backend", "fastest"])
-    err = capsys.readouterr().err
-    assert rc == 2
+    err = _refused(tmp_path, tiny[0], capsys, "--device", "cpu", "--attention-backend", "fastest")
     assert "error: --attention-backend: backend='fastest' is not a known backend; choose one of: auto," in err
-    assert "could not load weights" not in err and not (tmp_path / "out").exists()
+    assert "could not load weights" not in err
 
 
 def test_unavailable_attention_backend_fails_before_any_image(tmp_path, tiny, capsys):
     """A known backend that cannot run here (the CUDA kernels on a CPU tensor) is one error line
     with the reason, exit 2, and no image processed, instead of one failure per image."""
-    _one_image(tmp_path)
-    rc = cli.main([str(tmp_path / "a.png"), "-o", str(tmp_path / "out"), "--weights", tiny[0], "--device", "cpu",
-                   "--attention-backend", "cuda"])
-    err = capsys.readouterr().err
-    assert rc == 2
+    err = _refused(tmp_path, tiny[0], capsys, "--device", "cpu", "--attention-backend", "cuda")
     assert "error: --attention-backend cuda on cpu (float32): backend='cuda'" in err
-    assert "failed" not in err and not (tmp_path / "out").exists()
+    assert "failed" not in err
 
 
 @pytest.mark.gpu

@@ -191,21 +191,24 @@ def test_datb_residual_structure():
         torch.testing.assert_close(block(x.float()).double(), expected, rtol=1e-4, atol=1e-5)
 
 
+def _pixel_phases(packed, spatial):
+    """(packed[:, 4c + 2i + j], spatial[:, c, i::2, j::2]) for every channel c of ``spatial`` and 2×2 phase
+    (i, j): the pairs PixelUnshuffle(2) / PixelShuffle(2) make equal, listed from the layout written out here."""
+    return [(packed[:, c * 4 + i * 2 + j], spatial[:, c, i::2, j::2])
+            for c in range(spatial.shape[1]) for i in range(2) for j in range(2)]
+
+
 def test_downsample_upsample_layout():
     x = torch.randn(2, 6, 4, 6, dtype=torch.float64)
     down = Downsample(6)
     y = conv3x3(x, down.conv.weight)  # (2, 3, 4, 6)
     out = down(x.float()).double()
     assert out.shape == (2, 12, 2, 3)
-    for c in range(3):
-        for i in range(2):
-            for j in range(2):
-                torch.testing.assert_close(out[:, c * 4 + i * 2 + j], y[:, c, i::2, j::2], rtol=1e-5, atol=1e-5)
+    for got, want in _pixel_phases(out, y):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     up = Upsample(6)
     z = conv3x3(x, up.conv.weight)  # (2, 12, 4, 6)
     out = up(x.float()).double()
     assert out.shape == (2, 3, 8, 12)
-    for c in range(3):
-        for i in range(2):
-            for j in range(2):
-                torch.testing.assert_close(out[:, c, i::2, j::2], z[:, c * 4 + i * 2 + j], rtol=1e-5, atol=1e-5)
+    for want, got in _pixel_phases(z, out):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
