@@ -47,7 +47,7 @@ the fall direction d = (sin θ, cos θ) blurred by an isotropic Gaussian of σ =
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
 
 import numpy as np
@@ -401,6 +401,17 @@ def _join_dtype(out: np.ndarray, like: np.ndarray, scale: float) -> np.ndarray:
     return np.clip(np.round(out * scale), 0, scale).astype(like.dtype)
 
 
+def _rain_on_colour(image: np.ndarray, dtype: type, rain: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """``image`` with its colour channels, as ``dtype`` in [0, 1] and (H, W, C), replaced by ``rain`` of
+    them; an alpha channel passes through. Returns the shape and dtype of ``image``."""
+    image, scale, colour = _split_dtype(image)
+    img = image.astype(dtype) / dtype(scale)
+    img3 = img[:, :, None] if img.ndim == 2 else img
+    out = img3.copy()
+    out[:, :, :colour] = rain(img3[:, :, :colour])
+    return _join_dtype(out[:, :, 0] if img.ndim == 2 else out, image, scale)
+
+
 def synthesize_rain(
     image: np.ndarray,
     preset: str | RainParams = "light",
@@ -412,15 +423,8 @@ def synthesize_rain(
     channel (C = 2 or 4) passes through unchanged. preset: ``light``, ``heavy``, ``mixed`` or a
     :class:`RainParams`. rng: a numpy Generator or seed; the same seed gives the same rain.
     """
-    image, scale, colour = _split_dtype(image)
-    h, w = image.shape[:2]
-    rain = rain_components(h, w, preset, rng)
-    img = image.astype(np.float32) / np.float32(scale) if scale != 1.0 else image.astype(np.float32)
-    img3 = img[:, :, None] if img.ndim == 2 else img
-    out = img3.copy()
-    out[:, :, :colour] = compose_rain(img3[:, :, :colour], rain)
-    out = out[:, :, 0] if img.ndim == 2 else out
-    return _join_dtype(out, image, scale)
+    return _rain_on_colour(image, np.float32,
+                           lambda clean: compose_rain(clean, rain_components(*clean.shape[:2], preset, rng)))
 
 
 def preset_statistics(
@@ -514,15 +518,9 @@ def add_rain(
     blur: Gaussian σ in px of the streaks; brightness: peak streak intensity in [0, 1].
     rng: a numpy Generator or an int seed; the same seed gives the same rain.
     """
-    image, scale, colour = _split_dtype(image)
-    h, w = image.shape[:2]
-    rain = rain_layer(h, w, density=density, length=length, angle=angle, blur=blur,
-                      brightness=brightness, rng=rng).astype(np.float64)
-    img = image.astype(np.float64) / scale
-    if img.ndim == 2:
-        out = img + rain - img * rain
-    else:
-        out = img.copy()
-        c = img[:, :, :colour]
-        out[:, :, :colour] = c + rain[:, :, None] - c * rain[:, :, None]
-    return _join_dtype(out, image, scale)
+    def screen(clean: np.ndarray) -> np.ndarray:
+        rain = rain_layer(*clean.shape[:2], density=density, length=length, angle=angle, blur=blur,
+                          brightness=brightness, rng=rng).astype(np.float64)[:, :, None]
+        return clean + rain - clean * rain
+
+    return _rain_on_colour(image, np.float64, screen)
