@@ -29,7 +29,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 import torch
 
@@ -77,7 +77,33 @@ _BLOCK = {  # within a DATB block (branch weights handled separately)
        for b in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")},
 }
 _BRANCH_WEIGHTS = ("attn.attn", "attn.attn1")  # (dense w₀, top-k w₁)
-_BLOCK_RE = re.compile(r"^(" + "|".join(sorted(_STAGES, key=len, reverse=True)) + r")\.(\d+)\.(.+)$")
+
+
+class _Renamer:
+    """Renames one network's tensor names to the other's: whole names outside the DATB stages, and the
+    ``<stage>.<i>.`` prefix of a block's tensors (the rest of the name is left to the caller)."""
+
+    def __init__(self, plain: Mapping[str, str], stages: Mapping[str, str]) -> None:
+        self.plain, self.stages = dict(plain), dict(stages)
+        self._block = re.compile(r"^(" + "|".join(sorted(stages, key=len, reverse=True)) + r")\.(\d+)\.(.+)$")
+
+    def inverse(self) -> _Renamer:
+        return _Renamer({v: k for k, v in self.plain.items()}, {v: k for k, v in self.stages.items()})
+
+    def split(self, name: str) -> Optional[tuple[str, Optional[str]]]:
+        """(the renamed name, None) for a whole-name rename; (the renamed ``<stage>.<i>.`` prefix, the rest
+        of the name) for a block's tensor; None for a name of neither kind."""
+        if name in self.plain:
+            return self.plain[name], None
+        m = self._block.match(name)
+        if m is None:
+            return None
+        stage, index, rest = m.groups()
+        return f"{self.stages[stage]}.{index}.", rest
+
+
+_TO_DDSA = _Renamer(_PLAIN, _STAGES)
+_TO_OFFICIAL = _TO_DDSA.inverse()
 _OPTIONAL = ("num_batches_tracked",)  # old BatchNorm state dicts lack it; it does not affect outputs
 
 PathOrStateDict = Union[str, os.PathLike, Mapping[str, Any]]
@@ -93,19 +119,15 @@ def official_to_ddsa(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tenso
     branch: dict[str, dict[int, torch.Tensor]] = {}
     unknown = []
     for name, tensor in state.items():
-        if name in _PLAIN:
-            out[_PLAIN[name]] = tensor
-            continue
-        m = _BLOCK_RE.match(name)
-        if m is None:
+        renamed, rest = _TO_DDSA.split(name) or (None, None)
+        if renamed is None:
             unknown.append(name)
-            continue
-        stage, index, rest = m.groups()
-        prefix = f"{_STAGES[stage]}.{index}."
-        if rest in _BLOCK:
-            out[prefix + _BLOCK[rest]] = tensor
+        elif rest is None:
+            out[renamed] = tensor
+        elif rest in _BLOCK:
+            out[renamed + _BLOCK[rest]] = tensor
         elif rest in _BRANCH_WEIGHTS:
-            branch.setdefault(prefix + "attn.core.weights", {})[_BRANCH_WEIGHTS.index(rest)] = tensor
+            branch.setdefault(renamed + "attn.core.weights", {})[_BRANCH_WEIGHTS.index(rest)] = tensor
         else:
             unknown.append(name)
     if unknown:
@@ -124,27 +146,21 @@ def official_to_ddsa(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tenso
 
 def ddsa_to_official(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The inverse of :func:`official_to_ddsa`: this package's names → the authors' names."""
-    plain = {v: k for k, v in _PLAIN.items()}
-    stages = {v: k for k, v in _STAGES.items()}
     block = {v: k for k, v in _BLOCK.items()}
-    pattern = re.compile(r"^(" + "|".join(sorted(stages, key=len, reverse=True)) + r")\.(\d+)\.(.+)$")
     out: dict[str, torch.Tensor] = {}
     for name, tensor in state.items():
-        if name in plain:
-            out[plain[name]] = tensor
-            continue
-        m = pattern.match(name)
-        if m is None:
+        renamed, rest = _TO_OFFICIAL.split(name) or (None, None)
+        if renamed is None:
             raise ValueError(f"{name} has no counterpart in the authors' network")
-        stage, index, rest = m.groups()
-        prefix = f"{stages[stage]}.{index}."
-        if rest == "attn.core.weights":
+        if rest is None:
+            out[renamed] = tensor
+        elif rest == "attn.core.weights":
             if tensor.numel() != len(_BRANCH_WEIGHTS):
                 raise ValueError(f"{name}: the authors' network has exactly dense + top-k branches, got {tensor.numel()}")
             for i, w in enumerate(_BRANCH_WEIGHTS):
-                out[prefix + w] = tensor[i : i + 1].clone()
+                out[renamed + w] = tensor[i : i + 1].clone()
         elif rest in block:
-            out[prefix + block[rest]] = tensor
+            out[renamed + block[rest]] = tensor
         else:
             raise ValueError(f"{name} has no counterpart in the authors' network")
     return out
