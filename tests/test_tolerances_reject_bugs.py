@@ -19,6 +19,7 @@ from ddsa_kernels._registry import available_backends
 
 import op_cases
 from conv_oracles import chain_mlp_oracle, chain_oracle, channel_norm_oracle, depthwise_conv_oracle
+from op_checks import value_and_grads
 
 F64 = torch.float64
 Tensor = torch.Tensor
@@ -235,18 +236,12 @@ def test_channel_norm_oracle_is_torch_layer_norm():
 # ---------------------------------------------------------------------------------------------
 
 
-def _value_and_grads(fn: Callable, inputs: list[Optional[Tensor]], grad: Tensor) -> list[Tensor]:
-    leaves = [t.detach().clone().requires_grad_(True) if t is not None else None for t in inputs]
-    y = fn(*leaves)
-    present = [t for t in leaves if t is not None]
-    return [y.detach(), *torch.autograd.grad(y, present, grad.to(y.dtype), allow_unused=True)]
-
-
 def assert_float32_matches_oracle(fn: Callable, oracle: Callable, inputs64: list[Optional[Tensor]]) -> None:
-    """fn on the float32 inputs against ``oracle`` in float64: values and gradients."""
-    want = _value_and_grads(oracle, inputs64, _upstream(oracle, inputs64))
-    got = _value_and_grads(fn, [t.float() if t is not None else None for t in inputs64],
-                           _upstream(oracle, inputs64))
+    """fn on the float32 inputs against ``oracle`` in float64: values and gradients (a variant that drops an
+    input leaves its gradient None: rejected)."""
+    want = value_and_grads(oracle, inputs64, _upstream(oracle, inputs64), allow_unused=True)
+    got = value_and_grads(fn, [t.float() if t is not None else None for t in inputs64], _upstream(oracle, inputs64),
+                          allow_unused=True)
     for g, e in zip(got, want):
         assert g is not None, "a gradient is missing"
         torch.testing.assert_close(g.double(), e, rtol=1e-5, atol=1e-5 * max(1.0, e.abs().max().item()))
@@ -273,18 +268,6 @@ CONV_BUGS = {
 }
 
 
-@pytest.mark.parametrize("backend", [b for b in _cpu_backends("depthwise_conv") if b != "triton"])
-def test_depthwise_conv_tolerance_accepts_the_backend(backend):
-    assert_float32_matches_oracle(lambda *a: depthwise_conv(*a, backend=backend), depthwise_conv_oracle,
-                                  _conv_inputs())
-
-
-@pytest.mark.parametrize("bug", list(CONV_BUGS))
-def test_depthwise_conv_tolerance_rejects(bug):
-    with pytest.raises(AssertionError, match="not close"):
-        assert_float32_matches_oracle(CONV_BUGS[bug], depthwise_conv_oracle, _conv_inputs())
-
-
 def _chain_inputs():
     gen = torch.Generator().manual_seed(22)
     return [torch.randn(2, 3 * 4, 12, 10, generator=gen, dtype=F64), torch.randn(4, 1, 3, 3, generator=gen, dtype=F64),
@@ -308,17 +291,6 @@ CHAIN_BUGS = {
     "missing_bias": lambda x, w, b: chain_oracle(x, w, None),
     "one_pixel_shift": lambda x, w, b: chain_oracle(x, w, b).roll(1, dims=-2),
 }
-
-
-@pytest.mark.parametrize("backend", [b for b in _cpu_backends("depthwise_chain") if b != "triton"])
-def test_depthwise_chain_tolerance_accepts_the_backend(backend):
-    assert_float32_matches_oracle(lambda *a: depthwise_chain(*a, backend=backend), chain_oracle, _chain_inputs())
-
-
-@pytest.mark.parametrize("bug", list(CHAIN_BUGS))
-def test_depthwise_chain_tolerance_rejects(bug):
-    with pytest.raises(AssertionError, match="not close"):
-        assert_float32_matches_oracle(CHAIN_BUGS[bug], chain_oracle, _chain_inputs())
 
 
 def _mlp_inputs():
@@ -348,16 +320,25 @@ MLP_BUGS = {
 }
 
 
-@pytest.mark.parametrize("backend", [b for b in _cpu_backends("depthwise_chain_mlp") if b != "triton"])
-def test_depthwise_chain_mlp_tolerance_accepts_the_backend(backend):
-    assert_float32_matches_oracle(lambda *a: depthwise_chain_mlp(*a, backend=backend), chain_mlp_oracle,
-                                  _mlp_inputs())
+# op: (the op, its float64 oracle, its inputs, its broken variants)
+CONV_OPS = {
+    "depthwise_conv": (depthwise_conv, depthwise_conv_oracle, _conv_inputs, CONV_BUGS),
+    "depthwise_chain": (depthwise_chain, chain_oracle, _chain_inputs, CHAIN_BUGS),
+    "depthwise_chain_mlp": (depthwise_chain_mlp, chain_mlp_oracle, _mlp_inputs, MLP_BUGS),
+}
 
 
-@pytest.mark.parametrize("bug", list(MLP_BUGS))
-def test_depthwise_chain_mlp_tolerance_rejects(bug):
+@pytest.mark.parametrize("op,backend", [(op, b) for op in CONV_OPS for b in _cpu_backends(op) if b != "triton"])
+def test_conv_op_tolerance_accepts_the_backend(op, backend):
+    fn, oracle, inputs, _ = CONV_OPS[op]
+    assert_float32_matches_oracle(lambda *a: fn(*a, backend=backend), oracle, inputs())
+
+
+@pytest.mark.parametrize("op,bug", [(op, bug) for op, spec in CONV_OPS.items() for bug in spec[3]])
+def test_conv_op_tolerance_rejects(op, bug):
+    _, oracle, inputs, bugs = CONV_OPS[op]
     with pytest.raises(AssertionError, match="not close"):
-        assert_float32_matches_oracle(MLP_BUGS[bug], chain_mlp_oracle, _mlp_inputs())
+        assert_float32_matches_oracle(bugs[bug], oracle, inputs())
 
 
 def test_error_scale_terms_reproduce_the_oracle_gradients():
