@@ -98,95 +98,85 @@ def _eager(op: str, summary: str) -> BackendSpec:
     return BackendSpec("eager", f"ddsa_kernels.ops.{op}.naive:EAGER", _ANY_DEVICE, _ALL_FLOATS, summary, fused=False)
 
 
-_FP32_FP64 = (torch.float32, torch.float64)
-# The ops with only a CPU kernel: torch's own convolutions wherever the extension has none (cuDNN is fast on
-# GPUs).
-_CPU_KERNEL_ORDER = {"cuda": ("eager",), "cpu": ("cpu", "eager")}
-_FUSED_KERNEL_ORDER = {"cuda": ("triton", "cuda", "reference"), "cpu": ("cpu", "reference")}
+def _kernel_op(op: str, *, reference: str, triton: str, cpu: str, cuda: str, eager: str,
+               cuda_max_channels: Optional[int] = None) -> OpSpec:
+    """An op with Triton, C++ and CUDA kernels (each entry a backend's summary): "auto" tries Triton, then the
+    CUDA kernels on GPUs and the C++ kernels on CPU, else the reference."""
+    return OpSpec(
+        backends=(_reference(op, reference), _triton(op, triton), _cpu(op, cpu),
+                  _cuda(op, cuda, max_channels=cuda_max_channels), _eager(op, eager)),
+        auto_order={"cuda": ("triton", "cuda", "reference"), "cpu": ("cpu", "reference")},
+        fallback="reference",
+    )
+
+
+def _cpu_kernel_op(op: str, *, reference: str, cpu: str, eager: str, fused_reference: bool = True) -> OpSpec:
+    """An op whose only kernels are the extension's float32/float64 C++ ones (each entry a backend's summary):
+    "auto" takes them on CPU and torch's own ops ("eager") elsewhere (cuDNN is fast on GPUs)."""
+    return OpSpec(
+        backends=(_reference(op, reference, fused=fused_reference), _cpu(op, cpu, (torch.float32, torch.float64)),
+                  _eager(op, eager)),
+        auto_order={"cuda": ("eager",), "cpu": ("cpu", "eager")},
+        fallback="eager",
+    )
+
 
 OPS: dict[str, OpSpec] = {
-    "dual_attention": OpSpec(
-        backends=(
-            _reference("dual_attention", "the two-sweep algorithm in plain PyTorch (float64 capable)"),
-            _triton("dual_attention", "fused Triton kernels"),
-            _cpu("dual_attention", "C++ kernels of the compiled extension"),
-            _cuda("dual_attention", "CUDA kernels of the compiled extension (C×C tiles in shared memory)",
-                  max_channels=128),
-            _eager("dual_attention",
-                   "the authors'-style unfused computation with plain autograd (the benchmarks' baseline)"),
-        ),
-        auto_order=_FUSED_KERNEL_ORDER,
-        fallback="reference",
+    "dual_attention": _kernel_op(
+        "dual_attention",
+        reference="the two-sweep algorithm in plain PyTorch (float64 capable)",
+        triton="fused Triton kernels",
+        cpu="C++ kernels of the compiled extension",
+        cuda="CUDA kernels of the compiled extension (C×C tiles in shared memory)",
+        cuda_max_channels=128,
+        eager="the authors'-style unfused computation with plain autograd (the benchmarks' baseline)",
     ),
-    "channel_norm": OpSpec(
-        backends=(
-            _reference("channel_norm",
-                       "two-pass statistics and explicit backward in plain PyTorch (float64 capable)"),
-            _triton("channel_norm", "fused Triton kernels over pixel tiles"),
-            _cpu("channel_norm", "C++ kernels of the compiled extension"),
-            _cuda("channel_norm", "CUDA kernels of the compiled extension"),
-            _eager("channel_norm",
-                   "the authors' permute + LayerNorm + permute with plain autograd (the benchmarks' baseline)"),
-        ),
-        auto_order=_FUSED_KERNEL_ORDER,
-        fallback="reference",
+    "channel_norm": _kernel_op(
+        "channel_norm",
+        reference="two-pass statistics and explicit backward in plain PyTorch (float64 capable)",
+        triton="fused Triton kernels over pixel tiles",
+        cpu="C++ kernels of the compiled extension",
+        cuda="CUDA kernels of the compiled extension",
+        eager="the authors' permute + LayerNorm + permute with plain autograd (the benchmarks' baseline)",
     ),
-    "depthwise_conv": OpSpec(
-        backends=(
-            _reference("depthwise_conv",
-                       "K² shifted products and explicit backward in plain PyTorch (float64 capable)"),
-            _cpu("depthwise_conv", "C++ kernels of the compiled extension, directly on NCHW planes", _FP32_FP64),
-            _eager("depthwise_conv",
-                   "torch's own convolution (F.conv2d, groups=C) with plain autograd: cuDNN on CUDA"),
-        ),
-        auto_order=_CPU_KERNEL_ORDER,
-        fallback="eager",
+    "depthwise_conv": _cpu_kernel_op(
+        "depthwise_conv",
+        reference="K² shifted products and explicit backward in plain PyTorch (float64 capable)",
+        cpu="C++ kernels of the compiled extension, directly on NCHW planes",
+        eager="torch's own convolution (F.conv2d, groups=C) with plain autograd: cuDNN on CUDA",
     ),
-    "depthwise_chain": OpSpec(
-        backends=(
-            _reference("depthwise_chain", "the chain and its explicit backward in plain PyTorch (float64 capable)"),
-            _cpu("depthwise_chain",
-                 "C++ kernels of the compiled extension: each plane's whole chain in one task", _FP32_FP64),
-            _eager("depthwise_chain", "the authors' conv2d + relu + cat with plain autograd: cuDNN on CUDA"),
-        ),
-        auto_order=_CPU_KERNEL_ORDER,
-        fallback="eager",
+    "depthwise_chain": _cpu_kernel_op(
+        "depthwise_chain",
+        reference="the chain and its explicit backward in plain PyTorch (float64 capable)",
+        cpu="C++ kernels of the compiled extension: each plane's whole chain in one task",
+        eager="the authors' conv2d + relu + cat with plain autograd: cuDNN on CUDA",
     ),
-    "depthwise_chain_mlp": OpSpec(
-        backends=(
-            _reference("depthwise_chain_mlp", "matrix-product 1×1s around the chain's reference forward in plain "
-                       "PyTorch, autograd (float64 capable)", fused=False),
-            _cpu("depthwise_chain_mlp", "C++ inference kernel: u and y of one band of rows in a per-thread buffer "
-                 "(with gradients: F.conv2d around the chain's cpu kernel)", _FP32_FP64),
-            _eager("depthwise_chain_mlp",
-                   "the authors' 1×1 conv2d, chain of conv2d + relu, 1×1 conv2d with plain autograd"),
-        ),
-        auto_order=_CPU_KERNEL_ORDER,
-        fallback="eager",
+    "depthwise_chain_mlp": _cpu_kernel_op(
+        "depthwise_chain_mlp",
+        reference="matrix-product 1×1s around the chain's reference forward in plain PyTorch, autograd (float64 "
+                  "capable)",
+        fused_reference=False,
+        cpu="C++ inference kernel: u and y of one band of rows in a per-thread buffer (with gradients: F.conv2d "
+            "around the chain's cpu kernel)",
+        eager="the authors' 1×1 conv2d, chain of conv2d + relu, 1×1 conv2d with plain autograd",
     ),
-    "gated_ffn": OpSpec(
-        backends=(
-            _reference("gated_ffn", "matrix-product 1×1s, the depth-wise reference forward and a·Φ(a) GELU in "
-                       "plain PyTorch, autograd (float64 capable)", fused=False),
-            _cpu("gated_ffn", "C++ kernels: banded inference (u of one band of rows in a per-thread buffer); with "
-                 "gradients F.conv2d around the fused depth-wise + GELU gate and its backward", _FP32_FP64),
-            _eager("gated_ffn",
-                   "the authors' conv2d 1×1, depth-wise conv2d, chunk, F.gelu, conv2d 1×1 with plain autograd"),
-        ),
-        auto_order=_CPU_KERNEL_ORDER,
-        fallback="eager",
+    "gated_ffn": _cpu_kernel_op(
+        "gated_ffn",
+        reference="matrix-product 1×1s, the depth-wise reference forward and a·Φ(a) GELU in plain PyTorch, autograd "
+                  "(float64 capable)",
+        fused_reference=False,
+        cpu="C++ kernels: banded inference (u of one band of rows in a per-thread buffer); with gradients "
+            "F.conv2d around the fused depth-wise + GELU gate and its backward",
+        eager="the authors' conv2d 1×1, depth-wise conv2d, chunk, F.gelu, conv2d 1×1 with plain autograd",
     ),
-    "mixed_scale_ffn": OpSpec(
-        backends=(
-            _reference("mixed_scale_ffn", "matrix-product 1×1s and each pair of K×K stages as one depth-wise "
-                       "reference forward in plain PyTorch, autograd (float64 capable)", fused=False),
-            _cpu("mixed_scale_ffn", "C++ kernels: banded inference (u and m of one band of rows in per-thread "
-                 "buffers); with gradients F.conv2d around the fused depth-wise middle and its backward",
-                 _FP32_FP64),
-            _eager("mixed_scale_ffn", "the authors' conv2d / relu / chunk / cat with plain autograd"),
-        ),
-        auto_order=_CPU_KERNEL_ORDER,
-        fallback="eager",
+    "mixed_scale_ffn": _cpu_kernel_op(
+        "mixed_scale_ffn",
+        reference="matrix-product 1×1s and each pair of K×K stages as one depth-wise reference forward in plain "
+                  "PyTorch, autograd (float64 capable)",
+        fused_reference=False,
+        cpu="C++ kernels: banded inference (u and m of one band of rows in per-thread buffers); with gradients "
+            "F.conv2d around the fused depth-wise middle and its backward",
+        eager="the authors' conv2d / relu / chunk / cat with plain autograd",
     ),
 }
 
