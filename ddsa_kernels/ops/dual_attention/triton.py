@@ -84,6 +84,44 @@ def _tile_offsets(s_c, s_n, BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr, WIDE: 
 
 
 @triton.jit
+def _epilogue_rows(n_row_blocks, H, BLOCK_C: tl.constexpr, BLOCK_R: tl.constexpr):
+    """An epilogue program's (b·H + h as int64, row block, h, its rows, the BLOCK_C columns, the offsets of
+    its (rows, columns) in a BLOCK_C × BLOCK_C tile)."""
+    pid = tl.program_id(0)
+    bh = (pid // n_row_blocks).to(tl.int64)
+    rb = pid % n_row_blocks
+    h = bh % H
+    rows = rb * BLOCK_R + tl.arange(0, BLOCK_R)
+    cols = tl.arange(0, BLOCK_C)
+    block = rows[:, None] * BLOCK_C + cols[None, :]
+    return bh, rb, h, rows, cols, block
+
+
+@triton.jit
+def _square_masks(rows, cols, C):
+    """(rows < C, cols < C, both, the offsets of (rows, cols) in a C × C matrix)."""
+    row_ok = rows < C
+    col_ok = cols < C
+    ok = row_ok[:, None] & col_ok[None, :]
+    cc = rows[:, None] * C + cols[None, :]
+    return row_ok, col_ok, ok, cc
+
+
+@triton.jit
+def _apply_program(pid, n_tiles, tiles_per_prog, n_progs, H, BLOCK_C: tl.constexpr, BLOCK_M: tl.constexpr):
+    """An apply program's (first of its BLOCK_M output rows, b·H + h, b and h as int64, its range of N
+    tiles t_lo .. t_hi), from its index ``pid`` over (bh, tile range, row block)."""
+    row0 = (pid % (BLOCK_C // BLOCK_M)) * BLOCK_M
+    pid = pid // (BLOCK_C // BLOCK_M)
+    bh = pid // n_progs
+    t_lo = (pid % n_progs) * tiles_per_prog
+    t_hi = tl.minimum(t_lo + tiles_per_prog, n_tiles)
+    b = (bh // H).to(tl.int64)
+    h = (bh % H).to(tl.int64)
+    return row0, bh, b, h, t_lo, t_hi
+
+
+@triton.jit
 def _outer_sweep_kernel(
     a_ptr, b_ptr, part_ptr,
     C, N, H,
@@ -193,13 +231,7 @@ def _forward_epilogue_kernel(
 
     Rows are independent here, so a (b, h) is spread over C/BLOCK_R programs.
     """
-    pid = tl.program_id(0)
-    bh = (pid // n_row_blocks).to(tl.int64)
-    rb = pid % n_row_blocks
-    h = bh % H
-    rows = rb * BLOCK_R + tl.arange(0, BLOCK_R)
-    cols = tl.arange(0, BLOCK_C)
-    block = rows[:, None] * BLOCK_C + cols[None, :]
+    bh, rb, h, rows, cols, block = _epilogue_rows(n_row_blocks, H, BLOCK_C, BLOCK_R)
     sums = sums_ptr + bh * (BLOCK_C * BLOCK_C + 2 * BLOCK_C)
     qk = tl.load(sums + block)
     sqq = tl.load(sums + BLOCK_C * BLOCK_C + rows)
@@ -210,10 +242,7 @@ def _forward_epilogue_kernel(
     tau = tl.load(temp_ptr + h)
     scores = gram * tau
 
-    row_ok = rows < C
-    col_ok = cols < C
-    ok = row_ok[:, None] & col_ok[None, :]
-    cc = rows[:, None] * C + cols[None, :]
+    row_ok, col_ok, ok, cc = _square_masks(rows, cols, C)
     gram_rows = gram_ptr + bh * C * C + rows * C
     tl.store(gram_rows[:, None] + cols[None, :], gram, mask=ok)
     tl.store(norms_ptr + bh * 2 * C + rows, norm_q, mask=row_ok)
@@ -254,19 +283,10 @@ def _backward_epilogue_kernel(
 
     sums: (BH, BC·BC) — dA = dO vᵀ summed over N (the reduced splits).
     """
-    pid = tl.program_id(0)
-    bh = (pid // n_row_blocks).to(tl.int64)
-    rb = pid % n_row_blocks
-    h = bh % H
-    rows = rb * BLOCK_R + tl.arange(0, BLOCK_R)
-    cols = tl.arange(0, BLOCK_C)
-    block = rows[:, None] * BLOCK_C + cols[None, :]
+    bh, rb, h, rows, cols, block = _epilogue_rows(n_row_blocks, H, BLOCK_C, BLOCK_R)
     d_attn = tl.load(sums_ptr + bh * (BLOCK_C * BLOCK_C) + block)
 
-    row_ok = rows < C
-    col_ok = cols < C
-    ok = row_ok[:, None] & col_ok[None, :]
-    cc = rows[:, None] * C + cols[None, :]
+    row_ok, col_ok, ok, cc = _square_masks(rows, cols, C)
     gram = tl.load(gram_ptr + bh * C * C + cc, mask=ok, other=0.0)
     d_scores = tl.zeros((BLOCK_R, BLOCK_C), dtype=tl.float32)
     attn = tl.zeros((BLOCK_R, BLOCK_C), dtype=tl.float32)
@@ -367,14 +387,8 @@ def _forward_apply_kernel(
 ):
     """out = A v. Flat grid: program = (bh, range of N tiles, block of BLOCK_M output rows); the
     row blocks of a tile range are neighbours, so v is read from DRAM about once."""
-    pid = tl.program_id(0)
-    row0 = (pid % (BLOCK_C // BLOCK_M)) * BLOCK_M
-    pid = pid // (BLOCK_C // BLOCK_M)
-    bh = pid // n_progs
-    t_lo = (pid % n_progs) * tiles_per_prog
-    t_hi = tl.minimum(t_lo + tiles_per_prog, n_tiles)
-    b = (bh // H).to(tl.int64)
-    h = (bh % H).to(tl.int64)
+    row0, bh, b, h, t_lo, t_hi = _apply_program(tl.program_id(0), n_tiles, tiles_per_prog, n_progs, H, BLOCK_C,
+                                                BLOCK_M)
     _apply_tiles(
         attn_ptr + bh.to(tl.int64) * (BLOCK_C * BLOCK_C),
         v_ptr + b * sv_b + h * sv_h, sv_c, sv_n, v_ptr, sv_c, sv_n, 0.0,
@@ -405,14 +419,7 @@ def _backward_apply_kernel(
     """
     pid = tl.program_id(0)
     which = pid % 3
-    rest = pid // 3
-    row0 = (rest % (BLOCK_C // BLOCK_M)) * BLOCK_M
-    rest = rest // (BLOCK_C // BLOCK_M)
-    bh = rest // n_progs
-    t_lo = (rest % n_progs) * tiles_per_prog
-    t_hi = tl.minimum(t_lo + tiles_per_prog, n_tiles)
-    b = (bh // H).to(tl.int64)
-    h = (bh % H).to(tl.int64)
+    row0, bh, b, h, t_lo, t_hi = _apply_program(pid // 3, n_tiles, tiles_per_prog, n_progs, H, BLOCK_C, BLOCK_M)
     bh64 = bh.to(tl.int64)
     square = bh64 * (BLOCK_C * BLOCK_C)
     rows = row0 + tl.arange(0, BLOCK_M)
