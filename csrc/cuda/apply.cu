@@ -137,15 +137,7 @@ __global__ void __launch_bounds__(kThreads, 1) apply_kernel(ApplyJobs jobs, int 
     for (int i = 0; i < RM; ++i)
 #pragma unroll
       for (int j = 0; j < RN; ++j) acc[i][j] = 0.f;
-    for (int c = 0; c < C; ++c) {
-      float a[RM], x[RN];
-      load_row<RM>(a, mt + c * CP + ty * RM);
-      load_row<RN>(x, xs + c * TN + tx * RN);
-#pragma unroll
-      for (int i = 0; i < RM; ++i)
-#pragma unroll
-        for (int j = 0; j < RN; ++j) acc[i][j] = fmaf(a[i], x[j], acc[i][j]);
-    }
+    for (int c = 0; c < C; ++c) rank1_update<RM, RN>(acc, mt + c * CP + ty * RM, xs + c * TN + tx * RN);
 
     const int64_t n = t * TN + tx * RN;
     if (n >= N) continue;

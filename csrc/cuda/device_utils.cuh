@@ -122,6 +122,19 @@ __device__ __forceinline__ void load_row(float (&dst)[K], const float* src) {
   }
 }
 
+// acc += a bᵀ with a = a_src[0..RM) and b = b_src[0..RN) from shared memory (aligned as load_row needs):
+// one rank-1 update of a register tile, each element one fmaf.
+template <int RM, int RN>
+__device__ __forceinline__ void rank1_update(float (&acc)[RM][RN], const float* a_src, const float* b_src) {
+  float a[RM], b[RN];
+  load_row<RM>(a, a_src);
+  load_row<RN>(b, b_src);
+#pragma unroll
+  for (int i = 0; i < RM; ++i)
+#pragma unroll
+    for (int j = 0; j < RN; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+}
+
 // Streaming multiprocessors of the current device (cached per device).
 inline int multiprocessor_count() {
   static int cached[64] = {};

@@ -120,13 +120,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll 4
     for (int m = 0; m < KPIX; ++m) {
       const int n = kg * KPIX + m;
-      float a[R], c[R];
-      load_row<R>(a, xs + n * LD + ty * R);
-      load_row<R>(c, ys + n * LD + tx * R);
-#pragma unroll
-      for (int i = 0; i < R; ++i)
-#pragma unroll
-        for (int j = 0; j < R; ++j) acc[i][j] = fmaf(a[i], c[j], acc[i][j]);
+      rank1_update<R, R>(acc, xs + n * LD + ty * R, ys + n * LD + tx * R);
     }
   }
 
