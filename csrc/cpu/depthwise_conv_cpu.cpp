@@ -118,17 +118,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> depthwise_conv_backward_cpu(const
   // dx is the forward with the taps rotated by 180° (and the same dilation).
   const at::Tensor flipped = weight.flip({2, 3}).reshape({C, K * K}).contiguous();
   at::Tensor dx = at::empty({B, C, H, W}, x.options().memory_format(at::MemoryFormat::Contiguous));
-  const auto f64 = x.options().dtype(at::kDouble);
-  at::Tensor dk = at::zeros({C, K * K}, f64), db = at::zeros({C}, f64);
-  if (dx.numel() == 0) return {dx, dk.to(weight.scalar_type()).reshape(weight.sizes()), db.to(weight.scalar_type())};
+  const cpu::dw::TapGrads acc(weight);
+  if (dx.numel() == 0) return acc.grads(dx);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "ddsa_depthwise_conv_backward_cpu", [&] {
     const scalar_t* xp = x.data_ptr<scalar_t>();
     const scalar_t* gp = dy.data_ptr<scalar_t>();
     const cpu::Planes xs(x), gs(dy);
     const scalar_t* fp = flipped.data_ptr<scalar_t>();
     scalar_t* dxp = dx.data_ptr<scalar_t>();
-    double* dkp = dk.data_ptr<double>();
-    double* dbp = db.data_ptr<double>();
+    double* dkp = acc.dk.data_ptr<double>();
+    double* dbp = acc.db.data_ptr<double>();
     const std::vector<scalar_t> zeros(W, scalar_t(0));
     // Per plane, dx and then the tap gradients, while the plane of dy is still in cache. One task per
     // channel, its planes in batch order: the reduction order is fixed.
@@ -143,7 +142,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> depthwise_conv_backward_cpu(const
       });
     });
   });
-  return {dx, dk.to(weight.scalar_type()).reshape(weight.sizes()), db.to(weight.scalar_type())};
+  return acc.grads(dx);
 }
 
 }  // namespace ddsa

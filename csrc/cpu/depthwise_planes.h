@@ -17,6 +17,8 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <tuple>
+#include <type_traits>
 
 namespace ddsa {
 namespace cpu {
@@ -171,18 +173,29 @@ inline bool cpu_has_avx2_fma() {
 }
 #endif
 
+// f(std::integral_constant<int, K>{}) for the supported kernel sizes K = 1, 3, 5, 7: the pickers below
+// instantiate their kernel template per size here, instead of each spelling out the switch.
+template <typename F>
+auto with_kernel_size(int64_t K, const char* op, const F& f) {
+  switch (K) {
+    case 1: return f(std::integral_constant<int, 1>{});
+    case 3: return f(std::integral_constant<int, 3>{});
+    case 5: return f(std::integral_constant<int, 5>{});
+    case 7: return f(std::integral_constant<int, 7>{});
+    default: TORCH_CHECK(false, "ddsa ", op, " cpu backend: kernel size ", K, " is not 1, 3, 5 or 7");
+  }
+}
+
 template <typename T>
 PlaneFn<T> plane_kernel(int64_t K) {
+  return with_kernel_size(K, "depthwise_conv", [](auto k) -> PlaneFn<T> {
+    constexpr int KK = decltype(k)::value;
 #ifdef DDSA_DW_AVX2
-  if (K == 3 && cpu_has_avx2_fma()) return conv_plane_avx2<3, T>;
+    if constexpr (KK == 3)
+      if (cpu_has_avx2_fma()) return conv_plane_avx2<KK, T>;
 #endif
-  switch (K) {
-    case 1: return conv_plane<1, T>;
-    case 3: return conv_plane<3, T>;
-    case 5: return conv_plane<5, T>;
-    case 7: return conv_plane<7, T>;
-    default: TORCH_CHECK(false, "ddsa depthwise_conv cpu backend: kernel size ", K, " is not 1, 3, 5 or 7");
-  }
+    return conv_plane<KK, T>;
+  });
 }
 
 template <typename T>
@@ -190,16 +203,14 @@ using GradFn = void (*)(const T*, const T*, int64_t, int64_t, double*, double*, 
 
 template <typename T>
 GradFn<T> grad_kernel(int64_t K) {
+  return with_kernel_size(K, "depthwise_conv", [](auto k) -> GradFn<T> {
+    constexpr int KK = decltype(k)::value;
 #ifdef DDSA_DW_AVX2
-  if (K == 3 && cpu_has_avx2_fma()) return tap_grads_plane_avx2<3, T>;
+    if constexpr (KK == 3)
+      if (cpu_has_avx2_fma()) return tap_grads_plane_avx2<KK, T>;
 #endif
-  switch (K) {
-    case 1: return tap_grads_plane<1, T>;
-    case 3: return tap_grads_plane<3, T>;
-    case 5: return tap_grads_plane<5, T>;
-    case 7: return tap_grads_plane<7, T>;
-    default: TORCH_CHECK(false, "ddsa depthwise_conv cpu backend: kernel size ", K, " is not 1, 3, 5 or 7");
-  }
+    return tap_grads_plane<KK, T>;
+  });
 }
 
 // ---- Dilated kernels: the taps D ≥ 1 pixels apart, zero padding D·R ---------------------------------------
@@ -333,46 +344,24 @@ __attribute__((target("avx2,fma"))) void tap_grads_plane_dilated_avx2(const T* _
 
 template <typename T>
 DilatedPlaneFn<T> dilated_plane_kernel(int64_t K) {
+  return with_kernel_size(K, "depthwise_conv", [](auto k) -> DilatedPlaneFn<T> {
+    constexpr int KK = decltype(k)::value;
 #ifdef DDSA_DW_AVX2
-  if (cpu_has_avx2_fma()) {
-    switch (K) {
-      case 1: return conv_plane_dilated_avx2<1, T>;
-      case 3: return conv_plane_dilated_avx2<3, T>;
-      case 5: return conv_plane_dilated_avx2<5, T>;
-      case 7: return conv_plane_dilated_avx2<7, T>;
-      default: break;
-    }
-  }
+    if (cpu_has_avx2_fma()) return conv_plane_dilated_avx2<KK, T>;
 #endif
-  switch (K) {
-    case 1: return conv_plane_dilated_entry<1, T>;
-    case 3: return conv_plane_dilated_entry<3, T>;
-    case 5: return conv_plane_dilated_entry<5, T>;
-    case 7: return conv_plane_dilated_entry<7, T>;
-    default: TORCH_CHECK(false, "ddsa depthwise_conv cpu backend: kernel size ", K, " is not 1, 3, 5 or 7");
-  }
+    return conv_plane_dilated_entry<KK, T>;
+  });
 }
 
 template <typename T>
 DilatedGradFn<T> dilated_grad_kernel(int64_t K) {
+  return with_kernel_size(K, "depthwise_conv", [](auto k) -> DilatedGradFn<T> {
+    constexpr int KK = decltype(k)::value;
 #ifdef DDSA_DW_AVX2
-  if (cpu_has_avx2_fma()) {
-    switch (K) {
-      case 1: return tap_grads_plane_dilated_avx2<1, T>;
-      case 3: return tap_grads_plane_dilated_avx2<3, T>;
-      case 5: return tap_grads_plane_dilated_avx2<5, T>;
-      case 7: return tap_grads_plane_dilated_avx2<7, T>;
-      default: break;
-    }
-  }
+    if (cpu_has_avx2_fma()) return tap_grads_plane_dilated_avx2<KK, T>;
 #endif
-  switch (K) {
-    case 1: return tap_grads_plane_dilated_entry<1, T>;
-    case 3: return tap_grads_plane_dilated_entry<3, T>;
-    case 5: return tap_grads_plane_dilated_entry<5, T>;
-    case 7: return tap_grads_plane_dilated_entry<7, T>;
-    default: TORCH_CHECK(false, "ddsa depthwise_conv cpu backend: kernel size ", K, " is not 1, 3, 5 or 7");
-  }
+    return tap_grads_plane_dilated_entry<KK, T>;
+  });
 }
 
 // Where plane (b, c) of a (B, C, H, W) tensor starts: its rows are unit-stride and W apart (planes_ok),
@@ -381,6 +370,20 @@ struct Planes {
   int64_t sb, sc, C;
   explicit Planes(const at::Tensor& t) : sb(t.stride(0)), sc(t.stride(1)), C(t.size(1)) {}
   int64_t offset(int64_t p) const { return (p / C) * sb + (p % C) * sc; }
+};
+
+// The float64 accumulators of a depth-wise weight's gradient, dk (C, K·K), and of its bias's, db (C,): the
+// backward kernels sum into them in a fixed order, so results do not depend on the thread count.
+// grads(dx) returns (dx, dk, db) with dk and db in the weight's dtype and shape.
+struct TapGrads {
+  at::Tensor weight, dk, db;
+  explicit TapGrads(const at::Tensor& w)
+      : weight(w),
+        dk(at::zeros({w.size(0), w.size(2) * w.size(3)}, w.options().dtype(at::kDouble))),
+        db(at::zeros({w.size(0)}, w.options().dtype(at::kDouble))) {}
+  std::tuple<at::Tensor, at::Tensor, at::Tensor> grads(const at::Tensor& dx) const {
+    return {dx, dk.to(weight.scalar_type()).reshape(weight.sizes()), db.to(weight.scalar_type())};
+  }
 };
 
 inline at::Tensor planes_ok(const at::Tensor& t) {
