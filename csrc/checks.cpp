@@ -2,6 +2,8 @@
 
 #include <c10/util/Exception.h>
 
+#include <string>
+
 namespace ddsa::detail {
 
 void check_forward_args(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& temperature,
@@ -80,6 +82,14 @@ void check_channel_norm_backward_args(const at::Tensor& grad_y, const at::Tensor
   }
   TORCH_CHECK(grad_y.device() == x.device(), "ddsa channel_norm: grad_y is on ", grad_y.device(), " but x is on ",
               x.device());
+}
+
+void check_cpu_operand(const at::Tensor& t, const char* op, const char* name, at::ScalarType dtype,
+                       int64_t numel) {
+  TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == dtype && (numel < 0 || (t.dim() == 1 && t.numel() == numel)),
+              "ddsa ", op, ": ", name, " must be a CPU tensor of x's dtype ", dtype,
+              numel < 0 ? "" : " and shape (" + std::to_string(numel) + ",)", ", got ", t.sizes(), " ",
+              t.scalar_type(), " on ", t.device());
 }
 
 at::Tensor rows_unit_stride(const at::Tensor& x) {

@@ -115,6 +115,15 @@ void check_channel_norm_args(const at::Tensor& x, const at::Tensor& weight, cons
                              double eps, bool subtract_mean);
 void check_channel_norm_backward_args(const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& mean,
                                       const at::Tensor& rstd);
+// The CPU kernels' operand check: t must be a CPU tensor of `dtype` and, for numel ≥ 0, of shape (numel,);
+// the message names the op and the argument.
+void check_cpu_operand(const at::Tensor& t, const char* op, const char* name, at::ScalarType dtype,
+                       int64_t numel = -1);
+// The same for an optional bias of shape (numel,), when given.
+inline void check_cpu_operand(const std::optional<at::Tensor>& t, const char* op, const char* name,
+                              at::ScalarType dtype, int64_t numel) {
+  if (t.has_value()) check_cpu_operand(*t, op, name, dtype, numel);
+}
 // A view whose last dimension has stride 1 and whose rows do not overlap (copies otherwise).
 at::Tensor rows_unit_stride(const at::Tensor& x);
 }  // namespace detail

@@ -23,7 +23,6 @@
 #include <algorithm>
 #include <cstring>
 #include <memory>
-#include <string>
 #include <vector>
 
 #include "../ddsa.h"
@@ -155,17 +154,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> depthwise_chain_backward_cpu(cons
   const at::Tensor x = cpu::dw::planes_ok(x_in), y = cpu::dw::planes_ok(y_in), dy = cpu::dw::planes_ok(grad_y);
   const at::Tensor flipped = weight.flip({2, 3}).reshape({C, K * K}).contiguous();
   at::Tensor dx = at::empty({B, nC, H, W}, x.options().memory_format(at::MemoryFormat::Contiguous));
-  const auto f64 = x.options().dtype(at::kDouble);
-  at::Tensor dk = at::zeros({C, K * K}, f64), db = at::zeros({C}, f64);
-  if (dx.numel() == 0) return {dx, dk.to(weight.scalar_type()).reshape(weight.sizes()), db.to(weight.scalar_type())};
+  const cpu::dw::TapGrads acc(weight);
+  if (dx.numel() == 0) return acc.grads(dx);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "ddsa_depthwise_chain_backward_cpu", [&] {
     const scalar_t* xp = x.data_ptr<scalar_t>();
     const scalar_t* yp = y.data_ptr<scalar_t>();
     const scalar_t* gp = dy.data_ptr<scalar_t>();
     const scalar_t* fp = flipped.data_ptr<scalar_t>();
     scalar_t* dxp = dx.data_ptr<scalar_t>();
-    double* dkp = dk.data_ptr<double>();
-    double* dbp = db.data_ptr<double>();
+    double* dkp = acc.dk.data_ptr<double>();
+    double* dbp = acc.db.data_ptr<double>();
     const cpu::dw::Planes xs(x), ys(y), gs(dy);
     const cpu::dw::PlaneFn<scalar_t> conv = cpu::dw::plane_kernel<scalar_t>(K);
     const cpu::dw::GradFn<scalar_t> taps_grad = cpu::dw::grad_kernel<scalar_t>(K);
@@ -193,28 +191,24 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> depthwise_chain_backward_cpu(cons
           }
     });
   });
-  return {dx, dk.to(weight.scalar_type()).reshape(weight.sizes()), db.to(weight.scalar_type())};
+  return acc.grads(dx);
 }
 
 // Inference of the whole pointwise → chain → pointwise block (SEFN without its gate):
 //
 //   u = W_in · x + b_in   (1×1 convolution, C → n·C_h channels),   y = chain(u),   z = W_out · y + b_out
 //
-// Unfused, u and y are (B, n·C_h, H, W) maps several times larger than x and z, each written to and read
-// back from memory twice. Here each task owns a run of image rows and walks it in bands of `band` rows:
-// it computes u for the band plus `halo` = n·(K/2) rows either side (the chain's reach) with one GEMM
-// into a per-thread buffer, runs the chain there in place, and writes z's band with a second GEMM, so u
-// and y never leave the buffer. The halo rows' u are copied over from the previous band instead of being
-// recomputed. The chain pads the buffer's edge rows with zeros, which is wrong where the edge is not the
-// image's: the error moves one row inward per link, so after n links it has reached `halo` rows, exactly
-// the rows that are not written out.
+// Walked in bands by bands::run with `halo` = n·(K/2) rows either side (the chain's reach); the chain
+// runs in place in the band's buffer of u. It pads the buffer's edge rows with zeros, which is wrong where
+// the edge is not the image's: the error moves one row inward per link, so after n links it has reached
+// `halo` rows, exactly the rows that are not written out.
 
 at::Tensor depthwise_chain_mlp_forward_cpu(const at::Tensor& x_in, const at::Tensor& w_in,
                                            const std::optional<at::Tensor>& b_in, const at::Tensor& w_dw,
                                            const std::optional<at::Tensor>& b_dw, const at::Tensor& w_out,
                                            const std::optional<at::Tensor>& b_out, int64_t band) {
   TORCH_CHECK(x_in.dim() == 4, "ddsa depthwise_chain_mlp: x must have shape (B, C, H, W), got ", x_in.sizes());
-  const int64_t B = x_in.size(0), C = x_in.size(1), H = x_in.size(2), W = x_in.size(3);
+  const int64_t C = x_in.size(1), W = x_in.size(3);
   TORCH_CHECK(w_in.dim() == 4 && w_in.size(1) == C && w_in.size(2) == 1 && w_in.size(3) == 1,
               "ddsa depthwise_chain_mlp: w_in must have shape (n·C_h, ", C, ", 1, 1), got ", w_in.sizes());
   const int64_t nh = w_in.size(0);
@@ -224,107 +218,49 @@ at::Tensor depthwise_chain_mlp_forward_cpu(const at::Tensor& x_in, const at::Ten
               " outputs, got ", w_dw.sizes());
   TORCH_CHECK(w_out.dim() == 4 && w_out.size(1) == nh && w_out.size(2) == 1 && w_out.size(3) == 1,
               "ddsa depthwise_chain_mlp: w_out must have shape (C_out, ", nh, ", 1, 1), got ", w_out.sizes());
-  TORCH_CHECK(band >= 1, "ddsa depthwise_chain_mlp: band must be at least 1 row, got ", band);
-  const int64_t h = w_dw.size(0), K = w_dw.size(2), n = nh / h, C_out = w_out.size(0);
+  cpu::bands::check_operands("depthwise_chain_mlp", x_in, w_in, b_in, w_out, b_out, band);
+  const int64_t h = w_dw.size(0), K = w_dw.size(2), n = nh / h;
   const auto dtype = x_in.scalar_type();
-  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble,
-              "ddsa depthwise_chain_mlp cpu backend: unsupported dtype ", dtype, " (expected float32 or float64)");
-  const auto check = [&](const at::Tensor& t, const char* name, int64_t numel) {
-    TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == dtype && (numel < 0 || (t.dim() == 1 && t.numel() == numel)),
-                "ddsa depthwise_chain_mlp: ", name, " must be a CPU tensor of x's dtype ", dtype,
-                numel < 0 ? "" : " and shape (" + std::to_string(numel) + ",)", ", got ", t.sizes(), " ",
-                t.scalar_type(), " on ", t.device());
-  };
-  check(x_in, "x", -1);
-  check(w_in, "w_in", -1);
-  check(w_dw, "w_dw", -1);
-  check(w_out, "w_out", -1);
-  if (b_in.has_value()) check(*b_in, "b_in", nh);
-  if (b_dw.has_value()) check(*b_dw, "b_dw", h);
-  if (b_out.has_value()) check(*b_out, "b_out", C_out);
-
-  const at::Tensor x = x_in.contiguous();
-  const at::Tensor wi = w_in.reshape({nh, C}).contiguous(), wo = w_out.reshape({C_out, nh}).contiguous();
-  const at::Tensor taps = w_dw.reshape({h, K * K}).contiguous();
-  const at::Tensor bi_t = b_in.has_value() ? b_in->contiguous() : at::Tensor();
-  const at::Tensor bd_t = b_dw.has_value() ? b_dw->contiguous() : at::Tensor();
-  const at::Tensor bo_t = b_out.has_value() ? b_out->contiguous() : at::Tensor();
-  at::Tensor z = at::empty({B, C_out, H, W}, x.options());
+  detail::check_cpu_operand(w_dw, "depthwise_chain_mlp", "w_dw", dtype);
+  detail::check_cpu_operand(b_dw, "depthwise_chain_mlp", "b_dw", dtype, h);
   TORCH_CHECK(C > 0 && nh > 0, "ddsa depthwise_chain_mlp: x and w_in need at least one channel, got x ", x_in.sizes(),
               " and w_in ", w_in.sizes());
-  if (z.numel() == 0) return z;
 
-  const int64_t halo = n * (K / 2);
-  band = std::min(band, H);
-  const auto [runs, run_rows] = cpu::bands::row_runs(B, H, band);
+  const cpu::bands::Operands io(x_in, w_in, b_in, w_out, b_out);
+  const at::Tensor taps = w_dw.reshape({h, K * K}).contiguous();
+  const at::Tensor bd_t = cpu::contiguous_or_none(b_dw);
+  if (io.z.numel() == 0) return io.z;
+
   AT_DISPATCH_FLOATING_TYPES(dtype, "ddsa_depthwise_chain_mlp_forward_cpu", [&] {
     using T = scalar_t;
-    const T* xp = x.data_ptr<T>();
-    const T* wip = wi.data_ptr<T>();
-    const T* wop = wo.data_ptr<T>();
     const T* tp = taps.data_ptr<T>();
-    const T* bip = bi_t.defined() ? bi_t.data_ptr<T>() : nullptr;
-    const T* bdp = bd_t.defined() ? bd_t.data_ptr<T>() : nullptr;
-    const T* bop = bo_t.defined() ? bo_t.data_ptr<T>() : nullptr;
-    T* zp = z.data_ptr<T>();
+    const T* bdp = cpu::data_or_null<T>(bd_t);
     const cpu::dw::PlaneFn<T> conv = cpu::dw::plane_kernel<T>(K);
     const std::vector<T> zeros(W, T(0));
-    const int64_t rows_max = band + 2 * halo, ps = rows_max * W;  // buffer rows and plane stride
-    at::parallel_for(0, B * runs, 1, [&](int64_t begin, int64_t end) {
-      // uninitialised: every element is written before it is read (a zero fill would cost a pass)
-      const std::unique_ptr<T[]> buf(new T[nh * ps]), kept(new T[nh * 2 * halo * W + 1]), su(new T[ps]), sy(new T[ps]);
-      for (int64_t task = begin; task < end; ++task) {
-        const int64_t b = task / runs, R0 = (task % runs) * run_rows, R1 = std::min(H, R0 + run_rows);
-        const T* xb = xp + b * C * H * W;
-        T* zb = zp + b * C_out * H * W;
-        int64_t kept_lo = 0, kept_hi = 0;  // rows of u held in `kept` from the previous band
-        for (int64_t r0 = R0; r0 < R1; r0 += band) {
-          const int64_t r1 = std::min(R1, r0 + band);
-          const int64_t ra = std::max<int64_t>(0, r0 - halo), rb = std::min(H, r1 + halo), E = rb - ra;
-          int64_t fresh = ra;
-          if (kept_hi > kept_lo) {  // kept_lo == ra by construction
-            const int64_t rows = kept_hi - kept_lo;
-            for (int64_t c = 0; c < nh; ++c)
-              std::memcpy(buf.get() + c * ps, kept.get() + c * 2 * halo * W, sizeof(T) * rows * W);
-            fresh = kept_hi;
-          }
-          if (rb > fresh) {
-            cpu::gemm(false, false, nh, (rb - fresh) * W, C, T(1), wip, C, xb + fresh * W, H * W, T(0),
-                      buf.get() + (fresh - ra) * W, ps);
-            cpu::bands::add_row_bias(buf.get() + (fresh - ra) * W, nh, ps, (rb - fresh) * W, bip);
-          }
-          kept_lo = kept_hi = 0;
-          if (r1 < R1 && halo > 0) {  // the next band's leading halo rows, before the chain overwrites them
-            kept_lo = std::max<int64_t>(0, r1 - halo);
-            kept_hi = rb;
-            for (int64_t c = 0; c < nh; ++c)
-              std::memcpy(kept.get() + c * 2 * halo * W, buf.get() + c * ps + (kept_lo - ra) * W,
-                          sizeof(T) * (kept_hi - kept_lo) * W);
-          }
-          const int64_t len = E * W;
-          for (int64_t c = 0; c < h; ++c) {
-            const T bias_c = bdp ? bdp[c] : T(0);
-            for (int64_t i = 0; i < n; ++i) {
-              T* pi = buf.get() + (i * h + c) * ps;
-              if (i == 0) {
-                conv(pi, sy.get(), tp + c * K * K, bias_c, E, W, zeros.data());
-                cpu::relu_inplace(sy.get(), len);
-                std::memcpy(pi, sy.get(), sizeof(T) * len);
-              } else {
-                cpu::add_planes(pi - h * ps, pi, su.get(), len);
-                conv(su.get(), pi, tp + c * K * K, bias_c, E, W, zeros.data());
-                cpu::relu_inplace(pi, len);
-              }
+    cpu::bands::run(io.block<T>(), band, n * (K / 2), [&](int64_t ps) {
+      return [&, su = std::unique_ptr<T[]>(new T[ps]), sy = std::unique_ptr<T[]>(new T[ps])](
+                 T* u, const cpu::bands::Band& bd) {
+        const int64_t E = bd.rb - bd.ra, len = E * W;
+        for (int64_t c = 0; c < h; ++c) {
+          const T bias_c = bdp ? bdp[c] : T(0);
+          for (int64_t i = 0; i < n; ++i) {
+            T* pi = u + (i * h + c) * bd.ps;
+            if (i == 0) {
+              conv(pi, sy.get(), tp + c * K * K, bias_c, E, W, zeros.data());
+              cpu::relu_inplace(sy.get(), len);
+              std::memcpy(pi, sy.get(), sizeof(T) * len);
+            } else {
+              cpu::add_planes(pi - h * bd.ps, pi, su.get(), len);
+              conv(su.get(), pi, tp + c * K * K, bias_c, E, W, zeros.data());
+              cpu::relu_inplace(pi, len);
             }
           }
-          cpu::gemm(false, false, C_out, (r1 - r0) * W, nh, T(1), wop, nh, buf.get() + (r0 - ra) * W, ps, T(0),
-                    zb + r0 * W, H * W);
-          cpu::bands::add_row_bias(zb + r0 * W, C_out, H * W, (r1 - r0) * W, bop);
         }
-      }
+        return cpu::bands::MidRows<T>{u + (bd.r0 - bd.ra) * W, bd.ps};
+      };
     });
   });
-  return z;
+  return io.z;
 }
 
 }  // namespace ddsa

@@ -9,8 +9,8 @@
 //
 // * gated_ffn_forward_cpu: inference of the whole block in bands of rows. Unfused, u and d are 2h-channel
 //   maps (Restormer: 5.3× x's size each) written to memory and read back, and torch's NCHW depth-wise
-//   convolution is slow on CPU. Here each task owns a run of image rows and walks it in bands: one GEMM computes u
-//   for the band plus K/2 halo rows either side into a per-thread buffer (the halo rows below a band are
+//   convolution is slow on CPU. Here bands::run walks the image in bands of rows: one GEMM computes u for
+//   the band plus K/2 halo rows either side into a per-thread buffer (the halo rows below a band are
 //   kept and reused as the halo above the next one), the depth-wise convolution and the gate run per
 //   channel pair in two scratch planes, y overwrites the band's rows of u_a in place, and one GEMM writes z.
 // * gated_depthwise_forward_cpu / gated_depthwise_backward_cpu: the middle, y = gelu(d_a) · d_g from u,
@@ -35,9 +35,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 #include <memory>
-#include <string>
 #include <type_traits>
 #include <vector>
 
@@ -178,19 +176,24 @@ GateGradFn<T> gate_grad_kernel() {
   return gate_grad_base<T>;
 }
 
-void check_dtype_device(const at::Tensor& t, const char* name, at::ScalarType dtype, int64_t numel) {
-  TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == dtype && (numel < 0 || (t.dim() == 1 && t.numel() == numel)),
-              "ddsa gated_ffn: ", name, " must be a CPU tensor of x's dtype ", dtype,
-              numel < 0 ? "" : " and shape (" + std::to_string(numel) + ",)", ", got ", t.sizes(), " ",
-              t.scalar_type(), " on ", t.device());
-}
-
 // w_dw (2h, 1, K, K) with odd K, matching u's 2h channels.
 void check_depthwise(const at::Tensor& w_dw, int64_t channels) {
   TORCH_CHECK(w_dw.dim() == 4 && w_dw.size(1) == 1 && w_dw.size(2) == w_dw.size(3) && w_dw.size(2) % 2 == 1 &&
                   w_dw.size(2) <= 7 && w_dw.size(0) == channels && channels % 2 == 0 && channels > 0,
               "ddsa gated_ffn: w_dw must have shape (2h, 1, K, K) with K odd ≤ 7 and 2h = ", channels,
               " (an even number of channels), got ", w_dw.sizes());
+}
+
+// The arguments shared by gated_depthwise's forward and backward: u (B, 2h, H, W) of a float dtype, and w_dw, b_dw.
+void check_gated_depthwise(const at::Tensor& u, const at::Tensor& w_dw, const std::optional<at::Tensor>& b_dw) {
+  TORCH_CHECK(u.dim() == 4, "ddsa gated_depthwise: u must have shape (B, 2h, H, W), got ", u.sizes());
+  const auto dtype = u.scalar_type();
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble, "ddsa gated_depthwise cpu backend: unsupported dtype ",
+              dtype, " (expected float32 or float64)");
+  check_depthwise(w_dw, u.size(1));
+  detail::check_cpu_operand(u, "gated_ffn", "u", dtype);
+  detail::check_cpu_operand(w_dw, "gated_ffn", "w_dw", dtype);
+  detail::check_cpu_operand(b_dw, "gated_ffn", "b_dw", dtype, u.size(1));
 }
 
 }  // namespace
@@ -202,113 +205,56 @@ at::Tensor gated_ffn_forward_cpu(const at::Tensor& x_in, const at::Tensor& w_in,
                                  const std::optional<at::Tensor>& b_out, int64_t band) {
   namespace g = cpu::gdfn;
   TORCH_CHECK(x_in.dim() == 4, "ddsa gated_ffn: x must have shape (B, C, H, W), got ", x_in.sizes());
-  const int64_t B = x_in.size(0), C = x_in.size(1), H = x_in.size(2), W = x_in.size(3);
+  const int64_t C = x_in.size(1), W = x_in.size(3);
   TORCH_CHECK(w_in.dim() == 4 && w_in.size(1) == C && w_in.size(2) == 1 && w_in.size(3) == 1,
               "ddsa gated_ffn: w_in must have shape (2h, ", C, ", 1, 1), got ", w_in.sizes());
   const int64_t h2 = w_in.size(0), h = h2 / 2;
   g::check_depthwise(w_dw, h2);
   TORCH_CHECK(w_out.dim() == 4 && w_out.size(1) == h && w_out.size(2) == 1 && w_out.size(3) == 1,
               "ddsa gated_ffn: w_out must have shape (C_out, ", h, ", 1, 1), got ", w_out.sizes());
-  TORCH_CHECK(band >= 1, "ddsa gated_ffn: band must be at least 1 row, got ", band);
-  const int64_t K = w_dw.size(2), R = K / 2, C_out = w_out.size(0);
+  cpu::bands::check_operands("gated_ffn", x_in, w_in, b_in, w_out, b_out, band);
   const auto dtype = x_in.scalar_type();
-  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble, "ddsa gated_ffn cpu backend: unsupported dtype ", dtype,
-              " (expected float32 or float64)");
-  g::check_dtype_device(x_in, "x", dtype, -1);
-  g::check_dtype_device(w_in, "w_in", dtype, -1);
-  g::check_dtype_device(w_dw, "w_dw", dtype, -1);
-  g::check_dtype_device(w_out, "w_out", dtype, -1);
-  if (b_in.has_value()) g::check_dtype_device(*b_in, "b_in", dtype, h2);
-  if (b_dw.has_value()) g::check_dtype_device(*b_dw, "b_dw", dtype, h2);
-  if (b_out.has_value()) g::check_dtype_device(*b_out, "b_out", dtype, C_out);
-  TORCH_CHECK(C > 0, "ddsa gated_ffn: x needs at least one channel, got ", x_in.sizes());
+  detail::check_cpu_operand(w_dw, "gated_ffn", "w_dw", dtype);
+  detail::check_cpu_operand(b_dw, "gated_ffn", "b_dw", dtype, h2);
+  const int64_t K = w_dw.size(2), R = K / 2;
 
-  const at::Tensor x = x_in.contiguous();
-  const at::Tensor wi = w_in.reshape({h2, C}).contiguous(), wo = w_out.reshape({C_out, h}).contiguous();
+  const cpu::bands::Operands io(x_in, w_in, b_in, w_out, b_out);
   const at::Tensor taps = w_dw.reshape({h2, K * K}).contiguous();
-  const at::Tensor bi_t = b_in.has_value() ? b_in->contiguous() : at::Tensor();
-  const at::Tensor bd_t = b_dw.has_value() ? b_dw->contiguous() : at::Tensor();
-  const at::Tensor bo_t = b_out.has_value() ? b_out->contiguous() : at::Tensor();
-  at::Tensor z = at::empty({B, C_out, H, W}, x.options());
-  if (z.numel() == 0) return z;
+  const at::Tensor bd_t = cpu::contiguous_or_none(b_dw);
+  if (io.z.numel() == 0) return io.z;
 
-  band = std::min(band, H);
-  const auto [runs, run_rows] = cpu::bands::row_runs(B, H, band);
   AT_DISPATCH_FLOATING_TYPES(dtype, "ddsa_gated_ffn_forward_cpu", [&] {
     using T = scalar_t;
-    const T* xp = x.data_ptr<T>();
-    const T* wip = wi.data_ptr<T>();
-    const T* wop = wo.data_ptr<T>();
     const T* tp = taps.data_ptr<T>();
-    const T* bip = bi_t.defined() ? bi_t.data_ptr<T>() : nullptr;
-    const T* bdp = bd_t.defined() ? bd_t.data_ptr<T>() : nullptr;
-    const T* bop = bo_t.defined() ? bo_t.data_ptr<T>() : nullptr;
-    T* zp = z.data_ptr<T>();
+    const T* bdp = cpu::data_or_null<T>(bd_t);
     const cpu::dw::PlaneFn<T> conv = cpu::dw::plane_kernel<T>(K);
     const g::GateFn<T> gate = g::gate_kernel<T>();
     const std::vector<T> zeros(W, T(0));
-    const int64_t rows_max = band + 2 * R, ps = rows_max * W;  // buffer rows and plane stride
-    const int64_t kept_ps = 2 * R * W;
-    at::parallel_for(0, B * runs, 1, [&](int64_t begin, int64_t end) {
-      // uninitialised: every element is written before it is read
-      const std::unique_ptr<T[]> buf(new T[h2 * ps]), kept(new T[h2 * kept_ps + 1]), sa(new T[ps]), sg(new T[ps]);
-      for (int64_t task = begin; task < end; ++task) {
-        const int64_t b = task / runs, R0 = (task % runs) * run_rows, R1 = std::min(H, R0 + run_rows);
-        const T* xb = xp + b * C * H * W;
-        T* zb = zp + b * C_out * H * W;
-        int64_t kept_lo = 0, kept_hi = 0;  // image rows of u held in `kept` from the previous band
-        for (int64_t r0 = R0; r0 < R1; r0 += band) {
-          const int64_t r1 = std::min(R1, r0 + band);
-          const int64_t ra = std::max<int64_t>(0, r0 - R), rb = std::min(H, r1 + R), E = rb - ra;
-          int64_t fresh = ra;
-          if (kept_hi > kept_lo) {  // kept_lo == ra by construction
-            for (int64_t c = 0; c < h2; ++c)
-              std::memcpy(buf.get() + c * ps, kept.get() + c * kept_ps, sizeof(T) * (kept_hi - kept_lo) * W);
-            fresh = kept_hi;
-          }
-          if (rb > fresh) {
-            cpu::gemm(false, false, h2, (rb - fresh) * W, C, T(1), wip, C, xb + fresh * W, H * W, T(0),
-                      buf.get() + (fresh - ra) * W, ps);
-            cpu::bands::add_row_bias(buf.get() + (fresh - ra) * W, h2, ps, (rb - fresh) * W, bip);
-          }
-          kept_lo = kept_hi = 0;
-          if (r1 < R1 && R > 0) {  // the next band's upper halo and first rows, before y overwrites u_a
-            kept_lo = std::max<int64_t>(0, r1 - R);
-            kept_hi = rb;
-            for (int64_t c = 0; c < h2; ++c)
-              std::memcpy(kept.get() + c * kept_ps, buf.get() + c * ps + (kept_lo - ra) * W,
-                          sizeof(T) * (kept_hi - kept_lo) * W);
-          }
-          // The convolution pads the buffer's first and last rows with zeros, which is wrong where they are
-          // not the image's edge, but only for the halo rows, which are not written out.
-          const int64_t out0 = (r0 - ra) * W, len = (r1 - r0) * W;
-          for (int64_t c = 0; c < h; ++c) {
-            T* ua = buf.get() + c * ps;
-            const T* ug = buf.get() + (c + h) * ps;
-            conv(ua, sa.get(), tp + c * K * K, bdp ? bdp[c] : T(0), E, W, zeros.data());
-            conv(ug, sg.get(), tp + (c + h) * K * K, bdp ? bdp[c + h] : T(0), E, W, zeros.data());
-            gate(sa.get() + out0, sg.get() + out0, ua + out0, len);
-          }
-          cpu::gemm(false, false, C_out, len, h, T(1), wop, h, buf.get() + out0, ps, T(0), zb + r0 * W, H * W);
-          cpu::bands::add_row_bias(zb + r0 * W, C_out, H * W, len, bop);
+    cpu::bands::run(io.block<T>(), band, R, [&](int64_t ps) {
+      return [&, sa = std::unique_ptr<T[]>(new T[ps]), sg = std::unique_ptr<T[]>(new T[ps])](
+                 T* u, const cpu::bands::Band& bd) {
+        // The convolution pads the buffer's first and last rows with zeros, which is wrong where they are
+        // not the image's edge, but only for the halo rows, which are not written out.
+        const int64_t E = bd.rb - bd.ra, out0 = (bd.r0 - bd.ra) * W, len = (bd.r1 - bd.r0) * W;
+        for (int64_t c = 0; c < h; ++c) {
+          T* ua = u + c * bd.ps;
+          const T* ug = u + (c + h) * bd.ps;
+          conv(ua, sa.get(), tp + c * K * K, bdp ? bdp[c] : T(0), E, W, zeros.data());
+          conv(ug, sg.get(), tp + (c + h) * K * K, bdp ? bdp[c + h] : T(0), E, W, zeros.data());
+          gate(sa.get() + out0, sg.get() + out0, ua + out0, len);  // y overwrites the band's rows of u_a
         }
-      }
+        return cpu::bands::MidRows<T>{u + out0, bd.ps};
+      };
     });
   });
-  return z;
+  return io.z;
 }
 
 at::Tensor gated_depthwise_forward_cpu(const at::Tensor& u_in, const at::Tensor& w_dw,
                                        const std::optional<at::Tensor>& b_dw) {
   namespace g = cpu::gdfn;
-  TORCH_CHECK(u_in.dim() == 4, "ddsa gated_depthwise: u must have shape (B, 2h, H, W), got ", u_in.sizes());
+  g::check_gated_depthwise(u_in, w_dw, b_dw);
   const auto dtype = u_in.scalar_type();
-  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble, "ddsa gated_depthwise cpu backend: unsupported dtype ",
-              dtype, " (expected float32 or float64)");
-  g::check_depthwise(w_dw, u_in.size(1));
-  g::check_dtype_device(u_in, "u", dtype, -1);
-  g::check_dtype_device(w_dw, "w_dw", dtype, -1);
-  if (b_dw.has_value()) g::check_dtype_device(*b_dw, "b_dw", dtype, u_in.size(1));
   const int64_t B = u_in.size(0), h2 = u_in.size(1), h = h2 / 2, H = u_in.size(2), W = u_in.size(3), K = w_dw.size(2);
   const at::Tensor u = cpu::dw::planes_ok(u_in);
   const at::Tensor taps = w_dw.reshape({h2, K * K}).contiguous();
@@ -346,15 +292,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gated_depthwise_backward_cpu(cons
                                                                             const at::Tensor& w_dw,
                                                                             const std::optional<at::Tensor>& b_dw) {
   namespace g = cpu::gdfn;
-  TORCH_CHECK(u_in.dim() == 4, "ddsa gated_depthwise: u must have shape (B, 2h, H, W), got ", u_in.sizes());
+  g::check_gated_depthwise(u_in, w_dw, b_dw);
   const auto dtype = u_in.scalar_type();
-  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble, "ddsa gated_depthwise cpu backend: unsupported dtype ",
-              dtype, " (expected float32 or float64)");
-  g::check_depthwise(w_dw, u_in.size(1));
-  g::check_dtype_device(u_in, "u", dtype, -1);
-  g::check_dtype_device(grad_y, "grad_y", dtype, -1);
-  g::check_dtype_device(w_dw, "w_dw", dtype, -1);
-  if (b_dw.has_value()) g::check_dtype_device(*b_dw, "b_dw", dtype, u_in.size(1));
+  detail::check_cpu_operand(grad_y, "gated_ffn", "grad_y", dtype);
   const int64_t B = u_in.size(0), h2 = u_in.size(1), h = h2 / 2, H = u_in.size(2), W = u_in.size(3), K = w_dw.size(2);
   TORCH_CHECK(grad_y.dim() == 4 && grad_y.size(0) == B && grad_y.size(1) == h && grad_y.size(2) == H &&
                   grad_y.size(3) == W,
@@ -365,8 +305,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gated_depthwise_backward_cpu(cons
   const at::Tensor flipped = w_dw.flip({2, 3}).reshape({h2, K * K}).contiguous();
   const at::Tensor bd = b_dw.has_value() ? b_dw->contiguous() : at::Tensor();
   at::Tensor du = at::empty({B, h2, H, W}, u.options().memory_format(at::MemoryFormat::Contiguous));
-  const auto f64 = u.options().dtype(at::kDouble);
-  at::Tensor dk = at::zeros({h2, K * K}, f64), db = at::zeros({h2}, f64);
+  const cpu::dw::TapGrads acc(w_dw);
   if (du.numel() > 0) {
     AT_DISPATCH_FLOATING_TYPES(dtype, "ddsa_gated_depthwise_backward_cpu", [&] {
       using T = scalar_t;
@@ -376,8 +315,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gated_depthwise_backward_cpu(cons
       const T* fp = flipped.data_ptr<T>();
       const T* bp = bd.defined() ? bd.data_ptr<T>() : nullptr;
       T* dup = du.data_ptr<T>();
-      double* dkp = dk.data_ptr<double>();
-      double* dbp = db.data_ptr<double>();
+      double* dkp = acc.dk.data_ptr<double>();
+      double* dbp = acc.db.data_ptr<double>();
       const cpu::dw::Planes us(u), gs(dy);
       const cpu::dw::PlaneFn<T> conv = cpu::dw::plane_kernel<T>(K);
       const cpu::dw::GradFn<T> taps_grad = cpu::dw::grad_kernel<T>(K);
@@ -402,7 +341,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gated_depthwise_backward_cpu(cons
       });
     });
   }
-  return {du, dk.to(w_dw.scalar_type()).reshape(w_dw.sizes()), db.to(w_dw.scalar_type())};
+  return acc.grads(du);
 }
 
 }  // namespace ddsa

@@ -23,9 +23,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
-#include <cstring>
 #include <memory>
-#include <string>
 #include <vector>
 
 #include "../ddsa.h"
@@ -98,23 +96,15 @@ __attribute__((target("avx2,fma"))) void conv_rows_avx2(const T* x, int64_t x0, 
 }
 #endif
 
-template <int K, bool ACC, bool RELU, typename T>
-RowsFn<T> pick() {
-#ifdef DDSA_DW_AVX2
-  if (dw::cpu_has_avx2_fma()) return conv_rows_avx2<K, ACC, RELU, T>;
-#endif
-  return conv_rows<K, ACC, RELU, T>;
-}
-
 template <bool ACC, bool RELU, typename T>
 RowsFn<T> rows_kernel(int64_t K) {
-  switch (K) {
-    case 1: return pick<1, ACC, RELU, T>();
-    case 3: return pick<3, ACC, RELU, T>();
-    case 5: return pick<5, ACC, RELU, T>();
-    case 7: return pick<7, ACC, RELU, T>();
-    default: TORCH_CHECK(false, "ddsa mixed_scale_ffn cpu backend: kernel size ", K, " is not 1, 3, 5 or 7");
-  }
+  return dw::with_kernel_size(K, "mixed_scale_ffn", [](auto k) -> RowsFn<T> {
+    constexpr int KK = decltype(k)::value;
+#ifdef DDSA_DW_AVX2
+    if (dw::cpu_has_avx2_fma()) return conv_rows_avx2<KK, ACC, RELU, T>;
+#endif
+    return conv_rows<KK, ACC, RELU, T>;
+  });
 }
 
 // g = v · [s > 0], where g may alias v. Both sides are computed first so the loop compiles to a blend.
@@ -165,13 +155,6 @@ struct MidArgs {
   const std::optional<at::Tensor>&b3, &b5, &b3_1, &b5_1;
 };
 
-void check_tensor(const at::Tensor& t, const char* name, at::ScalarType dtype, int64_t numel) {
-  TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == dtype && (numel < 0 || (t.dim() == 1 && t.numel() == numel)),
-              "ddsa mixed_scale_ffn: ", name, " must be a CPU tensor of x's dtype ", dtype,
-              numel < 0 ? "" : " and shape (" + std::to_string(numel) + ",)", ", got ", t.sizes(), " ",
-              t.scalar_type(), " on ", t.device());
-}
-
 // Checks the middle's weights against u's 2h channels; returns h.
 int64_t check_mid(const MidArgs& a, int64_t two_h, at::ScalarType dtype) {
   TORCH_CHECK(two_h > 0 && two_h % 2 == 0, "ddsa mixed_scale_ffn: the projection must have an even number 2h > 0 of "
@@ -188,14 +171,14 @@ int64_t check_mid(const MidArgs& a, int64_t two_h, at::ScalarType dtype) {
               "ddsa mixed_scale_ffn: w3_1 must have shape (", h, ", 2, K, K) with K odd ≤ 7, got ", a.w3_1.sizes());
   TORCH_CHECK(square_odd(a.w5_1) && a.w5_1.size(0) == h && a.w5_1.size(1) == 2,
               "ddsa mixed_scale_ffn: w5_1 must have shape (", h, ", 2, K, K) with K odd ≤ 7, got ", a.w5_1.sizes());
-  check_tensor(a.w3, "w3", dtype, -1);
-  check_tensor(a.w5, "w5", dtype, -1);
-  check_tensor(a.w3_1, "w3_1", dtype, -1);
-  check_tensor(a.w5_1, "w5_1", dtype, -1);
-  if (a.b3.has_value()) check_tensor(*a.b3, "b3", dtype, two_h);
-  if (a.b5.has_value()) check_tensor(*a.b5, "b5", dtype, two_h);
-  if (a.b3_1.has_value()) check_tensor(*a.b3_1, "b3_1", dtype, h);
-  if (a.b5_1.has_value()) check_tensor(*a.b5_1, "b5_1", dtype, h);
+  detail::check_cpu_operand(a.w3, "mixed_scale_ffn", "w3", dtype);
+  detail::check_cpu_operand(a.w5, "mixed_scale_ffn", "w5", dtype);
+  detail::check_cpu_operand(a.w3_1, "mixed_scale_ffn", "w3_1", dtype);
+  detail::check_cpu_operand(a.w5_1, "mixed_scale_ffn", "w5_1", dtype);
+  detail::check_cpu_operand(a.b3, "mixed_scale_ffn", "b3", dtype, two_h);
+  detail::check_cpu_operand(a.b5, "mixed_scale_ffn", "b5", dtype, two_h);
+  detail::check_cpu_operand(a.b3_1, "mixed_scale_ffn", "b3_1", dtype, h);
+  detail::check_cpu_operand(a.b5_1, "mixed_scale_ffn", "b5_1", dtype, h);
   return h;
 }
 
@@ -204,9 +187,9 @@ struct MidTensors {
   at::Tensor w1[2], b1[2], w2[2], b2[2];
   MidTensors(const MidArgs& a, bool flipped) {
     const auto prep = [&](const at::Tensor& w) { return (flipped ? w.flip({2, 3}) : w).contiguous(); };
-    const auto opt = [](const std::optional<at::Tensor>& b) { return b.has_value() ? b->contiguous() : at::Tensor(); };
     w1[0] = prep(a.w3), w1[1] = prep(a.w5), w2[0] = prep(a.w3_1), w2[1] = prep(a.w5_1);
-    b1[0] = opt(a.b3), b1[1] = opt(a.b5), b2[0] = opt(a.b3_1), b2[1] = opt(a.b5_1);
+    b1[0] = contiguous_or_none(a.b3), b1[1] = contiguous_or_none(a.b5);
+    b2[0] = contiguous_or_none(a.b3_1), b2[1] = contiguous_or_none(a.b5_1);
   }
   template <typename T>
   Mid<T> view(int64_t h) const {
@@ -215,8 +198,7 @@ struct MidTensors {
     for (int t = 0; t < 2; ++t) {
       m.K1[t] = w1[t].size(2), m.K2[t] = w2[t].size(2);
       m.w1[t] = w1[t].data_ptr<T>(), m.w2[t] = w2[t].data_ptr<T>();
-      m.b1[t] = b1[t].defined() ? b1[t].data_ptr<T>() : nullptr;
-      m.b2[t] = b2[t].defined() ? b2[t].data_ptr<T>() : nullptr;
+      m.b1[t] = data_or_null<T>(b1[t]), m.b2[t] = data_or_null<T>(b2[t]);
       m.stage1[t] = rows_kernel<false, true, T>(m.K1[t]);
       m.stage2_first[t] = rows_kernel<false, false, T>(m.K2[t]);
       m.stage2_second[t] = rows_kernel<true, true, T>(m.K2[t]);
@@ -283,8 +265,8 @@ std::vector<at::Tensor> mixed_scale_ffn_mid_backward_cpu(const at::Tensor& grad_
   TORCH_CHECK(grad_m.sizes() == u_in.sizes() && m_in.sizes() == u_in.sizes(), "ddsa mixed_scale_ffn: grad_m ",
               grad_m.sizes(), " and m ", m_in.sizes(), " must have u's shape ", u_in.sizes());
   const auto dtype = u_in.scalar_type();
-  ms::check_tensor(grad_m, "grad_m", dtype, -1);
-  ms::check_tensor(m_in, "m", dtype, -1);
+  detail::check_cpu_operand(grad_m, "mixed_scale_ffn", "grad_m", dtype);
+  detail::check_cpu_operand(m_in, "mixed_scale_ffn", "m", dtype);
   const ms::MidArgs args{w3, w5, w3_1, w5_1, b3, b5, b3_1, b5_1};
   const int64_t B = u_in.size(0), two_h = u_in.size(1), H = u_in.size(2), W = u_in.size(3);
   const int64_t h = ms::check_mid(args, two_h, dtype);
@@ -357,11 +339,9 @@ std::vector<at::Tensor> mixed_scale_ffn_mid_backward_cpu(const at::Tensor& grad_
           weight_grad(dw2[0], w3_1), bias_grad(db2[0]), weight_grad(dw2[1], w5_1), bias_grad(db2[1])};
 }
 
-// Inference of the whole block. Each task owns a run of image rows and walks it in bands of `band` rows:
-// one GEMM computes u for the band plus `halo` = reach1 + reach2 rows either side into a per-thread buffer
-// (the rows shared with the previous band are moved to the buffer's front instead of being recomputed);
-// each plane of m is then computed for the band's rows only (stage 1 on the rows stage 2 reads, stage 2
-// on the band), into a second buffer that one GEMM turns into z's band. u and m never leave the buffers.
+// Inference of the whole block, walked in bands by bands::run with `halo` = reach1 + reach2 rows of u
+// either side: each plane of m is computed for the band's rows only (stage 1 on the rows stage 2 reads,
+// stage 2 on the band) into a second per-thread buffer, which the output GEMM reads.
 at::Tensor mixed_scale_ffn_forward_cpu(const at::Tensor& x_in, const at::Tensor& w_in,
                                        const std::optional<at::Tensor>& b_in, const at::Tensor& w3,
                                        const std::optional<at::Tensor>& b3, const at::Tensor& w5,
@@ -378,80 +358,34 @@ at::Tensor mixed_scale_ffn_forward_cpu(const at::Tensor& x_in, const at::Tensor&
   TORCH_CHECK(w_out.dim() == 4 && w_out.size(1) == two_h && w_out.size(2) == 1 && w_out.size(3) == 1 &&
                   w_out.size(0) > 0,
               "ddsa mixed_scale_ffn: w_out must have shape (C_out, ", two_h, ", 1, 1), got ", w_out.sizes());
-  TORCH_CHECK(band >= 1, "ddsa mixed_scale_ffn: band must be at least 1 row, got ", band);
-  TORCH_CHECK(C > 0, "ddsa mixed_scale_ffn: x needs at least one channel, got ", x_in.sizes());
+  cpu::bands::check_operands("mixed_scale_ffn", x_in, w_in, b_in, w_out, b_out, band);
   const auto dtype = x_in.scalar_type();
-  const int64_t C_out = w_out.size(0);
-  ms::check_tensor(w_in, "w_in", dtype, -1);
-  ms::check_tensor(w_out, "w_out", dtype, -1);
-  if (b_in.has_value()) ms::check_tensor(*b_in, "b_in", dtype, two_h);
-  if (b_out.has_value()) ms::check_tensor(*b_out, "b_out", dtype, C_out);
   const ms::MidArgs args{w3, w5, w3_1, w5_1, b3, b5, b3_1, b5_1};
   const int64_t h = ms::check_mid(args, two_h, dtype);
 
-  const at::Tensor x = x_in.contiguous();
-  const at::Tensor wi = w_in.reshape({two_h, C}).contiguous(), wo = w_out.reshape({C_out, two_h}).contiguous();
-  const at::Tensor bi_t = b_in.has_value() ? b_in->contiguous() : at::Tensor();
-  const at::Tensor bo_t = b_out.has_value() ? b_out->contiguous() : at::Tensor();
+  const cpu::bands::Operands io(x_in, w_in, b_in, w_out, b_out);
   const ms::MidTensors weights(args, false);
-  at::Tensor z = at::empty({B, C_out, H, W}, x.options());
-  if (z.numel() == 0) return z;
+  if (io.z.numel() == 0) return io.z;
 
   const int64_t threads = at::get_num_threads();
   // Short maps: bands no taller than an even share of the rows, so that every thread gets a run.
   band = std::min({band, H, std::max<int64_t>(1, (H * B + threads - 1) / threads)});
-  const auto [runs, run_rows] = cpu::bands::row_runs(B, H, band);
   AT_DISPATCH_FLOATING_TYPES(dtype, "ddsa_mixed_scale_ffn_forward_cpu", [&] {
     using T = scalar_t;
     const ms::Mid<T> mid = weights.view<T>(h);
-    const int64_t halo = mid.reach1() + mid.reach2();
-    const T* xp = x.data_ptr<T>();
-    const T* wip = wi.data_ptr<T>();
-    const T* wop = wo.data_ptr<T>();
-    const T* bip = bi_t.defined() ? bi_t.data_ptr<T>() : nullptr;
-    const T* bop = bo_t.defined() ? bo_t.data_ptr<T>() : nullptr;
-    T* zp = z.data_ptr<T>();
     const std::vector<T> zeros(W, T(0));
-    const int64_t ps = std::min(H, band + 2 * halo) * W;  // u buffer: plane stride
-    const int64_t ms_ = band * W;                         // m buffer: plane stride
-    at::parallel_for(0, B * runs, 1, [&](int64_t begin, int64_t end) {
-      // uninitialised: every element is written before it is read
-      const std::unique_ptr<T[]> ubuf(new T[two_h * ps]), mbuf(new T[two_h * ms_]),
-          s(new T[(band + 2 * mid.reach2()) * W]);
-      for (int64_t task = begin; task < end; ++task) {
-        const int64_t b = task / runs, R0 = (task % runs) * run_rows, R1 = std::min(H, R0 + run_rows);
-        const T* xb = xp + b * C * H * W;
-        T* zb = zp + b * C_out * H * W;
-        int64_t held = 0;  // rows of u at the buffer's front carried over from the previous band
-        for (int64_t r0 = R0; r0 < R1; r0 += band) {
-          const int64_t r1 = std::min(R1, r0 + band);
-          const int64_t ra = std::max<int64_t>(0, r0 - halo), rb = std::min(H, r1 + halo);
-          const int64_t fresh = ra + held;
-          if (rb > fresh) {
-            cpu::gemm(false, false, two_h, (rb - fresh) * W, C, T(1), wip, C, xb + fresh * W, H * W, T(0),
-                      ubuf.get() + (fresh - ra) * W, ps);
-            cpu::bands::add_row_bias(ubuf.get() + (fresh - ra) * W, two_h, ps, (rb - fresh) * W, bip);
-          }
-          const T* u0 = ubuf.get();
-          for (int64_t o = 0; o < two_h; ++o)
-            mid.m_rows(o, [&](int64_t c) { return u0 + c * ps; }, ra, rb, mbuf.get() + o * ms_, r0, r1, H, W,
-                       s.get(), zeros.data());
-          cpu::gemm(false, false, C_out, (r1 - r0) * W, two_h, T(1), wop, two_h, mbuf.get(), ms_, T(0),
-                    zb + r0 * W, H * W);
-          cpu::bands::add_row_bias(zb + r0 * W, C_out, H * W, (r1 - r0) * W, bop);
-          held = 0;
-          if (r1 < R1) {  // the next band starts at r1: its rows from max(0, r1 − halo) on are held already
-            const int64_t keep_from = std::max<int64_t>(0, r1 - halo);
-            held = rb - keep_from;
-            if (keep_from > ra && held > 0)
-              for (int64_t c = 0; c < two_h; ++c)
-                std::memmove(ubuf.get() + c * ps, ubuf.get() + c * ps + (keep_from - ra) * W, sizeof(T) * held * W);
-          }
-        }
-      }
+    const int64_t ms_ = band * W;  // m buffer: plane stride
+    cpu::bands::run(io.block<T>(), band, mid.reach1() + mid.reach2(), [&](int64_t) {
+      return [&, mbuf = std::unique_ptr<T[]>(new T[two_h * ms_]),
+              s = std::unique_ptr<T[]>(new T[(band + 2 * mid.reach2()) * W])](T* u, const cpu::bands::Band& bd) {
+        for (int64_t o = 0; o < two_h; ++o)
+          mid.m_rows(o, [&](int64_t c) { return u + c * bd.ps; }, bd.ra, bd.rb, mbuf.get() + o * ms_, bd.r0, bd.r1,
+                     H, W, s.get(), zeros.data());
+        return cpu::bands::MidRows<T>{mbuf.get(), ms_};
+      };
     });
   });
-  return z;
+  return io.z;
 }
 
 }  // namespace ddsa
