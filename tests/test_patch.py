@@ -14,6 +14,7 @@ import ddsa_kernels
 from ddsa_kernels import PatchReport, patch, unpatch
 from ddsa_kernels.patch import patched_kind
 import family_arch as fa
+from net_checks import assert_same_values_and_grads, mixed_scale_forward, net_grads
 
 patch_module = sys.modules["ddsa_kernels.patch"]
 F64 = torch.float64
@@ -31,16 +32,6 @@ def _net(family, *, LayerNorm_type="WithBias", bias=False, dtype=F64, seed=0):
             elif name.endswith(("norm1.body.bias", "norm2.body.bias")):
                 p.uniform_(-0.5, 0.5)
     return net
-
-
-def _grads(net, x):
-    x = x.detach().clone().requires_grad_(True)
-    net.zero_grad(set_to_none=True)
-    out = net(x)
-    gen = torch.Generator().manual_seed(1)
-    (out * torch.randn(out.shape, generator=gen, dtype=out.dtype)).sum().backward()
-    grads = {name.removeprefix("_orig_mod."): p.grad.detach().clone() for name, p in net.named_parameters()}
-    return out.detach(), x.grad.detach(), grads
 
 
 FFN_VARIANT = {"ddsa": "sefn", "drsformer": "mixed_scale", "restormer": "gdfn"}
@@ -64,16 +55,6 @@ def _x(batch=2, side=16, dtype=F64, seed=3):
     return torch.randn(batch, 3, side, side, generator=torch.Generator().manual_seed(seed), dtype=dtype)
 
 
-def _assert_all_close(a, b, rtol, atol):
-    out_a, gx_a, g_a = a
-    out_b, gx_b, g_b = b
-    torch.testing.assert_close(out_a, out_b, rtol=rtol, atol=atol)
-    torch.testing.assert_close(gx_a, gx_b, rtol=rtol, atol=atol)
-    assert g_a.keys() == g_b.keys()
-    for name in g_a:
-        torch.testing.assert_close(g_a[name], g_b[name], rtol=rtol, atol=atol, msg=lambda m: f"{name}: {m}")
-
-
 # ----------------------------------------------------------------------------- equivalence
 @pytest.mark.parametrize("family", fa.FAMILIES)
 @pytest.mark.parametrize("backend,ln_type,bias", [("reference", "WithBias", False), ("cpu", "BiasFree", True),
@@ -83,22 +64,22 @@ def test_float64_outputs_and_every_gradient(family, backend, ln_type, bias):
         pytest.skip(f"backend {backend} not available")
     net = _net(family, LayerNorm_type=ln_type, bias=bias)
     x = _x()
-    want = _grads(net, x)
+    want = net_grads(net, x)
     report = patch(net, backend=backend)
     ln_kind = "layer_norm:with_bias" if ln_type == "WithBias" else "layer_norm:bias_free"
     assert report.counts == _want_counts(net, family, ln_kind), str(report)
     assert not report.skipped
-    got = _grads(net, x)
-    _assert_all_close(got, want, rtol=1e-9, atol=1e-10)
+    got = net_grads(net, x)
+    assert_same_values_and_grads(got, want, rtol=1e-9, atol=1e-10)
 
 
 @pytest.mark.parametrize("family", fa.FAMILIES)
 def test_float32_cpu(family):
     net = _net(family, dtype=torch.float32)
     x = _x(dtype=torch.float32)
-    want = _grads(net, x)
+    want = net_grads(net, x)
     patch(net)  # auto
-    _assert_all_close(_grads(net, x), want, rtol=2e-4, atol=2e-4)
+    assert_same_values_and_grads(net_grads(net, x), want, rtol=2e-4, atol=2e-4)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
@@ -106,14 +87,18 @@ def test_float32_cpu(family):
 def test_low_precision_error_within_twice_the_unpatched_error(family, dtype):
     ref_net = _net(family)
     x = _x(batch=1)
-    exact = _grads(ref_net, x)
+    exact = net_grads(ref_net, x)
     net = copy.deepcopy(ref_net).to(dtype)
+    # The low-precision runs draw their output weights in ``dtype``, as this test always has: other values than
+    # the float64 draw of ``exact``, so dx and the parameter gradients are compared across different weights and
+    # both errors are O(1). Known weakness, left for its own change: with the float64 draw rounded (one set of
+    # weights), ddsa's float16 parameter check fails (fused 3.7 against plain 0.47).
     try:
-        plain = _grads(net, x.to(dtype))
+        plain = net_grads(net, x.to(dtype), draw_in_output_dtype=True)
     except RuntimeError as exc:  # a CPU kernel missing for this dtype
         pytest.skip(f"{dtype} unsupported on CPU here: {exc}")
     patch(net)
-    fused = _grads(net, x.to(dtype))
+    fused = net_grads(net, x.to(dtype), draw_in_output_dtype=True)
 
     def err(a, b):
         return (a.double() - b).abs().max().item()
@@ -282,12 +267,12 @@ def test_torch_compile_fullgraph_no_graph_break():
     torch.manual_seed(0)
     net = fa.block_stack("ddsa", dims=(8,), heads=(2,))
     x = torch.randn(1, 3, 8, 8)
-    want = _grads(net, x)
+    want = net_grads(net, x)
     patch(net)
     explained = torch._dynamo.explain(net)(x)
     assert explained.graph_break_count == 0 and explained.graph_count == 1
     compiled = torch.compile(net, fullgraph=True, backend="aot_eager")
-    _assert_all_close(_grads(compiled, x), want, rtol=1e-4, atol=1e-5)
+    assert_same_values_and_grads(net_grads(compiled, x), want, rtol=1e-4, atol=1e-5)
 
 
 # ----------------------------------------------------------------------------- near-misses
@@ -363,10 +348,10 @@ def test_sefn_with_bias_and_5x5_kernel_patched_exactly(backend):
     torch.manual_seed(0)
     model = _single(fa.Kernel5SEFN(6)).double()
     x = torch.randn(2, 6, 7, 9, dtype=F64)
-    want = _grads(model, x)
+    want = net_grads(model, x)
     report = patch(model, depthwise_conv=False, backend=backend)
     assert report.counts == {"feed_forward:sefn": 1} and not report.skipped
-    _assert_all_close(_grads(model, x), want, rtol=1e-9, atol=1e-10)
+    assert_same_values_and_grads(net_grads(model, x), want, rtol=1e-9, atol=1e-10)
     assert [(p, m.label) for p, m in unpatch(model)] == [("0", "feed_forward:sefn")]
 
 
@@ -383,28 +368,28 @@ def test_authors_gate_runs_with_amax_and_keeps_its_conv():
     torch.manual_seed(0)
     model = _single(fa.SEFN(6, 2.0, False)).double()
     x = torch.randn(2, 6, 7, 9, dtype=F64)
-    want = _grads(model, x)
+    want = net_grads(model, x)
     report = patch(model)
     assert report.counts["feed_forward:sefn"] == 1 and not report.skipped
     gate_calls = _hook_calls(model[0].SAlayer)
     conv_calls = _hook_calls(model[0].SAlayer.conv_sa)
     with torch.profiler.profile() as prof:
-        got = _grads(model, x)
+        got = net_grads(model, x)
     names = {e.key for e in prof.key_averages()}
     assert "aten::amax" in names and "aten::max" not in names
     assert not gate_calls and len(conv_calls) == 1
-    _assert_all_close(got, want, rtol=1e-9, atol=1e-10)
+    assert_same_values_and_grads(got, want, rtol=1e-9, atol=1e-10)
 
 
 def test_a_forked_gate_is_run_as_it_is():
     torch.manual_seed(0)
     model = _single(fa.MeanFirstGateSEFN(6)).double()
     x = torch.randn(2, 6, 7, 9, dtype=F64)
-    want = _grads(model, x)
+    want = net_grads(model, x)
     report = patch(model)
     assert report.counts["feed_forward:sefn"] == 1 and not report.skipped  # the rest of the block is fused
     gate_calls = _hook_calls(model[0].SAlayer)
-    _assert_all_close(_grads(model, x), want, rtol=1e-9, atol=1e-10)
+    assert_same_values_and_grads(net_grads(model, x), want, rtol=1e-9, atol=1e-10)
     assert len(gate_calls) == 1  # ... and the fork's own gate ran
 
 
@@ -419,11 +404,11 @@ def test_depthwise_convs_patched_exactly(kernel, dilation, backend):
                           nn.Conv2d(5, 5, kernel, padding=dilation * (kernel // 2), dilation=dilation, groups=5,
                                     bias=False)).double()
     x = torch.randn(2, 5, 7, 6, dtype=F64)
-    want = _grads(model, x)
+    want = net_grads(model, x)
     report = patch(model, backend=backend)
     label = f"depthwise_conv:{kernel}x{kernel}" + (f"/d{dilation}" if dilation > 1 and kernel > 1 else "")
     assert report.counts == {label: 2}
-    _assert_all_close(_grads(model, x), want, rtol=1e-9, atol=1e-10)
+    assert_same_values_and_grads(net_grads(model, x), want, rtol=1e-9, atol=1e-10)
 
 
 def test_unrelated_modules_are_not_reported():
@@ -446,10 +431,10 @@ def test_handled_exactly_dropout_zero_and_bias_free():
     model = nn.Sequential(fa.LayerNorm(8, "BiasFree"), fa.DRSformerAttention(8, 2, bias=True)).double()
     assert model[1].attn_drop.p == 0
     x = torch.randn(2, 8, 5, 6, dtype=F64)
-    want = _grads(model, x)
+    want = net_grads(model, x)
     report = patch(model)
     assert report.counts == {"attention:drsformer": 1, "depthwise_conv:3x3": 1, "layer_norm:bias_free": 1}
-    _assert_all_close(_grads(model, x), want, rtol=1e-9, atol=1e-10)
+    assert_same_values_and_grads(net_grads(model, x), want, rtol=1e-9, atol=1e-10)
 
 
 def test_verify_false_skips_only_the_behaviour_check():
@@ -469,13 +454,13 @@ def test_independent_official_ddsa_oracle_is_patched_exactly():
                 p.uniform_(0.3, 1.7)
     net.eval()  # its SALayer's BatchNorm: running statistics, so both passes see the same function
     x = _x(batch=1)
-    want = _grads(net, x)
+    want = net_grads(net, x)
     report = patch(net, backend="reference")
     # depth-wise: 9 attention qkv_dwconv, 9 SEFN dwconv3x3 (no longer called once their SEFN is patched)
     assert report.counts == {"attention:ddsa": 9, "depthwise_conv:3x3": 18, "feed_forward:sefn": 9,
                              "layer_norm:with_bias": 18}
     assert not report.skipped
-    _assert_all_close(_grads(net, x), want, rtol=1e-9, atol=1e-10)
+    assert_same_values_and_grads(net_grads(net, x), want, rtol=1e-9, atol=1e-10)
 
 
 def test_distributed_data_parallel_single_process(tmp_path):
@@ -519,12 +504,7 @@ class _SwappedMSFN(fa.MSFN):
     """DRSformer's feed-forward with the two scales' second halves swapped into the other branch."""
 
     def forward(self, x):
-        x = self.project_in(x)
-        a3, b3 = self.relu3(self.dwconv3x3(x)).chunk(2, dim=1)
-        a5, b5 = self.relu5(self.dwconv5x5(x)).chunk(2, dim=1)
-        p = self.relu3_1(self.dwconv3x3_1(torch.cat([a3, b5], dim=1)))
-        q = self.relu5_1(self.dwconv5x5_1(torch.cat([b3, a5], dim=1)))
-        return self.project_out(torch.cat([p, q], dim=1))
+        return mixed_scale_forward(self, x, (("a3", "b5"), ("b3", "a5")))  # published: ("a3", "a5"), ("b3", "b5")
 
 
 @pytest.mark.parametrize("make,reason", [
@@ -550,7 +530,7 @@ def test_published_feed_forwards_with_bias_patched_exactly(make):
     torch.manual_seed(0)
     model = _single(make()).double()
     x = torch.randn(2, 8, 7, 9, dtype=F64)
-    want = _grads(model, x)
+    want = net_grads(model, x)
     report = patch(model, depthwise_conv=False, backend="cpu")
     assert len(report.patched) == 1 and not report.skipped
-    _assert_all_close(_grads(model, x), want, rtol=1e-9, atol=1e-10)
+    assert_same_values_and_grads(net_grads(model, x), want, rtol=1e-9, atol=1e-10)

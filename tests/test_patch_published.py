@@ -14,6 +14,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import published_nets
 from ddsa_kernels import patch, unpatch
 
+from net_checks import assert_same_values_and_grads, net_grads
+
 F64 = torch.float64
 FFN_OPS = {"ddsa::depthwise_chain_mlp_fwd", "ddsa::depthwise_chain_fwd", "ddsa::gated_ffn_fwd",
            "ddsa::gated_depthwise_fwd", "ddsa::mixed_scale_ffn_fwd", "ddsa::mixed_scale_ffn_mid_fwd"}
@@ -69,24 +71,6 @@ def _expected_calls(family: str, net: nn.Module, x: torch.Tensor) -> Counter[str
     return calls
 
 
-def _grads(net: nn.Module, x: torch.Tensor):
-    x = x.detach().clone().requires_grad_(True)
-    net.zero_grad(set_to_none=True)
-    out = net(x)
-    weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(1), dtype=F64)
-    (out * weights.to(out.device, out.dtype)).sum().backward()
-    return out.detach(), x.grad, {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
-
-
-def _assert_same(a, b, tol=1e-9):
-    (out_a, gx_a, g_a), (out_b, gx_b, g_b) = a, b
-    torch.testing.assert_close(out_a, out_b, rtol=tol, atol=tol)
-    torch.testing.assert_close(gx_a, gx_b, rtol=tol, atol=tol)
-    assert g_a.keys() == g_b.keys()
-    for name in g_a:
-        torch.testing.assert_close(g_a[name], g_b[name], rtol=tol, atol=tol, msg=lambda m: f"{name}: {m}")
-
-
 @pytest.mark.parametrize("family", published_nets.FAMILIES)
 def test_every_supported_module_is_patched_and_its_fused_op_runs(family):
     net = _net(family).eval()
@@ -123,24 +107,24 @@ def test_float64_values_and_every_gradient_then_unpatch(family):
     net = _net(family).train()
     x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(3), dtype=F64)
     twin = copy.deepcopy(net)
-    want = _grads(net, x)
+    want = net_grads(net, x)
     report = patch(twin)
     assert report.patched and not report.skipped
     with DdsaOpCounter() as counter:
-        got = _grads(twin, x)
+        got = net_grads(twin, x)
     assert counter.counts["ddsa::dual_attention_bwd"] > 0 and counter.counts["ddsa::channel_norm_bwd"] > 0
-    _assert_same(got, want)
+    assert_same_values_and_grads(got, want, rtol=1e-9, atol=1e-9)
     restored = unpatch(twin)
     assert len(restored) == len(report.patched)
     with DdsaOpCounter() as counter:
-        again = _grads(twin, x)
+        again = net_grads(twin, x)
     assert not counter.counts
-    _assert_same(again, want, tol=0)
+    assert_same_values_and_grads(again, want, rtol=0, atol=0)
 
 
 # ----------------------------------------------------------------------------- on a GPU
 def _cuda_grads(net: nn.Module, x: torch.Tensor):
-    out, gx, grads = _grads(net, x)
+    out, gx, grads = net_grads(net, x)
     return out.double().cpu(), gx.double().cpu(), {n: g.double().cpu() for n, g in grads.items()}
 
 
@@ -177,7 +161,7 @@ def test_cuda_model_under_autocast_no_less_accurate_than_unpatched(family, dtype
     float64 CPU network, the patched one's error may not exceed twice the unpatched one's."""
     net = _net(family).train()
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(4), dtype=F64)
-    exact = _grads(net, x)
+    exact = net_grads(net, x)
     plain = copy.deepcopy(net).float().cuda()
     fused = copy.deepcopy(plain)
     patch(fused)

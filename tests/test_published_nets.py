@@ -13,6 +13,8 @@ from torch import nn
 import published_nets as pn
 from published_nets import drsformer_arch, forks, idt_ddsa_arch, restormer_arch
 
+from net_checks import mixed_scale_forward
+
 F64 = torch.float64
 
 
@@ -92,12 +94,7 @@ def _sefn_last_linear(self, x):
 
 
 def _msfn_halves_swapped(self, x):
-    x = self.project_in(x)
-    a3, b3 = self.relu3(self.dwconv3x3(x)).chunk(2, dim=1)
-    a5, b5 = self.relu5(self.dwconv5x5(x)).chunk(2, dim=1)
-    first = self.relu3_1(self.dwconv3x3_1(torch.cat([a3, b3], dim=1)))
-    second = self.relu5_1(self.dwconv5x5_1(torch.cat([a5, b5], dim=1)))
-    return self.project_out(torch.cat([first, second], dim=1))
+    return mixed_scale_forward(self, x, (("a3", "b3"), ("a5", "b5")))  # published: ("a3", "a5"), ("b3", "b5")
 
 
 def _gdfn_gate_on_second_half(self, x):
