@@ -6,7 +6,7 @@ build the extension when it was not compiled; the backend registry reports that 
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 
@@ -55,7 +55,7 @@ class kernel:
     def __init__(self, name: str) -> None:
         self.name = name
 
-    def __get__(self, instance: object, owner: type) -> Callable:
+    def __get__(self, instance: object, owner: Optional[type] = None) -> Callable:
         return getattr(_C, self.name)
 
 
