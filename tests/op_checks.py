@@ -1,7 +1,8 @@
 """Checks the convolutional op tests (depthwise_conv, depthwise_chain, depthwise_chain_mlp, gated_ffn,
 mixed_scale_ffn) share: values and gradients through autograd, thread-count runs, fullgraph compile, which
-kernels the profiler saw, the input-error cases of the three-stage feed-forward signature, and the rows their benchmark scripts write. Each helper
-asserts against what its caller passes in (an oracle, an eager run); none computes an expected value itself."""
+kernels the profiler saw, the input-error cases of the three-stage feed-forward signature, and the rows their
+benchmark scripts write. Each helper asserts against what its caller passes in (an oracle, an eager run, the
+expected message); none computes an expected value itself."""
 from __future__ import annotations
 
 from typing import Callable, Optional, Sequence
@@ -66,6 +67,39 @@ def assert_compiled_value_and_grad(f: Callable, x: Tensor, want_fn: Optional[Cal
     torch.testing.assert_close(gx, want_gx)
 
 
+def assert_compiled_inference(op: Callable, args: Sequence[Optional[Tensor]]) -> None:
+    """Without gradients, x ↦ op(x, *args[1:]).sin() compiled fullgraph (no graph break) equals its eager run."""
+    def f(x, *rest):
+        return op(x, *rest).sin()
+
+    with torch.no_grad():
+        torch.testing.assert_close(compile_fullgraph(f, *args)(*args), f(*args))
+
+
+def assert_compiled_grads(f: Callable, leaves: Sequence[Tensor], want_fn: Callable, **tol) -> None:
+    """The gradients of sum(f(*leaves)), f compiled fullgraph (no graph break), equal those of
+    sum(want_fn(*leaves)) in eager mode, within ``tol``."""
+    got = torch.autograd.grad(compile_fullgraph(f, *leaves)(*leaves).sum(), leaves)
+    want = torch.autograd.grad(want_fn(*leaves).sum(), leaves)
+    assert len(got) == len(want) == len(leaves)
+    for a, e in zip(got, want):
+        torch.testing.assert_close(a, e, **tol)
+
+
+def requiring_grad(*tensors: Optional[Tensor]) -> list:
+    """The tensors, each set to require grad in place (None stays None)."""
+    return [t.requires_grad_(True) if t is not None else None for t in tensors]
+
+
+def maps_around_the_fused_threshold(make: Callable, min_pixels: int, small_height: Optional[int] = None):
+    """(large, small): float32 arguments ``make(1, 2, H, W, 2, dtype=torch.float32)`` of a square map of at
+    least ``min_pixels`` pixels, and of one as wide with ``small_height`` rows (default: half as many)."""
+    side = int(min_pixels ** 0.5)
+    large = make(1, 2, side, side, 2, dtype=torch.float32)
+    small = make(1, 2, side // 2 if small_height is None else small_height, side, 2, dtype=torch.float32)
+    return large, small
+
+
 def profiled_keys(fn: Callable[[], object]) -> list[str]:
     """The names of the CPU operators the profiler recorded while fn() ran."""
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
@@ -97,6 +131,14 @@ def assert_low_precision_takes_torch_ops(op: Callable, eager: Callable, args: Se
 def set_arg(i: int, value) -> Callable[[list], None]:
     """A change of an argument list: args[i] = value(args[i]) (value callable) or value."""
     return lambda a: a.__setitem__(i, value(a[i]) if callable(value) else value)
+
+
+def assert_bad_input_named(op: Callable, args: Sequence, change: Callable[[list], None], message: str) -> None:
+    """op on a copy of ``args`` changed by ``change`` raises ValueError or TypeError matching ``message``."""
+    args = list(args)
+    change(args)
+    with pytest.raises((ValueError, TypeError), match=message):
+        op(*args)
 
 
 # The input errors of every op with the signature (x, w_in, b_in, w_dw, b_dw, w_out, b_out) and the checks

@@ -16,8 +16,9 @@ from ddsa_kernels.ops.depthwise_chain_mlp import MIN_FUSED_PIXELS
 
 from conv_oracles import chain_mlp_oracle
 from extension_expected import cpu_backend_required
-from op_checks import (PROJECTION_ERRORS_HEAD, PROJECTION_ERRORS_TAIL, assert_low_precision_takes_torch_ops,
-                       compile_fullgraph, per_thread_count, ran, set_arg)
+from op_checks import (PROJECTION_ERRORS_HEAD, PROJECTION_ERRORS_TAIL, assert_bad_input_named,
+                       assert_compiled_inference, assert_low_precision_takes_torch_ops, maps_around_the_fused_threshold,
+                       per_thread_count, ran, set_arg)
 
 F64 = torch.float64
 HAVE_CPU = cpu_backend_required("depthwise_chain_mlp")  # missing but buildable: the tests run and fail
@@ -105,9 +106,7 @@ def _ran_fused_kernel(fn) -> bool:
 
 @needs_cpu
 def test_auto_fuses_large_maps_without_gradients_only():
-    side = int(MIN_FUSED_PIXELS ** 0.5)
-    large = _inputs(1, 2, side, side, 2, dtype=torch.float32)
-    small = _inputs(1, 2, side // 2, side, 2, dtype=torch.float32)
+    large, small = maps_around_the_fused_threshold(_inputs, MIN_FUSED_PIXELS)
     with torch.no_grad():
         assert _ran_fused_kernel(lambda: depthwise_chain_mlp(*large))
         assert not _ran_fused_kernel(lambda: depthwise_chain_mlp(*small))
@@ -126,10 +125,7 @@ def test_auto_fuses_large_maps_without_gradients_only():
     *PROJECTION_ERRORS_TAIL,
 ])
 def test_bad_inputs_are_named(change, message):
-    args = list(_inputs(1, 4, 6, 5, 3))
-    change(args)
-    with pytest.raises((ValueError, TypeError), match=message):
-        depthwise_chain_mlp(*args)
+    assert_bad_input_named(depthwise_chain_mlp, _inputs(1, 4, 6, 5, 3), change, message)
 
 
 @needs_cpu
@@ -141,13 +137,7 @@ def test_opcheck_of_the_registered_op(bias):
 
 @needs_cpu
 def test_torch_compile_fullgraph_traces_the_op():
-    args = _inputs(1, 4, 130, 128, 3, dtype=torch.float32)
-
-    def f(x):
-        return depthwise_chain_mlp(x, *args[1:]).sin()
-
-    with torch.no_grad():
-        torch.testing.assert_close(compile_fullgraph(f, args[0])(args[0]), f(args[0]))
+    assert_compiled_inference(depthwise_chain_mlp, _inputs(1, 4, 130, 128, 3, dtype=torch.float32))
 
 
 @needs_cpu

@@ -12,7 +12,7 @@ from ddsa_kernels.testing import naive_depthwise_conv
 from ddsa_kernels._registry import available_backends, resolve_backend
 
 from extension_expected import cpu_backends
-from op_checks import assert_compiled_value_and_grad, assert_thread_count_independent, value_and_grads
+from op_checks import assert_compiled_value_and_grad, assert_thread_count_independent, requiring_grad, value_and_grads
 
 F64 = torch.float64
 FUSED = cpu_backends("depthwise_conv")  # "cpu" stays when the extension is missing but buildable: it fails
@@ -123,11 +123,7 @@ def test_autocast_runs_torch_convolution_in_low_precision():
 @pytest.mark.parametrize("backend", FUSED)
 @pytest.mark.parametrize("with_bias", [True, False])
 def test_opcheck_of_registered_ops(backend, with_bias):
-    x, w, b = _inputs(2, 3, 5, 6, 3, bias=with_bias)
-    x.requires_grad_(True)
-    w.requires_grad_(True)
-    if b is not None:
-        b.requires_grad_(True)
+    x, w, b = requiring_grad(*_inputs(2, 3, 5, 6, 3, bias=with_bias))
     torch.library.opcheck(torch.ops.ddsa.depthwise_conv_fwd.default, (x, w, b, backend))
     g = torch.randn_like(x)
     torch.library.opcheck(torch.ops.ddsa.depthwise_conv_bwd.default, (g, x.detach(), w.detach(), backend))

@@ -13,7 +13,7 @@ from ddsa_kernels.testing import naive_depthwise_conv
 from ddsa_kernels.ops.depthwise_conv import reference as reference_backend
 
 from extension_expected import cpu_backends
-from op_checks import assert_compiled_value_and_grad, assert_thread_count_independent
+from op_checks import assert_compiled_value_and_grad, assert_thread_count_independent, requiring_grad
 from test_depthwise_conv import _inputs, _value_and_grads
 
 F64 = torch.float64
@@ -178,11 +178,7 @@ def test_backward_that_ignores_dilation_is_rejected():
 @pytest.mark.parametrize("backend", FUSED)
 @pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "nobias"])
 def test_opcheck_of_registered_ops_with_dilation(backend, with_bias):
-    x, w, b = _inputs(2, 3, 7, 6, 3, bias=with_bias)
-    x.requires_grad_(True)
-    w.requires_grad_(True)
-    if b is not None:
-        b.requires_grad_(True)
+    x, w, b = requiring_grad(*_inputs(2, 3, 7, 6, 3, bias=with_bias))
     torch.library.opcheck(torch.ops.ddsa.depthwise_conv_fwd.default, (x, w, b, backend, 2))
     torch.library.opcheck(torch.ops.ddsa.depthwise_conv_fwd.default, (x, w, b, backend), {"dilation": 3})
     g = torch.randn_like(x)

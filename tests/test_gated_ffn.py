@@ -20,8 +20,9 @@ from ddsa_kernels.testing import eager_gated_ffn
 from ddsa_kernels.ops.gated_ffn import MIN_FUSED_PIXELS
 
 from extension_expected import cpu_backend_required
-from op_checks import (PROJECTION_ERRORS_HEAD, PROJECTION_ERRORS_TAIL, assert_low_precision_takes_torch_ops,
-                       compile_fullgraph, per_thread_count, ran, set_arg)
+from op_checks import (PROJECTION_ERRORS_HEAD, PROJECTION_ERRORS_TAIL, assert_bad_input_named, assert_compiled_grads,
+                       assert_compiled_inference, assert_low_precision_takes_torch_ops, maps_around_the_fused_threshold,
+                       per_thread_count, ran, requiring_grad, set_arg)
 
 F64 = torch.float64
 HAVE_CPU = cpu_backend_required("gated_ffn")  # a missing but buildable extension fails, never skips
@@ -305,8 +306,7 @@ def test_float32_gradients_at_rounding_level():
 @needs_cpu
 def test_auto_runs_the_kernels_on_large_maps_only():
     side = int(MIN_FUSED_PIXELS ** 0.5)
-    large = _inputs(1, 2, side, side, 2, dtype=torch.float32)
-    small = _inputs(1, 2, side - 1, side, 2, dtype=torch.float32)
+    large, small = maps_around_the_fused_threshold(_inputs, MIN_FUSED_PIXELS, small_height=side - 1)
     with torch.no_grad():
         assert ran(lambda: gated_ffn(*large), "gated_ffn_fwd")
         assert not ran(lambda: gated_ffn(*small), "ddsa::")  # small maps: torch's ops
@@ -345,10 +345,7 @@ def test_registry_orders():
     (set_arg(1, lambda t: t.to("meta")), "w_in is on meta but x is on cpu"),
 ])
 def test_bad_inputs_are_named(change, message):
-    args = _inputs(1, 4, 6, 5, 3)
-    change(args)
-    with pytest.raises((ValueError, TypeError), match=message):
-        gated_ffn(*args)
+    assert_bad_input_named(gated_ffn, _inputs(1, 4, 6, 5, 3), change, message)
 
 
 def test_bad_middle_inputs_are_named():
@@ -384,23 +381,12 @@ def test_opcheck_of_the_registered_ops(bias):
 
 @needs_cpu
 def test_torch_compile_fullgraph_inference_and_training():
-    args = _inputs(1, 4, 130, 128, 3, dtype=torch.float32)
-
-    def f(x, *weights):
-        return gated_ffn(x, *weights).sin()
-
-    with torch.no_grad():
-        torch.testing.assert_close(compile_fullgraph(f, *args)(*args), f(*args))
-    small = _inputs(2, 3, 9, 8, 2, seed=9)
-    leaves = [a.requires_grad_(True) for a in small]
+    assert_compiled_inference(gated_ffn, _inputs(1, 4, 130, 128, 3, dtype=torch.float32))
 
     def train(x, *weights):  # the fused middle's forward and backward custom ops inside the graph
         return gated_ffn(x, *weights, backend="cpu").sin()
 
-    got = torch.autograd.grad(compile_fullgraph(train, *leaves)(*leaves).sum(), leaves)
-    want = torch.autograd.grad(oracle(*leaves).sin().sum(), leaves)
-    for a, e in zip(got, want):
-        torch.testing.assert_close(a, e, **GRAD)
+    assert_compiled_grads(train, requiring_grad(*_inputs(2, 3, 9, 8, 2, seed=9)), lambda *a: oracle(*a).sin(), **GRAD)
 
 
 # --------------------------------------------------------------------------------------------------- benchmark

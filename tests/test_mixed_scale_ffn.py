@@ -16,8 +16,9 @@ from ddsa_kernels.testing import eager_mixed_scale_ffn, naive_mixed_scale_ffn
 from ddsa_kernels.ops.mixed_scale_ffn import MIN_FUSED_PIXELS, mixed_scale_middle
 
 from extension_expected import cpu_backend_required
-from op_checks import (assert_bench_row, assert_low_precision_takes_torch_ops, compile_fullgraph, per_thread_count,
-                       ran, set_arg)
+from op_checks import (assert_bad_input_named, assert_bench_row, assert_compiled_grads, assert_compiled_inference,
+                       assert_low_precision_takes_torch_ops, maps_around_the_fused_threshold, per_thread_count, ran,
+                       requiring_grad, set_arg)
 
 F64 = torch.float64
 TOL = dict(rtol=1e-10, atol=1e-10)
@@ -234,9 +235,7 @@ def _ran(fn, op: str) -> bool:
 
 @needs_cpu
 def test_auto_takes_the_banded_kernel_for_large_maps_without_gradients_only():
-    side = int(MIN_FUSED_PIXELS ** 0.5)
-    large = _inputs(1, 2, side, side, 2, dtype=torch.float32)
-    small = _inputs(1, 2, side // 2, side, 2, dtype=torch.float32)
+    large, small = maps_around_the_fused_threshold(_inputs, MIN_FUSED_PIXELS)
     with torch.no_grad():
         assert _ran(lambda: mixed_scale_ffn(*large), "mixed_scale_ffn_fwd")
         assert not _ran(lambda: mixed_scale_ffn(*small), "mixed_scale_ffn_fwd")
@@ -296,10 +295,7 @@ def test_cuda_auto_runs_torch_ops_and_matches_the_oracle():
     (set_arg(11, "w"), "w_out must be a torch.Tensor"),
 ])
 def test_bad_inputs_are_named(change, message):
-    args = _inputs(1, 4, 6, 5, 3)
-    change(args)
-    with pytest.raises((ValueError, TypeError), match=message):
-        mixed_scale_ffn(*args)
+    assert_bad_input_named(mixed_scale_ffn, _inputs(1, 4, 6, 5, 3), change, message)
 
 
 def test_unknown_backend_is_named():
@@ -325,19 +321,9 @@ def test_opcheck_of_the_registered_ops(bias):
 
 @needs_cpu
 def test_torch_compile_fullgraph_inference_and_training():
-    args = _inputs(1, 4, 130, 128, 3, dtype=torch.float32)
-
-    def f(x, *rest):
-        return mixed_scale_ffn(x, *rest).sin()
-
-    with torch.no_grad():
-        torch.testing.assert_close(compile_fullgraph(f, *args)(*args), f(*args))
-    small = [a.requires_grad_(True) for a in _inputs(2, 3, 9, 8, 2, seed=8)]
-    z = compile_fullgraph(f, *small)(*small)
-    grads = torch.autograd.grad(z.sum(), small)
-    want = torch.autograd.grad(_oracle(*small).sin().sum(), small)
-    for got, exp in zip(grads, want):
-        torch.testing.assert_close(got, exp, **TOL)
+    assert_compiled_inference(mixed_scale_ffn, _inputs(1, 4, 130, 128, 3, dtype=torch.float32))
+    assert_compiled_grads(lambda *a: mixed_scale_ffn(*a).sin(), requiring_grad(*_inputs(2, 3, 9, 8, 2, seed=8)),
+                          lambda *a: _oracle(*a).sin(), **TOL)
 
 
 # ----------------------------------------------------------------------------- benchmark script

@@ -200,15 +200,12 @@ def _pixel_phases(packed, spatial):
 
 def test_downsample_upsample_layout():
     x = torch.randn(2, 6, 4, 6, dtype=torch.float64)
-    down = Downsample(6)
-    y = conv3x3(x, down.conv.weight)  # (2, 3, 4, 6)
-    out = down(x.float()).double()
-    assert out.shape == (2, 12, 2, 3)
-    for got, want in _pixel_phases(out, y):
-        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
-    up = Upsample(6)
-    z = conv3x3(x, up.conv.weight)  # (2, 12, 4, 6)
-    out = up(x.float()).double()
-    assert out.shape == (2, 3, 8, 12)
-    for want, got in _pixel_phases(z, out):
-        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    # Downsample: conv to 3 channels, then PixelUnshuffle; Upsample: conv to 12 channels, then PixelShuffle
+    for block, out_shape, shuffled_out in ((Downsample(6), (2, 12, 2, 3), True), (Upsample(6), (2, 3, 8, 12), False)):
+        conv = conv3x3(x, block.conv.weight)  # (2, 3, 4, 6) / (2, 12, 4, 6)
+        out = block(x.float()).double()
+        assert out.shape == out_shape
+        pairs = _pixel_phases(out, conv) if shuffled_out else [(o, c) for c, o in _pixel_phases(conv, out)]
+        assert len(pairs) == 12
+        for got, want in pairs:
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
