@@ -23,6 +23,44 @@ def value_and_grads(fn: Callable, inputs: Sequence[Optional[Tensor]], grad: Tens
     return [y.detach(), *torch.autograd.grad(y, present, grad.to(y.dtype), allow_unused=allow_unused)]
 
 
+def assert_value_and_grads_match(fn: Callable, oracle: Callable, inputs: Sequence[Optional[Tensor]], grad: Tensor,
+                                  **tol) -> None:
+    """fn and ``oracle`` on the same inputs: the value and the gradient of every input that is not None (for the
+    upstream ``grad``) agree within ``tol``."""
+    got = value_and_grads(fn, inputs, grad)
+    want = value_and_grads(oracle, inputs, grad)
+    assert len(got) == len(want) == 1 + sum(t is not None for t in inputs)
+    for g, e in zip(got, want):
+        torch.testing.assert_close(g, e, **tol)
+
+
+def assert_float32_close_to_float64(fn: Callable, oracle: Callable, inputs64: Sequence[Optional[Tensor]],
+                                    grad: Tensor) -> None:
+    """fn on float32 copies of ``inputs64`` against ``oracle`` on them in float64, value and every gradient: each
+    float32 and within rtol 1e-5, atol 1e-5·max(1, max|oracle|), the float32 tolerance of the depth-wise op tests
+    (test_tolerances_reject_bugs shows it rejects broken variants; a variant that leaves an input unused, so its
+    gradient None, is rejected too)."""
+    want = value_and_grads(oracle, inputs64, grad, allow_unused=True)
+    got = value_and_grads(fn, [t.float() if t is not None else None for t in inputs64], grad, allow_unused=True)
+    assert len(got) == len(want)
+    for g, e in zip(got, want):
+        assert g is not None, "a gradient is missing"
+        assert g.dtype == torch.float32
+        torch.testing.assert_close(g.double(), e, rtol=1e-5, atol=1e-5 * max(1.0, e.abs().max().item()))
+
+
+def assert_cpu_auto_order(op: str, fused: Sequence[str]) -> None:
+    """For a depth-wise op with backends reference, cpu and eager: "auto" takes the cpu kernel for float32 CPU
+    tensors where it is in ``fused`` (eager otherwise), eager for bfloat16 and on CUDA."""
+    from ddsa_kernels import build_info
+    from ddsa_kernels._registry import resolve_backend
+
+    assert resolve_backend("auto", "cpu", torch.float32, op=op) == ("cpu" if "cpu" in fused else "eager")
+    assert resolve_backend("auto", "cpu", torch.bfloat16, op=op) == "eager"
+    assert resolve_backend("auto", "cuda", torch.float16, op=op) == "eager"
+    assert set(build_info(op)) == {"reference", "cpu", "eager"}
+
+
 def per_thread_count(fn: Callable[[], object], counts: Sequence[int]) -> list:
     """[fn() with torch.set_num_threads(n) for n in counts]; the thread count is restored afterwards."""
     before = torch.get_num_threads()
