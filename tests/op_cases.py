@@ -216,9 +216,9 @@ BATCH_HEADS = {8: (2, 4), 16: (1, 1), 48: (2, 1), 96: (1, 3)}
 def over_branch_sets(test):
     """Parametrizes ``test(channels, pixels, branches)`` over C in BATCH_HEADS, N in (1, 37, 1000) and the
     names of BRANCH_SETS."""
-    test = pytest.mark.parametrize("branches", list(BRANCH_SETS))(test)
+    test = pytest.mark.parametrize("channels", list(BATCH_HEADS))(test)
     test = pytest.mark.parametrize("pixels", [1, 37, 1000])(test)
-    return pytest.mark.parametrize("channels", list(BATCH_HEADS))(test)
+    return pytest.mark.parametrize("branches", list(BRANCH_SETS))(test)
 
 
 def branch_set_case(channels, pixels, branches, make, upstream):
