@@ -1,5 +1,10 @@
 // CUDA kernels of the channel LayerNorm (see channel_norm.cuh): a thread per pixel, looping over
 // channels; two-pass statistics (mean, then centred variance), fp32 accumulation.
+//
+// The fp32 mean μ is exact only to half an ulp of |μ|, a sizeable part of x − μ on a near-constant
+// pixel far from zero (2 ± 1e-5): x − μ is corrected by its residual mean r = mean_c (x − μ) wherever
+// x̂ is formed, in the forward and the backward (which gets r from the same pass as its other sums),
+// and the saved mean is μ + r.
 #include "channel_norm.cuh"
 #include "device_utils.cuh"
 
@@ -34,19 +39,22 @@ __global__ void __launch_bounds__(kNormThreads) forward_kernel(NormOperand x, in
   float sum = 0.f;
   for (int64_t c = 0; c < C; ++c) sum += to_float<T>(xp[c * x.sc]);
   const float mean = sum / static_cast<float>(C);
-  float sq = 0.f;
+  float sq = 0.f, sd = 0.f;
   for (int64_t c = 0; c < C; ++c) {
     const float d = to_float<T>(xp[c * x.sc]) - mean;
+    sd += d;
     sq += d * d;
   }
-  const float rstd = 1.f / sqrtf(sq / static_cast<float>(C) + eps);
+  const float residual = sd / static_cast<float>(C);  // a constant pixel: every d equals it exactly
+  const float rstd = 1.f / sqrtf(fmaxf(sq / static_cast<float>(C) - residual * residual, 0.f) + eps);
   T* yp = y + b * C * N + p.n;
   for (int64_t c = 0; c < C; ++c) {
     const float v = to_float<T>(xp[c * x.sc]);
-    const float out = subtract_mean ? (v - mean) * rstd * w[c] + (bias ? bias[c] : 0.f) : v * rstd * w[c];
+    const float out =
+        subtract_mean ? ((v - mean) - residual) * rstd * w[c] + (bias ? bias[c] : 0.f) : v * rstd * w[c];
     yp[c * N] = from_float<T>(out);
   }
-  mean_out[b * N + p.n] = mean;
+  mean_out[b * N + p.n] = mean + residual;
   rstd_out[b * N + p.n] = rstd;
 }
 
@@ -67,23 +75,27 @@ __global__ void __launch_bounds__(kNormThreads, 4) backward_kernel(NormOperand g
   const T* gp = static_cast<const T*>(grad_y.ptr) + offset(grad_y, b, n, W);
   const float mean = p.valid ? mean_in[b * N + n] : 0.f;
   const float rstd = p.valid ? rstd_in[b * N + n] : 0.f;
-  float sum_g = 0.f, sum_gx = 0.f;
+  float sum_g = 0.f, sum_gx = 0.f, sum_d = 0.f;  // Σ g, Σ g·(x − μ) (or Σ g·x), Σ (x − μ)
   for (int64_t c = 0; c < C; ++c) {
     const float g = to_float<T>(gp[c * grad_y.sc]) * w[c];
     const float v = to_float<T>(xp[c * x.sc]);
+    const float d = v - mean;
     sum_g += g;
-    sum_gx += g * (subtract_mean ? (v - mean) * rstd : v * rstd);
+    sum_d += d;
+    sum_gx += g * (subtract_mean ? d : v);
   }
   const float inv_c = 1.f / static_cast<float>(C);
+  const float residual = sum_d / static_cast<float>(C);
   const float mean_g = subtract_mean ? sum_g * inv_c : 0.f;
-  const float mean_gx = sum_gx * inv_c;
+  // mean_c g·x̂ with x̂ = (x − μ − r)·rstd (or g·x·rstd without the mean)
+  const float mean_gx = (subtract_mean ? sum_gx - residual * sum_g : sum_gx) * rstd * inv_c;
   T* dxp = dx + b * C * N + n;
   const int64_t row = (static_cast<int64_t>(blockIdx.y) * gridDim.x + blockIdx.x) * kNormWarps + warp;
   float* part = partial + row * 2 * C;
   for (int64_t c = 0; c < C; ++c) {
     const float dy = p.valid ? to_float<T>(gp[c * grad_y.sc]) : 0.f;
     const float v = to_float<T>(xp[c * x.sc]);
-    const float xh = (v - mean) * rstd;
+    const float xh = ((v - mean) - residual) * rstd;
     const float g = dy * w[c];
     if (p.valid) dxp[c * N] = from_float<T>((g - mean_g - xh * mean_gx) * rstd);
     const float dw = warp_sum(dy * (subtract_mean ? xh : v * rstd));

@@ -6,6 +6,11 @@ float64 for float64 inputs). Statistics mean, rstd (B, H, W) in the accumulation
 Forward: μ = mean_c x, rstd = 1/sqrt(mean_c (x − μ)² + eps) (two passes: mean, then the centred
 variance), y = (x − μ)·rstd·w + b, or x·rstd·w without the mean.
 
+μ is exact only to half an ulp of |μ|, a sizeable part of x − μ on a near-constant pixel far from zero
+(2 ± 1e-5 in float32); so x − μ is corrected by its own channel mean r = mean_c (x − μ) wherever x̂ is
+formed (variance mean_c (x − μ)² − r², x̂ = (x − μ − r)·rstd, in the backward too), and the saved mean
+is μ + r. Autograd of the plain formula gets the same correction through μ's gradient.
+
 Backward, with g = dy·w, x̂ = (x − μ)·rstd and means over channels::
 
     subtract_mean=True:  dx = (g − mean(g) − x̂·mean(g·x̂))·rstd,  dw = Σ dy·x̂,      db = Σ dy
@@ -30,15 +35,17 @@ def forward(
     acc = accumulation_dtype(x.dtype)
     xa = x.to(acc)
     mean = xa.mean(dim=1)
-    rstd = torch.rsqrt((xa - mean.unsqueeze(1)).square().mean(dim=1) + eps)
+    d = xa - mean.unsqueeze(1)
+    residual = d.mean(dim=1)
+    rstd = torch.rsqrt((d.square().mean(dim=1) - residual.square()).clamp_min(0) + eps)
     w = weight.to(acc).view(1, -1, 1, 1)
     if subtract_mean:
-        y = (xa - mean.unsqueeze(1)) * rstd.unsqueeze(1) * w
+        y = (d - residual.unsqueeze(1)) * rstd.unsqueeze(1) * w
         if bias is not None:
             y = y + bias.to(acc).view(1, -1, 1, 1)
     else:
         y = xa * rstd.unsqueeze(1) * w
-    return y.to(x.dtype).contiguous(), mean, rstd
+    return y.to(x.dtype).contiguous(), mean + residual, rstd
 
 
 def backward(
@@ -54,7 +61,8 @@ def backward(
     dy = grad_y.to(acc)
     xa = x.to(acc)
     r = rstd.unsqueeze(1)
-    xhat = (xa - mean.unsqueeze(1)) * r
+    d = xa - mean.unsqueeze(1)
+    xhat = (d - d.mean(dim=1, keepdim=True)) * r
     g = dy * weight.to(acc).view(1, -1, 1, 1)
     if subtract_mean:
         dx = (g - g.mean(dim=1, keepdim=True) - xhat * (g * xhat).mean(dim=1, keepdim=True)) * r

@@ -7,11 +7,15 @@ accepted (they are passed in, pixel n = (h, w) = (n // W, n % W)).
 
 * C ≤ ``_MAX_ONE_CHUNK_C``: all channels of the tile are held in registers; mean, then the centred
   variance from the same registers (two-pass), then y.
-* larger C: the tile is walked in channel chunks of BLOCK_C, three times (Σx → μ; Σ(x−μ)² → σ;
-  write y). The extra reads hit L2; the two-pass scheme keeps the variance exact-ish when |μ| ≫ σ.
+* larger C: the tile is walked in channel chunks of BLOCK_C, three times (Σx → μ; Σ(x−μ), Σ(x−μ)² →
+  σ; write y). The extra reads hit L2; the two-pass scheme keeps the variance exact-ish when |μ| ≫ σ.
 
-Backward: per tile, pass 1 reduces mean(g) and mean(g·x̂) over channels (g = dy·w), pass 2 writes
-dx; each program also writes its partial Σ dy·x̂ (or Σ dy·x·rstd) and Σ dy per channel into a
+The float32 μ is exact only to half an ulp of |μ|, a sizeable part of x − μ on a near-constant pixel
+far from zero; x − μ is therefore corrected by its residual mean r = mean_c (x − μ) wherever x̂ is
+formed (forward and backward), and the saved mean is μ + r.
+
+Backward: per tile, a pass for r (in registers when the tile fits), pass 1 reduces mean(g) and
+mean(g·x̂) over channels (g = dy·w), pass 2 writes dx; each program also writes its partial Σ dy·x̂ (or Σ dy·x·rstd) and Σ dy per channel into a
 (programs, 2, C) buffer, which is summed over programs by one fixed-shape torch reduction (no
 atomics: bitwise reproducible).
 
@@ -69,6 +73,8 @@ def _forward_kernel(
         x = tl.load(x_ptr + cs.to(tl.int64)[:, None] * sx_c + x_pix[None, :], mask=mask, other=0.0).to(tl.float32)
         mean = tl.sum(x, axis=0) / C
         d = tl.where(mask, x - mean[None, :], 0.0)
+        residual = tl.sum(d, axis=0) / C
+        d = tl.where(mask, d - residual[None, :], 0.0)
         rstd = 1.0 / tl.sqrt_rn(tl.sum(d * d, axis=0) / C + eps)
         wv = tl.load(w_ptr + cs, mask=c_ok, other=0.0)
         if SUBTRACT_MEAN:
@@ -87,13 +93,16 @@ def _forward_kernel(
             acc += tl.sum(x.to(tl.float32), axis=0)
         mean = acc / C
         acc = tl.zeros((BLOCK_N,), dtype=tl.float32)
+        acc_d = tl.zeros((BLOCK_N,), dtype=tl.float32)
         for c0 in range(0, C, BLOCK_C):
             c = c0 + cs
             mask = (c < C)[:, None] & n_ok[None, :]
             x = tl.load(x_ptr + c.to(tl.int64)[:, None] * sx_c + x_pix[None, :], mask=mask, other=0.0)
             d = tl.where(mask, x.to(tl.float32) - mean[None, :], 0.0)
+            acc_d += tl.sum(d, axis=0)
             acc += tl.sum(d * d, axis=0)
-        rstd = 1.0 / tl.sqrt_rn(acc / C + eps)
+        residual = acc_d / C
+        rstd = 1.0 / tl.sqrt_rn(tl.maximum(acc / C - residual * residual, 0.0) + eps)
         for c0 in range(0, C, BLOCK_C):
             c = c0 + cs
             c_ok = c < C
@@ -102,14 +111,14 @@ def _forward_kernel(
             x = x.to(tl.float32)
             wv = tl.load(w_ptr + c, mask=c_ok, other=0.0)
             if SUBTRACT_MEAN:
-                y = (x - mean[None, :]) * rstd[None, :] * wv[:, None]
+                y = ((x - mean[None, :]) - residual[None, :]) * rstd[None, :] * wv[:, None]
                 if HAS_BIAS:
                     y += tl.load(b_ptr + c, mask=c_ok, other=0.0)[:, None]
             else:
                 y = x * rstd[None, :] * wv[:, None]
             tl.store(y_ptr + c.to(tl.int64)[:, None] * N + y_pix[None, :], y.to(y_ptr.dtype.element_ty), mask=mask)
     stat = b.to(tl.int64) * N + n
-    tl.store(mean_ptr + stat, mean, mask=n_ok)
+    tl.store(mean_ptr + stat, mean + residual, mask=n_ok)
     tl.store(rstd_ptr + stat, rstd, mask=n_ok)
 
 
@@ -149,7 +158,9 @@ def _backward_kernel(
     part = part_ptr + pid.to(tl.int64) * 2 * C
     if ONE_CHUNK:
         c_ok, mask, c64, x, dy, g = _backward_tile(cs, C, n_ok, x_ptr, dy_ptr, w_ptr, sx_c, sg_c, x_pix, g_pix)
-        xh = tl.where(mask, (x - mean[None, :]) * rstd[None, :], 0.0)  # padding stays 0 (no overflow)
+        d = tl.where(mask, x - mean[None, :], 0.0)
+        residual = tl.sum(d, axis=0) / C
+        xh = tl.where(mask, (d - residual[None, :]) * rstd[None, :], 0.0)  # padding stays 0 (no overflow)
         if SUBTRACT_MEAN:
             mean_g = tl.sum(g, axis=0) / C
             mean_gx = tl.sum(g * xh, axis=0) / C
@@ -164,13 +175,20 @@ def _backward_kernel(
         tl.store(part + cs, dw, mask=c_ok)
         tl.store(part + C + cs, tl.sum(dy, axis=1), mask=c_ok)
     else:
+        residual = tl.zeros((BLOCK_N,), dtype=tl.float32)
+        for c0 in range(0, C, BLOCK_C):
+            c = c0 + cs
+            mask = (c < C)[:, None] & n_ok[None, :]
+            x = tl.load(x_ptr + c.to(tl.int64)[:, None] * sx_c + x_pix[None, :], mask=mask, other=0.0)
+            residual += tl.sum(tl.where(mask, x.to(tl.float32) - mean[None, :], 0.0), axis=0)
+        residual = residual / C
         acc_g = tl.zeros((BLOCK_N,), dtype=tl.float32)
         acc_gx = tl.zeros((BLOCK_N,), dtype=tl.float32)
         for c0 in range(0, C, BLOCK_C):
             c = c0 + cs
             c_ok, mask, c64, x, dy, g = _backward_tile(c, C, n_ok, x_ptr, dy_ptr, w_ptr, sx_c, sg_c, x_pix, g_pix)
             if SUBTRACT_MEAN:
-                xh = (x - mean[None, :]) * rstd[None, :]
+                xh = ((x - mean[None, :]) - residual[None, :]) * rstd[None, :]
                 acc_g += tl.sum(g, axis=0)
             else:
                 xh = x * rstd[None, :]
@@ -183,7 +201,7 @@ def _backward_kernel(
         for c0 in range(0, C, BLOCK_C):
             c = c0 + cs
             c_ok, mask, c64, x, dy, g = _backward_tile(c, C, n_ok, x_ptr, dy_ptr, w_ptr, sx_c, sg_c, x_pix, g_pix)
-            xh = tl.where(mask, (x - mean[None, :]) * rstd[None, :], 0.0)
+            xh = tl.where(mask, ((x - mean[None, :]) - residual[None, :]) * rstd[None, :], 0.0)
             if SUBTRACT_MEAN:
                 dx = (g - mean_g[None, :] - xh * mean_gx[None, :]) * rstd[None, :]
             else:
