@@ -53,6 +53,15 @@ def _pixel_offsets(b, t, N, W, s_b, s_h, s_w, BLOCK_N: tl.constexpr):
 
 
 @triton.jit
+def _x_tile(x_ptr, c, C, n_ok, sx_c, x_pix):
+    """Channels c of the tile's pixels: (c < C, the (channel, pixel) mask, x in fp32, 0 off the mask)."""
+    c_ok = c < C
+    mask = c_ok[:, None] & n_ok[None, :]
+    x = tl.load(x_ptr + c.to(tl.int64)[:, None] * sx_c + x_pix[None, :], mask=mask, other=0.0).to(tl.float32)
+    return c_ok, mask, x
+
+
+@triton.jit
 def _forward_kernel(
     x_ptr, w_ptr, b_ptr, y_ptr, mean_ptr, rstd_ptr,
     C, N, W, tiles_per_batch, eps,
@@ -68,9 +77,7 @@ def _forward_kernel(
     y_pix = b.to(tl.int64) * C * N + n
     cs = tl.arange(0, BLOCK_C)
     if ONE_CHUNK:
-        c_ok = cs < C
-        mask = c_ok[:, None] & n_ok[None, :]
-        x = tl.load(x_ptr + cs.to(tl.int64)[:, None] * sx_c + x_pix[None, :], mask=mask, other=0.0).to(tl.float32)
+        c_ok, mask, x = _x_tile(x_ptr, cs, C, n_ok, sx_c, x_pix)
         mean = tl.sum(x, axis=0) / C
         d = tl.where(mask, x - mean[None, :], 0.0)
         residual = tl.sum(d, axis=0) / C
@@ -87,28 +94,21 @@ def _forward_kernel(
     else:
         acc = tl.zeros((BLOCK_N,), dtype=tl.float32)
         for c0 in range(0, C, BLOCK_C):
-            c = c0 + cs
-            mask = (c < C)[:, None] & n_ok[None, :]
-            x = tl.load(x_ptr + c.to(tl.int64)[:, None] * sx_c + x_pix[None, :], mask=mask, other=0.0)
-            acc += tl.sum(x.to(tl.float32), axis=0)
+            _, _, x = _x_tile(x_ptr, c0 + cs, C, n_ok, sx_c, x_pix)
+            acc += tl.sum(x, axis=0)
         mean = acc / C
         acc = tl.zeros((BLOCK_N,), dtype=tl.float32)
         acc_d = tl.zeros((BLOCK_N,), dtype=tl.float32)
         for c0 in range(0, C, BLOCK_C):
-            c = c0 + cs
-            mask = (c < C)[:, None] & n_ok[None, :]
-            x = tl.load(x_ptr + c.to(tl.int64)[:, None] * sx_c + x_pix[None, :], mask=mask, other=0.0)
-            d = tl.where(mask, x.to(tl.float32) - mean[None, :], 0.0)
+            _, mask, x = _x_tile(x_ptr, c0 + cs, C, n_ok, sx_c, x_pix)
+            d = tl.where(mask, x - mean[None, :], 0.0)
             acc_d += tl.sum(d, axis=0)
             acc += tl.sum(d * d, axis=0)
         residual = acc_d / C
         rstd = 1.0 / tl.sqrt_rn(tl.maximum(acc / C - residual * residual, 0.0) + eps)
         for c0 in range(0, C, BLOCK_C):
             c = c0 + cs
-            c_ok = c < C
-            mask = c_ok[:, None] & n_ok[None, :]
-            x = tl.load(x_ptr + c.to(tl.int64)[:, None] * sx_c + x_pix[None, :], mask=mask, other=0.0)
-            x = x.to(tl.float32)
+            c_ok, mask, x = _x_tile(x_ptr, c, C, n_ok, sx_c, x_pix)
             wv = tl.load(w_ptr + c, mask=c_ok, other=0.0)
             if SUBTRACT_MEAN:
                 y = ((x - mean[None, :]) - residual[None, :]) * rstd[None, :] * wv[:, None]
@@ -126,10 +126,8 @@ def _forward_kernel(
 def _backward_tile(c, C, n_ok, x_ptr, dy_ptr, w_ptr, sx_c, sg_c, x_pix, g_pix):
     """The backward's tile of channels c: (c < C, the (channel, pixel) mask, c as an int64 column, x and dy
     in fp32, g = dy·w)."""
-    c_ok = c < C
-    mask = c_ok[:, None] & n_ok[None, :]
+    c_ok, mask, x = _x_tile(x_ptr, c, C, n_ok, sx_c, x_pix)
     c64 = c.to(tl.int64)[:, None]
-    x = tl.load(x_ptr + c64 * sx_c + x_pix[None, :], mask=mask, other=0.0).to(tl.float32)
     dy = tl.load(dy_ptr + c64 * sg_c + g_pix[None, :], mask=mask, other=0.0).to(tl.float32)
     g = dy * tl.load(w_ptr + c, mask=c_ok, other=0.0)[:, None]
     return c_ok, mask, c64, x, dy, g
@@ -177,10 +175,8 @@ def _backward_kernel(
     else:
         residual = tl.zeros((BLOCK_N,), dtype=tl.float32)
         for c0 in range(0, C, BLOCK_C):
-            c = c0 + cs
-            mask = (c < C)[:, None] & n_ok[None, :]
-            x = tl.load(x_ptr + c.to(tl.int64)[:, None] * sx_c + x_pix[None, :], mask=mask, other=0.0)
-            residual += tl.sum(tl.where(mask, x.to(tl.float32) - mean[None, :], 0.0), axis=0)
+            _, mask, x = _x_tile(x_ptr, c0 + cs, C, n_ok, sx_c, x_pix)
+            residual += tl.sum(tl.where(mask, x - mean[None, :], 0.0), axis=0)
         residual = residual / C
         acc_g = tl.zeros((BLOCK_N,), dtype=tl.float32)
         acc_gx = tl.zeros((BLOCK_N,), dtype=tl.float32)
