@@ -1,5 +1,5 @@
-// Python bindings of ddsa_kernels._C. ddsa_kernels/extension.py wraps these as the "cpu" and
-// "cuda" backends of the public op.
+// Python bindings of ddsa_kernels._C. Each op's ddsa_kernels/ops/<op>/extension.py wraps these as
+// that op's "cpu" and "cuda" backends.
 // torch/csrc/utils/pybind.h (tensor type casters) instead of torch/extension.h: the latter pulls
 // in the whole C++ frontend and doubles this file's compile time.
 #include <pybind11/pybind11.h>
