@@ -278,7 +278,7 @@ DEVICE_SECTIONS = (
     ("op.json", "Dual attention op and network", "`ddsa-bench op`, `ddsa-bench model`", None),
     ("model.json", "Network", "`ddsa-bench model`", "report:model_table"),
     ("op_cpu.json", "Dual attention, CPU goal", "`ddsa-bench op-cpu`", "ops.dual_attention:cpu_goal_markdown"),
-    ("channel_norm.json", "Channel LayerNorm", "`ddsa-bench channel-norm --out FILE`", "ops.channel_norm:render_markdown"),
+    ("channel_norm.json", "Channel LayerNorm", "`ddsa-bench channel-norm`", "ops.channel_norm:render_markdown"),
     ("depthwise_conv.json", "Depth-wise convolution", "`ddsa-bench depthwise-conv`",
      "ops.depthwise_conv:render_markdown"),
     ("depthwise_chain.json", "Depth-wise ReLU chain", "`ddsa-bench depthwise-chain`",

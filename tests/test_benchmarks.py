@@ -457,6 +457,26 @@ def test_depthwise_chain_mlp_bench_writes_every_method(tmp_path, one_thread):
         bench_depthwise_chain_mlp.main(["--shapes", "1,4,9,7", "--out", str(tmp_path)])
 
 
+def test_channel_norm_bench_writes_its_provenance_and_ratios(tmp_path, one_thread):
+    from ddsa_bench.ops import channel_norm as bench_channel_norm
+
+    bench_channel_norm.main(["--shape", "1,6,5,4", "--rounds", "2", "--min-run-time", "0.01", "--out", str(tmp_path)])
+    data = json.loads((tmp_path / "channel_norm.json").read_text())
+    machine = data["machine"]
+    assert machine["commit"]["sha"] and machine["timestamp_utc"] and list(machine["ddsa_backends"]) == ["channel_norm"]
+    row = data["row"]
+    assert row["shape"] == [1, 6, 5, 4] and row["subtract_mean"] is True
+    methods = {"eager", "layer_norm", "reference"} | (
+        {"cpu"} if machine["ddsa_backends"]["channel_norm"]["cpu"] == "available" else set())
+    for mode in ("fwd", "fwdbwd"):
+        assert set(row[mode]) == methods
+        for name, rec in row[mode].items():
+            assert len(rec["rounds_ms"]) == 2 and min(rec["rounds_ms"]) <= rec["median_ms"] <= max(rec["rounds_ms"])
+            assert row[f"speedup_{mode}"][name] == pytest.approx(row[mode]["eager"]["median_ms"] / rec["median_ms"])
+    md = (tmp_path / "channel_norm.md").read_text()
+    assert md.startswith("## Channel LayerNorm on CPU (") and "| reference |" in md
+
+
 def test_depthwise_conv_bench_writes_every_method(tmp_path, one_thread):
     from ddsa_bench.ops import depthwise_conv as bench_depthwise_conv
 

@@ -1,7 +1,7 @@
 """CPU speed of the channel LayerNorm ("cpu" backend) against the authors' wrapper.
 
     ddsa-bench channel-norm [--shape 4,48,128,128] [--dtype float32] [--rounds 5]
-                              [--min-run-time 0.3] [--bias-free] [--out result.json]
+                              [--min-run-time 0.3] [--bias-free] [--out DIR]
 
 Times the forward and the forward+backward (grads of x, weight, bias) of:
 
@@ -13,14 +13,13 @@ Times the forward and the forward+backward (grads of x, weight, bias) of:
 Each figure is the median over ``rounds`` interleaved rounds (every method timed in turn, so a
 shared machine's load weighs on all alike) of torch.utils.benchmark medians after warm-up, at
 torch's current thread count (set OMP_NUM_THREADS). Prints milliseconds and the ratios eager /
-method; writes every figure as JSON to ``--out`` when given. Goal: cpu ≥ 3× eager forward+backward.
+method; writes ``channel_norm.json`` (every figure, the machine, versions, commit and date) and
+``channel_norm.md`` into ``--out`` (default: this device's results folder). Goal: cpu ≥ 3× eager
+forward+backward.
 """
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
 from typing import Callable
 
@@ -30,6 +29,8 @@ import torch.utils.benchmark as tb
 
 from ddsa_kernels import build_info, channel_norm
 from ddsa_kernels.testing import eager_channel_norm
+
+from .. import common
 
 GOAL_FWDBWD = 3.0
 
@@ -98,8 +99,10 @@ def render_markdown(result: dict) -> str:
     headers = ["method", "fwd ms", "fwd+bwd ms", "eager / fwd", "eager / fwd+bwd"]
     table = [[n, f"{row['fwd'][n]['median_ms']:.2f}", f"{row['fwdbwd'][n]['median_ms']:.2f}",
               f"{row['speedup_fwd'][n]:.2f}×", f"{row['speedup_fwdbwd'][n]:.2f}×"] for n in row["fwd"]]
-    lines = [f"Shape (B,C,H,W) {tuple(row['shape'])}, {row['dtype']}, subtract_mean={row['subtract_mean']}, "
-             f"{result['threads']} threads, torch {result['torch']}, load average {result['loadavg']}.", "",
+    machine = result["machine"]
+    lines = [*common.markdown_heading("Channel LayerNorm on CPU", machine),
+             f"Shape (B,C,H,W) {tuple(row['shape'])}, {row['dtype']}, subtract_mean={row['subtract_mean']}, "
+             f"{machine['torch_threads']} threads, torch {machine['torch']}.", "",
              "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers),
              *("| " + " | ".join(r) + " |" for r in table)]
     if "meets_goal_fwdbwd" in row:
@@ -115,24 +118,22 @@ def main(argv=None) -> dict:
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds over all methods")
     parser.add_argument("--min-run-time", type=float, default=0.3, help="seconds of timing per measurement")
     parser.add_argument("--bias-free", action="store_true", help="the subtract_mean=False variant")
-    parser.add_argument("--out", default=None, help="JSON file to write (nothing written without it)")
+    parser.add_argument("--out", default=None, help="folder for channel_norm.json / .md (default: this "
+                                                    "device's ddsa_bench/results folder)")
     args = parser.parse_args(argv)
     shape = tuple(int(s) for s in args.shape.split(","))
     row = bench(shape, getattr(torch, args.dtype), not args.bias_free, args.rounds, args.min_run_time)
-    result = {"threads": torch.get_num_threads(), "torch": torch.__version__, "machine": platform.platform(),
-              "loadavg": os.getloadavg() if hasattr(os, "getloadavg") else None,
-              "build_info": build_info("channel_norm"), "row": row}
+    cpu = torch.device("cpu")
+    result = {"benchmark": "channel_norm", "machine": common.machine_info(cpu, ops=["channel_norm"]), "row": row}
     print(f"channel_norm {args.shape} {args.dtype} subtract_mean={row['subtract_mean']} "
-          f"threads={result['threads']} load={result['loadavg']}")
+          f"threads={result['machine']['torch_threads']} load={result['machine']['loadavg_at_start']}")
     print(f"{'method':<12}{'fwd ms':>10}{'f+b ms':>10}{'eager/fwd':>11}{'eager/f+b':>11}")
     for name in row["fwd"]:
         print(f"{name:<12}{row['fwd'][name]['median_ms']:>10.2f}{row['fwdbwd'][name]['median_ms']:>10.2f}"
               f"{row['speedup_fwd'][name]:>10.2f}×{row['speedup_fwdbwd'][name]:>10.2f}×")
     if "meets_goal_fwdbwd" in row:
         print(f"goal cpu ≥ {GOAL_FWDBWD}× eager forward+backward: {'met' if row['meets_goal_fwdbwd'] else 'NOT met'}")
-    if args.out:
-        with open(args.out, "w", encoding="utf-8") as fh:
-            json.dump(result, fh, indent=1)
+    common.write_results(result, render_markdown, cpu, args.out)
     return result
 
 
