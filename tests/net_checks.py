@@ -9,17 +9,15 @@ from torch import nn
 Tensor = torch.Tensor
 
 
-def net_grads(net: nn.Module, x: Tensor, *, draw_in_output_dtype: bool = False):
+def net_grads(net: nn.Module, x: Tensor):
     """(output, d/dx, {parameter name: gradient}) of ⟨net(x), w⟩ for a fixed random w (seed 1, drawn in float64
     on the CPU and rounded to the output's dtype and device: the same weights for every run), all detached; a
     torch.compile wrapper's ``_orig_mod.`` prefix is dropped from the names. Every parameter must receive a
-    gradient. ``draw_in_output_dtype``: w drawn in the output's dtype instead, which for float16/bfloat16
-    outputs of more than 16 elements gives other values than the float64 draw."""
+    gradient."""
     x = x.detach().clone().requires_grad_(True)
     net.zero_grad(set_to_none=True)
     out = net(x)
-    weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(1),
-                          dtype=out.dtype if draw_in_output_dtype else torch.float64)
+    weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     (out * weights.to(out.device, out.dtype)).sum().backward()
     grads = {}
     for name, p in net.named_parameters():

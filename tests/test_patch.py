@@ -82,37 +82,42 @@ def test_float32_cpu(family):
     assert_same_values_and_grads(net_grads(net, x), want, rtol=2e-4, atol=2e-4)
 
 
+def _relative_errors(got, exact) -> tuple[float, float, float]:
+    """Relative L2 errors of a :func:`net_grads` result: output, d/dx, and all parameter gradients as one vector."""
+    def rel(a, b):
+        return ((a.double() - b).norm() / b.norm()).item()
+
+    num = sum(((got[2][n].double() - g) ** 2).sum() for n, g in exact[2].items())
+    den = sum((g ** 2).sum() for g in exact[2].values())
+    return rel(got[0], exact[0]), rel(got[1], exact[1]), (num / den).sqrt().item()
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("family", ["ddsa", "restormer"])
+@pytest.mark.parametrize("family", fa.FAMILIES)
 def test_low_precision_error_within_twice_the_unpatched_error(family, dtype):
-    ref_net = _net(family)
-    x = _x(batch=1)
-    exact = net_grads(ref_net, x)
-    net = copy.deepcopy(ref_net).to(dtype)
-    # The low-precision runs draw their output weights in ``dtype``, as this test always has: other values than
-    # the float64 draw of ``exact``, so dx and the parameter gradients are compared across different weights and
-    # both errors are O(1). Known weakness, left for its own change: with the float64 draw rounded (one set of
-    # weights), ddsa's float16 parameter check fails (fused 3.7 against plain 0.47).
-    try:
-        plain = net_grads(net, x.to(dtype), draw_in_output_dtype=True)
-    except RuntimeError as exc:  # a CPU kernel missing for this dtype
-        pytest.skip(f"{dtype} unsupported on CPU here: {exc}")
-    patch(net)
-    fused = net_grads(net, x.to(dtype), draw_in_output_dtype=True)
+    """Output, input gradient and parameter gradients of the patched network in float16/bfloat16, against the
+    float64 network: the worst relative error over three seeds is at most twice the unpatched network's worst.
 
-    def err(a, b):
-        return (a.double() - b).abs().max().item()
-
-    for i in (0, 1):  # output, input gradient
-        assert err(fused[i], exact[i]) <= 2 * err(plain[i], exact[i]) + 2e-2 * exact[i].abs().max().item()
-
-    # The parameter gradients as one vector, each scaled by its largest exact value: a single-element
-    # gradient (a temperature, a branch weight) deep in the net carries the rounding of every layer
-    # after it, so per element the plain and fused errors are two draws of the same noise.
-    def param_err(got):
-        return max(err(got[2][n], exact[2][n]) / max(exact[2][n].abs().max().item(), 1e-3) for n in exact[2])
-
-    assert param_err(fused) <= 2 * param_err(plain) + 2e-2
+    Worst over seeds, not per seed: in the top-k families a score that rounds across a row's k-th largest
+    moves an element in or out of a mask, so the low-precision error of one seed is a draw (patched and
+    unpatched alike come out 0.4 to 5 times each other per seed), while a systematic loss of precision
+    (fp16 accumulation, say) raises every seed's error."""
+    worst_plain, worst_fused = [0.0] * 3, [0.0] * 3
+    for seed in range(3):
+        ref_net = _net(family, seed=seed)
+        x = _x(batch=1, seed=seed + 3)
+        exact = net_grads(ref_net, x)  # the same float64-drawn output weights, rounded, for every run
+        net = copy.deepcopy(ref_net).to(dtype)
+        try:
+            plain = net_grads(net, x.to(dtype))
+        except RuntimeError as exc:  # a CPU kernel missing for this dtype
+            pytest.skip(f"{dtype} unsupported on CPU here: {exc}")
+        patch(net)
+        fused = net_grads(net, x.to(dtype))
+        for i, (p, f) in enumerate(zip(_relative_errors(plain, exact), _relative_errors(fused, exact))):
+            worst_plain[i], worst_fused[i] = max(worst_plain[i], p), max(worst_fused[i], f)
+    for what, p, f in zip(("output", "input gradient", "parameter gradients"), worst_plain, worst_fused):
+        assert f <= 2 * p, f"{what}: patched {f:.2e} > 2 × unpatched {p:.2e}"
 
 
 def test_views_not_copies_and_one_call(monkeypatch):
