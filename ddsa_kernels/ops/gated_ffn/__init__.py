@@ -43,8 +43,9 @@ BAND_ROWS = 8
 # gradients, F.conv2d around the fused middle with them. `ddsa-bench gated-ffn` on the 2-core EPYC, 2 threads
 # (ddsa_bench/results/cpu-amd-epyc/gated_ffn.json): from 64² up the banded kernel runs 1.4-2.8× as fast as
 # torch's ops and the training step 1.3-3.0×; at 32² (dim 128) the banded kernel is slower than torch's
-# (1.76 vs 1.42 ms) and single-threaded small-map runs were mixed (gated_ffn_small_maps.json), so torch's ops
-# run below 64².
+# (1.76 vs 1.42 ms). Below 64² (gated_ffn_small_maps.json, same machine and threads) the banded kernel still
+# gains 1.4-2.1× at dim ≤ 64 but only ties at dim 128, and the training step gains 1.1× at most, so torch's
+# ops run below 64².
 MIN_FUSED_PIXELS = 64 * 64
 
 Tensor = torch.Tensor

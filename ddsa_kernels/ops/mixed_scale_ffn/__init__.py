@@ -7,8 +7,9 @@ and torch's NCHW depth-wise convolutions are slow on CPU.
 
 * Inference (no gradient needed, CPU, float32/float64): the "cpu" backend's banded kernel computes u and
   m of one band of rows in per-thread buffers, one GEMM in and one out. ``ddsa-bench mixed-scale-ffn``
-  found it within about 10 % of the training path below on small maps (4×4 to 32², C = 16 to 128, one
-  thread) and ahead from 128² up, so ``backend="auto"`` uses it from :data:`MIN_FUSED_PIXELS` up.
+  on a 2-core CPU (2 threads) found it 1.8-5.2× as fast as torch's ops on small maps (4×4 to 32², C = 16
+  to 128), ahead of the training path's middle except at C = 128 up to 16² (within 10 %), and ahead from
+  128² up, so ``backend="auto"`` uses it from :data:`MIN_FUSED_PIXELS` up.
 * Training: ``F.conv2d`` 1×1 around ``ddsa::mixed_scale_ffn_mid_fwd`` (u → m, one task per plane of m),
   whose backward ``ddsa::mixed_scale_ffn_mid_bwd`` recomputes both stage-1 maps from the saved u (and
   reads the stage-2 ReLU masks off the saved m, which the 1×1 after it keeps anyway) instead of storing
