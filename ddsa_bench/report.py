@@ -384,17 +384,32 @@ def patch_rows(patch: dict) -> list[tuple[str, dict[str, Optional[float]]]]:
     return rows
 
 
-def patch_table(patch: dict) -> str:
-    """Markdown table of the whole-network speed-ups of a patch.json (float32 rows)."""
+def published_ratios(device_dir: Path) -> dict[str, dict[str, Optional[float]]]:
+    """{family: {task: ratio}} of the ``patch_published_<family>.json`` runs in ``device_dir``: ``ddsa-bench
+    patch --arch`` on the authors' own network file, at the family run's sizes."""
+    out = {}
+    for path in sorted(Path(device_dir).glob("patch_published_*.json")):
+        rows = patch_rows(common.read_json(path))
+        if rows:
+            out[path.stem[len("patch_published_"):]] = rows[0][1]
+    return out
+
+
+def patch_table(patch: dict, published: Optional[dict[str, dict[str, Optional[float]]]] = None) -> str:
+    """Markdown table of the whole-network speed-ups of a patch.json (float32 rows), with a column per task of
+    the ``published`` runs (:func:`published_ratios`) when given."""
     tasks = {t: None for fam in patch.get("families", []) for t in fam.get("tasks", {})}
     heads = []
     for task in tasks:
         rec = next(f["tasks"][task] for f in patch["families"] if task in f.get("tasks", {}))
         heads.append(f"{_TASK_TITLES.get(task, task)} {rec.get('batch', '?')}×{rec.get('size', '?')}²")
+    if published:
+        heads += [f"{_TASK_TITLES.get(t, t)}, authors' file" for t in tasks]
     names = {"ddsa": "IDT-DDSA", "drsformer": "DRSformer", "restormer": "Restormer"}
     lines = ["| network | " + " | ".join(heads) + " |", "|---|" + "---:|" * len(heads)]
     for family, ratios in patch_rows(patch):
-        cells = [f"{ratios[t]:.2f}×" if ratios.get(t) else "—" for t in tasks]
+        columns = [ratios] + ([published.get(family, {})] if published else [])
+        cells = [f"{r[t]:.2f}×" if r.get(t) else "—" for r in columns for t in tasks]
         lines.append(f"| {names.get(family, family)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -427,8 +442,9 @@ def plot_patch(patch: dict, path: Path) -> Optional[str]:
 
 
 def update_patch_table(readme: Path, device_dir: Path) -> list[str]:
-    """Regenerate the table between the patch-table markers of ``readme`` from ``device_dir``/patch.json
-    and, when matplotlib is installed, its plot ``device_dir``/patch.png; returns notes (e.g. no plot)."""
+    """Regenerate the table between the patch-table markers of ``readme`` from ``device_dir``/patch.json (and
+    its ``patch_published_*.json``) and, when matplotlib is installed, its plot ``device_dir``/patch.png;
+    returns notes (e.g. no plot)."""
     readme, device_dir = Path(readme), Path(device_dir)
     patch = common.read_json(device_dir / "patch.json")
     text = readme.read_text(encoding="utf-8")
@@ -436,7 +452,7 @@ def update_patch_table(readme: Path, device_dir: Path) -> list[str]:
         raise ValueError(f"{readme} has no {PATCH_TABLE_START} … {PATCH_TABLE_END} markers")
     notes = []
     why = plot_patch(patch, device_dir / "patch.png")
-    body = patch_table(patch)
+    body = patch_table(patch, published_ratios(device_dir))
     if why is None or (device_dir / "patch.png").exists():
         rel = (device_dir / "patch.png").resolve().relative_to(readme.resolve().parent)
         body += f"\n\n![patch speed-ups]({rel.as_posix()})"

@@ -27,7 +27,7 @@ def _block(text: str) -> str:
 def test_readme_table_is_the_committed_json():
     patch = json.loads((DEVICE / "patch.json").read_text())
     block = _block((REPO / "README.md").read_text())
-    assert block.startswith(report.patch_table(patch))
+    assert block.startswith(report.patch_table(patch, report.published_ratios(DEVICE)))
     cells = re.findall(r"\| (\S+) \| ([\d.]+)× \| ([\d.]+)× \|", block)
     names = {"IDT-DDSA": "ddsa", "DRSformer": "drsformer", "Restormer": "restormer"}
     got = {(names[n], t): float(v) for n, a, b in cells for t, v in (("infer", a), ("train", b))}
@@ -35,6 +35,20 @@ def test_readme_table_is_the_committed_json():
     assert got.keys() == want.keys() and len(got) == 6
     for key, value in want.items():
         assert got[key] == pytest.approx(value, abs=0.005), key
+
+
+def test_readme_authors_file_columns_are_the_committed_published_runs():
+    block = _block((REPO / "README.md").read_text())
+    rows = re.findall(r"^\| (\S+) \| [\d.]+× \| [\d.]+× \| ([\d.]+)× \| ([\d.]+)× \|$", block, re.M)
+    names = {"IDT-DDSA": "ddsa", "DRSformer": "drsformer", "Restormer": "restormer"}
+    assert len(rows) == 3
+    for name, infer, train in rows:
+        run = json.loads((DEVICE / f"patch_published_{names[name]}.json").read_text())
+        assert run["config"]["arch"].endswith(":DRSformer" if name == "DRSformer" else ":Restormer")
+        assert run["config"]["kwargs"]["dim"] == 16  # the family run's ddsa-small size
+        ratios = {task: r for (_, task), r in _ratios(run).items()}
+        assert float(infer) == pytest.approx(ratios["infer"], abs=0.005)
+        assert float(train) == pytest.approx(ratios["train"], abs=0.005)
 
 
 def test_update_rewrites_only_the_marked_block(tmp_path):
