@@ -204,6 +204,9 @@ def _patch_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tune-cpu-memory", action="store_true",
                    help="call ddsa_kernels.tune_cpu_memory() first, as the ddsa CLIs do (glibc keeps freed memory); "
                         "both variants run under it")
+    p.add_argument("--compile", action="store_true",
+                   help="also time torch.compile of the unpatched and of the patched network (compiles each: minutes "
+                        "on a small CPU)")
 
 
 def _run_patch(args, device: torch.device, out: Path, cpu_memory: Optional[dict[str, bool]]) -> Path:
@@ -220,7 +223,7 @@ def _run_patch(args, device: torch.device, out: Path, cpu_memory: Optional[dict[
         device, families=args.families, arch=args.arch, arch_kwargs=kwargs, dtypes=args.dtypes,
         net=args.net or "small", backend=args.backend, infer_size=args.infer_size,
         train_batch=args.train_batch, train_size=args.train_size, rounds=args.rounds,
-        min_run_time=args.min_run_time, time_budget_s=args.time_budget, cpu_memory=cpu_memory,
+        min_run_time=args.min_run_time, time_budget_s=args.time_budget, cpu_memory=cpu_memory, compile=args.compile,
         on_family=lambda r: patch_bench.write_outputs(out, r), log=_log,
     )
     return patch_bench.write_outputs(out, result)

@@ -395,6 +395,29 @@ def test_patch_bench_arch_measures_a_network_file(tmp_path, one_thread, capsys):
     assert "| DRSformer | infer b1 16² |" in md and "| DRSformer | train b1 16² |" in md
 
 
+def test_patch_bench_compile_times_both_compiled_variants_in_the_same_rounds(tmp_path, one_thread):
+    from ddsa_bench.networks import patch as patch_bench
+
+    net_file = tmp_path / "small_net.py"
+    net_file.write_text("import torch\nfrom torch import nn\n\n\nclass Net(nn.Module):\n"
+                        "    def __init__(self):\n        super().__init__()\n"
+                        "        self.a = nn.Conv2d(3, 4, 3, padding=1)\n        self.b = nn.Conv2d(4, 3, 1)\n\n"
+                        "    def forward(self, x):\n        return self.b(torch.relu(self.a(x)))\n")
+    result = patch_bench.run_patch_bench(torch.device("cpu"), arch=f"{net_file}:Net", infer_size=8, train_size=8,
+                                         train_batch=1, rounds=2, min_run_time=0.01, compile=True, log=lambda _m: None)
+    (rec,) = result["families"]
+    assert result["config"]["compile"] is True
+    for task, t in rec["tasks"].items():
+        assert t["status"] == "ok", t["error"]
+        for name in ("plain", "patched", "compiled", "patched_compiled"):
+            assert len(t[name]["round_medians_ms"]) == 2 and t[name]["median_ms"] > 0
+        assert t["compiled"]["first_call_s"] > 0 and t["patched_compiled"]["first_call_s"] > 0
+        assert t["speedup_vs_compiled"] == pytest.approx(t["compiled"]["median_ms"] / t["patched"]["median_ms"])
+        assert t["speedup_compiled"] == pytest.approx(t["plain"]["median_ms"] / t["patched_compiled"]["median_ms"])
+    md = patch_bench.render_markdown(result)
+    assert "Against `torch.compile`" in md and "| Net | infer b1 8² | float32 |" in md
+
+
 @pytest.mark.parametrize("args,message", [
     (["--arch", "no/such/file.py:Net"], "no such file"),
     (["--arch", STANDINS + "/restormer_arch.py"], "takes PATH.py:CLASS"),

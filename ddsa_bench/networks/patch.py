@@ -14,6 +14,10 @@ rounds of the per-round median:
 * ``train``: forward, L1 loss and backward on a batch (default 2) of ``train_size``² crops (default 128),
   train mode (no optimizer step: it is the same for both).
 
+With ``--compile``, ``torch.compile`` of the unpatched network ("compiled") and of the patched one
+("patched+compiled") join the same interleaved rounds; their first call, compilation included, is timed
+apart and recorded.
+
 Then, for inference, where the time goes: forward pre/post hooks on the modules the patch replaced
 (in both copies: they have the same paths) give each kind of module (attention, layer norm,
 feed-forward, depth-wise conv) its exclusive time; "other" is the rest of the network's forward.
@@ -231,10 +235,12 @@ def bench_network(
     rounds: int,
     min_run_time: float,
     breakdown: bool = True,
+    compile: bool = False,
     log: Callable[[str], None],
 ) -> dict[str, Any]:
-    """Both variants of the network ``make()`` in one dtype (weights and inputs): the patch report, the
-    output agreement, the timings per task and the inference breakdown per kind of module."""
+    """Both variants of the network ``make()`` in one dtype (weights and inputs), and with ``compile`` their
+    ``torch.compile`` wrappers: the patch report, the output agreement, the timings per task and the inference
+    breakdown per kind of module."""
     from ddsa_kernels import patch
 
     torch.manual_seed(0)
@@ -243,6 +249,9 @@ def bench_network(
     report = patch(fused, backend=backend)
     log(str(report))
     kinds = {path: kind_of(kind) for path, kind in report.patched}
+    models = {"plain": plain, "patched": fused}
+    if compile:
+        models.update(compiled=torch.compile(plain), patched_compiled=torch.compile(fused))
     rec: dict[str, Any] = {"family": label, "dtype": dtype, "status": "ok", "error": None,
                            "patched": report.counts, "skipped": [[p, str(why)] for p, why in report.skipped], "resolved_backends": report.resolved,
                            "report": str(report), "params": sum(p.numel() for p in plain.parameters()), "tasks": {}}
@@ -257,10 +266,13 @@ def bench_network(
                 m.train(task == "train")
             with torch.no_grad():
                 t["max_abs_diff"] = float((fused(x) - plain(x)).abs().max())
-            runs = {"plain": _task_fn(plain, task, x, y), "patched": _task_fn(fused, task, x, y)}
-            for fn in runs.values():  # first calls (allocator, autotuning) outside the timings
+            runs = {name: _task_fn(m, task, x, y) for name, m in models.items()}
+            first_call_s = {}
+            for name, fn in runs.items():  # first calls (allocator, autotuning, compilation) outside the timings
+                begin = time.perf_counter()
                 fn()
-            common.synchronize(device)
+                common.synchronize(device)
+                first_call_s[name] = time.perf_counter() - begin
             per_round, mins = common.time_rounds(runs, device, rounds=rounds, min_run_time=min_run_time)
             for name in runs:
                 t[name] = {"median_ms": statistics.median(per_round[name]), "round_medians_ms": per_round[name],
@@ -269,6 +281,15 @@ def bench_network(
             t["speedup"] = common.ratio(t["plain"]["median_ms"], t["patched"]["median_ms"])
             log(f"[patch] {label:<10} {dtype:<8} {task:<5} b{batch} {size}²  plain {t['plain']['median_ms']:.4g} ms  "
                 f"patched {t['patched']['median_ms']:.4g} ms  ×{t['speedup']:.2f}")
+            if compile:
+                for name in ("compiled", "patched_compiled"):
+                    t[name]["first_call_s"] = first_call_s[name]
+                t["speedup_vs_compiled"] = common.ratio(t["compiled"]["median_ms"], t["patched"]["median_ms"])
+                t["speedup_compiled"] = common.ratio(t["plain"]["median_ms"], t["patched_compiled"]["median_ms"])
+                log(f"[patch] {label:<10} {dtype:<8} {task:<5} torch.compile: unpatched {t['compiled']['median_ms']:.4g} ms "
+                    f"(first call {first_call_s['compiled']:.0f} s), patched {t['patched_compiled']['median_ms']:.4g} ms "
+                    f"(first call {first_call_s['patched_compiled']:.0f} s); patched eager ×{t['speedup_vs_compiled']:.2f} "
+                    f"the compiled unpatched network")
             if task == "infer" and breakdown:
                 t["breakdown_ms"] = {name: time_breakdown(m, kinds, x, device, max(rounds, 3))
                                      for name, m in (("plain", plain), ("patched", fused))}
@@ -310,6 +331,7 @@ def run_patch_bench(
     min_run_time: Optional[float] = None,
     time_budget_s: Optional[float] = None,
     cpu_memory: Optional[dict[str, bool]] = None,
+    compile: bool = False,
     on_family: Optional[Callable[[dict[str, Any]], None]] = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
@@ -318,7 +340,7 @@ def run_patch_bench(
     do not apply); otherwise the family stand-ins at size ``net``. ``dtypes``: names in :data:`DTYPES`
     (default float32); one record per (dtype, network). ``cpu_memory``: what
     ``ddsa_kernels.tune_cpu_memory`` set, when the caller ran it first (recorded and shown beside the
-    allocation settings)."""
+    allocation settings). ``compile``: also time ``torch.compile`` of both variants."""
     dtypes = list(dtypes or ["float32"])
     bad = [d for d in dtypes if d not in DTYPES]
     if bad:
@@ -357,7 +379,7 @@ def run_patch_bench(
         "config": {"cpu_memory": cpu_memory, "families": labels, "arch": arch,
                    "kwargs": kwargs, "dtypes": dtypes, "net": None if arch else net, "backend": backend,
                    "infer_size": infer_size, "train_batch": train_batch, "train_size": train_size, "rounds": rounds,
-                   "min_run_time_s": min_run_time, "time_budget_s": time_budget_s,
+                   "min_run_time_s": min_run_time, "time_budget_s": time_budget_s, "compile": compile,
                    "notes": [
                        "plain = the network as written; patched = a deep copy with the same weights after "
                        "ddsa_kernels.patch(model). Weights and inputs in the row's dtype.",
@@ -365,6 +387,9 @@ def run_patch_bench(
                        "infer = one image under torch.no_grad, eval mode. train = forward + L1 + backward "
                        "(no optimizer step), train mode.",
                        "interleaved rounds: plain then patched, repeated; each figure is the median over rounds.",
+                       *(["compiled = torch.compile(plain), patched+compiled = torch.compile(patched), default "
+                          "mode, in the same rounds; first call = the first run, compilation included."]
+                         if compile else []),
                        "by kind: exclusive inference time of the modules the patch replaced (the same paths in "
                        "both copies), from forward hooks; other = the rest of the forward; in the plain copy a depth-wise "
                        "conv inside a feed-forward counts as depth-wise conv. The hooked forward of median total "
@@ -391,7 +416,7 @@ def run_patch_bench(
             try:
                 rec = bench_network(label, makers[label], device=device, dtype=dtype, backend=backend,
                                     infer_size=infer_size, train_batch=train_batch, train_size=train_size,
-                                    rounds=rounds, min_run_time=min_run_time, log=log)
+                                    rounds=rounds, min_run_time=min_run_time, compile=compile, log=log)
             except Exception as exc:
                 rec = {"family": label, "dtype": dtype, "status": "error", "error": _error(exc), "tasks": {}}
         rec["arch"] = specs[label]
@@ -430,6 +455,17 @@ def render_markdown(result: dict[str, Any]) -> str:
                     f"{common.fmt(by_kind['plain']['total'])} → {common.fmt(by_kind['patched']['total'])}"])
     lines.append(common.markdown_table(
         ["network", "task", "dtype", "plain ms", "patched ms", "speed-up", "max abs Δ out", "patched modules"], rows))
+    compiled_rows = [[rec["family"], f"{task} b{t['batch']} {t['size']}²", rec.get("dtype", "float32"),
+                      common.fmt(t["compiled"]["median_ms"]), f"{t['compiled']['first_call_s']:.0f} s",
+                      common.fmt(t["patched_compiled"]["median_ms"]), f"{t['patched_compiled']['first_call_s']:.0f} s",
+                      f"×{t['speedup_vs_compiled']:.2f}", f"×{t['speedup_compiled']:.2f}"]
+                     for rec in result["families"] if rec["status"] == "ok"
+                     for task, t in rec["tasks"].items() if t["status"] == "ok" and "compiled" in t]
+    if compiled_rows:
+        lines += ["", "Against `torch.compile` (same rounds):", ""]
+        lines.append(common.markdown_table(
+            ["network", "task", "dtype", "compiled ms", "its first call", "patched+compiled ms", "its first call",
+             "patched vs compiled", "patched+compiled vs plain"], compiled_rows))
     if kind_rows:
         lines += ["", "Inference ms by kind of module (plain → patched, exclusive times from forward hooks):", ""]
         lines.append(common.markdown_table(["network", "image", "dtype", *(KIND_LABELS[k] for k in KINDS), "total"],
