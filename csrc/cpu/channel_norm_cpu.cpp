@@ -208,59 +208,61 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_impl(const at::Tensor& g
       const A* grows = tile_rows<scalar_t, A>(gp + b * sgb + n0, sgc, C, len, T, buf + C * T, ldg);
       const A* __restrict m = mp + b * N + n0;
       const A* __restrict r = rp + b * N + n0;
+      // Pass 1: per pixel Σ g, Σ g·d (or Σ g·x·rstd) and Σ d, with d = x − μ; then r = Σ d / C and
+      // mean(g·x̂) = (Σ g·d − r·Σ g)·rstd / C, so the residual costs no pass of its own.
       for (int64_t p = 0; p < len; ++p) sg[p] = sgx[p] = res[p] = 0;
       for (int64_t c = 0; c < C; ++c) {
         const A* __restrict xr = xrows + c * ldx;
-        for (int64_t p = 0; p < len; ++p) res[p] += xr[p] - m[p];
+        const A* __restrict gr = grows + c * ldg;
+        const A wc = w[c];
+        if (subtract_mean) {
+#pragma omp simd
+          for (int64_t p = 0; p < len; ++p) {
+            const A d = xr[p] - m[p];
+            const A g = gr[p] * wc;
+            res[p] += d;
+            sg[p] += g;
+            sgx[p] += g * d;
+          }
+        } else {
+#pragma omp simd
+          for (int64_t p = 0; p < len; ++p) {
+            res[p] += xr[p] - m[p];
+            sgx[p] += gr[p] * wc * xr[p];
+          }
+        }
       }
-      for (int64_t p = 0; p < len; ++p) res[p] /= static_cast<A>(C);
+      for (int64_t p = 0; p < len; ++p) {
+        res[p] /= static_cast<A>(C);  // a division, as in the forward: a constant pixel gives d − r = 0
+        sgx[p] = (subtract_mean ? sgx[p] - res[p] * sg[p] : sgx[p]) * r[p] * inv_c;
+        sg[p] *= inv_c;
+      }
+      // Pass 2: dx, and this item's Σ dy·x̂ (or Σ dy·x·rstd) and Σ dy per channel.
       for (int64_t c = 0; c < C; ++c) {
         const A* __restrict xr = xrows + c * ldx;
         const A* __restrict gr = grows + c * ldg;
+        scalar_t* __restrict dr = dxp + (b * C + c) * N + n0;
         const A wc = w[c];
         A dwc = 0, dbc = 0;
         if (subtract_mean) {
 #pragma omp simd reduction(+ : dwc, dbc)
           for (int64_t p = 0; p < len; ++p) {
             const A xh = ((xr[p] - m[p]) - res[p]) * r[p];
-            const A g = gr[p] * wc;
-            sg[p] += g;
-            sgx[p] += g * xh;
+            dr[p] = static_cast<scalar_t>((gr[p] * wc - sg[p] - xh * sgx[p]) * r[p]);
             dwc += gr[p] * xh;
             dbc += gr[p];
           }
         } else {
 #pragma omp simd reduction(+ : dwc, dbc)
           for (int64_t p = 0; p < len; ++p) {
-            const A xs = xr[p] * r[p];
-            sgx[p] += gr[p] * wc * xs;
-            dwc += gr[p] * xs;
+            const A xh = ((xr[p] - m[p]) - res[p]) * r[p];
+            dr[p] = static_cast<scalar_t>((gr[p] * wc - xh * sgx[p]) * r[p]);
+            dwc += gr[p] * xr[p] * r[p];
             dbc += gr[p];
           }
         }
         dw_part[c] += dwc;
         db_part[c] += dbc;
-      }
-      for (int64_t p = 0; p < len; ++p) {
-        sg[p] *= inv_c;
-        sgx[p] *= inv_c;
-      }
-      for (int64_t c = 0; c < C; ++c) {
-        const A* __restrict xr = xrows + c * ldx;
-        const A* __restrict gr = grows + c * ldg;
-        scalar_t* __restrict dr = dxp + (b * C + c) * N + n0;
-        const A wc = w[c];
-        if (subtract_mean) {
-          for (int64_t p = 0; p < len; ++p) {
-            const A xh = ((xr[p] - m[p]) - res[p]) * r[p];
-            dr[p] = static_cast<scalar_t>((gr[p] * wc - sg[p] - xh * sgx[p]) * r[p]);
-          }
-        } else {
-          for (int64_t p = 0; p < len; ++p) {
-            const A xh = ((xr[p] - m[p]) - res[p]) * r[p];
-            dr[p] = static_cast<scalar_t>((gr[p] * wc - xh * sgx[p]) * r[p]);
-          }
-        }
       }
     }
   });
