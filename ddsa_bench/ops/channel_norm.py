@@ -20,12 +20,10 @@ forward+backward.
 from __future__ import annotations
 
 import argparse
-import statistics
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
-import torch.utils.benchmark as tb
 
 from ddsa_kernels import build_info, channel_norm
 from ddsa_kernels.testing import eager_channel_norm
@@ -33,20 +31,6 @@ from ddsa_kernels.testing import eager_channel_norm
 from .. import common
 
 GOAL_FWDBWD = 3.0
-
-
-def _median_ms(fn: Callable[[], object], min_run_time: float) -> float:
-    fn()  # warm-up
-    timer = tb.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
-    return timer.blocked_autorange(min_run_time=min_run_time).median * 1e3
-
-
-def _interleaved(fns: dict[str, Callable[[], object]], rounds: int, min_run_time: float) -> dict[str, dict]:
-    per_round: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            per_round[name].append(_median_ms(fn, min_run_time))
-    return {name: {"median_ms": statistics.median(v), "rounds_ms": v} for name, v in per_round.items()}
 
 
 def _layer_norm_permuted(x, w, b, eps, subtract_mean):
@@ -75,20 +59,25 @@ def bench(shape, dtype, subtract_mean: bool, rounds: int, min_run_time: float) -
     b = torch.randn(C, generator=gen).to(dtype) if subtract_mean else None
     dy = torch.randn(B, C, H, W, generator=gen).to(dtype)
     methods = _methods(subtract_mean)
-    with torch.no_grad():
-        fwd = _interleaved({n: (lambda fn=fn: fn(x, w, b)) for n, fn in methods.items()}, rounds, min_run_time)
+
+    def forward(fn):
+        with torch.no_grad():
+            fn(x, w, b)
+
+    row = {"shape": list(shape), "dtype": str(dtype).replace("torch.", ""), "subtract_mean": subtract_mean}
+    row["fwd"], row["speedup_fwd"] = common.interleaved_rounds(
+        {n: (lambda fn=fn: forward(fn)) for n, fn in methods.items()}, "eager", rounds=rounds,
+        min_run_time=min_run_time)
     leaves = [t.clone().requires_grad_() for t in (x, w, b) if t is not None]
 
     def step(fn):
         y = fn(*leaves, *([None] if len(leaves) == 2 else []))
         torch.autograd.grad(y, leaves, dy)
 
-    fwdbwd = _interleaved({n: (lambda fn=fn: step(fn)) for n, fn in methods.items()}, rounds, min_run_time)
-    row = {"shape": list(shape), "dtype": str(dtype).replace("torch.", ""), "subtract_mean": subtract_mean,
-           "fwd": fwd, "fwdbwd": fwdbwd}
-    for key, res in (("fwd", fwd), ("fwdbwd", fwdbwd)):
-        row[f"speedup_{key}"] = {n: res["eager"]["median_ms"] / r["median_ms"] for n, r in res.items()}
-    if "cpu" in fwdbwd:
+    row["fwdbwd"], row["speedup_fwdbwd"] = common.interleaved_rounds(
+        {n: (lambda fn=fn: step(fn)) for n, fn in methods.items()}, "eager", rounds=rounds,
+        min_run_time=min_run_time)
+    if "cpu" in row["fwdbwd"]:
         row["meets_goal_fwdbwd"] = row["speedup_fwdbwd"]["cpu"] >= GOAL_FWDBWD
     return row
 
