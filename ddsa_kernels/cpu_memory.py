@@ -7,13 +7,12 @@ default each map costs fresh page faults and zero-filling by the kernel, one per
 
 :func:`tune_cpu_memory` raises the mmap threshold to its maximum (32 MiB) and the trim threshold far
 above it: freed blocks are reused and not faulted in again. ``ddsa-bench cpu-memory``
-measures it on the shipped model (on 2 cores, committed run: page faults per call 1.2–5.5× fewer,
-inference and training steps 1.04–1.31× faster; 1.15–1.34× in two earlier runs). The cost: the process
-keeps its peak heap until it exits.
+measures it on the shipped model (on 2 cores, committed run: page faults per call 1.3–11.7× fewer,
+inference and training steps 1.17–1.25× faster). The cost: the process keeps its peak heap until it exits.
 
 Asking torch for transparent huge pages as well (``THP_MEM_ALLOC_ENABLE=1``) cuts the faults of the
-blocks above 32 MiB too, but made the same runs slower on that machine (synchronous compaction when
-a huge page is faulted in), so it is left to the user.
+blocks above 32 MiB too, but was slower than the setting alone in two of the three tasks of the same run
+(synchronous compaction when a huge page is faulted in), so it is left to the user.
 
 The ddsa CLIs call it first; call it at the top of your own CPU scripts. ``DDSA_SYSTEM_MALLOC=1`` turns
 it into a no-op; so do other platforms and C libraries without ``mallopt``.
