@@ -43,6 +43,8 @@ def _want_counts(net, family, ln_kind="layer_norm:with_bias"):
     n = lambda cls: sum(type(m) is cls for m in net.modules())  # noqa: E731
     want = {f"attention:{family}": n(arch.Attention), ln_kind: n(arch.LayerNorm),
             f"feed_forward:{FFN_VARIANT[family]}": n(arch.FeedForward)}
+    if hasattr(arch, "subnet"):  # DRSformer's MEFC
+        want["mefc:drsformer"] = n(arch.subnet)
     for m in net.modules():
         if isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels == m.out_channels:
             k, d = m.kernel_size[0], m.dilation[0]

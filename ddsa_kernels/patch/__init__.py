@@ -1,10 +1,10 @@
-"""``patch(model)``: make the attention, LayerNorm, depth-wise convolution and feed-forward modules of an
-existing Restormer-family network (Restormer, DRSformer, IDT-DDSA and their forks) run the fused ops, in
+"""``patch(model)``: make the attention, LayerNorm, depth-wise convolution and feed-forward modules (and
+DRSformer's MEFC) of an existing Restormer-family network (Restormer, DRSformer, IDT-DDSA and their forks) run the fused ops, in
 place, without touching its parameters.
 
 Modules are recognised by what they compute, never by class name or import path: each kind has one rule
 (a module of this package: :mod:`.attention`, :mod:`.layer_norm`, :mod:`.sefn`, :mod:`.gdfn`,
-:mod:`.mixed_scale_ffn`, :mod:`.depthwise_conv`) with a cheap candidate test, a structural match on module
+:mod:`.mixed_scale_ffn`, :mod:`.depthwise_conv`, :mod:`.mefc`) with a cheap candidate test, a structural match on module
 types and parameter shapes, and the fused forward; every match is then confirmed by behaviour
 (:mod:`._verify`: the module's own call against the fused computation on float64 copies, in both modes and
 at two input sizes). A fork whose math differs, whose forward takes extra arguments, or whose class
@@ -29,15 +29,16 @@ import torch
 from torch import nn
 
 from .. import _registry
-from . import attention, depthwise_conv, gdfn, layer_norm, mixed_scale_ffn, sefn
+from . import attention, depthwise_conv, gdfn, layer_norm, mefc, mixed_scale_ffn, sefn
 from ._rule import Match, Rule, Skip
 from ._verify import behaviour_problem, first_call_forward, signature_problem
 from .attention import family_topk
 
 # The rules in the order they are tried on each module (the first whose candidate test passes decides).
 RULES: tuple[Rule, ...] = (attention.RULE, layer_norm.RULE, sefn.RULE, mixed_scale_ffn.RULE, gdfn.RULE,
-                           depthwise_conv.RULE)
-KINDS = ("attention", "layer_norm", "depthwise_conv", "feed_forward")
+                           depthwise_conv.RULE, mefc.RULE)
+BACKEND_KINDS = ("attention", "layer_norm", "depthwise_conv", "feed_forward")  # the kinds whose forward takes a backend
+KINDS = BACKEND_KINDS + ("mefc",)
 _FORWARDS = {rule.forward for rule in RULES} | {first_call_forward}
 
 
@@ -103,11 +104,11 @@ class PatchReport:
 
 
 def _backend_names(backend: Union[str, Mapping[str, str]]) -> dict[str, str]:
-    names = dict(backend) if isinstance(backend, Mapping) else {kind: backend for kind in KINDS}
-    unknown = set(names) - set(KINDS)
+    names = dict(backend) if isinstance(backend, Mapping) else {kind: backend for kind in BACKEND_KINDS}
+    unknown = set(names) - set(BACKEND_KINDS)
     if unknown:
-        raise ValueError(f"backend keys must be among {sorted(KINDS)}, got {sorted(unknown)}")
-    for kind in KINDS:
+        raise ValueError(f"backend keys must be among {sorted(BACKEND_KINDS)}, got {sorted(unknown)}")
+    for kind in BACKEND_KINDS:
         names.setdefault(kind, "auto")
         if not isinstance(names[kind], str):
             raise ValueError(f"backend for {kind} must be a string, got {names[kind]!r}")
@@ -134,6 +135,7 @@ def patch(
     layer_norm: bool = True,
     depthwise_conv: bool = True,
     feed_forward: bool = True,
+    mefc: bool = True,
     backend: Union[str, Mapping[str, str]] = "auto",
     verify: Union[bool, str] = True,
 ) -> PatchReport:
@@ -152,6 +154,8 @@ def patch(
         depthwise_conv: patch depth-wise ``nn.Conv2d`` modules (odd square kernel ≤ 7, stride 1, zero
             "same" padding); on CUDA and under autocast they keep running torch's convolution.
         feed_forward: patch the families' feed-forward blocks (SEFN, GDFN, mixed-scale).
+        mefc: patch DRSformer's MEFC (``subnet``): its operation layers without the concatenation, the
+            output 1×1 convolution folded with each branch's last 1×1 and weight (plain torch ops).
         backend: a backend name for every op ("auto", or a name of :func:`ddsa_kernels.build_info`), or a
             mapping {"attention": name, "layer_norm": name, "depthwise_conv": name, "feed_forward": name}.
             To change it later, :func:`unpatch` first.
@@ -170,7 +174,7 @@ def patch(
     report = PatchReport(backend=names)
     resolved: dict[str, set[str]] = {}
     enabled = {"attention": attention, "layer_norm": layer_norm, "depthwise_conv": depthwise_conv,
-               "feed_forward": feed_forward}
+               "feed_forward": feed_forward, "mefc": mefc}
     for path, m in model.named_modules():
         done = patched_match(m)
         if done is not None:
@@ -194,14 +198,15 @@ def patch(
         if isinstance(found, Skip):
             report.skipped.append((path, found.reason))
             continue
-        backend_name = names[rule.kind]
+        backend_name = names.get(rule.kind, "auto")
         if verify == "first-call":
             m.forward = functools.partial(first_call_forward, m, match=found, backend=backend_name,
                                           fused=rule.forward, path=path)
         else:
             m.forward = functools.partial(rule.forward, m, match=found, backend=backend_name)
         report.patched.append((path, found))
-        resolved.setdefault(found.label, set()).add(_resolve(rule.op, backend_name, model, rule.channels(m)))
+        resolved.setdefault(found.label, set()).add(
+            _resolve(rule.op, backend_name, model, rule.channels(m)) if rule.op else "torch")
     report.resolved = {k: sorted(v) for k, v in sorted(resolved.items())}
     return report
 

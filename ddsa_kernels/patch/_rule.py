@@ -22,9 +22,10 @@ Tensor = torch.Tensor
 class Match:
     """A module recognised by a rule.
 
-    kind: the rule's kind ("attention", "layer_norm", "depthwise_conv", "feed_forward").
+    kind: the rule's kind ("attention", "layer_norm", "depthwise_conv", "feed_forward", "mefc").
     variant: what the rule found ("ddsa", "drsformer", "restormer"; "with_bias", "bias_free"; "3x3",
-    "5x5/d2"; "sefn", "gdfn", "mixed_scale"). options: keyword arguments of the fused forward.
+    "5x5/d2"; "sefn", "gdfn", "mixed_scale"; "drsformer" for the MEFC). options: keyword arguments of the
+    fused forward.
     """
 
     kind: str
@@ -55,7 +56,8 @@ class Rule:
     """One kind of module.
 
     kind: the name used by ``patch(..., <kind>=False)`` and the backend mapping. op: the registry op its
-    fused forward calls (for the report's resolved backends). is_candidate: cheap pre-filter. match:
+    fused forward calls (for the report's resolved backends); "" for a forward of plain torch ops, which
+    takes no backend. is_candidate: cheap pre-filter. match:
     the structural match. forward: ``forward(module, x, *, match, backend)``, a module-level function
     (so that the patched module pickles). channels: the channel count the op resolves a backend for.
     verify: whether the behaviour check runs (False where type and structure say everything).
