@@ -356,7 +356,7 @@ def _assert_patch_record(rec, attention_kind, n_blocks):
         assert t["speedup"] == pytest.approx(t["plain"]["median_ms"] / t["patched"]["median_ms"])
     by_kind = rec["tasks"]["infer"]["breakdown_ms"]
     for v in ("plain", "patched"):
-        parts = [by_kind[v][k] for k in ("attention", "layer_norm", "feed_forward", "depthwise_conv", "other")]
+        parts = [by_kind[v][k] for k in ("attention", "layer_norm", "feed_forward", "depthwise_conv", "mefc", "other")]
         assert all(p >= 0 for p in parts) and by_kind[v]["attention"] > 0
         assert sum(parts) == pytest.approx(by_kind[v]["total"])
     assert "breakdown_ms" not in rec["tasks"]["train"]
@@ -377,7 +377,8 @@ def test_patch_bench_family_default_runs_the_published_structure_standins(tmp_pa
     assert data["config"]["kwargs"]["ddsa"]["dim"] == 8
     md = (tmp_path / "patch.md").read_text()
     assert "| ddsa | infer b1 16² |" in md and "| restormer | train b1 16² |" in md
-    assert "| network | image | dtype | attention | layer norm | feed-forward | depth-wise conv | other | total |" in md
+    assert ("| network | image | dtype | attention | layer norm | feed-forward | depth-wise conv | MEFC | other | total |"
+            in md)
 
 
 def test_patch_bench_arch_measures_a_network_file(tmp_path, one_thread, capsys):
@@ -391,6 +392,8 @@ def test_patch_bench_arch_measures_a_network_file(tmp_path, one_thread, capsys):
     (rec,) = data["families"]
     assert rec["family"] == "DRSformer" and rec["arch"] == spec
     _assert_patch_record(rec, "attention:drsformer", 7)  # no refinement transformer blocks
+    assert rec["patched"]["mefc:drsformer"] == 2  # level-0 and refinement subnets, timed as their own kind
+    assert all(rec["tasks"]["infer"]["breakdown_ms"][v]["mefc"] > 0 for v in ("plain", "patched"))
     md = (tmp_path / "patch_drsformer-arch-drsformer.md").read_text()
     assert "| DRSformer | infer b1 16² |" in md and "| DRSformer | train b1 16² |" in md
 

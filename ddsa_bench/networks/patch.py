@@ -55,9 +55,9 @@ FAMILY_ARCH = {"ddsa": ("idt_ddsa_arch.py", "Restormer"), "drsformer": ("drsform
                "restormer": ("restormer_arch.py", "Restormer")}
 NETS = ("small", "tiny")
 TASKS = ("infer", "train")
-KINDS = ("attention", "layer_norm", "feed_forward", "depthwise_conv", "other")
+KINDS = ("attention", "layer_norm", "feed_forward", "depthwise_conv", "mefc", "other")
 KIND_LABELS = {"attention": "attention", "layer_norm": "layer norm", "feed_forward": "feed-forward",
-               "depthwise_conv": "depth-wise conv", "other": "other"}
+               "depthwise_conv": "depth-wise conv", "mefc": "MEFC", "other": "other"}
 NET_NOTES = {
     "small": "net small: the published-structure stand-ins (tests/published_nets) at the ddsa-small size (dim 16, "
              "blocks (1, 2, 2, 3), heads (1, 2, 4, 8), FFN ×2.66, one refinement block; DRSformer's level-0 and "
@@ -437,6 +437,10 @@ def render_markdown(result: dict[str, Any]) -> str:
     title = f"`{cfg['arch']}`" if cfg.get("arch") else "the published-structure networks"
     lines = common.markdown_heading(f"`ddsa_kernels.patch` on {title}", m)
     rows, kind_rows = [], []
+    # the kinds of the run (runs made before a kind existed counted its modules as "other")
+    breakdowns = [t["breakdown_ms"] for rec in result["families"] if rec["status"] == "ok"
+                  for t in rec["tasks"].values() if t.get("breakdown_ms")]
+    kinds = [k for k in KINDS if all(k in b["plain"] for b in breakdowns)]
     for rec in result["families"]:
         dtype = rec.get("dtype", "float32")
         if rec["status"] != "ok":
@@ -453,7 +457,7 @@ def render_markdown(result: dict[str, Any]) -> str:
             by_kind = t.get("breakdown_ms")
             if by_kind:
                 kind_rows.append([rec["family"], f"{t['size']}²", dtype] + [
-                    f"{common.fmt(by_kind['plain'][k])} → {common.fmt(by_kind['patched'][k])}" for k in KINDS] + [
+                    f"{common.fmt(by_kind['plain'][k])} → {common.fmt(by_kind['patched'][k])}" for k in kinds] + [
                     f"{common.fmt(by_kind['plain']['total'])} → {common.fmt(by_kind['patched']['total'])}"])
     lines.append(common.markdown_table(
         ["network", "task", "dtype", "plain ms", "patched ms", "speed-up", "max abs Δ out", "patched modules"], rows))
@@ -470,7 +474,7 @@ def render_markdown(result: dict[str, Any]) -> str:
              "patched vs compiled", "patched+compiled vs plain"], compiled_rows))
     if kind_rows:
         lines += ["", "Inference ms by kind of module (plain → patched, exclusive times from forward hooks):", ""]
-        lines.append(common.markdown_table(["network", "image", "dtype", *(KIND_LABELS[k] for k in KINDS), "total"],
+        lines.append(common.markdown_table(["network", "image", "dtype", *(KIND_LABELS[k] for k in kinds), "total"],
                                            kind_rows))
     alloc = ", ".join(f"{k}={v}" for k, v in (m.get("allocation_env") or {}).items()) or "default allocation settings"
     if cfg.get("cpu_memory"):
