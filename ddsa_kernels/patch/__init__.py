@@ -1,11 +1,11 @@
 """``patch(model)``: make the attention, LayerNorm, depth-wise convolution and feed-forward modules (and
-DRSformer's MEFC) of an existing Restormer-family network (Restormer, DRSformer, IDT-DDSA and their forks) run the fused ops, in
-place, without touching its parameters.
+DRSformer's MEFC) of an existing Restormer-family network (Restormer, DRSformer, IDT-DDSA and their forks)
+run the fused ops, in place, without touching its parameters.
 
 Modules are recognised by what they compute, never by class name or import path: each kind has one rule
 (a module of this package: :mod:`.attention`, :mod:`.layer_norm`, :mod:`.sefn`, :mod:`.gdfn`,
-:mod:`.mixed_scale_ffn`, :mod:`.depthwise_conv`, :mod:`.mefc`) with a cheap candidate test, a structural match on module
-types and parameter shapes, and the fused forward; every match is then confirmed by behaviour
+:mod:`.mixed_scale_ffn`, :mod:`.depthwise_conv`, :mod:`.mefc`) with a cheap candidate test, a structural
+match on module types and parameter shapes, and the fused forward; every match is then confirmed by behaviour
 (:mod:`._verify`: the module's own call against the fused computation on float64 copies, in both modes and
 at two input sizes). A fork whose math differs, whose forward takes extra arguments, or whose class
 overrides ``__call__`` is reported and left alone.
@@ -37,7 +37,8 @@ from .attention import family_topk
 # The rules in the order they are tried on each module (the first whose candidate test passes decides).
 RULES: tuple[Rule, ...] = (attention.RULE, layer_norm.RULE, sefn.RULE, mixed_scale_ffn.RULE, gdfn.RULE,
                            depthwise_conv.RULE, mefc.RULE)
-BACKEND_KINDS = ("attention", "layer_norm", "depthwise_conv", "feed_forward")  # the kinds whose forward takes a backend
+# the kinds whose fused forward takes a backend (the MEFC's is plain torch ops)
+BACKEND_KINDS = ("attention", "layer_norm", "depthwise_conv", "feed_forward")
 KINDS = BACKEND_KINDS + ("mefc",)
 _FORWARDS = {rule.forward for rule in RULES} | {first_call_forward}
 

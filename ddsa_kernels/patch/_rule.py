@@ -57,8 +57,7 @@ class Rule:
 
     kind: the name used by ``patch(..., <kind>=False)`` and the backend mapping. op: the registry op its
     fused forward calls (for the report's resolved backends); "" for a forward of plain torch ops, which
-    takes no backend. is_candidate: cheap pre-filter. match:
-    the structural match. forward: ``forward(module, x, *, match, backend)``, a module-level function
+    takes no backend. is_candidate: cheap pre-filter. match: the structural match. forward: ``forward(module, x, *, match, backend)``, a module-level function
     (so that the patched module pickles). channels: the channel count the op resolves a backend for.
     verify: whether the behaviour check runs (False where type and structure say everything).
     test_channels: the input channel count of the float64 behaviour check. refine: optional

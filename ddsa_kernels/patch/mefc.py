@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._rule import Match, MatchResult, Rule, Skip, Tensor, conv_mismatch
+from ._rule import Match, MatchResult, Rule, Skip, Tensor, block_children, conv_mismatch
 
 
 def is_candidate(m: nn.Module) -> bool:
@@ -42,9 +42,10 @@ def _folded_conv(branch: nn.Module, channels: int) -> Optional[nn.Conv2d]:
 
 
 def match(m: nn.Module) -> MatchResult:
-    if list(m._parameters) or list(m._buffers):
-        return Skip("the block has parameters or buffers of its own")
-    layers = list(m.layers)
+    children = block_children(m, ("layers",), ())
+    if isinstance(children, Skip):
+        return children
+    layers = list(children["layers"])
     if len(layers) % 2:
         return Skip(f"layers holds {len(layers)} modules, not (attention, group) pairs")
     for attention, group in zip(layers[::2], layers[1::2]):
@@ -80,9 +81,7 @@ def _operation_layer(layer: nn.Module, x: Tensor, weights: Tensor) -> Tensor:
         if last is None:
             z = branch(x)
         else:
-            z = x
-            for step in list(branch.op)[:-1]:
-                z = step(z)
+            z = branch.op[:-1](x)
             block = block @ last.weight.view(c, c)
         scaled = weights[:, i].view(b, 1, 1).to(block.dtype) * block  # (B, C, C)
         z = z.reshape(b, c, h * w)
@@ -107,4 +106,5 @@ def forward(module: nn.Module, x: Tensor, *, match: Match, backend: str) -> Tens
     return x
 
 
-RULE = Rule("mefc", "", is_candidate, match, forward, test_channels=lambda m: m.layers[1]._ops[0]._out[0].out_channels)
+RULE = Rule("mefc", "", is_candidate, match, forward,
+            test_channels=lambda m: m.layers[1]._ops[0]._out[0].out_channels)
